@@ -1,0 +1,43 @@
+# Every dependency comes from the system's packages (scripts/install-deps.sh installs them).
+
+find_package(Eigen3 3.3 REQUIRED NO_MODULE)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(Threads REQUIRED)
+
+# ITK: explicit modules, linked by name; I/O factories are registered in code
+# (src/io/itk_factories.cpp), so neither ITK_USE_FILE nor ITK_LIBRARIES is used: those pull in
+# GDCM, MINC and DCMTK, which we do not need.
+set(GIGAREG_ITK_COMPONENTS
+  ITKCommon ITKIOImageBase ITKIONIFTI ITKIONRRD ITKIOMeta ITKIOPNG
+  ITKIOTransformBase ITKIOTransformMatlab ITKIOTransformInsightLegacy ITKIOTransformHDF5
+  ITKTransform ITKImageFunction ITKImageGrid ITKImageIntensity ITKImageFilterBase)
+find_package(ITK 5 REQUIRED COMPONENTS ${GIGAREG_ITK_COMPONENTS})
+set(GIGAREG_ITK_LIBRARIES
+  ITKCommon ITKIOImageBase ITKIONIFTI ITKIONRRD ITKIOMeta ITKIOPNG
+  ITKIOTransformBase ITKIOTransformMatlab ITKIOTransformInsightLegacy ITKIOTransformHDF5
+  ITKTransform)
+
+find_package(CLI11 QUIET CONFIG)
+
+if(GIGAREG_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+endif()
+
+if(GIGAREG_DISTRIBUTED)
+  find_package(MPI REQUIRED COMPONENTS CXX)
+  if(GIGAREG_CUDA)
+    # NCCL ships with the CUDA toolkit here (include/nccl.h, lib64/libnccl.so).
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR})
+    if(NOT NCCL_INCLUDE_DIR OR NOT NCCL_LIBRARY)
+      message(FATAL_ERROR "GIGAREG_DISTRIBUTED with CUDA needs NCCL (nccl.h, libnccl)")
+    endif()
+  endif()
+endif()
+
+if(GIGAREG_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(GIGAREG_BUILD_BENCHMARKS)
+  find_package(benchmark REQUIRED)
+endif()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs gigareg's build and test dependencies from Debian's packages.
+# Idempotent and quick when everything is present: it asks dpkg first and runs apt only for what
+# is missing. CUDA 13 (nvcc, NCCL) is expected from the machine image; without nvcc the build
+# configures CPU-only.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libinsighttoolkit5-dev   # ITK 5: image and transform I/O, reference resampling in tests
+  libeigen3-dev            # small linear algebra (affine maps, moments)
+  libgtest-dev libgmock-dev googletest
+  libbenchmark-dev         # Google Benchmark
+  libcli11-dev             # command-line parsing
+  libopenmpi-dev openmpi-bin  # distributed layer (MPI bootstrap, host communicator)
+  zlib1g-dev
+  mricron-data             # Colin27 T1 + AAL labels for the demo
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: done"
