@@ -34,8 +34,8 @@ class Volume {
          MemorySpace space = MemorySpace::Host)
       : geometry_(global_geometry), box_(box), components_(components), space_(space) {
     GIGAREG_REQUIRE(components >= 1, "a volume needs at least one component");
-    GIGAREG_REQUIRE(Box{{0, 0, 0}, global_geometry.size}.contains(box) && !box.empty(),
-                    "the box must be a non-empty part of the grid");
+    const Box grid{{0, 0, 0}, global_geometry.size};
+    GIGAREG_REQUIRE(grid.contains(box) && !box.empty(), "the box must be a non-empty part of the grid");
     const std::size_t bytes = checked_bytes(box, components);
     owned_ = std::shared_ptr<void>(allocate_bytes(bytes, space, "Volume"),
                                    [space](void* p) { free_bytes(p, space); });
