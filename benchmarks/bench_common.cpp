@@ -1,0 +1,115 @@
+#include "bench_common.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "cuda/check.cuh"
+
+namespace gigareg::bench {
+
+double device_copy_bandwidth() {
+  static double bandwidth = [] {
+    const std::size_t bytes = std::size_t(1) << 30;
+    void *a = nullptr, *b = nullptr;
+    GIGAREG_CUDA_CHECK(cudaMalloc(&a, bytes));
+    GIGAREG_CUDA_CHECK(cudaMalloc(&b, bytes));
+    GIGAREG_CUDA_CHECK(cudaMemset(a, 1, bytes));
+    cudaEvent_t start, stop;
+    GIGAREG_CUDA_CHECK(cudaEventCreate(&start));
+    GIGAREG_CUDA_CHECK(cudaEventCreate(&stop));
+    std::vector<float> ms;
+    for (int i = 0; i < 12; ++i) {
+      GIGAREG_CUDA_CHECK(cudaEventRecord(start));
+      GIGAREG_CUDA_CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+      GIGAREG_CUDA_CHECK(cudaEventRecord(stop));
+      GIGAREG_CUDA_CHECK(cudaEventSynchronize(stop));
+      float t = 0;
+      GIGAREG_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      if (i >= 2) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    const double median_s = ms[ms.size() / 2] * 1e-3;
+    cudaFree(a);
+    cudaFree(b);
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return 2.0 * double(bytes) / median_s;
+  }();
+  return bandwidth;
+}
+
+std::size_t device_bytes_in_use() {
+  std::size_t free_b = 0, total_b = 0;
+  GIGAREG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return total_b - free_b;
+}
+
+std::vector<int64_t> cube_sizes(double bytes_per_voxel) {
+  std::size_t free_b = 0, total_b = 0;
+  GIGAREG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  std::vector<int64_t> sizes{128, 256, 512};
+  const double fit = std::cbrt(0.9 * double(free_b) / bytes_per_voxel);
+  const int64_t largest = int64_t(fit) / 32 * 32;
+  if (largest > 512) sizes.push_back(largest);
+  return sizes;
+}
+
+Volume<float> random_device_volume(const Geometry& g, int components, std::uint64_t seed, float lo,
+                                   float hi) {
+  Volume<float> host(g, components);
+  // Sum of a smooth pattern and noise: cheap to generate for a gigavoxel and never constant.
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> noise(0.0f, 0.1f * (hi - lo));
+  const float fx = 0.07f + 0.01f * float(seed % 7), fy = 0.05f, fz = 0.03f;
+  float* p = host.data();
+  const index_t n = host.voxel_count();
+  for (int c = 0; c < components; ++c) {
+    std::vector<float> jitter(4096);
+    for (auto& j : jitter) j = noise(rng);
+    for (index_t k = 0; k < g.size.z; ++k)
+      for (index_t j = 0; j < g.size.y; ++j)
+        for (index_t i = 0; i < g.size.x; ++i) {
+          const index_t idx = (k * g.size.y + j) * g.size.x + i;
+          const float s = 0.5f + 0.3f * std::sin(fx * i + c) * std::cos(fy * j) + 0.1f * std::sin(fz * k);
+          p[c * n + idx] = lo + (hi - lo) * 0.8f * s + jitter[std::size_t(idx * 2654435761u) % 4096];
+        }
+  }
+  return host.to(MemorySpace::Device);
+}
+
+void run_timed(benchmark::State& state, index_t voxels, double floor_bytes,
+               std::size_t baseline_device_bytes, const std::function<void()>& op) {
+  cudaEvent_t start, stop;
+  GIGAREG_CUDA_CHECK(cudaEventCreate(&start));
+  GIGAREG_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) op();  // warm-up: module load, scratch pools
+  GIGAREG_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::size_t peak = device_bytes_in_use() - baseline_device_bytes;
+  std::vector<float> times_ms;
+  for (auto _ : state) {
+    GIGAREG_CUDA_CHECK(cudaEventRecord(start));
+    op();
+    GIGAREG_CUDA_CHECK(cudaEventRecord(stop));
+    GIGAREG_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    GIGAREG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    state.SetIterationTime(ms * 1e-3);
+    times_ms.push_back(ms);
+  }
+  std::sort(times_ms.begin(), times_ms.end());
+  const double median_ms = times_ms.empty() ? 0.0 : times_ms[times_ms.size() / 2];
+  GIGAREG_CUDA_CHECK(cudaEventDestroy(start));
+  GIGAREG_CUDA_CHECK(cudaEventDestroy(stop));
+  const double floor_s = floor_bytes / device_copy_bandwidth();
+  state.counters["voxels"] = double(voxels);
+  state.counters["GVox/s"] = benchmark::Counter(double(voxels) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(floor_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["floor_ms"] = floor_s * 1e3;
+  state.counters["median_ms"] = median_ms;
+  state.counters["x_floor"] = median_ms / (floor_s * 1e3);
+  state.counters["copy_GB/s"] = device_copy_bandwidth() * 1e-9;
+  state.counters["peak_B/vox"] = double(peak) / double(voxels);
+}
+
+}  // namespace gigareg::bench
