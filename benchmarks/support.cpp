@@ -1,4 +1,4 @@
-#include "bench_common.hpp"
+#include "support.hpp"
 
 #include <algorithm>
 #include <cmath>
