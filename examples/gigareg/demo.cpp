@@ -1,0 +1,171 @@
+// gigareg demo: a phantom pair with ground truth from a real brain.
+//
+// Reads Colin27 (Debian's mricron-data: T1 and the AAL atlas), builds a known transform
+// S(x) = A(x + u(x)) from a smooth random warp u and a mild affine A, and makes the moving image
+// M = F o S (and its labels, with the label-preserving interpolator). It writes the pair and the
+// ground truth, then undoes S with its exact inverse (inverse warp by fixed-point iteration,
+// composed with A^-1) to show what a perfect registration recovers. Prints what it did, the
+// figures, and where the outputs are.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "commands.hpp"
+#include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
+#include "gigareg/metrics.hpp"
+#include "gigareg/ops/field.hpp"
+#include "gigareg/ops/warp.hpp"
+#include "gigareg/phantom.hpp"
+
+namespace gigareg::cli {
+namespace {
+
+struct DemoOptions {
+  std::string image = "/usr/share/mricron/templates/ch2.nii.gz";
+  std::string labels = "/usr/share/mricron/templates/aal.nii.gz";
+  std::string output = "out/demo";
+  double warp_mm = 4.0;
+  std::uint64_t seed = 2026;
+};
+
+Box whole(const Geometry& g) { return {{0, 0, 0}, g.size}; }
+
+Volume<float> warp_volume(const Volume<float>& moving, const Geometry& fixed_grid, const Affined& affine,
+                          const Volume<float>* displacement, Interpolation interpolation) {
+  WarpInputs in;
+  in.moving = moving.view();
+  in.moving_geometry = moving.geometry();
+  in.fixed_geometry = fixed_grid;
+  in.affine = affine;
+  if (displacement) in.displacement = displacement->view();
+  in.interpolation = interpolation;
+  in.boundary = Boundary::Zero;
+  Volume<float> out(fixed_grid);
+  warp(Context::cpu(), in, out.view(), whole(fixed_grid));
+  return out;
+}
+
+double mean_abs_difference(const Volume<float>& a, const Volume<float>& b) {
+  double s = 0;
+  for (index_t n = 0; n < a.voxel_count(); ++n) s += std::abs(double(a.data()[n]) - b.data()[n]);
+  return s / double(a.voxel_count());
+}
+
+Affined inverse(const Affined& a) {
+  Geometry g;  // reuse the geometry's inverse: a grid whose index->physical map is `a`
+  g.direction = a.matrix;
+  g.spacing = {1, 1, 1};
+  g.origin = a.offset;
+  return g.physical_to_index_map();
+}
+
+int run_demo(const DemoOptions& o) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  for (const std::string& p : {o.image, o.labels})
+    if (!std::filesystem::exists(p))
+      throw_error(ErrorKind::Io, p, "not found (Debian's mricron-data package provides it: "
+                                    "bash scripts/install-deps.sh)");
+  std::printf("gigareg demo: phantom pair from Colin27 with a known transform\n");
+  const Image fixed = read_image(o.image);
+  const Image fixed_labels = read_image(o.labels);
+  const Geometry& grid = fixed.voxels.geometry();
+  if (!grid.equals(fixed_labels.voxels.geometry()))
+    throw_error(ErrorKind::InvalidInput, o.labels, "is not on the grid of " + o.image);
+  std::printf("  fixed   %s (%s, %s)\n", o.image.c_str(), grid.describe().c_str(), to_string(fixed.pixel_type));
+  std::printf("  labels  %s (AAL atlas)\n", o.labels.c_str());
+
+  // Ground truth S(x) = A(x + u(x)) about the image centre.
+  SmoothDeformationSpec spec;
+  spec.max_displacement_mm = o.warp_mm;
+  spec.wavelength_mm = 50.0;
+  spec.seed = o.seed;
+  const Volume<float> u = make_smooth_deformation(grid, spec);
+  const Vec3d centre = grid.index_to_physical({0.5 * (grid.size.x - 1), 0.5 * (grid.size.y - 1), 0.5 * (grid.size.z - 1)});
+  const Affined affine = make_affine({4, -3, 5}, {1.03, 0.97, 1.02}, {3, -2, 4}, centre);
+  std::printf("  known transform: smooth warp (max %.1f mm, wavelengths >= %.0f mm, seed %llu) then an affine\n"
+              "                   (rotations 4/-3/5 deg, scales 1.03/0.97/1.02, shift 3/-2/4 mm)\n",
+              spec.max_displacement_mm, spec.wavelength_mm, (unsigned long long)spec.seed);
+
+  const Volume<float> moving = warp_volume(fixed.voxels, grid, affine, &u, Interpolation::Linear);
+  const Volume<float> moving_labels = warp_volume(fixed_labels.voxels, grid, affine, &u, Interpolation::Label);
+
+  // Jacobian of the warp part: the known deformation must fold nowhere.
+  Volume<float> det(grid);
+  std::vector<double> nonpositive(std::size_t(grid.size.z));
+  jacobian_determinant(Context::cpu(), u.view(), grid, det.view(), whole(grid),
+                       SlicePartials{nonpositive.data(), grid.size.z, 1});
+  const double folded = reduce_slices(Context::cpu(), SlicePartials{nonpositive.data(), grid.size.z, 1})[0];
+  float det_min = det.data()[0], det_max = det.data()[0];
+  for (index_t n = 0; n < det.voxel_count(); ++n) {
+    det_min = std::min(det_min, det.data()[n]);
+    det_max = std::max(det_max, det.data()[n]);
+  }
+
+  // Undo S exactly: S^-1(y) = z + w(z), z = A^-1 y, with w the inverse of u. As one displacement
+  // on the fixed grid: d(y) = A^-1 y + w(A^-1 y) - y (compose_fields with v = 0).
+  Volume<float> w(grid, 3);
+  std::vector<double> residual(2 * std::size_t(grid.size.z));
+  InverseOptions inv_opts;
+  inv_opts.iterations = 50;
+  inv_opts.tolerance = 1e-4;
+  invert_field(Context::cpu(), u.view(), grid, grid, w.view(), whole(grid), inv_opts, {},
+               SlicePartials{residual.data(), grid.size.z, 2});
+  const double max_residual = max_over_slices(Context::cpu(), SlicePartials{residual.data(), grid.size.z, 2}, 0);
+  Volume<float> d(grid, 3);
+  compose_fields(Context::cpu(), VolumeView<const float>{}, grid, inverse(affine), w.view(), grid, d.view(),
+                 whole(grid));
+  const Volume<float> recovered = warp_volume(moving, grid, Affined::identity(), &d, Interpolation::Linear);
+  const Volume<float> recovered_labels = warp_volume(moving_labels, grid, Affined::identity(), &d, Interpolation::Label);
+
+  const double dice_before = mean_dice(dice_per_label(fixed_labels.voxels, moving_labels));
+  const double dice_truth = mean_dice(dice_per_label(fixed_labels.voxels, recovered_labels));
+  const double mad_before = mean_abs_difference(fixed.voxels, moving);
+  const double mad_truth = mean_abs_difference(fixed.voxels, recovered);
+
+  namespace fs = std::filesystem;
+  fs::create_directories(o.output);
+  const std::string dir = o.output + "/";
+  write_image(dir + "fixed.nii.gz", fixed);
+  write_image(dir + "fixed_labels.nii.gz", fixed_labels);
+  write_image(dir + "moving.nii.gz", moving, fixed.pixel_type, IntegerConversion::RoundAndClamp);
+  write_image(dir + "moving_labels.nii.gz", moving_labels, fixed_labels.pixel_type);
+  write_displacement_field(dir + "truth_warp.nii.gz", u);
+  write_affine_transform(dir + "truth_affine.mat", affine.matrix, affine.offset);
+  write_displacement_field(dir + "truth_inverse_displacement.nii.gz", d);
+  write_image(dir + "truth_recovered.nii.gz", recovered);
+
+  const double seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  std::printf("\nresult (CPU backend, %.1f s):\n", seconds);
+  std::printf("  known warp: Jacobian determinant in [%.3f, %.3f], %.0f folded voxels\n", det_min, det_max, folded);
+  std::printf("  inverse warp by fixed-point iteration: largest residual %.2e mm\n", max_residual);
+  std::printf("  mean Dice of AAL labels (>= 100 voxels)   before: %.3f   after the exact inverse: %.3f\n",
+              dice_before, dice_truth);
+  std::printf("  mean |fixed - moving| intensity            before: %.2f   after the exact inverse: %.2f\n",
+              mad_before, mad_truth);
+  std::printf("  (the registration pipeline is not built yet; the exact inverse shows the best a\n"
+              "   registration can reach after interpolating twice)\n");
+  std::printf("\noutputs in %s:\n", o.output.c_str());
+  std::printf("  fixed.nii.gz, moving.nii.gz, fixed_labels.nii.gz, moving_labels.nii.gz   the pair\n");
+  std::printf("  truth_warp.nii.gz (u, mm) + truth_affine.mat (A): moving = fixed o A(x + u(x))\n");
+  std::printf("  truth_inverse_displacement.nii.gz, truth_recovered.nii.gz                 the exact inverse\n");
+  return 0;
+}
+
+}  // namespace
+
+Command add_demo_command(CLI::App& app) {
+  auto o = std::make_shared<DemoOptions>();
+  app.add_option("--image", o->image, "T1 image to deform")->capture_default_str();
+  app.add_option("--labels", o->labels, "label map on the same grid")->capture_default_str();
+  app.add_option("-o,--output", o->output, "output directory")->capture_default_str();
+  app.add_option("--warp-mm", o->warp_mm, "largest displacement of the known warp (mm)")->capture_default_str();
+  app.add_option("--seed", o->seed, "seed of the known warp")->capture_default_str();
+  return [o] { return run_demo(*o); };
+}
+
+}  // namespace gigareg::cli

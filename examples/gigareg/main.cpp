@@ -1,0 +1,41 @@
+// gigareg: command-line entry point. Errors from the library (gigareg::Error) name the file or
+// option and the problem; they end the program with exit code 1 and leave no partial output.
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "commands.hpp"
+#include "gigareg/config.hpp"
+#include "gigareg/error.hpp"
+#include "gigareg/log.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"gigareg: registration of 3-D medical images up to gigavoxel size"};
+  app.set_version_flag("--version", std::string("gigareg ") + GIGAREG_VERSION);
+  app.require_subcommand(1);
+  std::map<CLI::App*, gigareg::cli::Command> commands;
+  auto add = [&](auto adder, const char* name, const char* description) {
+    CLI::App* sub = app.add_subcommand(name, description);
+    commands[sub] = adder(*sub);
+  };
+  add(gigareg::cli::add_info_command, "info", "Print an image's header: geometry and pixel type");
+  add(gigareg::cli::add_demo_command, "demo",
+      "Make a phantom pair from Colin27 with a known warp and report on it");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, run] : commands)
+      if (sub->parsed()) return run();
+  } catch (const gigareg::Error& e) {
+    std::fprintf(stderr, "gigareg: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gigareg: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
