@@ -3,6 +3,7 @@
 find_package(Eigen3 3.3 REQUIRED NO_MODULE)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)   # src/io checks gzip trailers of NIfTI/MetaImage files
 
 # ITK: explicit modules, linked by name; I/O factories are registered in code
 # (src/io/itk_factories.cpp), so neither ITK_USE_FILE nor ITK_LIBRARIES is used: those pull in

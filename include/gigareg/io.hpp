@@ -1,0 +1,130 @@
+#pragma once
+// Reading and writing images, displacement fields and affine transforms through ITK.
+//
+// Images: any scalar image ITK reads (NIfTI .nii/.nii.gz, NRRD .nrrd/.nhdr, MetaImage .mha/.mhd,
+// PNG) becomes a Volume<float> with the Geometry ITK reports (LPS; NIfTI qform/sform and
+// scl_slope/scl_inter applied exactly as itk::ImageFileReader applies them). The type of the
+// values in the file is remembered so that label maps are written back as integers.
+//
+// Displacement fields: planar 3-component Volume<float> of physical LPS displacements in mm,
+// written as ANTs writes its warps: itk::Image<itk::Vector<float,3>,3> through ITK's writers, which
+// for NIfTI gives intent_code NIFTI_INTENT_VECTOR (1007), dim[0] = 5, dim[4] = 1, dim[5] = 3 and
+// float32 data, component planes on disk. ITK stores the vectors as they are (LPS), as ANTs does.
+//
+// Affine transforms: ITK transform files (.mat as ANTs writes prefix0GenericAffine.mat, .txt/.tfm,
+// .h5) holding one AffineTransform / MatrixOffsetTransformBase (or any linear subclass of it).
+//
+// Every write goes to a temporary file in the destination directory (same extension, so ITK picks
+// the same writer: `dir/.name.tmp-<pid>-<n>.nii.gz`) and is renamed over the final name only after
+// ITK succeeded; on failure the temporary is removed. No partial file ever exists under the final
+// name. Two-file formats (.mhd, .nhdr, .hdr/.img) are readable but not writable for that reason.
+//
+// Every entry point registers ITK's I/O factories first (register_itk_io_factories), so programs
+// need neither ITK_USE_FILE nor ITK's factory register managers.
+//
+// Errors: gigareg::Error whose where() is the file path. Kinds: Io (missing, not a regular file,
+// unreadable, truncated or failing data, failed write/rename), InvalidInput (not an image ITK
+// recognises, header that ITK rejects, bad geometry, 4-D or vector data where a scalar 3-D image
+// is expected, integer values beyond float precision, unsupported pixel type), OutOfMemory (the
+// header announces more voxels than the host can hold: checked before anything is allocated),
+// InvalidArgument (a caller asked for something impossible: unsupported output extension,
+// non-integer values for an integer pixel type, ...).
+
+#include <cstddef>
+#include <string>
+
+#include "gigareg/device/math.hpp"
+#include "gigareg/geometry.hpp"
+#include "gigareg/volume.hpp"
+
+namespace gigareg {
+
+/// Type of the values stored in an image file.
+enum class PixelType { UInt8, Int8, UInt16, Int16, UInt32, Int32, UInt64, Int64, Float32, Float64 };
+
+const char* to_string(PixelType type);  // "uint8", "int16", "float32", ...
+std::size_t size_of(PixelType type);    // bytes per value
+bool is_integer(PixelType type);
+
+/// Registers the image I/O factories (NIfTI, NRRD, MetaImage, PNG) and the transform I/O
+/// factories (.mat, .txt/.tfm, .h5) with ITK. Thread-safe; the work is done once per process, and
+/// a factory that is already registered (e.g. by ITK_USE_FILE in the calling program) is skipped.
+void register_itk_io_factories();
+
+/// What an image file's header says, read without touching the voxel data.
+struct ImageHeader {
+  Geometry geometry;                        // of the first three axes, as ITK reports it
+  PixelType pixel_type = PixelType::Float32;  // values as ITK delivers them (after scl_slope)
+  int components = 1;                       // values per voxel (3 for a displacement field)
+  int dimensions = 3;                       // axes in the file (2 for PNG, 4 for a time series)
+  index_t volumes = 1;                      // product of the sizes beyond the third axis
+};
+
+/// Reads and checks the header: throws if the file is missing or unreadable, or its geometry is
+/// unusable (Geometry::validate). Does not check components or dimensions.
+ImageHeader read_image_header(const std::string& path);
+
+/// A scalar image as read from a file: the voxels as float and the type they had in the file.
+struct Image {
+  ScalarVolume voxels;
+  PixelType pixel_type = PixelType::Float32;
+};
+
+/// Reads a scalar 2-D or 3-D image (a 4-D file is accepted only if it holds one volume).
+///  * Values are converted to float exactly as itk::ImageFileReader<itk::Image<float,3>> does
+///    (static_cast). Integer files whose values do not all fit float exactly (|v| > 2^24, possible
+///    for uint32/int32/uint64/int64) are rejected with InvalidInput instead of being rounded
+///    silently; float64 values are rounded to the nearest float, as ITK does.
+///  * NIfTI scl_slope/scl_inter are applied by ITK; such files report pixel_type Float32 (the
+///    scaled values are not integers), which is the type they are written back with.
+///  * Memory: the header is checked (geometry, voxel count, bytes against available host memory)
+///    before anything is allocated. Types of at most 4 bytes are converted in place in the output
+///    buffer; 8-byte types need one extra buffer of the file's size.
+Image read_image(const std::string& path);
+
+/// How float voxels become integers when an integer pixel type is written.
+enum class IntegerConversion {
+  Exact,          // every value must be an integer within range (and not NaN): else InvalidArgument
+  RoundAndClamp,  // round to nearest (halves away from zero), clamp to the range, NaN -> 0
+};
+
+/// Writes a scalar host or device volume (its whole grid) with the given pixel type.
+void write_image(const std::string& path, const ScalarVolume& voxels,
+                 PixelType pixel_type = PixelType::Float32,
+                 IntegerConversion conversion = IntegerConversion::Exact);
+/// Writes an image with the pixel type it was read with (label maps stay integers).
+void write_image(const std::string& path, const Image& image,
+                 IntegerConversion conversion = IntegerConversion::Exact);
+
+/// Reads a 3-component vector image (ANTs warp, float32 or float64 on disk) into a planar
+/// 3-component volume: displacements in mm, LPS. The file's interleaved vectors are copied into
+/// component planes.
+DisplacementField read_displacement_field(const std::string& path);
+/// Writes a planar 3-component volume (physical LPS displacements in mm) as a float32 vector image,
+/// the way ANTs writes prefix1Warp.nii.gz.
+void write_displacement_field(const std::string& path, const DisplacementField& field);
+
+/// An affine transform with ITK's parameterisation: y = matrix * (x - center) + translation + center,
+/// mapping fixed-space LPS points x to moving-space points y.
+struct ItkAffine {
+  Mat3d matrix = Mat3d::identity();
+  Vec3d translation{0, 0, 0};
+  Vec3d center{0, 0, 0};  // ITK's fixed parameters
+
+  /// ITK's offset: translation + center - matrix * center, so that y = matrix * x + offset().
+  Vec3d offset() const;
+  Affined affine() const { return {matrix, offset()}; }
+};
+
+/// Writes an itk::AffineTransform<double,3> (AffineTransform_double_3_3) to .mat (ITK's Matlab
+/// format, as ANTs writes prefix0GenericAffine.mat), .txt/.tfm or .h5.
+void write_affine_transform(const std::string& path, const Mat3d& matrix, const Vec3d& translation,
+                            const Vec3d& center = {0, 0, 0});
+void write_affine_transform(const std::string& path, const ItkAffine& transform);
+
+/// Reads a file holding one affine transform: AffineTransform or MatrixOffsetTransformBase (or a
+/// linear subclass: Euler, Similarity, VersorRigid, ...), float or double, 3-D; also a composite
+/// transform holding exactly one such transform. Anything else is InvalidInput.
+ItkAffine read_affine_transform(const std::string& path);
+
+}  // namespace gigareg

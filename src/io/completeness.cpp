@@ -1,0 +1,245 @@
+// Truncation checks for the formats whose ITK readers do not notice a short file.
+//
+// ITK 5.2's NiftiImageIO and MetaImageIO return normally when the voxel data ends early (the
+// missing part is left as zeros or garbage; MetaIO only prints to stderr), and their writers
+// likewise ignore a failed write (disk full, file size limit). These checks compare what the
+// header announces with what the file holds; they run before every NIfTI/MetaImage read and
+// after every write, on the temporary, before it is renamed into place.
+//
+// Costs: a plain file is checked by its size. A gzip file is checked by its trailer (ISIZE, the
+// uncompressed length modulo 2^32, which a truncated file lacks) and only when that does not match
+// (multi-member gzip, trailing data, truncation) by inflating it once with zlib.
+
+#include <zlib.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "gigareg/error.hpp"
+#include "io/io_internal.hpp"
+
+namespace gigareg::io_detail {
+namespace fs = std::filesystem;
+namespace {
+
+using u64 = std::uint64_t;
+
+u64 file_size(const std::string& path) {
+  std::error_code ec;
+  const auto s = fs::file_size(path, ec);
+  if (ec) throw_error(ErrorKind::Io, path, "cannot determine the file size: " + ec.message());
+  return u64(s);
+}
+
+bool is_gzip(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  unsigned char magic[2] = {0, 0};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+}
+
+/// The first `n` bytes of the file's content (inflated if it is gzip), or fewer if it is shorter.
+std::string read_prefix(const std::string& path, std::size_t n) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw_error(ErrorKind::Io, path, "cannot open the file");
+  std::string buf(n, '\0');
+  const int got = gzread(f, buf.data(), unsigned(n));
+  gzclose(f);
+  buf.resize(got > 0 ? std::size_t(got) : 0);
+  return buf;
+}
+
+/// Throws Error(Io) unless the content of `path` (inflated if gzip) holds at least `needed` bytes.
+void require_content(const std::string& path, u64 needed, const std::string& what) {
+  if (!is_gzip(path)) {
+    const u64 size = file_size(path);
+    if (size < needed)
+      throw_error(ErrorKind::Io, path,
+                  "the file is truncated: " + what + " needs " + std::to_string(needed) +
+                      " bytes but the file holds only " + std::to_string(size));
+    return;
+  }
+  // Fast path: a complete single-member gzip file ends with its uncompressed length (mod 2^32).
+  {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    const auto end = in.tellg();
+    if (end >= 4) {
+      unsigned char tail[4];
+      in.seekg(end - std::streamoff(4));
+      in.read(reinterpret_cast<char*>(tail), 4);
+      const std::uint32_t isize = std::uint32_t(tail[0]) | std::uint32_t(tail[1]) << 8 |
+                                  std::uint32_t(tail[2]) << 16 | std::uint32_t(tail[3]) << 24;
+      if (in && isize == std::uint32_t(needed)) return;
+    }
+  }
+  // Slow path: inflate until `needed` bytes have come out or the stream ends.
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) throw_error(ErrorKind::Io, path, "cannot open the file");
+  gzbuffer(f, 1u << 18);
+  std::vector<char> chunk(1u << 20);
+  u64 seen = 0;
+  int got = 0;
+  while (seen < needed && (got = gzread(f, chunk.data(), unsigned(chunk.size()))) > 0) seen += u64(got);
+  int zerr = Z_OK;
+  const char* zmsg = gzerror(f, &zerr);
+  const std::string detail = (got < 0 || (zerr != Z_OK && zerr != Z_STREAM_END)) && zmsg ? zmsg : "";
+  gzclose(f);
+  if (seen < needed)
+    throw_error(ErrorKind::Io, path,
+                "the file is truncated or its compressed data is corrupt: " + what + " needs " +
+                    std::to_string(needed) + " bytes but only " + std::to_string(seen) +
+                    " could be decompressed" + (detail.empty() ? "" : " (" + detail + ")"));
+}
+
+template <class T>
+T load(const std::string& b, std::size_t offset, bool swap) {
+  T v;
+  std::memcpy(&v, b.data() + offset, sizeof(T));
+  if (swap) {
+    unsigned char* p = reinterpret_cast<unsigned char*>(&v);
+    for (std::size_t i = 0; i < sizeof(T) / 2; ++i) std::swap(p[i], p[sizeof(T) - 1 - i]);
+  }
+  return v;
+}
+
+std::int32_t byteswap32(std::int32_t v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u >> 24) | ((u >> 8) & 0xff00u) | ((u << 8) & 0xff0000u) | (u << 24);
+  std::int32_t r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+/// Offset and length of the voxel data a NIfTI-1 or NIfTI-2 header announces; false if the bytes
+/// are not such a header (then ITK's own checks are all there is).
+bool nifti_layout(const std::string& h, u64& offset, u64& bytes) {
+  if (h.size() < 348) return false;
+  const std::int32_t raw = load<std::int32_t>(h, 0, false);
+  const bool swap = raw != 348 && raw != 540;
+  const std::int32_t sizeof_hdr = swap ? byteswap32(raw) : raw;
+  u64 count = 1;
+  int bitpix = 0;
+  if (sizeof_hdr == 348) {
+    const int ndim = load<std::int16_t>(h, 40, swap);
+    if (ndim < 1 || ndim > 7) return false;
+    for (int i = 1; i <= ndim; ++i) {
+      const std::int16_t d = load<std::int16_t>(h, std::size_t(40 + 2 * i), swap);
+      if (__builtin_mul_overflow(count, u64(d > 0 ? d : 1), &count)) return false;
+    }
+    bitpix = load<std::int16_t>(h, 72, swap);
+    const float vox = load<float>(h, 108, swap);
+    if (!(vox >= 0.0f) || vox > 1e12f) return false;
+    offset = u64(vox);
+  } else if (sizeof_hdr == 540) {
+    if (h.size() < 540) return false;
+    const std::int64_t ndim = load<std::int64_t>(h, 16, swap);
+    if (ndim < 1 || ndim > 7) return false;
+    for (int i = 1; i <= ndim; ++i) {
+      const std::int64_t d = load<std::int64_t>(h, std::size_t(16 + 8 * i), swap);
+      if (__builtin_mul_overflow(count, u64(d > 0 ? d : 1), &count)) return false;
+    }
+    bitpix = load<std::int16_t>(h, 14, swap);
+    const std::int64_t vox = load<std::int64_t>(h, 168, swap);
+    if (vox < 0) return false;
+    offset = u64(vox);
+  } else {
+    return false;
+  }
+  if (bitpix <= 0 || bitpix % 8 != 0) return false;
+  return !__builtin_mul_overflow(count, u64(bitpix / 8), &bytes);
+}
+
+std::string existing(const std::vector<std::string>& candidates) {
+  for (const auto& c : candidates)
+    if (fs::is_regular_file(c)) return c;
+  return "";
+}
+
+void check_nifti(const std::string& path) {
+  const std::string ext = extension_of(path);
+  const std::string stem = path.substr(0, path.size() - ext.size());
+  std::string header_file = path, data_file = path;
+  if (ext == ".hdr" || ext == ".hdr.gz" || ext == ".img" || ext == ".img.gz") {  // a file pair
+    header_file = existing({stem + ".hdr", stem + ".hdr.gz"});
+    data_file = existing({stem + ".img", stem + ".img.gz"});
+    if (header_file.empty() || data_file.empty()) return;  // ITK found them; nothing to compare
+  }
+  u64 offset = 0, bytes = 0;
+  if (!nifti_layout(read_prefix(header_file, 540), offset, bytes)) return;
+  u64 needed = 0;
+  if (__builtin_add_overflow(offset, bytes, &needed)) return;
+  require_content(data_file, needed,
+                  "the header's " + std::to_string(bytes) + " bytes of voxel data at offset " +
+                      std::to_string(offset));
+}
+
+void check_metaimage(const std::string& path, const itk::ImageIOBase& io) {
+  std::ifstream in(path, std::ios::binary);
+  std::string header(1u << 16, '\0');
+  in.read(header.data(), std::streamsize(header.size()));
+  header.resize(std::size_t(in.gcount()));
+  bool compressed = false;
+  long long compressed_size = -1, header_size = 0;
+  std::string data_file;
+  std::size_t data_offset = std::string::npos;
+  std::size_t pos = 0;
+  while (pos < header.size()) {
+    const std::size_t eol = header.find('\n', pos);
+    if (eol == std::string::npos) return;  // header longer than we look at: leave it to ITK
+    const std::string line = header.substr(pos, eol - pos);
+    pos = eol + 1;
+    const std::size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    auto trim = [](std::string s) {
+      const auto a = s.find_first_not_of(" \t\r");
+      const auto b = s.find_last_not_of(" \t\r");
+      return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
+    };
+    const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
+    if (key == "CompressedData") compressed = value == "True" || value == "true";
+    if (key == "CompressedDataSize") compressed_size = std::atoll(value.c_str());
+    if (key == "HeaderSize") header_size = std::atoll(value.c_str());
+    if (key == "ElementDataFile") {
+      data_file = value;
+      data_offset = pos;
+      break;  // MetaIO requires it to be the last field
+    }
+  }
+  if (data_offset == std::string::npos) return;
+  u64 bytes = 0;
+  if (compressed) {
+    if (compressed_size <= 0) return;  // size unknown: nothing to compare with
+    bytes = u64(compressed_size);
+  } else {
+    bytes = u64(io.GetImageSizeInBytes());
+  }
+  const std::string what = "the header's " + std::to_string(bytes) + " bytes of " +
+                           (compressed ? "compressed " : "") + "voxel data";
+  if (data_file == "LOCAL") {
+    require_content(path, u64(data_offset) + bytes, what + " at offset " + std::to_string(data_offset));
+    return;
+  }
+  if (data_file.find('%') != std::string::npos || data_file.rfind("LIST", 0) == 0) return;
+  fs::path data(data_file);
+  if (data.is_relative()) data = fs::path(path).parent_path() / data;
+  if (!fs::is_regular_file(data))
+    throw_error(ErrorKind::Io, path, "its data file '" + data.string() + "' does not exist");
+  require_content(data.string(), u64(header_size > 0 ? header_size : 0) + bytes, what);
+}
+
+}  // namespace
+
+void check_data_complete(const std::string& path, const itk::ImageIOBase& io) {
+  const std::string cls = io.GetNameOfClass();
+  if (cls == "NiftiImageIO") check_nifti(path);
+  else if (cls == "MetaImageIO") check_metaimage(path, io);
+  // NRRD (teem) and PNG (libpng) readers fail on short data themselves.
+}
+
+}  // namespace gigareg::io_detail

@@ -1,0 +1,559 @@
+// Scalar images and displacement fields through ITK's ImageIO classes.
+//
+// Reading uses the ImageIO directly rather than itk::ImageFileReader so that the voxels land in
+// the Volume's own buffer: the file's values are read into the start of the float buffer and
+// widened to float in place (back to front, so no value is overwritten before it is read). The
+// geometry is assembled from the ImageIO exactly as ImageFileReader<itk::Image<float,3>> does it
+// (missing axes get size 1, spacing 1, origin 0 and an identity direction column); the tests
+// compare both, value for value, with ImageFileReader's output.
+
+#include <itkImageFileWriter.h>
+#include <itkImageIOBase.h>
+#include <itkImageIOFactory.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <sstream>
+#include <type_traits>
+
+#include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
+#include "gigareg/itk_adapters.hpp"
+#include "gigareg/memory.hpp"
+#include "io/io_internal.hpp"
+
+namespace gigareg {
+
+using io_detail::extension_of;
+using io_detail::itk_message;
+using io_detail::StagedFile;
+
+const char* to_string(PixelType type) {
+  switch (type) {
+    case PixelType::UInt8: return "uint8";
+    case PixelType::Int8: return "int8";
+    case PixelType::UInt16: return "uint16";
+    case PixelType::Int16: return "int16";
+    case PixelType::UInt32: return "uint32";
+    case PixelType::Int32: return "int32";
+    case PixelType::UInt64: return "uint64";
+    case PixelType::Int64: return "int64";
+    case PixelType::Float32: return "float32";
+    case PixelType::Float64: return "float64";
+  }
+  return "unknown";
+}
+
+std::size_t size_of(PixelType type) {
+  switch (type) {
+    case PixelType::UInt8:
+    case PixelType::Int8: return 1;
+    case PixelType::UInt16:
+    case PixelType::Int16: return 2;
+    case PixelType::UInt32:
+    case PixelType::Int32:
+    case PixelType::Float32: return 4;
+    case PixelType::UInt64:
+    case PixelType::Int64:
+    case PixelType::Float64: return 8;
+  }
+  return 0;
+}
+
+bool is_integer(PixelType type) { return type != PixelType::Float32 && type != PixelType::Float64; }
+
+namespace {
+
+// Calls f(T{}) with the C++ type of `type`.
+template <class F>
+decltype(auto) dispatch(PixelType type, F&& f) {
+  switch (type) {
+    case PixelType::UInt8: return f(std::uint8_t{});
+    case PixelType::Int8: return f(std::int8_t{});
+    case PixelType::UInt16: return f(std::uint16_t{});
+    case PixelType::Int16: return f(std::int16_t{});
+    case PixelType::UInt32: return f(std::uint32_t{});
+    case PixelType::Int32: return f(std::int32_t{});
+    case PixelType::UInt64: return f(std::uint64_t{});
+    case PixelType::Int64: return f(std::int64_t{});
+    case PixelType::Float32: return f(float{});
+    case PixelType::Float64: return f(double{});
+  }
+  throw_error(ErrorKind::Internal, "dispatch", "unknown pixel type");
+}
+
+template <class Int>
+PixelType integer_type() {
+  static_assert(std::is_integral_v<Int>);
+  switch (sizeof(Int)) {
+    case 1: return std::is_signed_v<Int> ? PixelType::Int8 : PixelType::UInt8;
+    case 2: return std::is_signed_v<Int> ? PixelType::Int16 : PixelType::UInt16;
+    case 4: return std::is_signed_v<Int> ? PixelType::Int32 : PixelType::UInt32;
+    default: return std::is_signed_v<Int> ? PixelType::Int64 : PixelType::UInt64;
+  }
+}
+
+PixelType pixel_type_of(const itk::ImageIOBase& io, const std::string& path) {
+  using C = itk::IOComponentEnum;
+  switch (io.GetComponentType()) {
+    case C::UCHAR: return integer_type<unsigned char>();
+    case C::CHAR: return integer_type<signed char>();  // ITK's CHAR is signed
+    case C::USHORT: return integer_type<unsigned short>();
+    case C::SHORT: return integer_type<short>();
+    case C::UINT: return integer_type<unsigned int>();
+    case C::INT: return integer_type<int>();
+    case C::ULONG: return integer_type<unsigned long>();
+    case C::LONG: return integer_type<long>();
+    case C::ULONGLONG: return integer_type<unsigned long long>();
+    case C::LONGLONG: return integer_type<long long>();
+    case C::FLOAT: return PixelType::Float32;
+    case C::DOUBLE: return PixelType::Float64;
+    default: break;
+  }
+  throw_error(ErrorKind::InvalidInput, path,
+              std::string("unsupported pixel component type '") +
+                  itk::ImageIOBase::GetComponentTypeAsString(io.GetComponentType()) + "'");
+}
+
+std::size_t checked_mul(std::size_t a, std::size_t b, const std::string& path) {
+  std::size_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r))
+    throw_error(ErrorKind::OutOfMemory, path, "the image needs more than 2^64 bytes");
+  return r;
+}
+
+std::string format_index(const Geometry& g, index_t i) {
+  std::ostringstream s;
+  s << "(" << i % g.size.x << ", " << (i / g.size.x) % g.size.y << ", " << i / (g.size.x * g.size.y)
+    << ")";
+  return s.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+struct OpenedImage {
+  itk::ImageIOBase::Pointer io;
+  ImageHeader header;
+};
+
+OpenedImage open_image(const std::string& path) {
+  register_itk_io_factories();
+  io_detail::require_readable_file(path);
+  itk::ImageIOBase::Pointer io;
+  try {
+    io = itk::ImageIOFactory::CreateImageIO(path.c_str(), itk::IOFileModeEnum::ReadMode);
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::InvalidInput, path, "cannot identify the file format: " + itk_message(e));
+  }
+  if (!io)
+    throw_error(ErrorKind::InvalidInput, path,
+                "not an image file ITK can read (no NIfTI, NRRD, MetaImage or PNG reader "
+                "recognises its name and header)");
+  io->SetFileName(path);
+  try {
+    io->ReadImageInformation();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::InvalidInput, path, "cannot read the image header: " + itk_message(e));
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::InvalidInput, path, std::string("cannot read the image header: ") + e.what());
+  }
+
+  ImageHeader h;
+  const unsigned dims = io->GetNumberOfDimensions();
+  if (dims < 1) throw_error(ErrorKind::InvalidInput, path, "the header declares no image axes");
+  h.dimensions = int(dims);
+  h.components = int(io->GetNumberOfComponents());
+  h.pixel_type = pixel_type_of(*io, path);
+  // As ImageFileReader<itk::Image<float,3>>::GenerateOutputInformation: axes the file lacks get
+  // size 1, spacing 1, origin 0 and an identity direction column; axes beyond the third are
+  // dropped from the geometry (and counted as volumes).
+  Geometry& g = h.geometry;
+  for (unsigned i = 0; i < 3; ++i) {
+    if (i < dims) {
+      g.size[int(i)] = index_t(io->GetDimensions(i));
+      g.spacing[int(i)] = io->GetSpacing(i);
+      g.origin[int(i)] = io->GetOrigin(i);
+      const std::vector<double> axis = io->GetDirection(i);
+      for (unsigned j = 0; j < 3; ++j)
+        g.direction(int(j), int(i)) = (j < dims && j < axis.size()) ? axis[j] : 0.0;
+    } else {
+      g.size[int(i)] = 1;
+      g.spacing[int(i)] = 1.0;
+      g.origin[int(i)] = 0.0;
+      for (unsigned j = 0; j < 3; ++j) g.direction(int(j), int(i)) = (i == j) ? 1.0 : 0.0;
+    }
+  }
+  h.volumes = 1;
+  for (unsigned i = 3; i < dims; ++i) {
+    const index_t extent = index_t(io->GetDimensions(i));
+    if (extent <= 0 || __builtin_mul_overflow(h.volumes, extent, &h.volumes))
+      throw_error(ErrorKind::InvalidInput, path,
+                  "the size along axis " + std::to_string(i) + " is unusable");
+  }
+  g.validate(path);
+  return {io, h};
+}
+
+// Values of T (at most 4 bytes) sit packed at the start of `buffer`; widen them to float in place.
+// Back to front: float i occupies bytes [4i, 4i+4), which only overlap values i' >= i.
+template <class T>
+void widen_in_place(void* buffer, index_t n, const Geometry& g, const std::string& path) {
+  static_assert(sizeof(T) <= sizeof(float));
+  auto* bytes = static_cast<unsigned char*>(buffer);
+  constexpr bool check = std::is_integral_v<T> && std::numeric_limits<T>::digits > 24;
+  for (index_t i = n; i-- > 0;) {
+    T v;
+    std::memcpy(&v, bytes + std::size_t(i) * sizeof(T), sizeof(T));
+    if constexpr (check) {
+      constexpr T limit = T(1) << 24;
+      bool too_big = v > limit;
+      if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
+      if (too_big)
+        throw_error(ErrorKind::InvalidInput, path,
+                    "voxel " + format_index(g, i) + " holds the integer " + std::to_string(v) +
+                        ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
+                        "voxels as float32 and does not round label values");
+    }
+    const float f = static_cast<float>(v);
+    std::memcpy(bytes + std::size_t(i) * sizeof(float), &f, sizeof(float));
+  }
+}
+
+// Values of an 8-byte T in `src` -> float in `dst`.
+template <class T>
+void narrow(const T* src, float* dst, index_t n, const Geometry& g, const std::string& path) {
+  for (index_t i = 0; i < n; ++i) {
+    const T v = src[i];
+    if constexpr (std::is_integral_v<T>) {
+      constexpr T limit = T(1) << 24;
+      bool too_big = v > limit;
+      if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
+      if (too_big)
+        throw_error(ErrorKind::InvalidInput, path,
+                    "voxel " + format_index(g, i) + " holds the integer " + std::to_string(v) +
+                        ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
+                        "voxels as float32 and does not round label values");
+    }
+    dst[i] = static_cast<float>(v);
+  }
+}
+
+using HostBuffer = std::unique_ptr<void, void (*)(void*)>;
+
+HostBuffer allocate_host(std::size_t bytes, const std::string& path) {
+  return HostBuffer(allocate_bytes(bytes, MemorySpace::Host, path),
+                    [](void* p) { free_bytes(p, MemorySpace::Host); });
+}
+
+void set_whole_io_region(itk::ImageIOBase& io) {
+  const unsigned dims = io.GetNumberOfDimensions();
+  itk::ImageIORegion region(dims);
+  for (unsigned i = 0; i < dims; ++i) {
+    region.SetIndex(i, 0);
+    region.SetSize(i, io.GetDimensions(i));
+  }
+  io.SetIORegion(region);
+}
+
+void read_voxels(itk::ImageIOBase& io, void* buffer, const std::string& path) {
+  try {
+    set_whole_io_region(io);
+    io.Read(buffer);
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, path,
+                "reading the voxel data failed (truncated or corrupt file?): " + itk_message(e));
+  } catch (const std::bad_alloc&) {
+    throw_error(ErrorKind::OutOfMemory, path, "ITK ran out of memory reading the voxel data");
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, path, std::string("reading the voxel data failed: ") + e.what());
+  }
+}
+
+// Volume<float>(geometry, components) with allocation errors naming the file.
+Volume<float> allocate_volume(const Geometry& g, int components, const std::string& path) {
+  try {
+    return Volume<float>(g, components);
+  } catch (const Error& e) {
+    throw_error(e.kind(), path, e.problem());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+void require_single_file_format(const std::string& path) {
+  const std::string ext = extension_of(path);
+  if (ext == ".mhd" || ext == ".nhdr" || ext == ".hdr" || ext == ".img" || ext == ".img.gz" ||
+      ext == ".hdr.gz")
+    throw_error(ErrorKind::InvalidArgument, path,
+                "'" + ext + "' is a two-file format, which gigareg does not write (a write must "
+                "appear under its final name in one rename); use .nii.gz, .nii, .nrrd or .mha");
+}
+
+itk::ImageIOBase::Pointer writer_io(const StagedFile& staged) {
+  itk::ImageIOBase::Pointer io;
+  try {
+    io = itk::ImageIOFactory::CreateImageIO(staged.temp_path().c_str(), itk::IOFileModeEnum::WriteMode);
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::InvalidArgument, staged.final_path(), "no image writer: " + itk_message(e));
+  }
+  if (!io)
+    throw_error(ErrorKind::InvalidArgument, staged.final_path(),
+                "no ITK image writer handles the extension '" + extension_of(staged.final_path()) +
+                    "' (use .nii.gz, .nii, .nrrd, .mha or .png)");
+  return io;
+}
+
+// Some ITK writers (NIfTI, MetaImage) return normally when the disk fills up or a write fails:
+// read the temporary's header back and check that all the voxel data is there.
+void verify_written(const StagedFile& staged) {
+  const std::string& tmp = staged.temp_path();
+  itk::ImageIOBase::Pointer io;
+  try {
+    io = itk::ImageIOFactory::CreateImageIO(tmp.c_str(), itk::IOFileModeEnum::ReadMode);
+    if (io) {
+      io->SetFileName(tmp);
+      io->ReadImageInformation();
+    }
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, staged.final_path(),
+                "the written file cannot be read back (disk full?): " + itk_message(e));
+  }
+  if (!io)
+    throw_error(ErrorKind::Io, staged.final_path(),
+                "the written file cannot be read back (disk full?)");
+  try {
+    io_detail::check_data_complete(tmp, *io);
+  } catch (const Error& e) {
+    throw_error(ErrorKind::Io, staged.final_path(),
+                "the write was incomplete (disk full or file size limit?): " + e.problem());
+  }
+}
+
+template <class ImageT>
+void write_itk_image(ImageT* image, StagedFile& staged) {
+  const itk::ImageIOBase::Pointer io = writer_io(staged);
+  try {
+    auto writer = itk::ImageFileWriter<ImageT>::New();
+    writer->SetFileName(staged.temp_path());
+    writer->SetImageIO(io);
+    writer->SetInput(image);
+    const std::string ext = extension_of(staged.final_path());
+    writer->SetUseCompression(ext.size() > 3 && ext.compare(ext.size() - 3, 3, ".gz") == 0);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, staged.final_path(), "writing failed: " + itk_message(e));
+  } catch (const std::bad_alloc&) {
+    throw_error(ErrorKind::OutOfMemory, staged.final_path(), "ITK ran out of memory writing the image");
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, staged.final_path(), std::string("writing failed: ") + e.what());
+  }
+  verify_written(staged);
+  staged.commit();
+}
+
+template <class T>
+T to_integer(float v, IntegerConversion conversion, const Geometry& g, index_t i,
+             const std::string& path) {
+  constexpr int digits = std::numeric_limits<T>::digits;  // value bits (without the sign)
+  const double hi = std::ldexp(1.0, digits);                // exclusive upper bound, exact
+  const double lo = std::is_signed_v<T> ? -hi : 0.0;        // inclusive lower bound
+  const double d = double(v);
+  if (conversion == IntegerConversion::Exact) {
+    if (!(d == std::trunc(d) && d >= lo && d < hi)) {
+      std::ostringstream s;
+      s << "voxel " << format_index(g, i) << " holds " << v << ", which is not an integer in the "
+        << "range of " << to_string(integer_type<T>()) << "; write it as float32 or with IntegerConversion::RoundAndClamp";
+      throw_error(ErrorKind::InvalidArgument, path, s.str());
+    }
+    return static_cast<T>(d);
+  }
+  if (std::isnan(d)) return T(0);
+  const double r = std::round(d);
+  if (r < lo) return std::numeric_limits<T>::lowest();
+  if (r >= hi) return std::numeric_limits<T>::max();
+  return static_cast<T>(r);
+}
+
+template <class T>
+void write_typed(const Volume<float>& host, StagedFile& staged, IntegerConversion conversion) {
+  using ImageT = itk::Image<T, 3>;
+  const std::string& path = staged.final_path();
+  const Geometry& g = host.geometry();
+  const index_t n = host.voxel_count();
+  typename ImageT::Pointer image = ImageT::New();
+  set_itk_geometry(*image, g);
+  if constexpr (std::is_same_v<T, float>) {
+    // The writer only reads the buffer: share it instead of copying.
+    auto container = ImageT::PixelContainer::New();
+    container->SetImportPointer(const_cast<float*>(host.data()), itk::SizeValueType(n), false);
+    image->SetPixelContainer(container);
+  } else {
+    require_available(checked_mul(std::size_t(n), sizeof(T), path), MemorySpace::Host, path);
+    try {
+      image->Allocate();
+    } catch (const std::exception&) {
+      throw_error(ErrorKind::OutOfMemory, path, "cannot allocate the conversion buffer");
+    }
+    T* out = image->GetBufferPointer();
+    const float* in = host.data();
+    if constexpr (std::is_floating_point_v<T>) {
+      for (index_t i = 0; i < n; ++i) out[i] = static_cast<T>(in[i]);
+    } else {
+      for (index_t i = 0; i < n; ++i) out[i] = to_integer<T>(in[i], conversion, g, i, path);
+    }
+  }
+  write_itk_image(image.GetPointer(), staged);
+}
+
+// The volume itself when it is on the host, else a host copy (kept alive in `copy`).
+const Volume<float>& host_volume(const Volume<float>& v, Volume<float>& copy) {
+  if (v.space() == MemorySpace::Host) return v;
+  copy = v.to(MemorySpace::Host);
+  return copy;
+}
+
+void check_writable_volume(const Volume<float>& v, int components, const std::string& path) {
+  if (v.empty()) throw_error(ErrorKind::InvalidArgument, path, "the volume to write is empty");
+  if (extension_of(path) == ".png" && v.geometry().size.z != 1)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "PNG holds 2-D images but the volume has " + std::to_string(v.geometry().size.z) +
+                    " slices (ITK would silently write the first one)");
+  if (v.components() != components)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "expected a volume with " + std::to_string(components) + " component(s), got " +
+                    std::to_string(v.components()) +
+                    (components == 1 ? " (write displacement fields with write_displacement_field)" : ""));
+  if (!(v.box() == Box{{0, 0, 0}, v.geometry().size}))
+    throw_error(ErrorKind::InvalidArgument, path,
+                "the volume holds only a box of its grid; write whole grids");
+  try {
+    v.geometry().validate(path);
+  } catch (const Error& e) {
+    throw_error(ErrorKind::InvalidArgument, path, e.problem());
+  }
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------------
+// Public entry points
+
+ImageHeader read_image_header(const std::string& path) { return open_image(path).header; }
+
+Image read_image(const std::string& path) {
+  OpenedImage opened = open_image(path);
+  const ImageHeader& h = opened.header;
+  if (h.volumes != 1)
+    throw_error(ErrorKind::InvalidInput, path,
+                "is a " + std::to_string(h.dimensions) + "-D image holding " +
+                    std::to_string(h.volumes) + " volumes of " + h.geometry.describe() +
+                    "; a scalar 3-D image (one volume) is expected");
+  if (h.components != 1)
+    throw_error(ErrorKind::InvalidInput, path,
+                "has " + std::to_string(h.components) +
+                    " components per voxel (a vector, tensor or colour image); a scalar image is "
+                    "expected");
+
+  const index_t n = h.geometry.voxel_count();
+  const std::size_t disk = checked_mul(std::size_t(n), size_of(h.pixel_type), path);
+  const std::size_t out = checked_mul(std::size_t(n), sizeof(float), path);
+  // Peak: the float volume, a separate buffer for 8-byte values, and the copy some ImageIOs
+  // (NIfTI) make of the file's data while reading.
+  std::size_t need = out;
+  if (__builtin_add_overflow(need, disk, &need) ||
+      (size_of(h.pixel_type) > sizeof(float) && __builtin_add_overflow(need, disk, &need)))
+    throw_error(ErrorKind::OutOfMemory, path, "the image needs more than 2^64 bytes");
+  require_available(need, MemorySpace::Host, path);
+  io_detail::check_data_complete(path, *opened.io);
+
+  Image image{allocate_volume(h.geometry, 1, path), h.pixel_type};
+  float* dst = image.voxels.data();
+  dispatch(h.pixel_type, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (sizeof(T) <= sizeof(float)) {
+      read_voxels(*opened.io, dst, path);
+      if constexpr (!std::is_same_v<T, float>) widen_in_place<T>(dst, n, h.geometry, path);
+    } else {
+      HostBuffer raw = allocate_host(disk, path);
+      read_voxels(*opened.io, raw.get(), path);
+      narrow<T>(static_cast<const T*>(raw.get()), dst, n, h.geometry, path);
+    }
+  });
+  return image;
+}
+
+void write_image(const std::string& path, const ScalarVolume& voxels, PixelType pixel_type,
+                 IntegerConversion conversion) {
+  register_itk_io_factories();
+  check_writable_volume(voxels, 1, path);
+  require_single_file_format(path);
+  Volume<float> copy;
+  const Volume<float>& host = host_volume(voxels, copy);
+  StagedFile staged(path);
+  dispatch(pixel_type, [&](auto tag) { write_typed<decltype(tag)>(host, staged, conversion); });
+}
+
+void write_image(const std::string& path, const Image& image, IntegerConversion conversion) {
+  write_image(path, image.voxels, image.pixel_type, conversion);
+}
+
+DisplacementField read_displacement_field(const std::string& path) {
+  OpenedImage opened = open_image(path);
+  const ImageHeader& h = opened.header;
+  if (h.volumes != 1 || h.components != 3)
+    throw_error(ErrorKind::InvalidInput, path,
+                "is not a 3-D displacement field: it has " + std::to_string(h.components) +
+                    " component(s) per voxel and " + std::to_string(h.volumes) +
+                    " volume(s); 3 components and one volume are expected");
+  if (h.pixel_type != PixelType::Float32 && h.pixel_type != PixelType::Float64)
+    throw_error(ErrorKind::InvalidInput, path,
+                std::string("displacement fields must hold float32 or float64 vectors, not ") +
+                    to_string(h.pixel_type));
+  const index_t n = h.geometry.voxel_count();
+  const std::size_t disk = checked_mul(checked_mul(std::size_t(n), 3, path), size_of(h.pixel_type), path);
+  const std::size_t out = checked_mul(std::size_t(n), 3 * sizeof(float), path);
+  if (disk > ~std::size_t(0) / 2 - out)
+    throw_error(ErrorKind::OutOfMemory, path, "the field needs more than 2^64 bytes");
+  require_available(out + 2 * disk, MemorySpace::Host, path);
+  io_detail::check_data_complete(path, *opened.io);
+
+  DisplacementField field = allocate_volume(h.geometry, 3, path);
+  HostBuffer raw = allocate_host(disk, path);
+  read_voxels(*opened.io, raw.get(), path);
+  float* planes = field.data();
+  auto deinterleave = [&](auto tag) {
+    using T = decltype(tag);
+    const T* in = static_cast<const T*>(raw.get());
+    for (int c = 0; c < 3; ++c)
+      for (index_t i = 0; i < n; ++i) planes[c * n + i] = static_cast<float>(in[3 * i + c]);
+  };
+  if (h.pixel_type == PixelType::Float32)
+    deinterleave(float{});
+  else
+    deinterleave(double{});
+  return field;
+}
+
+void write_displacement_field(const std::string& path, const DisplacementField& field) {
+  register_itk_io_factories();
+  check_writable_volume(field, 3, path);
+  require_single_file_format(path);
+  Volume<float> copy;
+  const Volume<float>& host = host_volume(field, copy);
+  require_available(std::size_t(host.bytes()), MemorySpace::Host, path);
+  StagedFile staged(path);
+  ItkDisplacementField::Pointer image;
+  try {
+    image = to_itk_displacement_field(host);
+  } catch (const std::bad_alloc&) {
+    throw_error(ErrorKind::OutOfMemory, path, "cannot allocate the interleaved copy of the field");
+  }
+  write_itk_image(image.GetPointer(), staged);
+}
+
+}  // namespace gigareg

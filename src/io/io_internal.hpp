@@ -1,0 +1,49 @@
+#pragma once
+// Helpers shared by the ITK readers and writers in src/io (not installed).
+
+#include <itkImageIOBase.h>
+#include <itkMacro.h>
+
+#include <string>
+
+namespace gigareg::io_detail {
+
+/// The useful part of an ITK exception (its description, without ITK's file/line banner).
+std::string itk_message(const itk::ExceptionObject& e);
+
+/// Throws Error(Io) naming `path` unless it is an existing regular file that can be opened.
+void require_readable_file(const std::string& path);
+
+/// Throws Error(Io) naming `path` if the voxel data of a NIfTI or MetaImage file (as opened by
+/// `io`, header read) is shorter than its header announces: ITK's readers and writers for these
+/// formats do not notice (src/io/completeness.cpp). Other formats: nothing to do.
+void check_data_complete(const std::string& path, const itk::ImageIOBase& io);
+
+/// The file name's extension in lower case, including a compression suffix: "x.nii.gz" ->
+/// ".nii.gz", "y.MHA" -> ".mha", "z" -> "".
+std::string extension_of(const std::string& path);
+
+/// A write that appears under its final name only once complete: the writer writes temp_path()
+/// (same directory, same extension, hidden name `.stem.tmp-<pid>-<n>.ext`), then commit() renames
+/// it over the final path. If commit() is not reached, the destructor removes the temporary.
+class StagedFile {
+ public:
+  /// Throws Error(Io) naming `final_path` if its directory does not exist or it is a directory.
+  explicit StagedFile(std::string final_path);
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+
+  const std::string& temp_path() const { return temp_; }
+  const std::string& final_path() const { return final_; }
+  /// Renames the temporary into place; throws Error(Io) if the writer left no file or the rename
+  /// fails (the temporary is then removed).
+  void commit();
+
+ private:
+  std::string final_;
+  std::string temp_;
+  bool committed_ = false;
+};
+
+}  // namespace gigareg::io_detail
