@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "cuda/check.cuh"
 
@@ -55,27 +54,14 @@ std::vector<int64_t> cube_sizes(double bytes_per_voxel) {
   return sizes;
 }
 
+void fill_pattern_device(float* data, std::int64_t nx, std::int64_t ny, std::int64_t nz, int components,
+                         std::uint64_t seed, float lo, float hi);  // support_fill.cu
+
 Volume<float> random_device_volume(const Geometry& g, int components, std::uint64_t seed, float lo,
                                    float hi) {
-  Volume<float> host(g, components);
-  // Sum of a smooth pattern and noise: cheap to generate for a gigavoxel and never constant.
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> noise(0.0f, 0.1f * (hi - lo));
-  const float fx = 0.07f + 0.01f * float(seed % 7), fy = 0.05f, fz = 0.03f;
-  float* p = host.data();
-  const index_t n = host.voxel_count();
-  for (int c = 0; c < components; ++c) {
-    std::vector<float> jitter(4096);
-    for (auto& j : jitter) j = noise(rng);
-    for (index_t k = 0; k < g.size.z; ++k)
-      for (index_t j = 0; j < g.size.y; ++j)
-        for (index_t i = 0; i < g.size.x; ++i) {
-          const index_t idx = (k * g.size.y + j) * g.size.x + i;
-          const float s = 0.5f + 0.3f * std::sin(fx * i + c) * std::cos(fy * j) + 0.1f * std::sin(fz * k);
-          p[c * n + idx] = lo + (hi - lo) * 0.8f * s + jitter[std::size_t(idx * 2654435761u) % 4096];
-        }
-  }
-  return host.to(MemorySpace::Device);
+  Volume<float> v(g, components, MemorySpace::Device);
+  fill_pattern_device(v.data(), g.size.x, g.size.y, g.size.z, components, seed, lo, hi);
+  return v;
 }
 
 void run_timed(benchmark::State& state, index_t voxels, double floor_bytes,

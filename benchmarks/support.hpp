@@ -27,8 +27,8 @@ std::vector<int64_t> cube_sizes(double bytes_per_voxel);
 /// Device memory in use right now (total - free), bytes.
 std::size_t device_bytes_in_use();
 
-/// A random smooth-ish scalar volume / 3-component field made on the host and copied to the
-/// device (never zeros: benchmarks must not run on zeros).
+/// A smooth pattern plus hashed noise in [lo, hi], filled on the device (support_fill.cu): no
+/// host memory at gigavoxel sizes, and never zeros (benchmarks must not run on zeros).
 Volume<float> random_device_volume(const Geometry& g, int components, std::uint64_t seed,
                                    float lo, float hi);
 
