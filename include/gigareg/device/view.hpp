@@ -64,7 +64,9 @@ struct VolumeView {
   GIGAREG_HDI VolumeView<const T> as_const() const {
     return {data, extent, stride, component_stride, components, box_lo, global_size};
   }
-  GIGAREG_HDI operator VolumeView<const std::remove_const_t<T>>() const {
+  /// Views of mutable elements convert implicitly to views of const elements.
+  template <class U = T, class = std::enable_if_t<!std::is_const_v<U>>>
+  GIGAREG_HDI operator VolumeView<const U>() const {
     return {data, extent, stride, component_stride, components, box_lo, global_size};
   }
 };

@@ -1,0 +1,86 @@
+#pragma once
+// Displacement-field algebra: composition (optionally through an affine), resampling onto another
+// grid, scaling and squaring, fixed-point inversion, Jacobian determinant.
+//
+// Fields are physical displacements in mm (LPS), three component planes, on a grid given by a
+// Geometry; a field u maps x to x + u(x). Fields read at arbitrary positions (the `u` of compose,
+// resample and invert) are sampled trilinearly (device/interpolate.hpp) with the given boundary
+// rule; Boundary::Border (replicate the edge displacement) is the default and the recommended
+// rule: a displacement does not drop to 0 outside its grid.
+//
+// Boxes and halos: each op writes only `owned` (global indices of the output grid). The view of a
+// field sampled at arbitrary positions must cover where the samples land (+1 voxel for the linear
+// taps); for a whole-volume run it is the whole field. Pointwise inputs (v, the initial guess)
+// must contain `owned` (halo 0). The Jacobian needs halo 1 (clipped to the grid).
+// Aliasing: `out` may be the same memory as `v` or `initial` (each voxel is read before it is
+// written, by the same thread), never the same as a field sampled at arbitrary positions.
+
+#include "gigareg/device/field.hpp"
+#include "gigareg/device/interpolate.hpp"
+#include "gigareg/geometry.hpp"
+#include "gigareg/ops/context.hpp"
+
+namespace gigareg {
+
+/// w such that x + w(x) = y + u(y), y = A(x + v(x)):  w(x) = A(x + v(x)) + u(A(x + v(x))) - x.
+/// v (optional: null data = 0) and out live on `grid`; u on `u_grid`. With A the identity this
+/// is exactly v(x) + u(x + v(x)) (the compositive update u <- v + u o (x + v) is
+/// compose_fields(v, u) with out != u).
+void compose_fields(const Context& ctx, VolumeView<const float> v, const Geometry& grid,
+                    const Affined& affine, VolumeView<const float> u, const Geometry& u_grid,
+                    VolumeView<float> out, const Box& owned, Boundary boundary = Boundary::Border);
+
+/// w(x) = v(x) + u(x + v(x)).
+void compose_fields(const Context& ctx, VolumeView<const float> v, const Geometry& grid,
+                    VolumeView<const float> u, const Geometry& u_grid, VolumeView<float> out,
+                    const Box& owned, Boundary boundary = Boundary::Border);
+
+/// out(x) = u(x): u (on `u_grid`) sampled trilinearly at the physical points of `grid`. Values
+/// are mm, so changing the resolution needs no rescaling (pyramid up/down-sampling of fields).
+void resample_field(const Context& ctx, VolumeView<const float> u, const Geometry& u_grid,
+                    const Geometry& grid, VolumeView<float> out, const Box& owned,
+                    Boundary boundary = Boundary::Border);
+
+/// exp(v) by scaling and squaring: w = v / 2^steps, then `steps` times w <- w + w(x + w).
+/// Whole-grid op: v and out must both cover the whole of `grid` (every squaring reads the previous
+/// field everywhere; a sharded caller composes the steps itself with compose_fields and halo
+/// exchanges). out may alias v. Uses one field-sized scratch buffer (host or stream-ordered
+/// device memory). steps in [0, 30].
+void exp_field(const Context& ctx, VolumeView<const float> v, const Geometry& grid, int steps,
+               VolumeView<float> out, Boundary boundary = Boundary::Border);
+
+struct InverseOptions {
+  int iterations = 20;       // at most this many fixed-point updates per voxel
+  double tolerance = 1e-3;   // mm: a voxel stops when |w + u(x + w)| <= tolerance
+  Boundary boundary = Boundary::Border;
+};
+
+/// The inverse of x -> x + u(x) by per-voxel fixed-point iteration w <- -u(x + w), so that
+/// w(x) + u(x + w(x)) ~ 0, i.e. (x + w(x)) + u(x + w(x)) = x. u lives on `u_grid`, out on `grid`.
+/// `initial` (optional, on `grid`, contains owned) is the starting guess (a previous inverse);
+/// 0 when null. Each voxel iterates independently, so the result does not depend on sharding.
+/// `residual` (optional): 2 terms per z slice of owned: [0] the largest final residual
+/// |w + u(x + w)| of the slice (mm; combine slices with max_over_slices), [1] the number of voxels
+/// that did not reach the tolerance (sum with reduce_slices).
+void invert_field(const Context& ctx, VolumeView<const float> u, const Geometry& u_grid,
+                  const Geometry& grid, VolumeView<float> out, const Box& owned,
+                  const InverseOptions& options = {}, VolumeView<const float> initial = {},
+                  SlicePartials residual = {});
+
+/// det(J), J = I + dU/dx: the Jacobian of x -> x + u(x) in physical space. dU/di by central
+/// differences in index space (one-sided at the global grid edges, 0 along an axis of size 1),
+/// converted with dU/dx = dU/di (D diag(spacing))^-1. u: halo 1 around owned (clipped).
+/// `det` (optional, 1 component on `grid`) receives the determinant on owned; `nonpositive`
+/// (optional, 1 term per z slice of owned) the count of voxels with det <= 0 (or NaN).
+void jacobian_determinant(const Context& ctx, VolumeView<const float> u, const Geometry& grid,
+                          VolumeView<float> det, const Box& owned, SlicePartials nonpositive = {});
+
+/// The largest value of `term` over the slices of `partials` (for per-slice maxima such as the
+/// residual of invert_field); synchronises with the device like reduce_slices. -inf when empty.
+double max_over_slices(const Context& ctx, const SlicePartials& partials, int term);
+
+/// Folded maps of compose_fields (grid index -> u index through the affine). Entries below 1e-9
+/// in magnitude are flushed to 0, as in make_warp_plan.
+ComposePlan make_compose_plan(const Geometry& grid, const Affined& affine, const Geometry& u_grid);
+
+}  // namespace gigareg

@@ -1,0 +1,133 @@
+// CPU reference of the displacement-field ops (OpenMP over rows, deliberately plain). The per-voxel
+// formulas are those of include/gigareg/device/field.hpp, shared with the kernels. Per-slice
+// reductions (maxima and counts) are order-independent, hence identical for any thread count and
+// any split into z-slabs.
+
+#include "cpu/field.hpp"
+
+#include <cmath>
+#include <vector>
+
+namespace gigareg::cpu {
+namespace {
+
+void store3(const VolumeView<float>& f, index_t i, index_t j, index_t k, Vec3f w) {
+  f.at(i, j, k, 0) = w.x;
+  f.at(i, j, k, 1) = w.y;
+  f.at(i, j, k, 2) = w.z;
+}
+
+/// NaN-propagating maximum (order-independent up to which NaN).
+float max_nan(float a, float b) { return (b > a || std::isnan(b)) && !std::isnan(a) ? b : a; }
+
+}  // namespace
+
+void compose(const ComposePlan& plan, VolumeView<const float> v, VolumeView<const float> u,
+             VolumeView<float> out, const Box& owned, Boundary boundary) {
+  const bool has_v = v.data != nullptr;
+  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t kk = 0; kk < nz; ++kk)
+    for (index_t jj = 0; jj < ny; ++jj) {
+      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
+      for (index_t ii = 0; ii < nx; ++ii) {
+        const index_t i = owned.lo.x + ii;
+        const Vec3f vv = has_v ? load_vec3(v, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+        store3(out, i, j, k, compose_voxel(plan, u, i, j, k, vv, boundary));
+      }
+    }
+}
+
+void exp_field(const ComposePlan& plan, VolumeView<const float> v, int steps, VolumeView<float> out,
+               Boundary boundary) {
+  // Ping-pong between out and a contiguous scratch field so that the last squaring lands in out:
+  // the scaled field starts in out when `steps` is even, in the scratch when it is odd.
+  const Box whole{{0, 0, 0}, out.global_size};
+  const index_t n = whole.voxel_count();
+  std::vector<float> scratch_data(std::size_t(3 * n));
+  const Index3 e = whole.size;
+  const VolumeView<float> scratch{scratch_data.data(), e, {1, e.x, e.x * e.y}, n, 3, {0, 0, 0},
+                                  out.global_size};
+  VolumeView<float> cur = (steps % 2 == 0) ? out : scratch;
+  VolumeView<float> next = (steps % 2 == 0) ? scratch : out;
+
+  const float scale = float(std::ldexp(1.0, -steps));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t k = 0; k < e.z; ++k)
+    for (index_t j = 0; j < e.y; ++j)
+      for (index_t i = 0; i < e.x; ++i)
+        for (int c = 0; c < 3; ++c) cur.at(i, j, k, c) = scale * v.at(i, j, k, c);
+
+  for (int s = 0; s < steps; ++s) {
+    compose(plan, cur, cur, next, whole, boundary);
+    const VolumeView<float> t = cur;
+    cur = next;
+    next = t;
+  }
+}
+
+void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const float> initial,
+            VolumeView<float> out, const Box& owned, int iterations, float tolerance,
+            Boundary boundary, double* residual) {
+  const bool has_init = initial.data != nullptr;
+  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
+  std::vector<float> row_max(residual ? std::size_t(ny * nz) : 0);
+  std::vector<double> row_count(residual ? std::size_t(ny * nz) : 0);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t kk = 0; kk < nz; ++kk)
+    for (index_t jj = 0; jj < ny; ++jj) {
+      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
+      float m = 0.f;
+      double count = 0;
+      for (index_t ii = 0; ii < nx; ++ii) {
+        const index_t i = owned.lo.x + ii;
+        const Vec3f w0 = has_init ? load_vec3(initial, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+        float r = 0.f;
+        store3(out, i, j, k, invert_voxel(plan, u, i, j, k, w0, iterations, tolerance, boundary, r));
+        m = max_nan(m, r);
+        if (!(r <= tolerance)) count += 1;
+      }
+      if (residual) {
+        row_max[std::size_t(kk * ny + jj)] = m;
+        row_count[std::size_t(kk * ny + jj)] = count;
+      }
+    }
+  if (residual)
+    for (index_t kk = 0; kk < nz; ++kk) {
+      float m = 0.f;
+      double count = 0;
+      for (index_t jj = 0; jj < ny; ++jj) {
+        m = max_nan(m, row_max[std::size_t(kk * ny + jj)]);
+        count += row_count[std::size_t(kk * ny + jj)];
+      }
+      residual[2 * kk] = double(m);
+      residual[2 * kk + 1] = count;
+    }
+}
+
+void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,
+                          VolumeView<float> det, const Box& owned, double* nonpositive) {
+  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
+  std::vector<double> row_count(nonpositive ? std::size_t(ny * nz) : 0);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (index_t kk = 0; kk < nz; ++kk)
+    for (index_t jj = 0; jj < ny; ++jj) {
+      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
+      double count = 0;
+      for (index_t ii = 0; ii < nx; ++ii) {
+        const index_t i = owned.lo.x + ii;
+        const float d = jacobian_determinant_voxel(u, inverse_index_map, Index3{i, j, k});
+        if (det.data) det.at(i, j, k) = d;
+        if (!(d > 0.f)) count += 1;
+      }
+      if (nonpositive) row_count[std::size_t(kk * ny + jj)] = count;
+    }
+  if (nonpositive)
+    for (index_t kk = 0; kk < nz; ++kk) {
+      double count = 0;
+      for (index_t jj = 0; jj < ny; ++jj) count += row_count[std::size_t(kk * ny + jj)];
+      nonpositive[kk] = count;
+    }
+}
+
+}  // namespace gigareg::cpu

@@ -1,0 +1,26 @@
+#pragma once
+// CPU reference of the displacement-field ops (src/cpu/field.cpp). Called only by
+// src/ops/field.cpp after it has checked the arguments.
+
+#include "gigareg/device/field.hpp"
+
+namespace gigareg::cpu {
+
+/// out = R i + r0 + M v + u(Q i + q0 + G v) on owned; v optional (null data: 0).
+void compose(const ComposePlan& plan, VolumeView<const float> v, VolumeView<const float> u,
+             VolumeView<float> out, const Box& owned, Boundary boundary);
+
+/// Scaling and squaring over the whole grid; `plan` maps the grid to itself (identity affine).
+void exp_field(const ComposePlan& plan, VolumeView<const float> v, int steps, VolumeView<float> out,
+               Boundary boundary);
+
+/// residual (optional): 2 terms per slice of owned, [max residual, count above tolerance].
+void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const float> initial,
+            VolumeView<float> out, const Box& owned, int iterations, float tolerance,
+            Boundary boundary, double* residual);
+
+/// det (optional) on owned; nonpositive (optional): 1 term per slice of owned.
+void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,
+                          VolumeView<float> det, const Box& owned, double* nonpositive);
+
+}  // namespace gigareg::cpu

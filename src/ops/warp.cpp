@@ -1,0 +1,142 @@
+// Dispatch of the warp ops: argument checks, the host-side fold of the geometry chain into one
+// float affine (make_warp_plan), then the CPU reference or the CUDA kernels.
+
+#include "gigareg/ops/warp.hpp"
+
+#include <cmath>
+#include <string>
+
+#include "cpu/warp.hpp"
+#include "gigareg/config.hpp"
+#include "gigareg/error.hpp"
+
+#if GIGAREG_WITH_CUDA
+#include "cuda/warp.hpp"
+#endif
+
+namespace gigareg {
+namespace {
+
+float flushed(double x) { return std::abs(x) < 1e-9 ? 0.f : float(x); }
+Vec3f to_float(Vec3d v) { return {flushed(v.x), flushed(v.y), flushed(v.z)}; }
+Mat3f to_float(const Mat3d& m) {
+  Mat3f r{};
+  for (int i = 0; i < 9; ++i) r.m[i] = flushed(m.m[i]);
+  return r;
+}
+
+void fail(const char* op, const std::string& what) {
+  throw_error(ErrorKind::InvalidArgument, op, what);
+}
+
+std::string box_str(const Box& b) {
+  return "[" + std::to_string(b.lo.x) + "," + std::to_string(b.lo.y) + "," + std::to_string(b.lo.z) +
+         "]+[" + std::to_string(b.size.x) + "x" + std::to_string(b.size.y) + "x" +
+         std::to_string(b.size.z) + "]";
+}
+
+/// A view in ctx's memory with `components` components, on a grid of `grid` size, whose box lies
+/// in the grid and contains `needed` (when given).
+template <class T>
+void check_view(const Context& ctx, const char* op, const char* name, const VolumeView<T>& v,
+                int components, Index3 grid, const Box* needed) {
+  require_backend_memory(ctx, op, v.data);
+  if (v.components != components)
+    fail(op, std::string(name) + " has " + std::to_string(v.components) + " components, expected " +
+                 std::to_string(components));
+  if (v.global_size != grid)
+    fail(op, std::string(name) + " lives on a grid of a different size than its geometry");
+  if (v.box().empty() || !Box{{0, 0, 0}, grid}.contains(v.box()))
+    fail(op, std::string(name) + " box " + box_str(v.box()) + " is empty or outside its grid");
+  if (needed && !v.box().contains(*needed))
+    fail(op, std::string(name) + " box " + box_str(v.box()) + " does not contain " +
+                 box_str(*needed));
+}
+
+void check_common(const Context& ctx, const char* op, const WarpInputs& in, const Box& owned) {
+  in.fixed_geometry.validate(std::string(op) + ": fixed geometry");
+  in.moving_geometry.validate(std::string(op) + ": moving geometry");
+  const Index3 fixed = in.fixed_geometry.size;
+  if (!Box{{0, 0, 0}, fixed}.contains(owned) || owned.size.x < 0 || owned.size.y < 0 ||
+      owned.size.z < 0)
+    fail(op, "owned box " + box_str(owned) + " is not inside the fixed grid");
+  check_view(ctx, op, "moving", in.moving, 1, in.moving_geometry.size, nullptr);
+  if (in.displacement.data)
+    check_view(ctx, op, "displacement", in.displacement, 3, fixed, &owned);
+  for (double a : in.affine.matrix.m)
+    if (!std::isfinite(a)) fail(op, "the affine matrix is not finite");
+  for (int a = 0; a < 3; ++a)
+    if (!std::isfinite(in.affine.offset[a])) fail(op, "the affine offset is not finite");
+}
+
+}  // namespace
+
+WarpPlan make_warp_plan(const Geometry& fixed, const Geometry& moving, const Affined& affine) {
+  const Affined pf = fixed.index_to_physical_map();
+  const Affined pm_inv = moving.physical_to_index_map();
+  const Affined q = compose(pm_inv, compose(affine, pf));
+  WarpPlan plan{};
+  plan.index_matrix = to_float(q.matrix);
+  plan.index_offset = to_float(q.offset);
+  plan.displacement_matrix = to_float(pm_inv.matrix * affine.matrix);
+  plan.fixed_matrix = to_float(pf.matrix);
+  plan.fixed_origin = cast<float>(pf.offset);
+  plan.moving_gradient_matrix = to_float(transpose(pm_inv.matrix));
+  return plan;
+}
+
+void warp(const Context& ctx, const WarpInputs& in, VolumeView<float> out, const Box& owned) {
+  constexpr const char* op = "warp";
+  check_common(ctx, op, in, owned);
+  check_view(ctx, op, "out", out, 1, in.fixed_geometry.size, &owned);
+  if (owned.empty()) return;
+  const WarpPlan plan = make_warp_plan(in.fixed_geometry, in.moving_geometry, in.affine);
+  if (ctx.backend == Backend::Cpu) {
+    cpu::warp(plan, in.moving, in.displacement, out, owned, in.interpolation, in.boundary);
+    return;
+  }
+#if GIGAREG_WITH_CUDA
+  cuda::warp(ctx.stream, plan, in.moving, in.displacement, out, owned, in.interpolation,
+             in.boundary);
+#else
+  throw_error(ErrorKind::Cuda, op, "gigareg was built without CUDA");
+#endif
+}
+
+void warp_backward(const Context& ctx, const WarpInputs& in, VolumeView<const float> grad_out,
+                   const Box& owned, const WarpGradients& grads) {
+  constexpr const char* op = "warp_backward";
+  check_common(ctx, op, in, owned);
+  if (in.interpolation != Interpolation::Linear)
+    fail(op, "the gradient is defined for linear interpolation only");
+  check_view(ctx, op, "grad_out", grad_out, 1, in.fixed_geometry.size, &owned);
+  if (grads.displacement.data)
+    check_view(ctx, op, "grad displacement", grads.displacement, 3, in.fixed_geometry.size, &owned);
+  if (grads.affine.data) {
+    require_backend_memory(ctx, op, grads.affine.data);
+    if (grads.affine.terms != kAffineTerms || grads.affine.slices != owned.size.z)
+      fail(op, "affine partials must have 12 terms and one slice per z slice of the owned box");
+  }
+  if (grads.moving.data) {
+    if (ctx.backend != Backend::Cpu)
+      fail(op, "the gradient w.r.t. the moving image is offered on the cpu backend only");
+    check_view(ctx, op, "grad moving", grads.moving, 1, in.moving_geometry.size, nullptr);
+    if (!(grads.moving.box() == in.moving.box()))
+      fail(op, "the moving-image gradient must have the moving view's box");
+  }
+  if (owned.empty()) return;
+  const WarpPlan plan = make_warp_plan(in.fixed_geometry, in.moving_geometry, in.affine);
+  if (ctx.backend == Backend::Cpu) {
+    cpu::warp_backward(plan, in.moving, in.displacement, grad_out, owned, in.boundary,
+                       grads.displacement, grads.affine.data, grads.moving);
+    return;
+  }
+#if GIGAREG_WITH_CUDA
+  cuda::warp_backward(ctx.stream, plan, in.moving, in.displacement, grad_out, owned, in.boundary,
+                      grads.displacement, grads.affine.data);
+#else
+  throw_error(ErrorKind::Cuda, op, "gigareg was built without CUDA");
+#endif
+}
+
+}  // namespace gigareg
