@@ -12,6 +12,7 @@
 
 
 #include "cuda/check.cuh"
+#include "ops/scratch.hpp"
 #include "cuda/field.hpp"
 
 namespace gigareg::cuda {
@@ -33,18 +34,6 @@ RowLaunch row_launch(const Box& owned) {
   return {dim3(unsigned(row_groups), unsigned(gy)), dim3(kTx, kTy), row_groups};
 }
 
-struct Scratch {
-  void* ptr = nullptr;
-  cudaStream_t stream;
-  Scratch(std::size_t bytes, cudaStream_t s) : stream(s) {
-    if (bytes > 0) GIGAREG_CUDA_CHECK(cudaMallocAsync(&ptr, bytes, stream));
-  }
-  ~Scratch() {
-    if (ptr) (void)cudaFreeAsync(ptr, stream);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
 
 /// NaN-propagating maximum: the result is NaN if either is, else the larger.
 __device__ __forceinline__ double max_nan(double a, double b) {
@@ -249,9 +238,9 @@ void exp_field(void* stream, const ComposePlan& plan, VolumeView<const float> v,
   const auto s = static_cast<cudaStream_t>(stream);
   const Box whole{{0, 0, 0}, out.global_size};
   const index_t n = whole.voxel_count();
-  Scratch scratch_mem(steps > 0 ? std::size_t(3 * n) * sizeof(float) : 0, s);
+  Scratch<float> scratch_mem(Context::cuda(s), steps > 0 ? std::size_t(3 * n) : 0, "exp_field scratch");
   const Index3 e = whole.size;
-  const VolumeView<float> scratch{static_cast<float*>(scratch_mem.ptr), e, {1, e.x, e.x * e.y}, n,
+  const VolumeView<float> scratch{scratch_mem.data(), e, {1, e.x, e.x * e.y}, n,
                                   3, {0, 0, 0}, out.global_size};
   VolumeView<float> cur = (steps % 2 == 0) ? out : scratch;
   VolumeView<float> next = (steps % 2 == 0) ? scratch : out;
@@ -272,8 +261,8 @@ void invert(void* stream, const ComposePlan& plan, VolumeView<const float> u,
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
   const RowLaunch l = row_launch(owned);
-  Scratch scratch(residual ? std::size_t(owned.size.z * l.row_groups * 2) * sizeof(double) : 0, s);
-  double* bp = static_cast<double*>(scratch.ptr);
+  Scratch<double> scratch(Context::cuda(s), residual ? std::size_t(owned.size.z * l.row_groups * 2) : 0, "invert_field partials");
+  double* bp = scratch.data();
   if (initial.data) {
     if (residual)
       launch_invert<true, true>(s, l, plan, u, initial, out, owned, iterations, tolerance, boundary, bp);
@@ -293,8 +282,8 @@ void jacobian_determinant(void* stream, VolumeView<const float> u, const Mat3f& 
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
   const RowLaunch l = row_launch(owned);
-  Scratch scratch(nonpositive ? std::size_t(owned.size.z * l.row_groups) * sizeof(double) : 0, s);
-  double* bp = static_cast<double*>(scratch.ptr);
+  Scratch<double> scratch(Context::cuda(s), nonpositive ? std::size_t(owned.size.z * l.row_groups) : 0, "jacobian partials");
+  double* bp = scratch.data();
   if (det.data && nonpositive)
     launch_jacobian<true, true>(s, l, u, inverse_index_map, det, owned, bp);
   else if (det.data)

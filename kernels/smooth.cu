@@ -303,14 +303,4 @@ void gaussian_pass_yx(void* stream, VolumeView<const float> src, VolumeView<floa
   GIGAREG_CUDA_CHECK_LAUNCH("gaussian pass_yx_kernel");
 }
 
-void* smooth_scratch_alloc(std::size_t bytes, void* stream) {
-  void* p = nullptr;
-  GIGAREG_CUDA_CHECK(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream)));
-  return p;
-}
-
-void smooth_scratch_free(void* ptr, void* stream) noexcept {
-  if (ptr != nullptr) (void)cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
-}
-
 }  // namespace gigareg::cuda

@@ -24,6 +24,7 @@
 
 
 #include "cuda/check.cuh"
+#include "ops/scratch.hpp"
 #include "cuda/warp.hpp"
 
 namespace gigareg::cuda {
@@ -47,18 +48,6 @@ RowLaunch row_launch(const Box& owned, index_t rows_per_block = kTy) {
 }
 
 /// Stream-ordered scratch, released on scope exit (also when a launch check throws).
-struct Scratch {
-  void* ptr = nullptr;
-  cudaStream_t stream;
-  Scratch(std::size_t bytes, cudaStream_t s) : stream(s) {
-    if (bytes > 0) GIGAREG_CUDA_CHECK(cudaMallocAsync(&ptr, bytes, stream));
-  }
-  ~Scratch() {
-    if (ptr) (void)cudaFreeAsync(ptr, stream);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
 
 // One thread per output voxel along x: out(i) = I(Q i + q0 + G u(i)).
 template <Interpolation I, bool HasU>
@@ -214,8 +203,8 @@ void warp_backward(void* stream, const WarpPlan& plan, VolumeView<const float> m
   const RowLaunch l = row_launch(owned, kTy * kRowsPerThread);
   const std::size_t block_terms =
       std::size_t(owned.size.z) * std::size_t(l.row_groups) * std::size_t(kAffineTerms);
-  Scratch scratch(affine_partials ? block_terms * sizeof(double) : 0, s);
-  double* block_partials = static_cast<double*>(scratch.ptr);
+  Scratch<double> scratch(Context::cuda(s), affine_partials ? std::size_t(block_terms) : 0, "warp_backward partials");
+  double* block_partials = scratch.data();
   if (displacement.data)
     dispatch_backward<true>(s, l, plan, moving, displacement, grad_out, grad_u, owned, boundary,
                             block_partials);

@@ -24,8 +24,5 @@ bool gaussian_yx_fusable(int radius_y, int radius_x);
 void gaussian_pass_yx(void* stream, VolumeView<const float> src, VolumeView<float> dst,
                       const Box& region, const GaussianTaps& taps_y, const GaussianTaps& taps_x);
 
-/// Stream-ordered scratch (cudaMallocAsync / cudaFreeAsync on `stream`).
-void* smooth_scratch_alloc(std::size_t bytes, void* stream);
-void smooth_scratch_free(void* ptr, void* stream) noexcept;
 
 }  // namespace gigareg::cuda

@@ -4,6 +4,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -50,6 +51,34 @@ void require_backend_memory(const Context& ctx, const char* op, const void* poin
 #else
   if (ctx.backend == Backend::Cuda)
     throw_error(ErrorKind::Cuda, op, "gigareg was built without CUDA");
+#endif
+}
+
+void* allocate_scratch(const Context& ctx, std::size_t bytes, const char* what) {
+  if (bytes == 0) return nullptr;
+  if (ctx.backend == Backend::Cpu) return allocate_bytes(bytes, MemorySpace::Host, what);
+#if GIGAREG_WITH_CUDA
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(ctx.stream));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw_error(e == cudaErrorMemoryAllocation ? ErrorKind::OutOfMemory : ErrorKind::Cuda, what,
+                "cudaMallocAsync of " + std::to_string(bytes) + " bytes failed: " + cudaGetErrorString(e));
+  }
+  return p;
+#else
+  throw_error(ErrorKind::Cuda, what, "gigareg was built without CUDA");
+#endif
+}
+
+void free_scratch(const Context& ctx, void* ptr) noexcept {
+  if (ptr == nullptr) return;
+  if (ctx.backend == Backend::Cpu) {
+    free_bytes(ptr, MemorySpace::Host);
+    return;
+  }
+#if GIGAREG_WITH_CUDA
+  (void)cudaFreeAsync(ptr, static_cast<cudaStream_t>(ctx.stream));
 #endif
 }
 

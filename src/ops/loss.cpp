@@ -11,6 +11,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/loss.hpp"
@@ -294,21 +295,12 @@ void mattes_mi(const Context& ctx, VolumeView<const float> fixed, VolumeView<con
     return;
   }
 #if GIGAREG_WITH_CUDA
-  void* stream = ctx.stream;
-  auto* hist = static_cast<std::int64_t*>(cuda::loss_scratch_alloc(cells * sizeof(std::int64_t), stream));
-  auto* table = static_cast<float*>(cuda::loss_scratch_alloc(cells * sizeof(float), stream));
-  try {
-    mattes_histogram(ctx, fixed, warped, mask, owned, params, {hist, bins});
-    mattes_table(ctx, {hist, bins}, params, {table, bins}, value);
-    if (grad.data != nullptr)
-      mattes_gradient(ctx, fixed, warped, mask, owned, params, {table, bins}, grad);
-  } catch (...) {
-    cuda::loss_scratch_free(table, stream);
-    cuda::loss_scratch_free(hist, stream);
-    throw;
-  }
-  cuda::loss_scratch_free(table, stream);
-  cuda::loss_scratch_free(hist, stream);
+  Scratch<std::int64_t> hist(ctx, cells, "mattes_mi histogram");
+  Scratch<float> table(ctx, cells, "mattes_mi table");
+  mattes_histogram(ctx, fixed, warped, mask, owned, params, {hist.data(), bins});
+  mattes_table(ctx, {hist.data(), bins}, params, {table.data(), bins}, value);
+  if (grad.data != nullptr)
+    mattes_gradient(ctx, fixed, warped, mask, owned, params, {table.data(), bins}, grad);
 #else
   (void)cells;
   no_cuda("mattes_mi");

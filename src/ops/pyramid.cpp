@@ -8,6 +8,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/pyramid.hpp"
@@ -26,37 +27,6 @@ Affined dst_to_src_map(const Geometry& src, const Geometry& dst) {
   return compose(src.physical_to_index_map(), dst.index_to_physical_map());
 }
 
-/// Scratch of `count` floats in the backend's memory (stream-ordered on CUDA).
-class Scratch {
- public:
-  Scratch(const Context& ctx, index_t count) : ctx_(ctx) {
-    const std::size_t bytes = std::size_t(count) * sizeof(float);
-    if (ctx.backend == Backend::Cpu) {
-      data_ = static_cast<float*>(allocate_bytes(bytes, MemorySpace::Host, "pyramid_downsample scratch"));
-    } else {
-#if GIGAREG_WITH_CUDA
-      data_ = static_cast<float*>(cuda::smooth_scratch_alloc(bytes, ctx.stream));
-#endif
-    }
-  }
-  ~Scratch() {
-    if (data_ == nullptr) return;
-    if (ctx_.backend == Backend::Cpu) {
-      free_bytes(data_, MemorySpace::Host);
-    } else {
-#if GIGAREG_WITH_CUDA
-      cuda::smooth_scratch_free(data_, ctx_.stream);
-#endif
-    }
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* data() const { return data_; }
-
- private:
-  Context ctx_;
-  float* data_ = nullptr;
-};
 
 void check_geometry_matches(const VolumeView<const float>& v, const Geometry& g, const char* what) {
   GIGAREG_REQUIRE(v.global_size == g.size,
@@ -174,7 +144,7 @@ void pyramid_downsample(const Context& ctx, VolumeView<const float> fine,
   GIGAREG_REQUIRE(fine.box().contains(smoothing_input_box(blurred_box, fine_geometry.size,
                                                           sigma_fine_voxels, truncation)),
                   "the fine view must contain downsample_input_box(...) of the owned box");
-  Scratch scratch(ctx, blurred_box.voxel_count() * fine.components);
+  Scratch<float> scratch(ctx, std::size_t(blurred_box.voxel_count() * fine.components), "pyramid_downsample scratch");
   const Index3 e = blurred_box.size;
   const VolumeView<float> blurred{scratch.data(), e, {1, e.x, e.x * e.y}, blurred_box.voxel_count(),
                                   fine.components, blurred_box.lo, fine_geometry.size};

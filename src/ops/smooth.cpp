@@ -9,6 +9,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/smooth.hpp"
@@ -37,38 +38,6 @@ Box grow_clip(const Box& b, Index3 r, Index3 global) {
   return out;
 }
 
-/// A buffer of `count` floats in the backend's memory, freed on scope exit (stream-ordered on CUDA).
-class Scratch {
- public:
-  Scratch(const Context& ctx, index_t count) : ctx_(ctx) {
-    if (count <= 0) return;
-    const std::size_t bytes = std::size_t(count) * sizeof(float);
-    if (ctx.backend == Backend::Cpu) {
-      data_ = static_cast<float*>(allocate_bytes(bytes, MemorySpace::Host, "gaussian_smooth scratch"));
-    } else {
-#if GIGAREG_WITH_CUDA
-      data_ = static_cast<float*>(cuda::smooth_scratch_alloc(bytes, ctx.stream));
-#endif
-    }
-  }
-  ~Scratch() {
-    if (data_ == nullptr) return;
-    if (ctx_.backend == Backend::Cpu) {
-      free_bytes(data_, MemorySpace::Host);
-    } else {
-#if GIGAREG_WITH_CUDA
-      cuda::smooth_scratch_free(data_, ctx_.stream);
-#endif
-    }
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* data() const { return data_; }
-
- private:
-  Context ctx_;
-  float* data_ = nullptr;
-};
 
 VolumeView<float> contiguous_view(float* data, const Box& box, Index3 global) {
   const Index3 e = box.size;
@@ -207,8 +176,8 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
     chunk.size.z = chunk_z;
     for (int p = 0; p < to_scratch; ++p) scratch_count[p] = region_of(chunk, p).voxel_count();
   }
-  Scratch ping(ctx, scratch_count[0]);
-  Scratch pong(ctx, scratch_count[1]);
+  Scratch<float> ping(ctx, std::size_t(scratch_count[0]), "gaussian_smooth scratch");
+  Scratch<float> pong(ctx, std::size_t(scratch_count[1]), "gaussian_smooth scratch");
 
   for (int c = 0; c < in.components; ++c) {
     const VolumeView<const float> src_c = component(in, c);
