@@ -11,5 +11,7 @@ using Command = std::function<int()>;
 
 Command add_info_command(CLI::App& app);
 Command add_demo_command(CLI::App& app);
+Command add_register_command(CLI::App& app);
+Command add_apply_command(CLI::App& app);
 
 }  // namespace gigareg::cli

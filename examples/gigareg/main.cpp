@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   add(gigareg::cli::add_info_command, "info", "Print an image's header: geometry and pixel type");
   add(gigareg::cli::add_demo_command, "demo",
       "Make a phantom pair from Colin27 with a known warp and report on it");
+  add(gigareg::cli::add_register_command, "register",
+      "Register a moving image to a fixed one (antsRegistration's options, or --preset)");
+  add(gigareg::cli::add_apply_command, "apply",
+      "Resample an image through transforms (antsApplyTransforms' options)");
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,392 @@
+#pragma once
+// The registration pipeline: initialisation (image centres, centres of mass, principal axes),
+// linear stages (translation, rigid, affine) and deformable stages (greedy, SyN), each over a
+// pyramid of levels, on the CPU reference backend or on CUDA through the same ops.
+//
+// What it computes (all maths in physical LPS space, mm; fixed and moving may be on different
+// grids): a transform that maps a fixed-space point x to the moving-space point
+//     T(x) = A(x + u(x))
+// with A an affine (initial transform and linear stages collapsed into one) and u a displacement
+// field on the fixed grid (deformable stages). That is antsApplyTransforms' order for
+// `-t prefix1Warp.nii.gz -t prefix0GenericAffine.mat`, and the warp op's T(x) = A(x + u(x)).
+//
+// The CLI (`gigareg register`, `gigareg apply`) only parses antsRegistration / antsApplyTransforms
+// options into the structs below (the parsers of that grammar live in namespace ants, so an
+// embedding program can accept the same strings); the library does the work. docs/registration.md
+// describes the algorithm, the parameters and the output files.
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "gigareg/device/interpolate.hpp"
+#include "gigareg/device/math.hpp"
+#include "gigareg/geometry.hpp"
+#include "gigareg/ops/context.hpp"
+#include "gigareg/volume.hpp"
+
+namespace gigareg {
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+enum class TransformType {
+  Translation,  // 3 parameters
+  Rigid,        // 6: rotation (about the transform centre) and translation
+  Affine,       // 12: matrix (about the centre) and translation
+  Greedy,       // displacement field, greedy compositive updates (ANTs GaussianDisplacementField)
+  SyN,          // symmetric: forward and inverse half-way fields (ANTs SyN)
+};
+const char* to_string(TransformType type);
+inline bool is_linear(TransformType t) {
+  return t == TransformType::Translation || t == TransformType::Rigid || t == TransformType::Affine;
+}
+
+enum class MetricType {
+  CC,           // local normalised cross-correlation, box window (ANTs CC)
+  MI,           // Mattes mutual information (ANTs MI / Mattes)
+  MeanSquares,  // mean squared difference (ANTs MeanSquares)
+};
+const char* to_string(MetricType type);
+
+struct MetricParams {
+  MetricType type = MetricType::CC;
+  double weight = 1.0;  // accepted for ANTs compatibility; one metric per stage, so it only scales
+  int radius = 2;       // CC: the window is 2 radius + 1 voxels wide (ANTs' radius)
+  /// CC: only windows whose fixed-image standard deviation is at least this fraction of the
+  /// fixed intensity range count (ANTs also skips windows of (nearly) zero variance). The loss
+  /// op's cc = cross^2 / (varF varW + eps) rewards importing moving-image variance into windows
+  /// whose fixed variance is comparable to eps (for identical images it moves away from the
+  /// identity); excluding low-variance windows removes that bias. 0 keeps every window.
+  double cc_min_std = 0.01;
+  /// CC: the epsilon added to varF varW, for intensities scaled to [0, 1] (it is multiplied by
+  /// (range_F range_M)^2, so the metric does not depend on the intensity scale). Keep it far
+  /// below cc_min_std^4.
+  double cc_epsilon = 1e-12;
+  int bins = 32;        // MI: histogram bins
+};
+
+/// ANTs' -c [iterations, threshold, window]: at each level, iterate until `iterations[level]`
+/// iterations are done or the convergence value (ConvergenceMonitor) is <= threshold.
+struct ConvergenceParams {
+  std::vector<int> iterations{100, 70, 50};  // per level, coarse to fine
+  double threshold = 1e-6;
+  int window = 10;
+};
+
+/// The optimiser of a deformable stage's field.
+enum class FieldOptimizer {
+  Auto,             // Adam for Greedy, GradientDescent for SyN
+  Adam,             // FireANTs: per-voxel adaptive direction (Adam), then max-norm normalised
+  GradientDescent,  // ANTs: the smoothed gradient itself, max-norm normalised
+};
+
+struct StageParams {
+  TransformType transform = TransformType::Affine;
+  /// The step size, as ANTs' gradientStep g.
+  ///   Linear stages: Adam's learning rate in voxels of the level: each parameter, scaled to the
+  ///   physical shift (mm) it causes over the fixed image, moves by at most about
+  ///   g * (smallest level spacing) per iteration.
+  ///   Deformable stages: each update is normalised so that its largest displacement is
+  ///   g * (smallest level spacing) mm (ANTs' update-field scaling), after Adam.
+  double step = 0.1;
+  /// Deformable stages: Gaussian sigmas in voxels of the level grid for the gradient (update)
+  /// field and for the total field. The CLI converts ANTs' variances (SyN[g, var, var]) to these.
+  double gradient_sigma = 2.0;
+  double field_sigma = 1.0;
+  /// Deformable stages: how the smoothed gradient becomes an update. Adam sees the gradient
+  /// normalised to a largest vector norm of 1 and uses adam_epsilon on that scale, so that voxels
+  /// with gradients far below the largest ones (background, the fringe of the smoothing kernel)
+  /// take proportionally small steps instead of being amplified to full ones.
+  FieldOptimizer optimizer = FieldOptimizer::Auto;
+  double adam_epsilon = 0.1;
+  double adam_beta1 = 0.9, adam_beta2 = 0.99;
+  MetricParams metric;
+  ConvergenceParams convergence;
+  std::vector<double> shrink_factors{4, 2, 1};      // per level (>= 1)
+  std::vector<double> smoothing_sigmas{2, 1, 0};    // per level, of the full-resolution images
+  bool sigmas_in_mm = false;                        // false: voxels of the full-resolution grid
+};
+
+enum class InitialTransformType {
+  Identity,        // A = identity (or `affine` when given)
+  GeometricCenter, // ANTs -r [f,m,0]: translate the fixed grid's centre onto the moving grid's
+  CenterOfMass,    // ANTs -r [f,m,1]: intensity-weighted centres of mass
+  Origins,         // ANTs -r [f,m,2]: translate the fixed origin onto the moving origin
+  Moments,         // [f,m,3] (gigareg): centres of mass and principal axes (a proper rotation)
+  Given,           // `affine` (e.g. read from a .mat file)
+};
+
+struct InitialTransform {
+  InitialTransformType type = InitialTransformType::Identity;
+  Affined affine = Affined::identity();  // for Given: physical fixed -> moving
+};
+
+enum class DeviceChoice { Cpu, Cuda, Auto };
+const char* to_string(DeviceChoice device);
+
+/// One iteration's report (progress callback and logs).
+struct IterationReport {
+  int stage = 0;            // 0-based
+  TransformType transform = TransformType::Affine;
+  int level = 0;            // 0-based, coarse to fine
+  int levels = 1;
+  int iteration = 0;        // 0-based within the level
+  double loss = 0;          // the stage metric (minimised: MSE, -mean LNCC, -MI)
+  double convergence = 0;   // the window convergence value (huge until the window is full)
+};
+
+struct RegistrationParams {
+  InitialTransform initial;
+  std::vector<StageParams> stages;
+  DeviceChoice device = DeviceChoice::Auto;
+  /// Inverse of the deformable field (prefix1InverseWarp): fixed-point iterations and tolerance.
+  int inverse_iterations = 50;
+  double inverse_tolerance_mm = 1e-3;
+  bool compute_inverse = true;
+  /// Called after every iteration (on the host, between iterations). May be empty.
+  std::function<void(const IterationReport&)> progress;
+
+  /// Throws Error(InvalidArgument, "registration parameters", ...) on the first problem found:
+  /// no stage, a linear stage after a deformable one, mismatched level counts, non-positive
+  /// steps, shrink factors < 1, negative sigmas, CC radius outside 1..kLnccMaxRadius, bins
+  /// outside 5..128, a window < 1, iterations < 0.
+  void validate() const;
+};
+
+/// The ANTs-like presets of `gigareg register --preset`: "rigid", "affine" (rigid then affine,
+/// Mattes MI), "greedy" and "syn" (affine stages, then a CC deformable stage).
+RegistrationParams registration_preset(const std::string& name);
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+struct LevelReport {
+  int stage = 0, level = 0;
+  Index3 size{0, 0, 0};      // the level's fixed grid
+  int iterations = 0;
+  bool converged = false;    // stopped by the window rule before the iteration limit
+  double initial_loss = 0, final_loss = 0;
+  double seconds = 0;
+};
+
+struct RegistrationResult {
+  /// The collapsed linear part: physical fixed -> moving, y = A x (matrix, offset)...
+  Affined affine = Affined::identity();
+  /// ...and the centre it is written about (ITK's fixed parameters): the fixed image's centre of
+  /// mass when the initialisation computed it, else the centre of the fixed grid.
+  Vec3d center{0, 0, 0};
+  /// Displacement on the fixed grid (mm, 3 planes, host); empty without a deformable stage.
+  Volume<float> warp;
+  /// Its inverse (so that [A^-1 then x + w(x)] maps moving to fixed); empty when not computed.
+  Volume<float> inverse_warp;
+  /// The moving image resampled into the fixed grid through T (linear, 0 outside; host).
+  Volume<float> warped;
+  std::vector<LevelReport> levels;
+  Backend backend = Backend::Cpu;
+  double seconds = 0;
+  /// The largest inverse residual |w + u(x + w)| (mm); 0 without an inverse.
+  double inverse_residual_mm = 0;
+};
+
+/// Registers host volumes: `moving` is mapped onto `fixed`. Masks (optional, nullptr = none) are
+/// host volumes on the grid of their image; a voxel counts where mask > 0.5. The moving mask
+/// excludes fixed voxels whose sample falls outside it (ANTs' semantics). The backend is
+/// params.device (Auto: CUDA when available); on CUDA everything runs in device memory and
+/// the host synchronises once per iteration (the loss for the convergence check; linear stages
+/// also read their 12-term gradient there).
+RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
+                                   const Volume<float>& moving,
+                                   const Volume<float>* fixed_mask = nullptr,
+                                   const Volume<float>* moving_mask = nullptr);
+
+/// File-level wrapper (what `gigareg register` runs). Writes exactly what antsRegistration writes:
+///   prefix0GenericAffine.mat                    always (identity when there is no linear part)
+///   prefix1Warp.nii.gz, prefix1InverseWarp.nii.gz  when there is a deformable stage
+///   warped / inverse_warped                     when the paths are given
+/// so that `antsApplyTransforms -t prefix1Warp.nii.gz -t prefix0GenericAffine.mat` (or
+/// `gigareg apply` with the same options) reproduces `warped`. Writes go through temporaries (no
+/// partial files). A prefix ending in '/' writes into that directory (created if missing).
+struct RegistrationFiles {
+  std::string fixed, moving;
+  std::string fixed_mask, moving_mask;   // empty: none
+  std::string output_prefix;
+  std::string warped;                    // empty: not written
+  std::string inverse_warped;            // the fixed image in the moving grid; empty: not written
+  std::string initial_transform;         // an affine transform file (empty: params.initial)
+  bool invert_initial_transform = false;
+};
+
+struct RegistrationOutputs {
+  std::string affine, warp, inverse_warp, warped, inverse_warped;  // paths written ("" if not)
+};
+
+RegistrationResult register_files(const RegistrationParams& params, const RegistrationFiles& files,
+                                  RegistrationOutputs* written = nullptr);
+
+/// Writes a result's transforms (and warped image, if `warped_path` is not empty) as
+/// register_files does; returns the paths written.
+RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
+                                               const std::string& output_prefix,
+                                               const std::string& warped_path = "");
+
+// ---------------------------------------------------------------------------------------------
+// Pieces, exposed for tests and for programs that build their own pipeline.
+
+/// ANTs' window convergence monitor (itk::Function::WindowConvergenceMonitoringFunction): keeps
+/// the last `window` loss values; each is divided by the sum of |value| over ALL values added
+/// since the last reset; the convergence value is minus the slope, at the window's end, of a
+/// linear B-spline (2 control points) fitted to those values against t = n / (window - 1) by
+/// ITK's one-level B-spline approximation (its BSplineScatteredDataPointSetToImageFilter).
+/// Until the window is full the value is the largest double. A level stops when the value is
+/// <= the threshold.
+class ConvergenceMonitor {
+ public:
+  explicit ConvergenceMonitor(int window = 10);
+  void add(double loss);
+  void reset();
+  double value() const;
+  bool converged(double threshold) const { return value() <= threshold; }
+  int window() const { return window_; }
+
+ private:
+  int window_;
+  std::vector<double> values_;  // the last `window` values
+  double total_ = 0;            // sum of |value| since the reset
+};
+
+/// Intensity-weighted centre of mass (physical LPS, mm) and second central moments (3x3
+/// covariance, mm^2) of a host volume; negative intensities count as 0.
+struct ImageMoments {
+  double mass = 0;
+  Vec3d center{0, 0, 0};
+  Mat3d covariance{};
+};
+ImageMoments image_moments(const Volume<float>& image);
+
+/// The initial affine (physical fixed -> moving) of `init`, and the centre to write it about.
+/// Moments: y = R (x - c_f) + c_m with R a proper rotation (det +1: it never flips a brain)
+/// from the principal axes E of both images (intensity-weighted second moments):
+///  - all three second moments of both images at least 10% apart: R = E_m P S E_f^T, P S the
+///    signed permutation, among those giving det R = +1, that makes R closest to the identity
+///    (largest trace);
+///  - only the largest (or only the smallest) well separated, as for brains, whose left-right
+///    and inferior-superior moments are within 5-10%: the smallest rotation (<= 90 degrees)
+///    taking that axis of the fixed image onto the moving one's;
+///  - neither: the centres of mass only (with a warning).
+struct Initialization {
+  Affined affine = Affined::identity();
+  Vec3d center{0, 0, 0};
+};
+Initialization initialize_transform(const InitialTransform& init, const Volume<float>& fixed,
+                                    const Volume<float>& moving);
+
+/// Resamples `moving` into `reference`'s grid through the transform list of antsApplyTransforms:
+/// transforms[0] is applied FIRST to a reference point (so {warp, affine} gives A(x + u(x))).
+/// Each entry is an affine (optionally inverted) or a displacement field (on any grid).
+struct TransformEntry {
+  bool is_field = false;
+  Affined affine = Affined::identity();    // when !is_field (already inverted if requested)
+  const Volume<float>* field = nullptr;    // when is_field: 3-component host volume (mm)
+};
+Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
+                               const std::vector<TransformEntry>& transforms,
+                               Interpolation interpolation = Interpolation::Linear,
+                               DeviceChoice device = DeviceChoice::Cpu);
+
+/// antsApplyTransforms at file level: -i input, -r reference, -o output, -t list in command-line
+/// order, `inverse[k]` for [file,1]. Linear output is float32; NearestNeighbor / GenericLabel
+/// keep the input's pixel type.
+struct ApplyFiles {
+  std::string input, reference, output;
+  std::vector<std::string> transforms;
+  std::vector<bool> inverse;
+  Interpolation interpolation = Interpolation::Linear;
+  DeviceChoice device = DeviceChoice::Cpu;
+};
+void apply_transform_files(const ApplyFiles& files);
+
+/// The inverse of an affine map (throws InvalidArgument when singular).
+Affined invert_affine(const Affined& a);
+
+// ---------------------------------------------------------------------------------------------
+// antsRegistration / antsApplyTransforms option grammar. Every parser throws
+// Error(InvalidArgument, <the option text>, <what is wrong>).
+namespace ants {
+
+/// "Name[a,b,c]" -> {"Name", {"a","b","c"}}; "[a,b]" -> {"", {"a","b"}}; "text" -> {"text", {}}.
+/// Whitespace around items is trimmed; brackets must balance and close the string.
+struct Call {
+  std::string name;
+  std::vector<std::string> args;
+  bool bracketed = false;
+};
+Call parse_call(const std::string& text);
+
+/// "100x70x50" -> {100, 70, 50}; also a single number.
+std::vector<double> parse_x_list(const std::string& text);
+std::vector<int> parse_int_x_list(const std::string& text);
+
+/// "[100x70x50,1e-6,10]", "[100x70x50]" or "100x70x50" (threshold 1e-6, window 10 by default).
+ConvergenceParams parse_convergence(const std::string& text);
+
+/// "2x1x0vox" (voxels), "2x1x0mm" or "2x1x0" (mm, ANTs' default unit).
+struct Sigmas {
+  std::vector<double> values;
+  bool in_mm = true;
+};
+Sigmas parse_smoothing_sigmas(const std::string& text);
+
+/// "CC[fixed,moving,weight,radius(,sampling,percentage)]", "MI[f,m,w,bins,...]" (also
+/// "Mattes"), "MeanSquares[f,m,w(,ignored)]".
+struct MetricSpec {
+  MetricParams params;
+  std::string fixed, moving;
+};
+MetricSpec parse_metric(const std::string& text);
+
+/// "Rigid[g]", "Affine[g]", "Translation[g]", "Greedy[g,sigmaGrad,sigmaWarp]",
+/// "GaussianDisplacementField[g,varGrad,varWarp]", "SyN[g,varGrad,varWarp]".
+/// ANTs' SyN and GaussianDisplacementField arguments are VARIANCES in voxels^2 and are converted
+/// to sigmas (sqrt); Greedy (gigareg's own name) takes sigmas in voxels directly.
+/// Greedy uses Adam (FieldOptimizer::Auto); SyN and GaussianDisplacementField use ANTs' plain
+/// normalised gradient (FieldOptimizer::GradientDescent).
+/// Sets transform, step, the sigmas and the optimizer of `stage`; other fields keep their values.
+void parse_transform(const std::string& text, StageParams& stage);
+
+/// "[fixed,moving,feature]" (feature 0: geometric centre, 1: centre of mass, 2: origins,
+/// 3: moments) or "file" or "[file,useInverse]".
+struct InitialSpec {
+  InitialTransformType type = InitialTransformType::Identity;
+  std::string fixed, moving, file;
+  bool invert = false;
+};
+InitialSpec parse_initial_transform(const std::string& text);
+
+/// "-o prefix" or "[prefix,warped(,inverseWarped)]".
+struct OutputSpec {
+  std::string prefix, warped, inverse_warped;
+};
+OutputSpec parse_output(const std::string& text);
+
+/// "-x [fixedMask,movingMask]" or "fixedMask"; "NULL" or "none" for no mask.
+struct MaskSpec {
+  std::string fixed, moving;
+};
+MaskSpec parse_masks(const std::string& text);
+
+/// antsApplyTransforms' "-t file" or "-t [file,1]".
+struct TransformFileSpec {
+  std::string file;
+  bool invert = false;
+};
+TransformFileSpec parse_transform_file(const std::string& text);
+
+/// "Linear", "NearestNeighbor", "GenericLabel" (also "MultiLabel" is refused with a hint).
+Interpolation parse_interpolation(const std::string& text);
+
+/// "cpu", "cuda", "auto".
+DeviceChoice parse_device(const std::string& text);
+
+}  // namespace ants
+}  // namespace gigareg

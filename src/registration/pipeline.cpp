@@ -1,0 +1,363 @@
+// The pipeline driver (register_images), its file-level wrapper and outputs, and the
+// antsApplyTransforms-style resampling through a list of transforms.
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <utility>
+
+#include "gigareg/io.hpp"
+#include "gigareg/log.hpp"
+#include "gigareg/ops/field.hpp"
+#include "gigareg/ops/pyramid.hpp"
+#include "gigareg/ops/warp.hpp"
+#include "registration/internal.hpp"
+
+namespace gigareg {
+namespace {
+
+using reg::whole;
+
+Context choose_backend(DeviceChoice device, const char* where) {
+  switch (device) {
+    case DeviceChoice::Cpu: return Context::cpu();
+    case DeviceChoice::Cuda:
+      if (!cuda_available())
+        throw_error(ErrorKind::Cuda, where,
+                    "the cuda device was requested but no CUDA device is available (or gigareg "
+                    "was built without CUDA)");
+      return Context::cuda();
+    case DeviceChoice::Auto: return cuda_available() ? Context::cuda() : Context::cpu();
+  }
+  return Context::cpu();
+}
+
+void check_image(const Volume<float>& v, const char* what) {
+  if (v.empty()) throw_error(ErrorKind::InvalidArgument, what, "the volume is empty");
+  if (v.space() != MemorySpace::Host)
+    throw_error(ErrorKind::InvalidArgument, what, "pass host volumes (the pipeline uploads them)");
+  if (v.components() != 1) throw_error(ErrorKind::InvalidArgument, what, "expected a scalar image");
+  if (!(v.box() == whole(v.geometry())))
+    throw_error(ErrorKind::InvalidArgument, what, "the volume must cover its whole grid");
+  v.geometry().validate(what);
+}
+
+void check_mask(const Volume<float>* mask, const Volume<float>& image, const char* what) {
+  if (mask == nullptr) return;
+  check_image(*mask, what);
+  if (!mask->geometry().equals(image.geometry(), 1e-4))
+    throw_error(ErrorKind::InvalidInput, what,
+                "the mask is not on its image's grid (" + mask->geometry().describe() + " vs " +
+                    image.geometry().describe() + ")");
+}
+
+bool is_identity(const Affined& a) {
+  const Affined id = Affined::identity();
+  for (int i = 0; i < 9; ++i)
+    if (a.matrix.m[i] != id.matrix.m[i]) return false;
+  return a.offset.x == 0 && a.offset.y == 0 && a.offset.z == 0;
+}
+
+/// `v` in ctx's memory: borrowed on the CPU, uploaded on CUDA (into `storage`).
+const Volume<float>* in_backend(const Context& ctx, const Volume<float>* v, Volume<float>& storage) {
+  if (v == nullptr) return nullptr;
+  if (ctx.backend == Backend::Cpu) return v;
+  storage = v->to(MemorySpace::Device);
+  return &storage;
+}
+
+Volume<float> to_host(Volume<float>&& v) {
+  if (v.empty() || v.space() == MemorySpace::Host) return std::move(v);
+  return v.to(MemorySpace::Host);
+}
+
+}  // namespace
+
+RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
+                                   const Volume<float>& moving, const Volume<float>* fixed_mask,
+                                   const Volume<float>* moving_mask) {
+  const auto t0 = std::chrono::steady_clock::now();
+  params.validate();
+  check_image(fixed, "fixed image");
+  check_image(moving, "moving image");
+  check_mask(fixed_mask, fixed, "fixed mask");
+  check_mask(moving_mask, moving, "moving mask");
+  const Context ctx = choose_backend(params.device, "register_images");
+  log(LogLevel::Info, std::string("registration on the ") + to_string(ctx.backend) + " backend: fixed " +
+                          fixed.geometry().describe() + ", moving " + moving.geometry().describe());
+
+  reg::PipelineState state;
+  const Initialization init = initialize_transform(params.initial, fixed, moving);
+  state.affine = init.affine;
+  state.center = init.center;
+
+  Volume<float> store[4];
+  reg::Inputs in;
+  in.ctx = ctx;
+  in.fixed = in_backend(ctx, &fixed, store[0]);
+  in.moving = in_backend(ctx, &moving, store[1]);
+  in.fixed_mask = in_backend(ctx, fixed_mask, store[2]);
+  in.moving_mask = in_backend(ctx, moving_mask, store[3]);
+
+  RegistrationResult result;
+  result.backend = ctx.backend;
+  for (std::size_t s = 0; s < params.stages.size(); ++s) {
+    const StageParams& stage = params.stages[s];
+    if (is_linear(stage.transform))
+      reg::run_linear_stage(in, stage, int(s), params, state, result.levels);
+    else
+      reg::run_deformable_stage(in, stage, int(s), params, state, result.levels);
+  }
+
+  // Outputs at full resolution on the fixed grid.
+  const Geometry& fg = fixed.geometry();
+  const Box owned = whole(fg);
+  Volume<float> field;
+  if (!state.field.empty()) {
+    if (state.field_geometry.equals(fg)) {
+      field = std::move(state.field);
+    } else {
+      field = Volume<float>(fg, 3, ctx.memory_space());
+      resample_field(ctx, state.field.view(), state.field_geometry, fg, field.view(), owned);
+    }
+  }
+  WarpInputs w;
+  w.moving = in.moving->view();
+  w.moving_geometry = moving.geometry();
+  w.fixed_geometry = fg;
+  w.affine = state.affine;
+  if (!field.empty()) w.displacement = field.view();
+  w.interpolation = Interpolation::Linear;
+  w.boundary = Boundary::Zero;
+  Volume<float> warped(fg, 1, ctx.memory_space());
+  warp(ctx, w, warped.view(), owned);
+
+  if (!field.empty() && params.compute_inverse) {
+    Volume<float> inverse(fg, 3, ctx.memory_space());
+    InverseOptions opts;
+    opts.iterations = params.inverse_iterations;
+    opts.tolerance = params.inverse_tolerance_mm;
+    reg::Partials residual(fg.size.z, 2, ctx.memory_space());
+    invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.view);
+    result.inverse_residual_mm = max_over_slices(ctx, residual.view, 0);
+    const double unconverged = reduce_slices(ctx, residual.view)[1];
+    log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
+                            " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
+    result.inverse_warp = to_host(std::move(inverse));
+  }
+  result.affine = state.affine;
+  result.center = state.center;
+  result.warp = to_host(std::move(field));
+  result.warped = to_host(std::move(warped));
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log(LogLevel::Info, "registration done in " + reg::fmt(result.seconds, 4) + " s");
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+std::string ensure_prefix_directory(const std::string& prefix) {
+  namespace fs = std::filesystem;
+  if (prefix.empty()) throw_error(ErrorKind::InvalidArgument, "output prefix", "is empty");
+  const fs::path p(prefix);
+  const fs::path dir = (prefix.back() == '/') ? p : p.parent_path();
+  if (!dir.empty()) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw_error(ErrorKind::Io, dir.string(), "cannot create the output directory: " + ec.message());
+  }
+  return prefix;
+}
+
+void ensure_parent(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) return;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw_error(ErrorKind::Io, dir.string(), "cannot create the output directory: " + ec.message());
+}
+
+}  // namespace
+
+RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
+                                               const std::string& output_prefix,
+                                               const std::string& warped_path) {
+  const std::string prefix = ensure_prefix_directory(output_prefix);
+  RegistrationOutputs out;
+  // ITK's parameterisation: y = M (x - c) + t + c, so t = offset - c + M c.
+  const Mat3d& m = result.affine.matrix;
+  const Vec3d c = result.center;
+  const Vec3d t = result.affine.offset - c + m * c;
+  out.affine = prefix + "0GenericAffine.mat";
+  write_affine_transform(out.affine, m, t, c);
+  if (!result.warp.empty()) {
+    out.warp = prefix + "1Warp.nii.gz";
+    write_displacement_field(out.warp, result.warp);
+    if (!result.inverse_warp.empty()) {
+      out.inverse_warp = prefix + "1InverseWarp.nii.gz";
+      write_displacement_field(out.inverse_warp, result.inverse_warp);
+    }
+  }
+  if (!warped_path.empty()) {
+    ensure_parent(warped_path);
+    write_image(warped_path, result.warped);
+    out.warped = warped_path;
+  }
+  return out;
+}
+
+RegistrationResult register_files(const RegistrationParams& params_in, const RegistrationFiles& files,
+                                  RegistrationOutputs* written) {
+  RegistrationParams params = params_in;
+  params.validate();
+  if (files.output_prefix.empty())
+    throw_error(ErrorKind::InvalidArgument, "output prefix", "no output prefix given");
+  const Image fixed = read_image(files.fixed);
+  const Image moving = read_image(files.moving);
+  Image fixed_mask, moving_mask;
+  if (!files.fixed_mask.empty()) fixed_mask = read_image(files.fixed_mask);
+  if (!files.moving_mask.empty()) moving_mask = read_image(files.moving_mask);
+  if (!files.initial_transform.empty()) {
+    Affined a = read_affine_transform(files.initial_transform).affine();
+    if (files.invert_initial_transform) a = invert_affine(a);
+    params.initial.type = InitialTransformType::Given;
+    params.initial.affine = a;
+  }
+  // Masks must be on their image's grid; name the file in the message.
+  auto mask_check = [](const Image& mask, const Image& image, const std::string& path) {
+    if (!mask.voxels.empty() && !mask.voxels.geometry().equals(image.voxels.geometry(), 1e-4))
+      throw_error(ErrorKind::InvalidInput, path, "the mask is not on its image's grid");
+  };
+  mask_check(fixed_mask, fixed, files.fixed_mask);
+  mask_check(moving_mask, moving, files.moving_mask);
+
+  RegistrationResult result =
+      register_images(params, fixed.voxels, moving.voxels,
+                      fixed_mask.voxels.empty() ? nullptr : &fixed_mask.voxels,
+                      moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels);
+  RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped);
+  if (!files.inverse_warped.empty()) {
+    // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
+    std::vector<TransformEntry> chain;
+    TransformEntry a;
+    a.affine = invert_affine(result.affine);
+    chain.push_back(a);
+    if (!result.inverse_warp.empty()) {
+      TransformEntry f;
+      f.is_field = true;
+      f.field = &result.inverse_warp;
+      chain.push_back(f);
+    }
+    const Volume<float> inv =
+        apply_transforms(fixed.voxels, moving.voxels.geometry(), chain, Interpolation::Linear, params.device);
+    ensure_parent(files.inverse_warped);
+    write_image(files.inverse_warped, inv);
+    out.inverse_warped = files.inverse_warped;
+  }
+  if (written) *written = out;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
+                               const std::vector<TransformEntry>& transforms,
+                               Interpolation interpolation, DeviceChoice device) {
+  check_image(moving, "apply_transforms input");
+  reference.validate("apply_transforms reference");
+  const Context ctx = choose_backend(device, "apply_transforms");
+  const Box owned = whole(reference);
+  // The map so far is x -> P(x + d(x)) (d empty: 0). An affine B makes it B o P; a field u makes
+  // it x -> y + u(y), y = P(x + d(x)): one composed field on the reference grid, P = identity.
+  Affined pending = Affined::identity();
+  Volume<float> d;
+  for (std::size_t k = 0; k < transforms.size(); ++k) {
+    const TransformEntry& t = transforms[k];
+    if (!t.is_field) {
+      pending = compose(t.affine, pending);
+      continue;
+    }
+    if (t.field == nullptr || t.field->empty() || t.field->components() != 3 ||
+        t.field->space() != MemorySpace::Host)
+      throw_error(ErrorKind::InvalidArgument, "apply_transforms",
+                  "transform " + std::to_string(k + 1) + " is not a 3-component host field");
+    const Geometry& ug = t.field->geometry();
+    if (d.empty() && is_identity(pending) && ug.equals(reference)) {
+      d = t.field->to(ctx.memory_space());
+      continue;
+    }
+    Volume<float> u_store;
+    const Volume<float>* u = in_backend(ctx, t.field, u_store);
+    Volume<float> next(reference, 3, ctx.memory_space());
+    compose_fields(ctx, d.empty() ? VolumeView<const float>{} : d.view(), reference, pending, u->view(),
+                   ug, next.view(), owned);
+    d = std::move(next);
+    pending = Affined::identity();
+  }
+  Volume<float> m_store;
+  const Volume<float>* m = in_backend(ctx, &moving, m_store);
+  WarpInputs w;
+  w.moving = m->view();
+  w.moving_geometry = moving.geometry();
+  w.fixed_geometry = reference;
+  w.affine = pending;
+  if (!d.empty()) w.displacement = d.view();
+  w.interpolation = interpolation;
+  w.boundary = Boundary::Zero;
+  Volume<float> out(reference, 1, ctx.memory_space());
+  warp(ctx, w, out.view(), owned);
+  return to_host(std::move(out));
+}
+
+namespace {
+
+bool has_suffix(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_transform_file(const std::string& path) {
+  for (const char* ext : {".mat", ".txt", ".tfm", ".h5", ".hdf5"})
+    if (has_suffix(path, ext)) return true;
+  return false;
+}
+
+}  // namespace
+
+void apply_transform_files(const ApplyFiles& files) {
+  if (files.input.empty()) throw_error(ErrorKind::InvalidArgument, "-i", "no input image given");
+  if (files.reference.empty()) throw_error(ErrorKind::InvalidArgument, "-r", "no reference image given");
+  if (files.output.empty()) throw_error(ErrorKind::InvalidArgument, "-o", "no output image given");
+  const Image input = read_image(files.input);
+  const ImageHeader ref = read_image_header(files.reference);
+  std::vector<Volume<float>> fields;
+  fields.reserve(files.transforms.size());
+  std::vector<TransformEntry> chain;
+  for (std::size_t k = 0; k < files.transforms.size(); ++k) {
+    const std::string& path = files.transforms[k];
+    const bool invert = k < files.inverse.size() && files.inverse[k];
+    TransformEntry e;
+    if (is_transform_file(path)) {
+      e.affine = read_affine_transform(path).affine();
+      if (invert) e.affine = invert_affine(e.affine);
+    } else {
+      if (invert)
+        throw_error(ErrorKind::InvalidArgument, path,
+                    "a displacement field cannot be inverted on the fly: use the inverse warp file "
+                    "(prefix1InverseWarp.nii.gz)");
+      fields.push_back(read_displacement_field(path));
+      e.is_field = true;
+      e.field = &fields.back();
+    }
+    chain.push_back(e);
+  }
+  const Volume<float> out =
+      apply_transforms(input.voxels, ref.geometry, chain, files.interpolation, files.device);
+  ensure_parent(files.output);
+  if (files.interpolation == Interpolation::Linear)
+    write_image(files.output, out, PixelType::Float32);
+  else
+    write_image(files.output, out, input.pixel_type, IntegerConversion::RoundAndClamp);
+}
+
+}  // namespace gigareg
