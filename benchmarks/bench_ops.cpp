@@ -161,7 +161,9 @@ void BM_MattesForwardGradient(benchmark::State& state) {
   Volume<float> f = bench::random_device_volume(g, 1, 61, 0.0f, 100.0f);
   Volume<float> w = bench::random_device_volume(g, 1, 62, 0.0f, 100.0f);
   Volume<float> grad(g, 1, MemorySpace::Device);
-  DeviceSlices value(g, kLossTerms);
+  Geometry one_slice = g;
+  one_slice.size.z = 1;  // the MI value is one slice: it comes from the (global) histogram
+  DeviceSlices value(one_slice, kLossTerms);
   MattesParams p;
   p.bins = 32;
   p.fixed_min = -5.0f;

@@ -1,11 +1,35 @@
-// CUDA LNCC loss with its exact gradient (or ANTs' approximation), one fused kernel.
+// CUDA LNCC loss with its exact gradient (or ANTs' approximation), fused kernels.
 // Per-centre math: include/gigareg/device/lncc.hpp. Nothing of volume size is allocated: only
 // per-(slice, tile) loss partials.
 //
-// A block (512 threads for H <= 2, else 256) owns an output tile of 32 x TY columns (TY = 16 for
-// H <= 2, else 8) of the owned box and a chunk of z (at most 64 planes); it marches along z one
-// window-centre plane zc at a time. Per-block tables (in-plane offsets of the tile's columns,
-// window weight totals) are built once; the tile geometry is a compile-time constant per H.
+// Two kernels. lncc_box_kernel (box window, exact gradient, H <= 2, F and W with the same x-y
+// strides: the default 5^3 LNCC) is the fast path; lncc_kernel handles everything else
+// (Gaussian windows, H > 2, ANTs' approximation, the value only).
+//
+// lncc_box_kernel. A block (384 threads, two per SM) owns an output tile of 32 x 24 columns and
+// a chunk of z (8..64 planes, chosen so that the blocks fill whole waves); it marches along z.
+// Iteration i handles window-centre plane zc and completes output plane zg = zc - H:
+//   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
+//      intensities; each thread owns fixed columns, adds plane zc + H and subtracts plane
+//      zc - H - 1 (re-read from L2). No barrier between steps.
+//   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
+//   C. y pass (3 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
+//      the R1 centres (zero outside the centre box, the grid or the mask, branch-free); -cc of
+//      the owned centres is reduced per warp, then per block in warp order (one partial per
+//      slice and tile).
+//   D. x pass of (a, b, c) (lane = row, float4 loads).
+//   E. y pass of (a, b, c) at each thread's two outputs, then the z sum through 2H register
+//      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
+//      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
+// Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
+// 8) floats; XZ, ABC and NXY use 44 floats, which also keeps the two row segments a warp of
+// stage C spans in different banks.
+//
+// lncc_kernel. A block (512 threads for H <= 2, else 256) owns an output tile of 32 x TY columns
+// (TY = 16 for H <= 2, else 8) of the owned box and a chunk of z (at most 64 planes); it marches
+// along z one window-centre plane zc at a time. Per-block tables (in-plane offsets of the tile's
+// columns, window weight totals) are built once; the tile geometry is a compile-time constant
+// per H.
 //   1. Z sums (shared Z[5][R2]): for every column of the tile grown by 2H (R2), the z-window
 //      sums of (F, W, FF, WW, FW) at plane zc. Box window: running sums (add plane zc + H,
 //      subtract plane zc - H - 1, the latter re-read from global memory, where L1/L2 still hold
@@ -22,9 +46,9 @@
 //      planes in shared memory.
 //   7. Once the ring holds planes zg - H .. zg + H (zg = zc - H), the z pass gives (A, B, C) and
 //      grad(zg) = A F + B W + C, reading F and W of the output plane once more (L2 hits).
-// Borders: inputs are read only inside owned grown by the halo (2H, or H for ANTs / value only)
-// and clipped to the grid; everything outside is zero, which is the clipped window. Centres
-// outside owned grown by H contribute nothing (their sums would be incomplete).
+// Borders (both kernels): inputs are read only inside owned grown by the halo (2H, or H for
+// ANTs / value only) and clipped to the grid; everything outside is zero, which is the clipped
+// window. Centres outside owned grown by H contribute nothing (their sums would be incomplete).
 // Precision: float sums over shifted intensities; the running z sums accumulate a few ulps over
 // a chunk (at most 64 planes). The per-slice loss partial is the sum over tiles in tile order.
 
@@ -379,6 +403,414 @@ __global__ void __launch_bounds__(Tile<H, kBox>::kThreads, 2)
   }
 }
 
+// ==========================================================================================
+// Box window, exact gradient, H <= 2: the fast path (see the header comment at the top).
+// ==========================================================================================
+
+/// Compile-time geometry of the box-window kernel: 32 x TY outputs per block, TY = 2 x warps
+/// (stage E gives each thread two output rows of one column). Rows of the arrays that stages B
+/// and D read with 16-byte loads have pitches of 4 (mod 8) floats: the eight rows a quarter warp
+/// reads then fall into distinct bank groups.
+template <int H>
+struct BoxTile {
+  static constexpr int kThreads = 384, kWarps = kThreads / 32;
+  static constexpr int TX = kTX, TY = 2 * kWarps;
+  static constexpr int R2X = TX + 4 * H, R2Y = TY + 4 * H;  // tile grown by 2H: inputs
+  static constexpr int R1X = TX + 2 * H, R1Y = TY + 2 * H;  // tile grown by H: centres
+  static constexpr int R2 = R2X * R2Y;
+  static constexpr int SLOTS = (R2 + kThreads - 1) / kThreads;  // R2 columns per thread (A)
+  static constexpr int up4(int n) { return (n + 3) / 4 * 4; }
+  static constexpr int pitch(int n) { return up4(n) % 8 == 4 ? up4(n) : up4(n) + 4; }
+  // B: x pass; warp (q, s) takes segment s (outputs [BX0, BX0 + BL0) or [BX1, R1X)) of every
+  // R2 row, lane = row. Loads are rounded up to whole float4s.
+  static constexpr int BL0 = 20, BX1 = BL0, BL1 = R1X - BL0;
+  static constexpr int PZ = pitch(std::max(R2X, BX1 + up4(BL1 + 2 * H)));
+  // XZ, ABC and NXY: a warp of stage C spans two segments of SEGC rows, whose banks do not
+  // overlap when 3 P1 = R1X (mod 32): true for H = 2 (H = 1 keeps a few 2-way conflicts).
+  static constexpr int P1 = 44;
+  // C: y pass + cc; items (R1 column, segment of SEGC centres), rows padded to CROWS.
+  static constexpr int SEGC = 3, NSC = (R1Y + SEGC - 1) / SEGC, CROWS = NSC * SEGC;
+  static constexpr int XROWS = CROWS + 2 * H;  // XZ rows (>= R2Y; the extra ones stay zero)
+  // D: x pass of (a, b, c); warp (q, s) takes columns [s SEGD, (s + 1) SEGD) of every R1 row.
+  static constexpr int NSD = kWarps / 3, SEGD = TX / NSD;
+  static constexpr int PA = pitch(TX);
+  static constexpr int ZQ = R2Y * PZ, XQ = XROWS * P1, CQ = CROWS * P1, AXQ = R1Y * PA;
+  static constexpr int kZ = 0, kXZ = kZ + 5 * ZQ, kABC = kXZ + 5 * XQ, kNXY = kABC + 3 * CQ;
+  static constexpr int kEnd = kNXY + CROWS * P1;
+  static constexpr std::size_t bytes() { return sizeof(float) * std::size_t(kEnd); }
+  static_assert(BL0 % 4 == 0 && BL1 > 0 && BL1 <= BL0 && 5 * 2 <= kWarps, "B segments");
+  static_assert(R2Y <= 32 && R1Y <= 32, "one lane per row in B and D");
+  static_assert(P1 >= R1X && P1 % 8 == 4, "P1");
+  static_assert(up4(BL0 + 2 * H) <= PZ && BX1 + up4(BL1 + 2 * H) <= PZ, "B reads inside rows");
+  static_assert(3 * NSD == kWarps && NSD * SEGD == TX && SEGD % 4 == 0, "D segments");
+  static_assert((NSD - 1) * SEGD + up4(SEGD + 2 * H) <= P1, "D reads inside rows");
+  static_assert(3 * AXQ <= 5 * XQ, "AX must fit in XZ");
+  static_assert(XROWS >= R2Y && R1X * NSC <= kThreads, "C items");
+  static_assert(kXZ % 4 == 0 && kABC % 4 == 0 && ZQ % 4 == 0 && XQ % 4 == 0 && CQ % 4 == 0 &&
+                    AXQ % 4 == 0,
+                "16-byte aligned rows");
+};
+
+/// out[o] = sum of in[o .. o + 2H] for o < LEN; `in` and `out` 16-byte aligned, whole float4s
+/// loaded (up to 3 floats past the window are read, not used).
+template <int H, int LEN>
+__device__ __forceinline__ void box_row_vec(const float* in, float* out) {
+  constexpr int NL = (LEN + 2 * H + 3) / 4 * 4;
+  float r[NL];
+#pragma unroll
+  for (int i = 0; i < NL / 4; ++i) {
+    const float4 t = reinterpret_cast<const float4*>(in)[i];
+    r[4 * i] = t.x;
+    r[4 * i + 1] = t.y;
+    r[4 * i + 2] = t.z;
+    r[4 * i + 3] = t.w;
+  }
+  float o[LEN];
+  float acc = r[0];
+#pragma unroll
+  for (int d = 1; d <= 2 * H; ++d) acc += r[d];
+  o[0] = acc;
+#pragma unroll
+  for (int k = 1; k < LEN; ++k) {
+    acc += r[k + 2 * H] - r[k - 1];
+    o[k] = acc;
+  }
+#pragma unroll
+  for (int i = 0; i < LEN / 4; ++i)
+    reinterpret_cast<float4*>(out)[i] =
+        make_float4(o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]);
+  if constexpr (LEN % 4 >= 2)
+    reinterpret_cast<float2*>(out)[LEN / 4 * 2] =
+        make_float2(o[LEN / 4 * 4], o[LEN / 4 * 4 + 1]);
+  if constexpr (LEN % 2 == 1) out[LEN - 1] = o[LEN - 1];
+}
+
+/// A block-uniform pointer the compiler may not fold into per-thread address arithmetic (so a
+/// load costs one wide multiply-add from it, not a 64-bit recomputation of the plane offset).
+template <class P>
+__device__ __forceinline__ P* opaque(P* ptr) {
+  asm("" : "+l"(ptr));
+  return ptr;
+}
+
+template <int H>
+__global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
+    lncc_box_kernel(__grid_constant__ const LnccArgs p) {
+  using T = BoxTile<H>;
+  constexpr int NT = T::kThreads, K = 2 * H + 1;
+  extern __shared__ float4 sm4[];
+  float* sm = reinterpret_cast<float*>(sm4);
+  __shared__ double red[T::kWarps];
+  __shared__ int red_count[T::kWarps];
+  float* Z = sm + T::kZ;      // [5][R2Y][PZ]   z-window sums of the R2 columns (running)
+  float* XZ = sm + T::kXZ;    // [5][XROWS][P1] ... after the x pass (R1 columns)
+  float* ABC = sm + T::kABC;  // [3][CROWS][P1] adjoint coefficients at the R1 centres
+  float* NXY = sm + T::kNXY;  // [CROWS][P1]    n_x n_y of the centres (0: not a centre)
+  float* AX = XZ;             // [3][R1Y][PA]   x pass of (a, b, c); XZ is dead by then
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+
+  const index_t tile = blockIdx.x;
+  const index_t ox = p.owned.lo.x + (tile % p.tiles_x) * kTX;
+  const index_t oy = p.owned.lo.y + (tile / p.tiles_x) * T::TY;
+  const index_t oz0 = p.owned.lo.z + index_t(blockIdx.y) * p.zchunk;
+  const int nzo = int(min(p.zchunk, p.owned.lo.z + p.owned.size.z - oz0));  // owned planes
+  const Index3 ohi = p.owned.hi();
+  const Index3 vhi = p.valid.hi();
+  const Index3 chi = p.centres.hi();
+  const float shift_f = p.fixed.at(ox, oy, oz0);
+  const float shift_w = p.warped.at(ox, oy, oz0);
+  const index_t r2x0 = ox - 2 * H, r2y0 = oy - 2 * H;
+  const index_t r1x0 = ox - H, r1y0 = oy - H;
+  const int own_x1 = int(min(index_t(H + kTX), ohi.x - r1x0));
+  const int own_y1 = int(min(index_t(H + T::TY), ohi.y - r1y0));
+
+  // Zero the shared arrays (padding included: it is read, never used, and must not be NaN).
+  for (int i = tid; i < T::kEnd / 4; i += NT) sm4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  __syncthreads();
+  for (int e = tid; e < T::CROWS * T::R1X; e += NT) {
+    const int ey = e / T::R1X, ex = e - ey * T::R1X;
+    const index_t gx = r1x0 + ex, gy = r1y0 + ey;
+    const bool ok = ey < T::R1Y && gx >= p.centres.lo.x && gx < chi.x && gy >= p.centres.lo.y &&
+                    gy < chi.y;
+    NXY[ey * T::P1 + ex] = ok ? lncc_axis_weight<float>(p.taps.w, H, gx, p.global.x) *
+                      lncc_axis_weight<float>(p.taps.w, H, gy, p.global.y)
+                : 0.0f;
+  }
+
+  // Stage A columns of this thread: in-plane offsets (-1 outside the valid inputs). W shares
+  // F's offsets (same x, y strides): the box difference is folded into W's plane pointers.
+  int aoff[T::SLOTS];
+#pragma unroll
+  for (int k = 0; k < T::SLOTS; ++k) {
+    const int c = tid + k * NT;
+    const int cy = c / T::R2X, cx = c - cy * T::R2X;
+    const index_t gx = r2x0 + cx, gy = r2y0 + cy;
+    const bool ok = c < T::R2 && gx >= p.valid.lo.x && gx < vhi.x && gy >= p.valid.lo.y &&
+                    gy < vhi.y;
+    aoff[k] = ok ? plane_offset(p.fixed, gx, gy) : -1;
+  }
+  const index_t wdelta = (p.fixed.box_lo.x - p.warped.box_lo.x) * p.warped.stride.x +
+                         (p.fixed.box_lo.y - p.warped.box_lo.y) * p.warped.stride.y;
+
+  // Mask: in-plane offset of the R1 origin (read only at centres, which the mask view holds).
+  const bool has_mask = p.mask.data != nullptr;
+  const int mbase = has_mask ? int((r1x0 - p.mask.box_lo.x) * p.mask.stride.x +
+                                   (r1y0 - p.mask.box_lo.y) * p.mask.stride.y)
+                             : 0;
+  const int msx = int(p.mask.stride.x), msy = int(p.mask.stride.y);
+
+  // Stage E outputs of this thread: column lane, tile rows 2 warp and 2 warp + 1.
+  const index_t gx_out = ox + lane, gy_out = oy + 2 * warp;
+  const bool col_out = gx_out < ohi.x;
+  const bool row_out0 = col_out && gy_out < ohi.y, row_out1 = col_out && gy_out + 1 < ohi.y;
+  const int foff = row_out0 ? plane_offset(p.fixed, gx_out, gy_out) : 0;
+  const int fsy = int(p.fixed.stride.y);
+  const int goff = row_out0 ? int((gx_out - p.grad.box_lo.x) * p.grad.stride.x +
+                                  (gy_out - p.grad.box_lo.y) * p.grad.stride.y)
+                            : 0;
+  const int gsy = int(p.grad.stride.y);
+
+  // Plane indices: iteration i handles window-centre plane zc = zbeg + i: it adds input plane
+  // zc + H to the z sums and removes zc - H - 1, and completes output plane zg = zc - H.
+  const index_t zbeg = oz0 - H;
+  const int niter = nzo + 2 * H;
+  auto ibound = [&](index_t z) {
+    return int(max(index_t(-2 * H - 1), min(index_t(niter + 1), z - zbeg)));
+  };
+  int add_lo = ibound(p.valid.lo.z - H), add_hi = ibound(vhi.z - H);       // zc + H valid
+  int sub_lo = max(1, ibound(p.valid.lo.z + H + 1)), sub_hi = ibound(vhi.z + H + 1);
+  int cen_lo = ibound(p.centres.lo.z), cen_hi = ibound(chi.z);              // zc a centre
+  // Computed once: keep the compiler from re-deriving them (64-bit) in every iteration.
+  asm volatile("" : "+r"(add_lo), "+r"(add_hi), "+r"(sub_lo), "+r"(sub_hi), "+r"(cen_lo),
+               "+r"(cen_hi));
+  // Owned centre planes: i in [H, H + nzo); output planes: i in [2H, 2H + nzo).
+
+  // Block-uniform plane pointers, advanced one plane per iteration.
+  const index_t fsz = p.fixed.stride.z, wsz = p.warped.stride.z, gsz = p.grad.stride.z;
+  const float* fa = plane(p.fixed, zbeg - H);  // plane zc + H at the first warm-up step
+  const float* wa = plane(p.warped, zbeg - H) + wdelta;
+  const float* fs = fa - K * fsz;              // plane zc - H - 1
+  const float* ws = wa - K * wsz;
+
+  // ---- A. z-window sums: Z += P(plane a) - P(plane s), P = (F, W, FF, WW, FW) of shifted
+  // intensities; each thread keeps its own columns, so no barrier is needed between steps.
+  auto zstep = [&](bool add_ok, bool sub_ok) {
+    const float* fau = opaque(fa);
+    const float* wau = opaque(wa);
+    const float* fsu = opaque(fs);
+    const float* wsu = opaque(ws);
+    float fn[T::SLOTS], wn[T::SLOTS], fo[T::SLOTS], wo[T::SLOTS];
+#pragma unroll
+    for (int k = 0; k < T::SLOTS; ++k) {
+      const int off = aoff[k];
+      fn[k] = wn[k] = fo[k] = wo[k] = 0.0f;
+      if (add_ok && off >= 0) {
+        fn[k] = __ldg(fau + off) - shift_f;
+        wn[k] = __ldg(wau + off) - shift_w;
+      }
+      if (sub_ok && off >= 0) {
+        fo[k] = __ldg(fsu + off) - shift_f;
+        wo[k] = __ldg(wsu + off) - shift_w;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < T::SLOTS; ++k) {
+      const int c = tid + k * NT;
+      if ((k + 1) * NT > T::R2 && c >= T::R2) break;
+      const int cy = c / T::R2X;
+      float* zq = Z + c + cy * (T::PZ - T::R2X);
+      const float d[5] = {fn[k] - fo[k], wn[k] - wo[k], fn[k] * fn[k] - fo[k] * fo[k],
+                          wn[k] * wn[k] - wo[k] * wo[k], fn[k] * wn[k] - fo[k] * wo[k]};
+#pragma unroll
+      for (int q = 0; q < 5; ++q) zq[q * T::ZQ] += d[q];
+    }
+  };
+  auto add_ok_at = [&](int i) { return i >= add_lo && i < add_hi; };
+  auto sub_ok_at = [&](int i) { return i >= sub_lo && i < sub_hi; };
+  auto advance_a = [&] {
+    fa += fsz;
+    wa += wsz;
+    fs += fsz;
+    ws += wsz;
+  };
+
+  // Warm-up: planes zbeg - H .. zbeg + H - 1 (iterations -2H .. -1).
+  for (int i = -2 * H; i < 0; ++i) {
+    zstep(add_ok_at(i), false);
+    advance_a();
+  }
+
+  const float* fz = plane(p.fixed, zbeg - H);  // output plane zg = zc - H
+  const float* wz = plane(p.warped, zbeg - H) + wdelta;
+  float* gz = p.grad.data + (zbeg - H - p.grad.box_lo.z) * gsz;
+  const float* mz = has_mask ? plane(p.mask, zbeg) : nullptr;  // centre plane zc
+  const index_t msz = p.mask.stride.z;
+
+  // acc[q][r][j]: partial z sums of (A, B, C) for output plane zc - H + j (row r of the pair).
+  float acc[3][2][2 * H];
+#pragma unroll
+  for (int q = 0; q < 3; ++q)
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int j = 0; j < 2 * H; ++j) acc[q][r][j] = 0.0f;
+
+  for (int i = 0; i < niter; ++i) {
+    const bool out_plane = i >= 2 * H && i < 2 * H + nzo;
+    float fo0 = 0.0f, fo1 = 0.0f, wo0 = 0.0f, wo1 = 0.0f;
+    if (out_plane) {  // early loads of the output plane's intensities (L2 hits)
+      const float* fzu = opaque(fz);
+      const float* wzu = opaque(wz);
+      int fo = foff;  // 32-bit until here: a hoisted 64-bit copy would cost registers
+      asm("" : "+r"(fo));
+      if (row_out0) {
+        fo0 = __ldg(fzu + fo);
+        wo0 = __ldg(wzu + fo);
+      }
+      if (row_out1) {
+        fo1 = __ldg(fzu + fo + fsy);
+        wo1 = __ldg(wzu + fo + fsy);
+      }
+    }
+    zstep(add_ok_at(i), sub_ok_at(i));
+    advance_a();
+    float v[3][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
+    if (i >= cen_lo && i < cen_hi) {  // block-uniform: plane zc holds centres
+      __syncthreads();
+      // ---- B. x pass: XZ[q][R2 row][R1 column]; warp (q, segment), lane = row.
+      if (warp < 10 && lane < T::R2Y) {
+        const int q = warp >> 1;
+        const float* in = Z + q * T::ZQ + lane * T::PZ;
+        float* out = XZ + q * T::XQ + lane * T::P1;
+        if ((warp & 1) == 0)
+          box_row_vec<H, T::BL0>(in, out);
+        else
+          box_row_vec<H, T::BL1>(in + T::BX1, out + T::BX1);
+      }
+      __syncthreads();
+      // ---- C. y pass, cc and the adjoint coefficients at the R1 centres; the loss.
+      const bool owned_plane = i >= H && i < H + nzo;
+      {
+        const index_t zc = zbeg + i;
+        // n_z: the number of in-grid planes of the window (box weights are 1, so this equals
+        // lncc_axis_weight exactly); the asm keeps it out of the per-centre code.
+        float nz = float(min(zc + H, p.global.z - 1) - max(zc - H, index_t(0)) + 1);
+        asm volatile("" : "+f"(nz));
+        float loss_sum = 0.0f;
+        int loss_count = 0;
+        if (tid < T::R1X * T::NSC) {
+          const int ex = tid % T::R1X, ey0 = (tid / T::R1X) * T::SEGC;
+          // Window sums of the SEGC centres, one quantity at a time (fewer live registers).
+          float s[T::SEGC][5];
+#pragma unroll
+          for (int q = 0; q < 5; ++q) {
+            const float* col = XZ + q * T::XQ + ey0 * T::P1 + ex;
+            float acc_y = col[0];
+#pragma unroll
+            for (int k = 1; k <= 2 * H; ++k) acc_y += col[k * T::P1];
+            s[0][q] = acc_y;
+#pragma unroll
+            for (int j = 1; j < T::SEGC; ++j) {
+              acc_y += col[(j + 2 * H) * T::P1] - col[(j - 1) * T::P1];
+              s[j][q] = acc_y;
+            }
+          }
+          const bool own_col = owned_plane && ex >= H && ex < own_x1;
+          const float* mzu = has_mask ? opaque(mz) : nullptr;
+#pragma unroll
+          for (int j = 0; j < T::SEGC; ++j) {
+            const int ey = ey0 + j;
+            const float nxy = NXY[ey * T::P1 + ex];
+            bool centre = nxy > 0.0f;
+            if (has_mask) {
+              float m = 0.0f;
+              if (centre) m = __ldg(mzu + (mbase + ex * msx + ey * msy));
+              centre = m > 0.5f;
+            }
+            // Computed everywhere (no divergence); non-centres (n = 0: infinities) are
+            // replaced by zeros.
+            const LnccLocal<float> l =
+                lncc_local<float>(nxy * nz, s[j][0], s[j][1], s[j][2], s[j][3], s[j][4], p.eps);
+            const bool own = centre && own_col && ey >= H && ey < own_y1;
+            loss_sum -= own ? l.cc : 0.0f;
+            loss_count += own ? 1 : 0;
+            float* o = ABC + ey * T::P1 + ex;
+            o[0] = centre ? l.a : 0.0f;
+            o[T::CQ] = centre ? l.b : 0.0f;
+            o[2 * T::CQ] = centre ? l.c : 0.0f;
+          }
+        }
+        if (p.tile_partials != nullptr && owned_plane) {  // uniform over the block
+          // A warp holds about a hundred centres: a float shuffle tree, then double per warp.
+          for (int o = 16; o > 0; o >>= 1) loss_sum += __shfl_down_sync(0xffffffffu, loss_sum, o);
+          const int warp_count = __reduce_add_sync(0xffffffffu, loss_count);
+          if (lane == 0) {
+            red[warp] = double(loss_sum);
+            red_count[warp] = warp_count;
+          }
+        }
+      }
+      __syncthreads();
+      if (p.tile_partials != nullptr && owned_plane && tid == 0) {
+        // The warps' sums in index order: one partial per (slice, tile).
+        double sum = 0.0;
+        int count = 0;
+        for (int w = 0; w < T::kWarps; ++w) {
+          sum += red[w];
+          count += red_count[w];
+        }
+        double* out = p.tile_partials + ((oz0 + i - H - p.owned.lo.z) * p.tiles + tile) * 2;
+        out[0] = sum;
+        out[1] = double(count);
+      }
+      // ---- D. x pass of (a, b, c): AX[q][R1 row][tile column]; warp (q, segment), lane = row.
+      if (lane < T::R1Y) {
+        const int q = warp / T::NSD, x0 = (warp - q * T::NSD) * T::SEGD;
+        box_row_vec<H, T::SEGD>(ABC + q * T::CQ + lane * T::P1 + x0,
+                                AX + q * T::AXQ + lane * T::PA + x0);
+      }
+      __syncthreads();
+      // ---- E (1). y pass of (a, b, c) at this thread's two outputs.
+#pragma unroll
+      for (int q = 0; q < 3; ++q) {
+        const float* col = AX + q * T::AXQ + 2 * warp * T::PA + lane;
+        float r[2 * H + 2];
+#pragma unroll
+        for (int k = 0; k < 2 * H + 2; ++k) r[k] = col[k * T::PA];
+        float s = r[0];
+#pragma unroll
+        for (int k = 1; k <= 2 * H; ++k) s += r[k];
+        v[q][0] = s;
+        v[q][1] = s + r[2 * H + 1] - r[0];
+      }
+    }
+    // ---- E (2). z sums through the accumulators; the gradient of plane zg.
+    float g[3][2];
+#pragma unroll
+    for (int q = 0; q < 3; ++q)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        g[q][r] = acc[q][r][0] + v[q][r];
+#pragma unroll
+        for (int j = 0; j + 1 < 2 * H; ++j) acc[q][r][j] = acc[q][r][j + 1] + v[q][r];
+        acc[q][r][2 * H - 1] = v[q][r];
+      }
+    if (out_plane) {
+      float* gzu = opaque(gz);
+      int go = goff;
+      asm("" : "+r"(go));
+      if (row_out0)
+        __stcs(gzu + go, g[0][0] * (fo0 - shift_f) + g[1][0] * (wo0 - shift_w) + g[2][0]);
+      if (row_out1)
+        __stcs(gzu + go + gsy, g[0][1] * (fo1 - shift_f) + g[1][1] * (wo1 - shift_w) + g[2][1]);
+    }
+    fz += fsz;
+    wz += wsz;
+    gz += gsz;
+    if (has_mask) mz += msz;
+  }
+}
+
 __global__ void partials_kernel(const double* tile_partials, index_t slices, index_t tiles,
                                 double* out) {
   const index_t s = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -437,6 +869,62 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   }
 }
 
+/// Blocks of lncc_box_kernel<H> resident on the whole device (cached; no synchronisation).
+template <int H>
+index_t box_resident_blocks() {
+  static const index_t resident = [] {
+    int device = 0, sms = 0, per_sm = 0;
+    GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
+    GIGAREG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(lncc_box_kernel<H>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(BoxTile<H>::bytes())));
+    GIGAREG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, lncc_box_kernel<H>, BoxTile<H>::kThreads, BoxTile<H>::bytes()));
+    return index_t(std::max(1, sms * std::max(1, per_sm)));
+  }();
+  return resident;
+}
+
+template <int H>
+void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
+  using T = BoxTile<H>;
+  p.tiles_x = (owned.size.x + kTX - 1) / kTX;
+  p.tiles = p.tiles_x * ((owned.size.y + T::TY - 1) / T::TY);
+  // z chunks: each costs 2H extra centre planes; pick the chunk length (8..64 planes) that
+  // minimises (waves of resident blocks) x (planes per block).
+  const index_t resident = box_resident_blocks<H>();
+  index_t best_chunk = 64, best_cost = -1;
+  for (index_t chunk = 8; chunk <= 64; ++chunk) {
+    const index_t chunks = (owned.size.z + chunk - 1) / chunk;
+    const index_t len = std::min(chunk, owned.size.z);
+    const index_t cost = ((p.tiles * chunks + resident - 1) / resident) * (len + 2 * H);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_chunk = chunk;
+    }
+    if (chunk >= owned.size.z) break;
+  }
+  p.zchunk = best_chunk;
+  const index_t chunks = (owned.size.z + p.zchunk - 1) / p.zchunk;
+  GIGAREG_ASSERT(chunks <= 65535);
+  if (p.tile_partials != nullptr)
+    p.tile_partials = static_cast<double*>(
+        loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
+  try {
+    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(lncc_box_kernel<H>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(T::bytes())));
+    lncc_box_kernel<H><<<dim3(unsigned(p.tiles), unsigned(chunks)), T::kThreads, T::bytes(),
+                         stream>>>(p);
+    GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
+  } catch (...) {
+    loss_scratch_free(p.tile_partials, stream);
+    p.tile_partials = nullptr;
+    throw;
+  }
+}
+
 }  // namespace
 
 void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const float> warped,
@@ -463,7 +951,17 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
   p.centres = grow_clip(owned, p.exact ? H : 0, p.global);
   // A non-null marker: launch() replaces it with the scratch when the partials are wanted.
   p.tile_partials = partials.data != nullptr ? partials.data : nullptr;
-  if (p.box) {
+  // The fast path: box window, exact gradient, H <= 2, F and W with the same x-y strides (they
+  // share in-plane offsets), the gradient's planes addressable with 32-bit offsets.
+  const bool fast = p.box && p.exact && H <= 2 && fixed.stride.x == warped.stride.x &&
+                    fixed.stride.y == warped.stride.y &&
+                    plane_offsets_fit(VolumeView<const float>(grad));
+  if (fast) {
+    if (H == 1)
+      launch_box<1>(p, owned, s);
+    else
+      launch_box<2>(p, owned, s);
+  } else if (p.box) {
     switch (H) {
       case 1: launch<1, true>(p, owned, s); break;
       case 2: launch<2, true>(p, owned, s); break;
