@@ -7,8 +7,11 @@ import sys
 
 def rows(paths):
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue  # a benchmark filtered out entirely leaves an empty file
         for b in data.get("benchmarks", []):
             if b.get("run_type") == "aggregate":
                 continue

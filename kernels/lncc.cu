@@ -10,7 +10,8 @@
 // a chunk of z (8..64 planes, chosen so that the blocks fill whole waves); it marches along z.
 // Iteration i handles window-centre plane zc and completes output plane zg = zc - H:
 //   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
-//      intensities; each thread owns fixed columns, adds plane zc + H and subtracts plane
+//      intensities; each thread owns fixed positions of Z's padded rows (consecutive threads,
+//      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
 //      zc - H - 1 (re-read from L2). No barrier between steps.
 //   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
 //   C. y pass (3 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
@@ -417,14 +418,17 @@ struct BoxTile {
   static constexpr int TX = kTX, TY = 2 * kWarps;
   static constexpr int R2X = TX + 4 * H, R2Y = TY + 4 * H;  // tile grown by 2H: inputs
   static constexpr int R1X = TX + 2 * H, R1Y = TY + 2 * H;  // tile grown by H: centres
-  static constexpr int R2 = R2X * R2Y;
-  static constexpr int SLOTS = (R2 + kThreads - 1) / kThreads;  // R2 columns per thread (A)
   static constexpr int up4(int n) { return (n + 3) / 4 * 4; }
   static constexpr int pitch(int n) { return up4(n) % 8 == 4 ? up4(n) : up4(n) + 4; }
   // B: x pass; warp (q, s) takes segment s (outputs [BX0, BX0 + BL0) or [BX1, R1X)) of every
   // R2 row, lane = row. Loads are rounded up to whole float4s.
   static constexpr int BL0 = 20, BX1 = BL0, BL1 = R1X - BL0;
   static constexpr int PZ = pitch(std::max(R2X, BX1 + up4(BL1 + 2 * H)));
+  // A: threads walk the padded rows of Z (R2Y x PZ; the pad columns only ever add zeros): a
+  // warp's accesses are consecutive words (no bank conflicts) and a column's Z index is its
+  // position, with no per-column index arithmetic.
+  static constexpr int ZN = R2Y * PZ;
+  static constexpr int SLOTS = (ZN + kThreads - 1) / kThreads;  // Z positions per thread (A)
   // XZ, ABC and NXY: a warp of stage C spans two segments of SEGC rows, whose banks do not
   // overlap when 3 P1 = R1X (mod 32): true for H = 2 (H = 1 keeps a few 2-way conflicts).
   static constexpr int P1 = 44;
@@ -543,10 +547,10 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
 #pragma unroll
   for (int k = 0; k < T::SLOTS; ++k) {
     const int c = tid + k * NT;
-    const int cy = c / T::R2X, cx = c - cy * T::R2X;
+    const int cy = c / T::PZ, cx = c - cy * T::PZ;
     const index_t gx = r2x0 + cx, gy = r2y0 + cy;
-    const bool ok = c < T::R2 && gx >= p.valid.lo.x && gx < vhi.x && gy >= p.valid.lo.y &&
-                    gy < vhi.y;
+    const bool ok = c < T::ZN && cx < T::R2X && gx >= p.valid.lo.x && gx < vhi.x &&
+                    gy >= p.valid.lo.y && gy < vhi.y;
     aoff[k] = ok ? plane_offset(p.fixed, gx, gy) : -1;
   }
   const index_t wdelta = (p.fixed.box_lo.x - p.warped.box_lo.x) * p.warped.stride.x +
@@ -616,9 +620,8 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
 #pragma unroll
     for (int k = 0; k < T::SLOTS; ++k) {
       const int c = tid + k * NT;
-      if ((k + 1) * NT > T::R2 && c >= T::R2) break;
-      const int cy = c / T::R2X;
-      float* zq = Z + c + cy * (T::PZ - T::R2X);
+      if ((k + 1) * NT > T::ZN && c >= T::ZN) break;
+      float* zq = Z + c;
       const float d[5] = {fn[k] - fo[k], wn[k] - wo[k], fn[k] * fn[k] - fo[k] * fo[k],
                           wn[k] * wn[k] - wo[k] * wo[k], fn[k] * wn[k] - fo[k] * wo[k]};
 #pragma unroll

@@ -31,15 +31,32 @@
 // region grown by the radii of the passes a kernel runs (clipped), which is all the caller
 // guarantees to be in the source view.
 //
-// Measured on H100 at 512^3 scalar (copy 3.02 TB/s): sigma 1 voxel (r = 3) 1.35 ms in all =
-// 3.8x the fused floor (8 B/voxel: read once, write once, 0.36 ms), 1.9x the floor of this
-// 2-kernel design (16 B/voxel, 0.71 ms; z pass 0.47 ms, fused y-x 0.77 ms); sigma 3 (r = 9)
-// 2.18 ms = 6.1x the fused floor. Beyond r of about 4 the kernels are instruction-bound (the
-// tap sums), not memory-bound.
+// Radii up to 16 (sigma up to 5.3 voxels at truncation 3) take register-blocked kernels instead,
+// templated on a radius bucket RM = 4, 8 or 16 (the radius itself is a run-time value <= RM; taps
+// beyond it are skipped by uniform branches, register arrays use compile-time indices only):
+// - z pass (pass_z_stream_kernel): a pure streaming pass; block (32, 8), one thread per (x, y)
+//   column marching 64 outputs in z with a sliding register window (one new load per output,
+//   groups of 4, the next group loaded one step ahead). Only samples within the region grown by
+//   r are loaded; the global edge is clamped per sample.
+// - fused y-x (pass_yx_reg_kernel): block of 160 threads, a tile of 128 x 40 outputs of one z
+//   slice. Thread c < 128 + 2 RM marches column x0 - RM + c (clamped) down the tile's rows
+//   straight from global memory (same sliding window) and writes the y results to shared memory;
+//   then each warp takes rows and each lane 4 consecutive x outputs from RM / 2 + 1 16-byte shared
+//   loads, storing a float4 when the output rows are 16-byte aligned.
+// Every output is still the gaussian_tap_sum formula (centre, then pairs k = 1..r, rn_ ops), so
+// these agree bitwise with the tile kernels and the CPU, whatever the tiling or slab.
+//
+// Measured on H100 at sigma 1.5 (r = 5; copy 2.99 TB/s; floor 8 B/voxel/component read once +
+// written once): scalar 512^3 1.78 ms (4.95x floor) with the tile kernels -> 1.27 ms (3.55x)
+// register-blocked (the 2-kernel design's own floor is 16 B/voxel, 0.72 ms); 3-component field
+// 5.09 ms (4.72x) -> 3.36 ms (3.13x). Loading the next group ahead gained ~0-5%, so the kernels
+// are not load-latency bound; the remaining gap is the 2-kernel design (16 B/voxel) and the
+// per-output instruction count (rn_ ops, no FMA, to stay bitwise equal to the CPU).
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "cuda/check.cuh"
 #include "cuda/smooth.hpp"
@@ -218,6 +235,165 @@ __global__ void pass_column_kernel(VolumeView<const float> src, VolumeView<float
   }
 }
 
+// ---- register-blocked kernels for radii up to kMaxRingRadius ---------------------------------
+// Templated on a radius bucket RM (4, 8 or 16) with the actual radius r <= RM known at run time:
+// register arrays are indexed with compile-time constants only, and the taps k > r are skipped
+// by uniform branches, so every output is still the gaussian_tap_sum formula in its order.
+
+constexpr int kMaxRingRadius = 16;
+constexpr int kRingGroup = 4;     // outputs per step of a marching column (loads in flight)
+constexpr int kZBlockX = 32, kZBlockY = 8;
+constexpr int kZLen = 64;         // outputs per thread of the streaming z pass
+constexpr int kYxOutW = 128;      // outputs along x per tile of the register y-x pass
+constexpr int kYxOutH = 40;       // outputs along y per tile
+constexpr int kYxWarps = 5;       // threads: 160 >= 128 + 2 * 16 columns of the y pass
+
+int ring_bucket(int r) { return r <= 4 ? 4 : (r <= 8 ? 8 : 16); }
+
+/// One column along an axis, marched by one thread: outputs a in [a0, a1) from the samples
+/// data[base + clamp(p) * step], p in [a0 - r, a1 + r) (only those are read), kept in a sliding
+/// register window; store(a, value) receives each output. One new load per output.
+template <int RM, class Store>
+__device__ __forceinline__ void march_column(const float* __restrict__ data, index_t base,
+                                             index_t step, int n, int a0, int a1, int r,
+                                             const GaussianTaps& taps, Store store) {
+  using detail::rn_add;
+  using detail::rn_mul;
+  constexpr int G = kRingGroup;
+  float v[2 * RM + G];
+  const int lo = a0 - r, hi = a1 + r;
+#pragma unroll
+  for (int i = 0; i < 2 * RM; ++i) {
+    const int p = a0 - RM + i;
+    v[i] = (p >= lo && p < hi) ? __ldg(data + base + index_t(clamp32(p, n)) * step) : 0.0f;
+  }
+  // The next group's samples are loaded one step ahead (two groups of loads in flight).
+  float next[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const int p = a0 + RM + g;  // >= lo
+    next[g] = p < hi ? __ldg(data + base + index_t(clamp32(p, n)) * step) : 0.0f;
+  }
+  for (int a = a0; a < a1; a += G) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      v[2 * RM + g] = next[g];
+      const int p = a + G + RM + g;
+      next[g] = p < hi ? __ldg(data + base + index_t(clamp32(p, n)) * step) : 0.0f;
+    }
+    float acc[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[g] = rn_mul(taps.w[0], v[RM + g]);
+#pragma unroll
+    for (int k = 1; k <= RM; ++k) {
+      if (k <= r) {
+        const float wk = taps.w[k];
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[g] = rn_add(acc[g], rn_mul(wk, rn_add(v[RM + g - k], v[RM + g + k])));
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+      if (a + g < a1) store(a + g, acc[g]);
+#pragma unroll
+    for (int i = 0; i < 2 * RM; ++i) v[i] = v[i + G];
+  }
+}
+
+// Streaming z pass: block (32, 8) threads, one (x, y) column each, marching kZLen outputs in z.
+template <int RM>
+__global__ void __launch_bounds__(kZBlockX * kZBlockY)
+    pass_z_stream_kernel(VolumeView<const float> src, VolumeView<float> dst, Box region,
+                         GaussianTaps taps) {
+  const int x = int(region.lo.x) + int(blockIdx.x) * kZBlockX + int(threadIdx.x);
+  const int y = int(region.lo.y) + int(blockIdx.y) * kZBlockY + int(threadIdx.y);
+  if (x >= int(region.lo.x + region.size.x) || y >= int(region.lo.y + region.size.y)) return;
+  const int z0 = int(region.lo.z) + int(blockIdx.z) * kZLen;
+  const int z1 = min(z0 + kZLen, int(region.lo.z + region.size.z));
+  const index_t sbase = (x - src.box_lo.x) * src.stride.x + (y - src.box_lo.y) * src.stride.y -
+                        src.box_lo.z * src.stride.z;
+  const index_t dbase = (x - dst.box_lo.x) * dst.stride.x + (y - dst.box_lo.y) * dst.stride.y -
+                        dst.box_lo.z * dst.stride.z;
+  float* __restrict__ out = dst.data;
+  const index_t dstep = dst.stride.z;
+  march_column<RM>(src.data, sbase, src.stride.z, int(src.global_size.z), z0, z1, taps.radius, taps,
+                   [&](int a, float val) { out[dbase + index_t(a) * dstep] = val; });
+}
+
+// Fused y then x, register-blocked: block of 160 threads, a tile of 128 x 40 outputs of one z
+// slice. y pass: thread c < 128 + 2 RM marches the column x0 - RM + c down the tile's rows
+// (straight from global memory, the column clamped at the global edge; columns outside the region
+// grown by r_x are not loaded) and stores the y results to shared memory; x pass: each warp takes
+// rows, each lane 4 consecutive outputs, from 2 RM / 4 + 1 float4 loads of the row.
+template <int RM>
+__global__ void __launch_bounds__(32 * kYxWarps, RM <= 8 ? 5 : 2)
+    pass_yx_reg_kernel(VolumeView<const float> src, VolumeView<float> dst, Box region,
+                       GaussianTaps ty_taps, GaussianTaps tx_taps, int vec_store) {
+  using detail::rn_add;
+  using detail::rn_mul;
+  constexpr int W = kYxOutW + 2 * RM;  // a multiple of 8: rows stay 16-byte aligned
+  constexpr int NF = 2 * RM + 4;       // floats of a lane's x window
+  __shared__ __align__(16) float mid[kYxOutH * W];
+  const int ry = ty_taps.radius, rx = tx_taps.radius;
+  const int tid = int(threadIdx.x);
+  const int nx = int(src.global_size.x), ny = int(src.global_size.y);
+  const int x0 = int(region.lo.x) + int(blockIdx.x) * kYxOutW;
+  const int y0 = int(region.lo.y) + int(blockIdx.y) * kYxOutH;
+  const int out_x = min(kYxOutW, int(region.lo.x + region.size.x) - x0);
+  const int out_y = min(kYxOutH, int(region.lo.y + region.size.y) - y0);
+  const int xs = x0 - RM + tid;  // this thread's y-pass column
+  const bool column = tid < W && xs >= x0 - rx && xs < x0 + out_x + rx;
+  const index_t src_x = index_t(clamp32(xs, nx) - src.box_lo.x) * src.stride.x -
+                        src.box_lo.y * src.stride.y;
+  const int lane = tid & 31, warp = tid >> 5;
+  const bool xout = 4 * lane < out_x;
+  const bool full4 = vec_store && 4 * lane + 4 <= out_x;
+  for (index_t k = region.lo.z + blockIdx.z; k < region.lo.z + region.size.z; k += gridDim.z) {
+    __syncthreads();  // the previous slice's x pass is done with mid
+    if (column) {
+      const index_t base = (k - src.box_lo.z) * src.stride.z + src_x;
+      march_column<RM>(src.data, base, src.stride.y, ny, y0, y0 + out_y, ry, ty_taps,
+                       [&](int a, float val) { mid[(a - y0) * W + tid] = val; });
+    }
+    __syncthreads();
+    if (xout) {
+      const index_t out_k = slice_offset(dst, k) + index_t(x0 + 4 * lane) * dst.stride.x;
+      for (int row = warp; row < out_y; row += kYxWarps) {
+        const float4* q = reinterpret_cast<const float4*>(mid + row * W) + lane;
+        float f[NF];
+#pragma unroll
+        for (int j = 0; j < NF / 4; ++j) {
+          const float4 t = q[j];
+          f[4 * j] = t.x;
+          f[4 * j + 1] = t.y;
+          f[4 * j + 2] = t.z;
+          f[4 * j + 3] = t.w;
+        }
+        float acc[4];
+#pragma unroll
+        for (int g = 0; g < 4; ++g) acc[g] = rn_mul(tx_taps.w[0], f[RM + g]);
+#pragma unroll
+        for (int kk = 1; kk <= RM; ++kk) {
+          if (kk <= rx) {
+            const float wk = tx_taps.w[kk];
+#pragma unroll
+            for (int g = 0; g < 4; ++g)
+              acc[g] = rn_add(acc[g], rn_mul(wk, rn_add(f[RM + g - kk], f[RM + g + kk])));
+          }
+        }
+        const index_t o = out_k + index_t(y0 + row) * dst.stride.y;
+        if (full4) {
+          *reinterpret_cast<float4*>(dst.data + o) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        } else {
+#pragma unroll
+          for (int g = 0; g < 4; ++g)
+            if (4 * lane + g < out_x) dst.data[o + index_t(g) * dst.stride.x] = acc[g];
+        }
+      }
+    }
+  }
+}
+
 unsigned cap(index_t n, unsigned limit) {
   return unsigned(std::min<index_t>(std::max<index_t>(n, 1), limit));
 }
@@ -251,6 +427,33 @@ void launch_column(cudaStream_t s, VolumeView<const float> src, VolumeView<float
     launch_column<AXIS, 32>(s, src, dst, region, taps);
 }
 
+template <int RM>
+void launch_z_stream(cudaStream_t s, VolumeView<const float> src, VolumeView<float> dst,
+                     const Box& region, const GaussianTaps& taps) {
+  const dim3 grid(cap((region.size.x + kZBlockX - 1) / kZBlockX, 0x7fffffffu),
+                  unsigned((region.size.y + kZBlockY - 1) / kZBlockY),
+                  unsigned((region.size.z + kZLen - 1) / kZLen));
+  pass_z_stream_kernel<RM><<<grid, dim3(kZBlockX, kZBlockY), 0, s>>>(src, dst, region, taps);
+  GIGAREG_CUDA_CHECK_LAUNCH("gaussian pass_z_stream_kernel");
+}
+
+bool z_stream_ok(const Box& region, int r) {
+  return r <= kMaxRingRadius && (region.size.y + kZBlockY - 1) / kZBlockY <= index_t(kMaxGridYZ) &&
+         (region.size.z + kZLen - 1) / kZLen <= index_t(kMaxGridYZ);
+}
+
+template <int RM>
+void launch_yx_reg(cudaStream_t s, VolumeView<const float> src, VolumeView<float> dst,
+                   const Box& region, const GaussianTaps& ty, const GaussianTaps& tx) {
+  const bool vec = dst.stride.x == 1 && dst.stride.y % 4 == 0 && dst.stride.z % 4 == 0 &&
+                   (region.lo.x - dst.box_lo.x) % 4 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(dst.data) % 16 == 0;
+  const dim3 grid(cap((region.size.x + kYxOutW - 1) / kYxOutW, 0x7fffffffu),
+                  unsigned((region.size.y + kYxOutH - 1) / kYxOutH), cap(region.size.z, kMaxGridYZ));
+  pass_yx_reg_kernel<RM><<<grid, dim3(32 * kYxWarps), 0, s>>>(src, dst, region, ty, tx, vec ? 1 : 0);
+  GIGAREG_CUDA_CHECK_LAUNCH("gaussian pass_yx_reg_kernel");
+}
+
 }  // namespace
 
 void gaussian_pass(void* stream, VolumeView<const float> src, VolumeView<float> dst,
@@ -272,6 +475,12 @@ void gaussian_pass(void* stream, VolumeView<const float> src, VolumeView<float> 
     GIGAREG_CUDA_CHECK_LAUNCH("gaussian pass_x_kernel");
   } else if (axis == 1) {
     launch_column<1>(s, src, dst, region, taps);
+  } else if (z_stream_ok(region, taps.radius)) {
+    switch (ring_bucket(taps.radius)) {
+      case 4: launch_z_stream<4>(s, src, dst, region, taps); break;
+      case 8: launch_z_stream<8>(s, src, dst, region, taps); break;
+      default: launch_z_stream<16>(s, src, dst, region, taps); break;
+    }
   } else {
     launch_column<2>(s, src, dst, region, taps);
   }
@@ -288,6 +497,17 @@ void gaussian_pass_yx(void* stream, VolumeView<const float> src, VolumeView<floa
                   "radii too large for the fused y-x pass");
   GIGAREG_REQUIRE(src.global_size.x < (index_t(1) << 30) && src.global_size.y < (index_t(1) << 30),
                   "grid axes must be shorter than 2^30 voxels");
+  const int rmax = std::max(taps_y.radius, taps_x.radius);
+  if (rmax <= kMaxRingRadius &&
+      (region.size.y + kYxOutH - 1) / kYxOutH <= index_t(kMaxGridYZ)) {
+    auto s = static_cast<cudaStream_t>(stream);
+    switch (ring_bucket(rmax)) {
+      case 4: launch_yx_reg<4>(s, src, dst, region, taps_y, taps_x); break;
+      case 8: launch_yx_reg<8>(s, src, dst, region, taps_y, taps_x); break;
+      default: launch_yx_reg<16>(s, src, dst, region, taps_y, taps_x); break;
+    }
+    return;
+  }
   const std::size_t shared = fused_shared_bytes(taps_y.radius);
   if (shared > kDefaultShared) {
     GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(pass_yx_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -11,6 +11,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/common.hpp"
 #include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
@@ -38,25 +39,11 @@ void intensity_range(VolumeView<const float> image, VolumeView<const float> mask
 
 namespace {
 
+using ops_detail::grow_clip;
+using ops_detail::no_cuda;
+
 void require(bool cond, const char* op, const std::string& message) {
   if (!cond) throw_error(ErrorKind::InvalidArgument, op, message);
-}
-
-#if !GIGAREG_WITH_CUDA
-[[noreturn]] void no_cuda(const char* op) {
-  throw_error(ErrorKind::Cuda, op, "gigareg was built without CUDA");
-}
-#endif
-
-Box grow_clip(const Box& b, index_t r, Index3 global) {
-  Box out;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, b.lo[a] - r);
-    const index_t hi = std::min<index_t>(global[a], b.lo[a] + b.size[a] + r);
-    out.lo[a] = lo;
-    out.size[a] = hi - lo;
-  }
-  return out;
 }
 
 std::string box_text(const Box& b) {

@@ -9,6 +9,7 @@
 #include "cpu/warp.hpp"
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/common.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/warp.hpp"
@@ -17,49 +18,17 @@
 namespace gigareg {
 namespace {
 
-float flushed(double x) { return std::abs(x) < 1e-9 ? 0.f : float(x); }
-Vec3f to_float(Vec3d v) { return {flushed(v.x), flushed(v.y), flushed(v.z)}; }
-Mat3f to_float(const Mat3d& m) {
-  Mat3f r{};
-  for (int i = 0; i < 9; ++i) r.m[i] = flushed(m.m[i]);
-  return r;
-}
-
-void fail(const char* op, const std::string& what) {
-  throw_error(ErrorKind::InvalidArgument, op, what);
-}
-
-std::string box_str(const Box& b) {
-  return "[" + std::to_string(b.lo.x) + "," + std::to_string(b.lo.y) + "," + std::to_string(b.lo.z) +
-         "]+[" + std::to_string(b.size.x) + "x" + std::to_string(b.size.y) + "x" +
-         std::to_string(b.size.z) + "]";
-}
+using namespace ops_detail;
 
 /// A view in ctx's memory with `components` components, on a grid of `grid` size, whose box lies
 /// in the grid and contains `needed` (when given).
-template <class T>
-void check_view(const Context& ctx, const char* op, const char* name, const VolumeView<T>& v,
-                int components, Index3 grid, const Box* needed) {
-  require_backend_memory(ctx, op, v.data);
-  if (v.components != components)
-    fail(op, std::string(name) + " has " + std::to_string(v.components) + " components, expected " +
-                 std::to_string(components));
-  if (v.global_size != grid)
-    fail(op, std::string(name) + " lives on a grid of a different size than its geometry");
-  if (v.box().empty() || !Box{{0, 0, 0}, grid}.contains(v.box()))
-    fail(op, std::string(name) + " box " + box_str(v.box()) + " is empty or outside its grid");
-  if (needed && !v.box().contains(*needed))
-    fail(op, std::string(name) + " box " + box_str(v.box()) + " does not contain " +
-                 box_str(*needed));
-}
-
 void check_common(const Context& ctx, const char* op, const WarpInputs& in, const Box& owned) {
   in.fixed_geometry.validate(std::string(op) + ": fixed geometry");
   in.moving_geometry.validate(std::string(op) + ": moving geometry");
   const Index3 fixed = in.fixed_geometry.size;
   if (!Box{{0, 0, 0}, fixed}.contains(owned) || owned.size.x < 0 || owned.size.y < 0 ||
       owned.size.z < 0)
-    fail(op, "owned box " + box_str(owned) + " is not inside the fixed grid");
+    fail(op, "owned box " + describe(owned) + " is not inside the fixed grid");
   check_view(ctx, op, "moving", in.moving, 1, in.moving_geometry.size, nullptr);
   if (in.displacement.data)
     check_view(ctx, op, "displacement", in.displacement, 3, fixed, &owned);

@@ -7,7 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "gigareg/device/gaussian.hpp"  // detail::rn_mul / rn_add
+#include "gigareg/device/rounding.hpp"
+#include "gigareg/device/view.hpp"
 
 #if !defined(__CUDA_ARCH__)
 #include <cmath>
@@ -27,30 +28,6 @@ struct AdamCoefficients {
   float inv_bias2;  // 1 / (1 - beta2^t)
   float eps;
 };
-
-namespace detail {
-GIGAREG_HDI float rn_div(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-GIGAREG_HDI float rn_sqrt(float a) {
-#if defined(__CUDA_ARCH__)
-  return __fsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
-GIGAREG_HDI double rn_sqrt(double a) {
-#if defined(__CUDA_ARCH__)
-  return __dsqrt_rn(a);
-#else
-  return std::sqrt(a);
-#endif
-}
-}  // namespace detail
 
 /// Updates the moments of one element in place.
 GIGAREG_HDI void adam_moments_update(const AdamCoefficients& c, float g, float& m, float& v) {

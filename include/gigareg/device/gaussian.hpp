@@ -6,6 +6,7 @@
 // multiply and an add into an FMA: on a host without FMA contraction (gigareg builds with
 // -std=c++17, where GCC does not contract) the two backends then round identically.
 
+#include "gigareg/device/rounding.hpp"
 #include "gigareg/device/view.hpp"
 
 namespace gigareg {
@@ -20,47 +21,6 @@ struct GaussianTaps {
   int radius = 0;
   float w[kMaxGaussianRadius + 1] = {1.0f};
 };
-
-namespace detail {
-
-/// Round-to-nearest multiply and add that the CUDA compiler may not fuse into an FMA.
-GIGAREG_HDI float rn_mul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GIGAREG_HDI float rn_add(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-GIGAREG_HDI float rn_sub(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-GIGAREG_HDI double rn_mul(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GIGAREG_HDI double rn_add(double a, double b) {
-#if defined(__CUDA_ARCH__)
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-
-}  // namespace detail
 
 /// One output of a 1-D pass: sum_k w[|k|] * center[k * stride] for k = -radius..radius, where
 /// `center` points at the output voxel's own input sample in a buffer whose out-of-grid samples

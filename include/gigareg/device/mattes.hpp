@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "gigareg/device/macros.hpp"
+#include "gigareg/device/rounding.hpp"
 
 #if !defined(__CUDA_ARCH__)
 #include <cmath>
@@ -38,27 +39,9 @@ inline constexpr float kMattesFixedPointScale = 67108864.0f;  // 2^26
 inline constexpr double kMattesFixedPointInvScale = 1.0 / 67108864.0;
 
 namespace mi_detail {
-GIGAREG_HDI float mi_mul(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-GIGAREG_HDI float mi_add(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-GIGAREG_HDI float mi_sub(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
+using detail::rn_add;
+using detail::rn_mul;
+using detail::rn_sub;
 GIGAREG_HDI float mi_floor(float a) {
 #if defined(__CUDA_ARCH__)
   return floorf(a);
@@ -98,7 +81,7 @@ GIGAREG_HDI ParzenTaps parzen_taps(float v, const MattesAxis& ax) {
   using namespace mi_detail;
   ParzenTaps t;
   if (!ax.cubic) {
-    const float s = mi_mul(mi_sub(v, ax.lo), ax.scale);
+    const float s = rn_mul(rn_sub(v, ax.lo), ax.scale);
     int bin = 0;
     if (s >= 1.0f) bin = s < float(ax.bins) ? int(mi_floor(s)) : ax.bins - 1;  // NaN -> 0
     t.first = bin > ax.bins - 1 ? ax.bins - 1 : bin;
@@ -110,7 +93,7 @@ GIGAREG_HDI ParzenTaps parzen_taps(float v, const MattesAxis& ax) {
     return t;
   }
   const float upper = float(ax.bins - 2);
-  float u = mi_add(mi_mul(mi_sub(v, ax.lo), ax.scale), 1.0f);
+  float u = rn_add(rn_mul(rn_sub(v, ax.lo), ax.scale), 1.0f);
   float slope = ax.scale;
   if (!(u >= 1.0f)) {  // below the range (or NaN): clamp, no derivative
     u = 1.0f;
@@ -121,24 +104,24 @@ GIGAREG_HDI ParzenTaps parzen_taps(float v, const MattesAxis& ax) {
   }
   int j = int(mi_floor(u));
   if (j > ax.bins - 3) j = ax.bins - 3;
-  const float s = mi_sub(u, float(j));  // in [0, 1], exact
-  const float r = mi_sub(1.0f, s);
-  const float s2 = mi_mul(s, s);
-  const float s3 = mi_mul(s2, s);
+  const float s = rn_sub(u, float(j));  // in [0, 1], exact
+  const float r = rn_sub(1.0f, s);
+  const float s2 = rn_mul(s, s);
+  const float s3 = rn_mul(s2, s);
   const float sixth = 1.0f / 6.0f;
   t.first = j - 1;
   t.count = 4;
   // Uniform cubic B-spline on the taps j-1, j, j+1, j+2 at distances 1+s, s, 1-s, 2-s.
-  t.w[0] = mi_mul(mi_mul(mi_mul(r, r), r), sixth);
-  t.w[1] = mi_mul(mi_add(mi_sub(mi_mul(3.0f, s3), mi_mul(6.0f, s2)), 4.0f), sixth);
-  t.w[2] = mi_mul(mi_add(mi_add(mi_add(mi_mul(-3.0f, s3), mi_mul(3.0f, s2)), mi_mul(3.0f, s)), 1.0f),
+  t.w[0] = rn_mul(rn_mul(rn_mul(r, r), r), sixth);
+  t.w[1] = rn_mul(rn_add(rn_sub(rn_mul(3.0f, s3), rn_mul(6.0f, s2)), 4.0f), sixth);
+  t.w[2] = rn_mul(rn_add(rn_add(rn_add(rn_mul(-3.0f, s3), rn_mul(3.0f, s2)), rn_mul(3.0f, s)), 1.0f),
                   sixth);
-  t.w[3] = mi_mul(s3, sixth);
+  t.w[3] = rn_mul(s3, sixth);
   // d/ds, times du/dv.
-  t.dw[0] = mi_mul(mi_mul(-0.5f, mi_mul(r, r)), slope);
-  t.dw[1] = mi_mul(mi_sub(mi_mul(1.5f, s2), mi_mul(2.0f, s)), slope);
-  t.dw[2] = mi_mul(mi_add(mi_add(mi_mul(-1.5f, s2), s), 0.5f), slope);
-  t.dw[3] = mi_mul(mi_mul(0.5f, s2), slope);
+  t.dw[0] = rn_mul(rn_mul(-0.5f, rn_mul(r, r)), slope);
+  t.dw[1] = rn_mul(rn_sub(rn_mul(1.5f, s2), rn_mul(2.0f, s)), slope);
+  t.dw[2] = rn_mul(rn_add(rn_add(rn_mul(-1.5f, s2), s), 0.5f), slope);
+  t.dw[3] = rn_mul(rn_mul(0.5f, s2), slope);
   return t;
 }
 
@@ -162,7 +145,7 @@ GIGAREG_HDI MattesContribution mattes_contribution(float f, float m, const Matte
   for (int a = 0; a < 4; ++a)
     for (int b = 0; b < 4; ++b)
       c.weight[a * 4 + b] =
-          a < tf.count ? mi_detail::mi_to_fixed(mi_detail::mi_mul(tf.w[a], tm.w[b])) : 0u;
+          a < tf.count ? mi_detail::mi_to_fixed(mi_detail::rn_mul(tf.w[a], tm.w[b])) : 0u;
   return c;
 }
 
@@ -190,11 +173,11 @@ GIGAREG_HDI float mattes_voxel_gradient(float f, float m, const MattesAxis& fixe
   float g = 0.0f;
   for (int a = 0; a < tf.count; ++a) {
     const float* row = table + (tf.first + a) * n + tm.first;
-    float acc = mi_mul(row[0], tm.dw[0]);
-    acc = mi_add(acc, mi_mul(row[1], tm.dw[1]));
-    acc = mi_add(acc, mi_mul(row[2], tm.dw[2]));
-    acc = mi_add(acc, mi_mul(row[3], tm.dw[3]));
-    g = mi_add(g, mi_mul(tf.w[a], acc));
+    float acc = rn_mul(row[0], tm.dw[0]);
+    acc = rn_add(acc, rn_mul(row[1], tm.dw[1]));
+    acc = rn_add(acc, rn_mul(row[2], tm.dw[2]));
+    acc = rn_add(acc, rn_mul(row[3], tm.dw[3]));
+    g = rn_add(g, rn_mul(tf.w[a], acc));
   }
   return -g;
 }
