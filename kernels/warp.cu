@@ -47,8 +47,6 @@ RowLaunch row_launch(const Box& owned, index_t rows_per_block = kTy) {
   return {dim3(unsigned(row_groups), unsigned(gy)), dim3(kTx, kTy), row_groups};
 }
 
-/// Stream-ordered scratch, released on scope exit (also when a launch check throws).
-
 // One thread per output voxel along x: out(i) = I(Q i + q0 + G u(i)).
 template <Interpolation I, bool HasU>
 __global__ void __launch_bounds__(kTx* kTy)
