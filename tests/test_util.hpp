@@ -296,4 +296,38 @@ inline Vec3d vec_at(const Volume<float>& f, index_t i, index_t j, index_t k) {
 
 inline Vec3d index3d(index_t i, index_t j, index_t k) { return {double(i), double(j), double(k)}; }
 
+/// A geometry of `size` and `spacing`, direction `dir`, whose physical centre is `ref`'s.
+inline Geometry centered_like(const Geometry& ref, Index3 size, Vec3d spacing, Mat3d dir) {
+  Geometry g = make_geometry(size, spacing, {0, 0, 0}, dir);
+  const Vec3d c_ref = ref.index_to_physical(
+      {0.5 * double(ref.size.x - 1), 0.5 * double(ref.size.y - 1), 0.5 * double(ref.size.z - 1)});
+  const Vec3d c_g = g.index_to_physical(
+      {0.5 * double(size.x - 1), 0.5 * double(size.y - 1), 0.5 * double(size.z - 1)});
+  g.origin = c_ref - c_g;
+  return g;
+}
+
+/// A textured image: offset + sum of 5 random plane waves with periods of about 5 to 12 voxels
+/// (plenty of local variance for small windows).
+inline Volume<float> textured(const Geometry& g, std::uint64_t seed, double offset) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0), ph(0.0, 6.283185307179586);
+  double a[5], w[5][3], phi[5];
+  for (int m = 0; m < 5; ++m) {
+    a[m] = 0.3 + 0.2 * std::abs(u(rng));
+    for (int d = 0; d < 3; ++d) w[m][d] = 1.1 * u(rng);
+    phi[m] = ph(rng);
+  }
+  Volume<float> v(g);
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < g.size.y; ++j)
+      for (index_t i = 0; i < g.size.x; ++i) {
+        double s = offset;
+        for (int m = 0; m < 5; ++m)
+          s += a[m] * std::sin(w[m][0] * double(i) + w[m][1] * double(j) + w[m][2] * double(k) + phi[m]);
+        v(i, j, k) = float(s);
+      }
+  return v;
+}
+
 }  // namespace gigareg::test

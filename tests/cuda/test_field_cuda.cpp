@@ -25,16 +25,6 @@ const Context kGpu = Context::cuda();
 constexpr MemorySpace kDev = MemorySpace::Device;
 constexpr MemorySpace kHost = MemorySpace::Host;
 
-Geometry centered_like(const Geometry& ref, Index3 size, Vec3d spacing, Mat3d dir) {
-  Geometry g = make_geometry(size, spacing, {0, 0, 0}, dir);
-  const Vec3d c_ref = ref.index_to_physical(
-      {0.5 * double(ref.size.x - 1), 0.5 * double(ref.size.y - 1), 0.5 * double(ref.size.z - 1)});
-  const Vec3d c_g = g.index_to_physical(
-      {0.5 * double(size.x - 1), 0.5 * double(size.y - 1), 0.5 * double(size.z - 1)});
-  g.origin = c_ref - c_g;
-  return g;
-}
-
 Affined mild_affine(const Geometry& g) {
   const Mat3d l = rotation(0.04, 0.07, -0.09) * Mat3d{{1.03, 0.02, 0.0, -0.01, 0.98, 0.03, 0.0, 0.01, 1.01}};
   const Vec3d c = g.index_to_physical({0.5 * double(g.size.x - 1), 0.5 * double(g.size.y - 1), 0.5 * double(g.size.z - 1)});

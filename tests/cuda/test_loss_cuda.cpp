@@ -52,28 +52,6 @@ class DeviceBuffer {
   T* data_;
 };
 
-/// offset + 5 random plane waves with periods of about 5 to 12 voxels.
-Volume<float> textured(const Geometry& g, std::uint64_t seed, double offset) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> u(-1.0, 1.0), ph(0.0, 6.283185307179586);
-  double a[5], w[5][3], phi[5];
-  for (int m = 0; m < 5; ++m) {
-    a[m] = 0.3 + 0.2 * std::abs(u(rng));
-    for (int d = 0; d < 3; ++d) w[m][d] = 1.1 * u(rng);
-    phi[m] = ph(rng);
-  }
-  Volume<float> v(g);
-  for (index_t k = 0; k < g.size.z; ++k)
-    for (index_t j = 0; j < g.size.y; ++j)
-      for (index_t i = 0; i < g.size.x; ++i) {
-        double s = offset;
-        for (int m = 0; m < 5; ++m)
-          s += a[m] * std::sin(w[m][0] * double(i) + w[m][1] * double(j) + w[m][2] * double(k) + phi[m]);
-        v(i, j, k) = float(s);
-      }
-  return v;
-}
-
 struct Pair {
   Geometry g;
   Volume<float> fixed, warped, mask;

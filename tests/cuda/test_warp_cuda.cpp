@@ -24,16 +24,6 @@ const Context kCpu = Context::cpu();
 const Context kGpu = Context::cuda();
 constexpr MemorySpace kDev = MemorySpace::Device;
 
-Geometry centered_like(const Geometry& ref, Index3 size, Vec3d spacing, Mat3d dir) {
-  Geometry g = make_geometry(size, spacing, {0, 0, 0}, dir);
-  const Vec3d c_ref = ref.index_to_physical(
-      {0.5 * double(ref.size.x - 1), 0.5 * double(ref.size.y - 1), 0.5 * double(ref.size.z - 1)});
-  const Vec3d c_g = g.index_to_physical(
-      {0.5 * double(size.x - 1), 0.5 * double(size.y - 1), 0.5 * double(size.z - 1)});
-  g.origin = c_ref - c_g;
-  return g;
-}
-
 /// Host inputs and their device copies. The fixed grid is wider than a warp (37 > 32) and its
 /// rows are not a multiple of the block's 8, so partial blocks and x loops are exercised.
 struct Problem {

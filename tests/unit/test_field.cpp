@@ -21,16 +21,6 @@ namespace {
 
 const Context kCpu = Context::cpu();
 
-Geometry centered_like(const Geometry& ref, Index3 size, Vec3d spacing, Mat3d dir) {
-  Geometry g = make_geometry(size, spacing, {0, 0, 0}, dir);
-  const Vec3d c_ref = ref.index_to_physical(
-      {0.5 * double(ref.size.x - 1), 0.5 * double(ref.size.y - 1), 0.5 * double(ref.size.z - 1)});
-  const Vec3d c_g = g.index_to_physical(
-      {0.5 * double(size.x - 1), 0.5 * double(size.y - 1), 0.5 * double(size.z - 1)});
-  g.origin = c_ref - c_g;
-  return g;
-}
-
 Vec3d center_of(const Geometry& g) {
   return g.index_to_physical(
       {0.5 * double(g.size.x - 1), 0.5 * double(g.size.y - 1), 0.5 * double(g.size.z - 1)});

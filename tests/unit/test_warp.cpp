@@ -22,17 +22,6 @@ namespace {
 
 const Context kCpu = Context::cpu();
 
-/// A geometry of `size` and `spacing`, direction `dir`, whose physical centre is `ref`'s.
-Geometry centered_like(const Geometry& ref, Index3 size, Vec3d spacing, Mat3d dir) {
-  Geometry g = make_geometry(size, spacing, {0, 0, 0}, dir);
-  const Vec3d c_ref = ref.index_to_physical(
-      {0.5 * double(ref.size.x - 1), 0.5 * double(ref.size.y - 1), 0.5 * double(ref.size.z - 1)});
-  const Vec3d c_g = g.index_to_physical(
-      {0.5 * double(size.x - 1), 0.5 * double(size.y - 1), 0.5 * double(size.z - 1)});
-  g.origin = c_ref - c_g;
-  return g;
-}
-
 /// y = c + L (x - c) + t.
 Affined affine_about(Vec3d c, const Mat3d& l, Vec3d t) {
   const Vec3d lc = l * c;
