@@ -9,6 +9,9 @@
 // row groups in order; maxima and integer counts are order-independent anyway, so the CPU and
 // CUDA partials agree exactly. The kernels are capped at 64 registers (4 blocks per SM): the
 // gathers are latency-bound, and more warps in flight pay (compose: 1.25x faster at 512^3).
+// Compose has a second kernel for views whose offsets fit in 32 bits (all but the largest):
+// int tap offsets shared by the three components and v of the next voxel loaded early; at
+// 512^3 on H100 it runs in 2.19 ms instead of 3.28 ms (docs/benchmarks.md).
 
 
 #include "cuda/check.cuh"
@@ -120,6 +123,144 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
   }
 }
 
+// The compose kernel with 32-bit in-view offsets (launch_compose checks that every view fits):
+// the 8 taps' offsets are formed once and shared by the three components (one wide address
+// add per gather instead of three 64-bit adds), and v of the thread's next voxel is loaded
+// before the gathers of the current one (its DRAM latency overlaps theirs). Same arithmetic as
+// compose_voxel / sample_linear3, in the same order.
+struct Taps32 {
+  int o0, o1;    // element offsets along the axis (0 when invalid)
+  float w0, w1;  // weights
+  bool v0, v1;   // inside the grid and the view
+};
+
+/// axis_taps (device/interpolate.hpp) with int offsets; the float math is the same.
+__device__ __forceinline__ Taps32 axis_taps32(float p, int view_lo, int view_n, int grid_n,
+                                              int stride, Boundary boundary) {
+  Taps32 t{0, 0, 0.f, 0.f, false, false};
+  int i0 = 0, i1 = 0;
+  if (boundary == Boundary::Border) {
+    const float hi = float(grid_n - 1);
+    const float pc = fminf(fmaxf(p, 0.f), hi);
+    const float f = floorf(pc);
+    const float frac = pc - f;
+    i0 = int(f);
+    i1 = i0 + 1 < grid_n ? i0 + 1 : grid_n - 1;
+    t.w0 = 1.f - frac;
+    t.w1 = frac;
+  } else {
+    if (!(p > -1.f && p < float(grid_n))) return t;
+    const float f = floorf(p);
+    const float frac = p - f;
+    i0 = int(f);
+    i1 = i0 + 1;
+    t.w0 = 1.f - frac;
+    t.w1 = frac;
+  }
+  t.v0 = unsigned(i0 - view_lo) < unsigned(view_n);
+  t.v1 = unsigned(i1 - view_lo) < unsigned(view_n);
+  t.o0 = t.v0 ? (i0 - view_lo) * stride : 0;
+  t.o1 = t.v1 ? (i1 - view_lo) * stride : 0;
+  return t;
+}
+
+struct View32 {  // a view's geometry as ints (launch_compose checked that they fit)
+  int lo_x, lo_y, lo_z, n_x, n_y, n_z, g_x, g_y, g_z, s_x, s_y, s_z;
+};
+
+template <class T>
+__device__ __forceinline__ View32 view32(const VolumeView<T>& v) {
+  return {int(v.box_lo.x), int(v.box_lo.y), int(v.box_lo.z), int(v.extent.x), int(v.extent.y),
+          int(v.extent.z), int(v.global_size.x), int(v.global_size.y), int(v.global_size.z),
+          int(v.stride.x), int(v.stride.y), int(v.stride.z)};
+}
+
+/// Every element offset of a view's components, and the owned box, fit in int.
+template <class T>
+bool fits32(const VolumeView<T>& v) {
+  if (v.data == nullptr) return true;
+  const double span = double(v.extent.x) * double(v.stride.x < 0 ? -v.stride.x : v.stride.x) +
+                      double(v.extent.y) * double(v.stride.y < 0 ? -v.stride.y : v.stride.y) +
+                      double(v.extent.z) * double(v.stride.z < 0 ? -v.stride.z : v.stride.z);
+  const double g = double(v.global_size.x) + double(v.global_size.y) + double(v.global_size.z);
+  return span < 2147483647.0 && g < 2147483647.0 && v.stride.x >= 0 && v.stride.y >= 0 &&
+         v.stride.z >= 0;
+}
+
+template <bool HasV>
+__global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
+    compose32_kernel(const ComposePlan plan, const VolumeView<const float> v,
+                     const VolumeView<const float> u, const VolumeView<float> out, const Box owned,
+                     const Boundary boundary) {
+  const int jj = int(blockIdx.x) * kTy + int(threadIdx.y);
+  if (jj >= int(owned.size.y)) return;
+  const int j = int(owned.lo.y) + jj;
+  const View32 U = view32(u);
+  const float* u0 = u.data;
+  const float* u1 = u.data + u.component_stride;
+  const float* u2 = u.data + 2 * u.component_stride;
+  const int nx = int(owned.size.x);
+  for (int kk = int(blockIdx.y); kk < int(owned.size.z); kk += int(gridDim.y)) {
+    const int k = int(owned.lo.z) + kk;
+    // Row pointers (64-bit once per row); x offsets in int.
+    const float* vrow = HasV ? &v.at(owned.lo.x, j, k) : nullptr;
+    float* orow = &out.at(owned.lo.x, j, k);
+    const int vsx = int(v.stride.x), osx = int(out.stride.x);
+    const index_t vcs = v.component_stride, ocs = out.component_stride;
+    int ii = int(threadIdx.x);
+    Vec3f vn{0.f, 0.f, 0.f};
+    if (HasV && ii < nx) {
+      const float* q = vrow + ii * vsx;
+      vn = {__ldg(q), __ldg(q + vcs), __ldg(q + 2 * vcs)};
+    }
+    for (; ii < nx; ii += kTx) {
+      const Vec3f vv = vn;
+      if (HasV && ii + kTx < nx) {  // the next voxel's v, in flight during this one's gathers
+        const float* q = vrow + (ii + kTx) * vsx;
+        vn = {__ldg(q), __ldg(q + vcs), __ldg(q + 2 * vcs)};
+      }
+      const int i = int(owned.lo.x) + ii;
+      const Vec3f idx{float(i), float(j), float(k)};
+      const Vec3f p = plan.index_matrix * idx + plan.index_offset + plan.displacement_matrix * vv;
+      const Taps32 tx = axis_taps32(p.x, U.lo_x, U.n_x, U.g_x, U.s_x, boundary);
+      const Taps32 ty = axis_taps32(p.y, U.lo_y, U.n_y, U.g_y, U.s_y, boundary);
+      const Taps32 tz = axis_taps32(p.z, U.lo_z, U.n_z, U.g_z, U.s_z, boundary);
+      int o[8];
+      bool ok[8];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        const bool bx = c & 1, by = c & 2, bz = c & 4;
+        o[c] = (bz ? tz.o1 : tz.o0) + (by ? ty.o1 : ty.o0) + (bx ? tx.o1 : tx.o0);
+        ok[c] = (bz ? tz.v1 : tz.v0) && (by ? ty.v1 : ty.v0) && (bx ? tx.v1 : tx.v0);
+      }
+      Taps3 t;  // weights only: trilinear_combine reads nothing else
+      t.x.w0 = tx.w0;
+      t.x.w1 = tx.w1;
+      t.y.w0 = ty.w0;
+      t.y.w1 = ty.w1;
+      t.z.w0 = tz.w0;
+      t.z.w1 = tz.w1;
+      float n0[2][2][2], n1[2][2][2], n2[2][2][2];
+#pragma unroll
+      for (int c = 0; c < 8; ++c) {
+        const int a = c & 1, b = (c >> 1) & 1, cz = c >> 2;
+        n0[cz][b][a] = ok[c] ? __ldg(u0 + o[c]) : 0.f;
+        n1[cz][b][a] = ok[c] ? __ldg(u1 + o[c]) : 0.f;
+        n2[cz][b][a] = ok[c] ? __ldg(u2 + o[c]) : 0.f;
+      }
+      Vec3f s;
+      s.x = trilinear_combine(t, n0);
+      s.y = trilinear_combine(t, n1);
+      s.z = trilinear_combine(t, n2);
+      const Vec3f w = plan.rest_matrix * idx + plan.rest_offset + plan.affine_matrix * vv + s;
+      float* q = orow + ii * osx;
+      q[0] = w.x;
+      q[ocs] = w.y;
+      q[2 * ocs] = w.z;
+    }
+  }
+}
+
 // out = scale * v over the whole grid (the first step of scaling and squaring).
 __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     scale_kernel(const VolumeView<const float> v, const VolumeView<float> out, const Box owned,
@@ -196,6 +337,14 @@ void launch_compose(cudaStream_t s, const ComposePlan& plan, VolumeView<const fl
                     VolumeView<const float> u, VolumeView<float> out, const Box& owned,
                     Boundary boundary) {
   const RowLaunch l = row_launch(owned);
+  if (fits32(v) && fits32(u) && fits32(VolumeView<const float>(out))) {
+    if (v.data)
+      compose32_kernel<true><<<l.grid, l.block, 0, s>>>(plan, v, u, out, owned, boundary);
+    else
+      compose32_kernel<false><<<l.grid, l.block, 0, s>>>(plan, v, u, out, owned, boundary);
+    GIGAREG_CUDA_CHECK_LAUNCH("compose32_kernel");
+    return;
+  }
   if (v.data)
     compose_kernel<true><<<l.grid, l.block, 0, s>>>(plan, v, u, out, owned, boundary);
   else

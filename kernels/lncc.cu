@@ -12,12 +12,14 @@
 //   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
 //      intensities; each thread owns fixed positions of Z's padded rows (consecutive threads,
 //      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
-//      zc - H - 1 (re-read from L2). No barrier between steps.
+//      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 are
+//      issued before stage E of step i, so they land while E runs.
 //   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
 //   C. y pass (3 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
 //      the R1 centres (zero outside the centre box, the grid or the mask, branch-free); -cc of
 //      the owned centres is reduced per warp, then per block in warp order (one partial per
-//      slice and tile).
+//      slice and tile). With a normal eps the two reciprocals per centre are the bare hardware
+//      reciprocal (LnccFastRecip: same results, 4 instructions fewer each).
 //   D. x pass of (a, b, c) (lane = row, float4 loads).
 //   E. y pass of (a, b, c) at each thread's two outputs, then the z sum through 2H register
 //      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
@@ -54,6 +56,8 @@
 // a chunk (at most 64 planes). The per-slice loss partial is the sum over tiles in tile order.
 
 #include <algorithm>
+#include <limits>
+#include <type_traits>
 
 #include "cuda/check.cuh"
 #include "cuda/loss.hpp"
@@ -497,7 +501,19 @@ __device__ __forceinline__ P* opaque(P* ptr) {
   return ptr;
 }
 
-template <int H>
+/// The reciprocal of lncc_local in the box kernel when eps is a normal float: the hardware
+/// reciprocal without the denormal fix-ups of __fdividef (4 instructions fewer). Its arguments
+/// are n >= 1 and D = vf vw + eps >= eps; for every argument in [2^-126, 2^126) the result is
+/// the same as lncc_recip's (D >= 2^126 would need variances above 1e19).
+struct LnccFastRecip {
+  __device__ __forceinline__ float operator()(float x) const {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+  }
+};
+
+template <int H, bool kFastRecip>
 __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     lncc_box_kernel(__grid_constant__ const LnccArgs p) {
   using T = BoxTile<H>;
@@ -598,24 +614,49 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
 
   // ---- A. z-window sums: Z += P(plane a) - P(plane s), P = (F, W, FF, WW, FW) of shifted
   // intensities; each thread keeps its own columns, so no barrier is needed between steps.
-  auto zstep = [&](bool add_ok, bool sub_ok) {
+  // zload issues the loads of one step into registers (a column outside the valid inputs reads
+  // as the shift, so that it contributes exactly 0); zupdate applies them. The loads of step
+  // i + 1 are issued before stage E of step i and land during E, so stage A does not wait for L2
+  // at the top of each step. (Issuing the add plane's loads already before stage B holds 8 more
+  // registers through stage C and was slower: spills at the 80-register cap.)
+  float raf[T::SLOTS], raw[T::SLOTS], rsf[T::SLOTS], rsw[T::SLOTS];
+  auto zload_add = [&](bool add_ok) {  // plane zc + H
     const float* fau = opaque(fa);
     const float* wau = opaque(wa);
-    const float* fsu = opaque(fs);
-    const float* wsu = opaque(ws);
-    float fn[T::SLOTS], wn[T::SLOTS], fo[T::SLOTS], wo[T::SLOTS];
 #pragma unroll
     for (int k = 0; k < T::SLOTS; ++k) {
       const int off = aoff[k];
-      fn[k] = wn[k] = fo[k] = wo[k] = 0.0f;
+      raf[k] = shift_f;
+      raw[k] = shift_w;
       if (add_ok && off >= 0) {
-        fn[k] = __ldg(fau + off) - shift_f;
-        wn[k] = __ldg(wau + off) - shift_w;
+        raf[k] = __ldg(fau + off);
+        raw[k] = __ldg(wau + off);
       }
+    }
+  };
+  auto zload_sub = [&](bool sub_ok) {  // plane zc - H - 1
+    const float* fsu = opaque(fs);
+    const float* wsu = opaque(ws);
+#pragma unroll
+    for (int k = 0; k < T::SLOTS; ++k) {
+      const int off = aoff[k];
+      rsf[k] = shift_f;
+      rsw[k] = shift_w;
       if (sub_ok && off >= 0) {
-        fo[k] = __ldg(fsu + off) - shift_f;
-        wo[k] = __ldg(wsu + off) - shift_w;
+        rsf[k] = __ldg(fsu + off);
+        rsw[k] = __ldg(wsu + off);
       }
+    }
+  };
+
+  auto zupdate = [&] {
+    float fn[T::SLOTS], wn[T::SLOTS], fo[T::SLOTS], wo[T::SLOTS];
+#pragma unroll
+    for (int k = 0; k < T::SLOTS; ++k) {
+      fn[k] = raf[k] - shift_f;
+      wn[k] = raw[k] - shift_w;
+      fo[k] = rsf[k] - shift_f;
+      wo[k] = rsw[k] - shift_w;
     }
 #pragma unroll
     for (int k = 0; k < T::SLOTS; ++k) {
@@ -638,8 +679,13 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   };
 
   // Warm-up: planes zbeg - H .. zbeg + H - 1 (iterations -2H .. -1).
+  zload_add(add_ok_at(-2 * H));
+  zload_sub(false);
+  advance_a();
   for (int i = -2 * H; i < 0; ++i) {
-    zstep(add_ok_at(i), false);
+    zupdate();
+    zload_add(add_ok_at(i + 1));
+    zload_sub(sub_ok_at(i + 1));
     advance_a();
   }
 
@@ -675,10 +721,10 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
         wo1 = __ldg(wzu + fo + fsy);
       }
     }
-    zstep(add_ok_at(i), sub_ok_at(i));
-    advance_a();
+    zupdate();  // stage A of step i, from the loads issued during step i - 1
     float v[3][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
-    if (i >= cen_lo && i < cen_hi) {  // block-uniform: plane zc holds centres
+    const bool centre_it = i >= cen_lo && i < cen_hi;  // block-uniform: plane zc holds centres
+    if (centre_it) {
       __syncthreads();
       // ---- B. x pass: XZ[q][R2 row][R1 column]; warp (q, segment), lane = row.
       if (warp < 10 && lane < T::R2Y) {
@@ -733,7 +779,8 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
             // Computed everywhere (no divergence); non-centres (n = 0: infinities) are
             // replaced by zeros.
             const LnccLocal<float> l =
-                lncc_local<float>(nxy * nz, s[j][0], s[j][1], s[j][2], s[j][3], s[j][4], p.eps);
+                lncc_local<float>(nxy * nz, s[j][0], s[j][1], s[j][2], s[j][3], s[j][4], p.eps,
+                                  std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{});
             const bool own = centre && own_col && ey >= H && ey < own_y1;
             loss_sum -= own ? l.cc : 0.0f;
             loss_count += own ? 1 : 0;
@@ -773,6 +820,12 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
                                 AX + q * T::AXQ + lane * T::PA + x0);
       }
       __syncthreads();
+    }
+    // The next step's stage A loads, in flight during stage E.
+    zload_add(add_ok_at(i + 1));
+    zload_sub(sub_ok_at(i + 1));
+    advance_a();
+    if (centre_it) {
       // ---- E (1). y pass of (a, b, c) at this thread's two outputs.
 #pragma unroll
       for (int q = 0; q < 3; ++q) {
@@ -872,31 +925,32 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   }
 }
 
-/// Blocks of lncc_box_kernel<H> resident on the whole device (cached; no synchronisation).
-template <int H>
+/// Blocks of lncc_box_kernel<H, kFastRecip> resident on the whole device (cached; no
+/// synchronisation).
+template <int H, bool kFastRecip>
 index_t box_resident_blocks() {
   static const index_t resident = [] {
     int device = 0, sms = 0, per_sm = 0;
     GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
     GIGAREG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(lncc_box_kernel<H>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
+    const auto kernel = lncc_box_kernel<H, kFastRecip>;
+    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             int(BoxTile<H>::bytes())));
     GIGAREG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, lncc_box_kernel<H>, BoxTile<H>::kThreads, BoxTile<H>::bytes()));
+        &per_sm, kernel, BoxTile<H>::kThreads, BoxTile<H>::bytes()));
     return index_t(std::max(1, sms * std::max(1, per_sm)));
   }();
   return resident;
 }
 
-template <int H>
+template <int H, bool kFastRecip>
 void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   using T = BoxTile<H>;
   p.tiles_x = (owned.size.x + kTX - 1) / kTX;
   p.tiles = p.tiles_x * ((owned.size.y + T::TY - 1) / T::TY);
   // z chunks: each costs 2H extra centre planes; pick the chunk length (8..64 planes) that
   // minimises (waves of resident blocks) x (planes per block).
-  const index_t resident = box_resident_blocks<H>();
+  const index_t resident = box_resident_blocks<H, kFastRecip>();
   index_t best_chunk = 64, best_cost = -1;
   for (index_t chunk = 8; chunk <= 64; ++chunk) {
     const index_t chunks = (owned.size.z + chunk - 1) / chunk;
@@ -915,11 +969,10 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
     p.tile_partials = static_cast<double*>(
         loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
   try {
-    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(lncc_box_kernel<H>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(T::bytes())));
-    lncc_box_kernel<H><<<dim3(unsigned(p.tiles), unsigned(chunks)), T::kThreads, T::bytes(),
-                         stream>>>(p);
+    const auto kernel = lncc_box_kernel<H, kFastRecip>;
+    GIGAREG_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::bytes())));
+    kernel<<<dim3(unsigned(p.tiles), unsigned(chunks)), T::kThreads, T::bytes(), stream>>>(p);
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
   } catch (...) {
     loss_scratch_free(p.tile_partials, stream);
@@ -960,10 +1013,12 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
                     fixed.stride.y == warped.stride.y &&
                     plane_offsets_fit(VolumeView<const float>(grad));
   if (fast) {
+    // The fast reciprocal needs a normal eps (then every argument is normal; see LnccFastRecip).
+    const bool fast_recip = p.eps >= std::numeric_limits<float>::min();
     if (H == 1)
-      launch_box<1>(p, owned, s);
+      fast_recip ? launch_box<1, true>(p, owned, s) : launch_box<1, false>(p, owned, s);
     else
-      launch_box<2>(p, owned, s);
+      fast_recip ? launch_box<2, true>(p, owned, s) : launch_box<2, false>(p, owned, s);
   } else if (p.box) {
     switch (H) {
       case 1: launch<1, true>(p, owned, s); break;

@@ -54,10 +54,19 @@ struct LnccLocal {
   T a, b, c;  // adjoint coefficients of the loss term -cc (see above)
 };
 
-/// cc and the adjoint coefficients of -cc at one centre from its window sums (n > 0).
-template <class T>
-GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps) {
-  const T inv_n = lncc_recip(n);
+/// The reciprocal lncc_local uses by default (lncc_recip).
+struct LnccRecip {
+  template <class T>
+  GIGAREG_HDI T operator()(T x) const { return lncc_recip(x); }
+};
+
+/// cc and the adjoint coefficients of -cc at one centre from its window sums (n > 0). `recip`:
+/// a kernel whose arguments are known to be normal floats may pass a cheaper reciprocal that
+/// gives the same results for them.
+template <class T, class Recip = LnccRecip>
+GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps,
+                                    Recip recip = {}) {
+  const T inv_n = recip(n);
   const T mf = sf * inv_n;
   const T mw = sw * inv_n;
   const T cross = sfw * inv_n - mf * mw;
@@ -66,7 +75,7 @@ GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps)
   const bool vw_positive = vw > T(0);
   vf = vf > T(0) ? vf : T(0);
   vw = vw_positive ? vw : T(0);
-  const T inv_d = lncc_recip(vf * vw + eps);
+  const T inv_d = recip(vf * vw + eps);
   LnccLocal<T> r;
   r.cc = cross * cross * inv_d;
   // d cc / dW(y) = (k / n) [ (2 cross / D) (F(y) - mf) - (2 cc vf / D) (W(y) - mw) ]
