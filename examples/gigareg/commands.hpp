@@ -13,5 +13,7 @@ Command add_info_command(CLI::App& app);
 Command add_demo_command(CLI::App& app);
 Command add_register_command(CLI::App& app);
 Command add_apply_command(CLI::App& app);
+Command add_jacobian_command(CLI::App& app);
+Command add_invert_command(CLI::App& app);
 
 }  // namespace gigareg::cli

@@ -25,6 +25,10 @@ int main(int argc, char** argv) {
       "Register a moving image to a fixed one (antsRegistration's options, or --preset)");
   add(gigareg::cli::add_apply_command, "apply",
       "Resample an image through transforms (antsApplyTransforms' options)");
+  add(gigareg::cli::add_jacobian_command, "jacobian",
+      "Jacobian determinant of a displacement field, and the fraction of non-positive values");
+  add(gigareg::cli::add_invert_command, "invert",
+      "Inverse of a displacement field by fixed-point iteration");
 
   try {
     app.parse(argc, argv);

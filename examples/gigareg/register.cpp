@@ -1,15 +1,22 @@
 // gigareg register: antsRegistration's command line (and a short form with presets). The
 // options are parsed into gigareg::RegistrationParams / RegistrationFiles; the library does the
-// work (register_files) and writes what antsRegistration writes.
+// work (register_files) and writes what antsRegistration writes, then the QC picture
+// (prefixQC.png) and, on request, the composite transforms (prefixComposite.h5).
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "commands.hpp"
+#include "gigareg/composite_transform.hpp"
 #include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
+#include "gigareg/qc.hpp"
 #include "gigareg/registration.hpp"
+#include "progress.hpp"
 
 namespace gigareg::cli {
 namespace {
@@ -26,9 +33,16 @@ struct RegisterOptions {
   std::string winsorize;
   int float_precision = 0;
   CLI::Option* verbose = nullptr;
+  std::string progress = "auto";
   int inverse_iterations = 50;
   std::string field_optimizer;
+  std::string qc;
+  bool no_qc = false;
 };
+
+// -v not given: the progress display and warnings; -v 0: nothing on stderr but errors;
+// -v / -v 1: also the library's info messages; -v 2: one line per iteration and debug messages.
+constexpr int kDefaultVerbosity = -1;
 
 [[noreturn]] void usage_error(const std::string& option, const std::string& what) {
   throw_error(ErrorKind::InvalidArgument, option, what);
@@ -42,14 +56,52 @@ FieldOptimizer field_optimizer(const std::string& name) {
 }
 
 int verbosity(const CLI::Option* opt) {
-  if (opt == nullptr || opt->count() == 0) return 0;
+  if (opt == nullptr || opt->count() == 0) return kDefaultVerbosity;
   const auto& r = opt->results();
   if (r.empty() || r.back().empty()) return 1;
+  int v = -1;
   try {
-    return std::stoi(r.back());
+    std::size_t used = 0;
+    v = std::stoi(r.back(), &used);
+    if (used != r.back().size()) v = -1;
   } catch (const std::exception&) {
-    usage_error("-v", "expected 0, 1 or 2, got '" + r.back() + "'");
+    v = -1;
   }
+  if (v < 0 || v > 2) usage_error("-v", "expected 0, 1 or 2, got '" + r.back() + "'");
+  return v;
+}
+
+/// The progress display style of --progress (auto: a bar on a terminal, else log lines).
+ProgressStyle progress_style(const std::string& name) {
+  if (name == "auto") return detect_progress_style(stderr);
+  if (name == "bar") return ProgressStyle::Bar;
+  if (name == "lines") return ProgressStyle::Lines;
+  usage_error("--progress", "expected auto, bar or lines, got '" + name + "'");
+}
+
+/// Restores the previous log sink when the command ends (before the display it refers to goes).
+struct LogSinkGuard {
+  explicit LogSinkGuard(LogSink sink) : previous(set_log_sink(std::move(sink))) {}
+  ~LogSinkGuard() { set_log_sink(std::move(previous)); }
+  LogSinkGuard(const LogSinkGuard&) = delete;
+  LogSinkGuard& operator=(const LogSinkGuard&) = delete;
+  LogSink previous;
+};
+
+void make_parent_directory(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) throw_error(ErrorKind::Io, path, "cannot create its directory: " + ec.message());
+}
+
+/// ITK's parameterisation of the result's affine: y = M (x - c) + t + c.
+ItkAffine itk_affine(const RegistrationResult& r) {
+  ItkAffine a;
+  a.matrix = r.affine.matrix;
+  a.center = r.center;
+  a.translation = r.affine.offset - r.center + r.affine.matrix * r.center;
+  return a;
 }
 
 /// The stages of the ANTs form: each -t takes the -m, -c, -f, -s of the same position.
@@ -96,7 +148,7 @@ void build_stages(const RegisterOptions& o, RegistrationParams& p, RegistrationF
 }
 
 void print_summary(const RegistrationParams& p, const RegistrationResult& r,
-                   const RegistrationOutputs& out) {
+                   const RegistrationOutputs& out, const std::vector<std::string>& extra) {
   std::printf("gigareg register: %zu stage(s) on the %s backend, %.2f s\n", p.stages.size(),
               to_string(r.backend), r.seconds);
   for (const LevelReport& l : r.levels) {
@@ -112,14 +164,17 @@ void print_summary(const RegistrationParams& p, const RegistrationResult& r,
   std::printf("outputs:\n");
   for (const std::string* s : {&out.affine, &out.warp, &out.inverse_warp, &out.warped, &out.inverse_warped})
     if (!s->empty()) std::printf("  %s\n", s->c_str());
+  for (const std::string& s : extra) std::printf("  %s\n", s.c_str());
 }
 
 int run_register(const RegisterOptions& o) {
   if (o.dimensionality != 3) usage_error("-d", "only 3-D registration is supported");
   if (o.collapse != 1)
     usage_error("--collapse-output-transforms", "gigareg always collapses the output transforms (1)");
-  if (o.composite != 0)
-    usage_error("--write-composite-transform", "composite (.h5) output is not supported (0)");
+  if (o.composite != 0 && o.composite != 1) usage_error("--write-composite-transform", "expected 0 or 1");
+  if (o.no_qc && !o.qc.empty()) usage_error("--qc", "give either --qc PATH or --no-qc");
+  if (!o.qc.empty() && std::filesystem::path(o.qc).extension() != ".png")
+    usage_error("--qc " + o.qc, "the QC picture is a PNG: give a name ending in .png");
   if (o.histogram_matching != 0 && o.histogram_matching != 1)
     usage_error("--use-histogram-matching", "expected 0 or 1");
   if (o.histogram_matching == 1)
@@ -193,12 +248,17 @@ int run_register(const RegisterOptions& o) {
   }
 
   const int verbose = verbosity(o.verbose);
-  if (verbose > 0) {
-    set_log_level(verbose > 1 ? LogLevel::Debug : LogLevel::Info);
-    set_log_sink([](LogLevel level, std::string_view msg) {
-      std::fprintf(stderr, "%s%.*s\n", level >= LogLevel::Warning ? "gigareg: warning: " : "",
-                   int(msg.size()), msg.data());
-    });
+  const ProgressStyle style = progress_style(o.progress);
+  p.validate();
+  const std::string qc_path = o.no_qc ? "" : (!o.qc.empty() ? o.qc : out.prefix + "QC.png");
+
+  // stderr: the progress display, and the library's messages printed through it so that they do
+  // not break the bar. Declared before the sink guard: the sink refers to it.
+  std::optional<ProgressDisplay> display;
+  if (verbose == kDefaultVerbosity || verbose == 1) {
+    display.emplace(p, style, stderr);
+    p.progress = [&display](const IterationReport& r) { display->update(r); };
+  } else if (verbose == 2) {
     p.progress = [](const IterationReport& r) {
       char conv[32] = "-";  // until the window is full
       if (r.convergence < 1e300) std::snprintf(conv, sizeof conv, "%.4g", r.convergence);
@@ -207,10 +267,44 @@ int run_register(const RegisterOptions& o) {
                    r.loss, conv);
     };
   }
-  p.validate();
+  set_log_level(verbose == 0   ? LogLevel::Error
+                : verbose == 2 ? LogLevel::Debug
+                : verbose == 1 ? LogLevel::Info
+                               : LogLevel::Warning);
+  LogSinkGuard sink([&display](LogLevel level, std::string_view msg) {
+    const std::string text = (level >= LogLevel::Warning ? "gigareg: warning: " : "") + std::string(msg);
+    if (display)
+      display->message(text);
+    else
+      std::fprintf(stderr, "%s\n", text.c_str());
+  });
+
   RegistrationOutputs written;
   const RegistrationResult r = register_files(p, files, &written);
-  print_summary(p, r, written);
+  if (display) display->finish();
+
+  std::vector<std::string> extra;
+  if (o.composite == 1) {
+    const ItkAffine a = itk_affine(r);
+    const std::string forward = out.prefix + "Composite.h5";
+    write_composite_transform(forward, a, &r.warp);
+    extra.push_back(forward);
+    if (r.warp.empty() || !r.inverse_warp.empty()) {
+      const std::string inverse = out.prefix + "InverseComposite.h5";
+      write_inverse_composite_transform(inverse, a, &r.inverse_warp);
+      extra.push_back(inverse);
+    }
+  }
+  if (!qc_path.empty() && r.warped.empty()) {
+    log(LogLevel::Warning, "no warped image: the QC picture is not written");
+  } else if (!qc_path.empty()) {
+    // The fixed image again (register_files keeps no copy); the warped image is on its grid.
+    const Image fixed = read_image(files.fixed);
+    make_parent_directory(qc_path);
+    write_qc_picture(qc_path, fixed.voxels, r.warped);
+    extra.push_back(qc_path);
+  }
+  print_summary(p, r, written, extra);
   return 0;
 }
 
@@ -227,7 +321,9 @@ Command add_register_command(CLI::App& app) {
       "Short form:\n"
       "  gigareg register -f fixed.nii.gz -m moving.nii.gz -o out/ --preset affine|greedy|syn\n"
       "Outputs as antsRegistration: PREFIX0GenericAffine.mat, PREFIX1Warp.nii.gz and\n"
-      "PREFIX1InverseWarp.nii.gz (deformable stages); apply them with\n"
+      "PREFIX1InverseWarp.nii.gz (deformable stages), PREFIXComposite.h5 and\n"
+      "PREFIXInverseComposite.h5 with --write-composite-transform 1, and the QC picture\n"
+      "PREFIXQC.png (fixed, warped and their checkerboard in three planes); apply them with\n"
       "  gigareg apply -i moving.nii.gz -r fixed.nii.gz -o out.nii.gz -t PREFIX1Warp.nii.gz -t PREFIX0GenericAffine.mat");
   app.add_option("-d,--dimensionality", o->dimensionality, "image dimension (3)")->capture_default_str();
   app.add_option("-o,--output", o->output,
@@ -280,13 +376,28 @@ Command add_register_command(CLI::App& app) {
   app.add_option("--moving", o->moving, "short form: the moving image");
   app.add_option("--device", o->device, "cpu, cuda or auto (cuda when a GPU is available)")
       ->capture_default_str();
-  o->verbose = app.add_option("-v,--verbose", "progress: 1 per iteration and level, 2 also debug messages")
+  o->verbose = app.add_option("-v,--verbose",
+                              "stderr: 0 nothing but errors; not given: a progress bar per level "
+                              "(iteration, loss, time left) and warnings; 1 (or -v alone): also "
+                              "the library's messages; 2: one line per iteration and debug messages")
                    ->expected(0, 1);
+  app.add_option("--progress", o->progress,
+                 "how progress is shown: bar (redrawn in place), lines (a line per level, and "
+                 "per 10% of a long level: for logs) or auto (bar when stderr is a terminal)")
+      ->capture_default_str();
+  app.add_option("--qc", o->qc, "the QC picture (PNG; default PREFIXQC.png): fixed, warped moving and "
+                                "their checkerboard through the centre of the fixed image, in "
+                                "axial, coronal and sagittal planes");
+  app.add_flag("--no-qc", o->no_qc, "do not write the QC picture");
   app.add_option("-n,--interpolation", o->interpolation, "interpolation of the warped output (Linear)")
       ->capture_default_str();
   app.add_option("--float", o->float_precision, "accepted for ANTs compatibility (gigareg computes in float32)");
   app.add_option("--collapse-output-transforms", o->collapse, "accepted for ANTs compatibility (1)");
-  app.add_option("--write-composite-transform", o->composite, "accepted for ANTs compatibility (0)");
+  app.add_option("--write-composite-transform", o->composite,
+                 "1: also write PREFIXComposite.h5 (the affine and the warp as one ITK "
+                 "CompositeTransform, fixed -> moving, for antsApplyTransforms -t) and "
+                 "PREFIXInverseComposite.h5 (moving -> fixed); 0: do not")
+      ->capture_default_str();
   app.add_option("--use-histogram-matching", o->histogram_matching, "accepted for ANTs compatibility (0)");
   app.add_option("--winsorize-image-intensities", o->winsorize, "accepted for ANTs compatibility ([0,1])")
       ->allow_extra_args(false);

@@ -1,0 +1,124 @@
+// Composite transform files (.h5) as antsRegistration --write-composite-transform 1 writes them
+// (include/gigareg/composite_transform.hpp).
+
+#include <itkAffineTransform.h>
+#include <itkCompositeTransform.h>
+#include <itkDisplacementFieldTransform.h>
+#include <itkTransformFileWriter.h>
+
+#include <cmath>
+#include <new>
+
+#include "gigareg/composite_transform.hpp"
+#include "gigareg/error.hpp"
+#include "gigareg/memory.hpp"
+#include "io/io_internal.hpp"
+
+namespace gigareg {
+namespace {
+
+using Composite = itk::CompositeTransform<double, 3>;
+using Affine = itk::AffineTransform<double, 3>;
+using FieldTransform = itk::DisplacementFieldTransform<double, 3>;
+
+Affine::Pointer itk_affine(const ItkAffine& a, const std::string& path) {
+  for (double v : a.matrix.m)
+    if (!std::isfinite(v)) throw_error(ErrorKind::InvalidArgument, path, "the affine matrix is not finite");
+  auto t = Affine::New();
+  Affine::InputPointType c;
+  Affine::MatrixType m;
+  Affine::OutputVectorType tr;
+  for (unsigned r = 0; r < 3; ++r) {
+    c[r] = a.center[int(r)];
+    tr[r] = a.translation[int(r)];
+    for (unsigned k = 0; k < 3; ++k) m(r, k) = a.matrix(int(r), int(k));
+  }
+  t->SetCenter(c);
+  t->SetMatrix(m);
+  t->SetTranslation(tr);
+  return t;
+}
+
+/// The planar float field as ITK's interleaved double vectors (DisplacementFieldTransform<double>
+/// stores and writes doubles, as ANTs' composites hold them).
+FieldTransform::Pointer itk_field_transform(const DisplacementField& field, const std::string& path) {
+  if (field.space() != MemorySpace::Host || field.components() != 3 ||
+      !(field.box() == Box{{0, 0, 0}, field.geometry().size}))
+    throw_error(ErrorKind::InvalidArgument, path, "the displacement field must be a whole 3-component host volume");
+  const Geometry& g = field.geometry();
+  g.validate(path);
+  using FieldImage = FieldTransform::DisplacementFieldType;
+  auto image = FieldImage::New();
+  FieldImage::RegionType region;
+  FieldImage::SpacingType spacing;
+  FieldImage::PointType origin;
+  FieldImage::DirectionType direction;
+  for (unsigned a = 0; a < 3; ++a) {
+    region.SetSize(a, itk::SizeValueType(g.size[int(a)]));
+    spacing[a] = g.spacing[int(a)];
+    origin[a] = g.origin[int(a)];
+    for (unsigned c = 0; c < 3; ++c) direction(a, c) = g.direction(int(a), int(c));
+  }
+  image->SetRegions(region);
+  image->SetSpacing(spacing);
+  image->SetOrigin(origin);
+  image->SetDirection(direction);
+  const index_t n = field.voxel_count();
+  require_available(std::size_t(n) * 3 * sizeof(double), MemorySpace::Host, path);
+  try {
+    image->Allocate();
+  } catch (const std::bad_alloc&) {
+    throw_error(ErrorKind::OutOfMemory, path, "cannot allocate the double-precision copy of the field");
+  }
+  const float* planes = field.data();
+  auto* out = image->GetBufferPointer();
+  for (index_t i = 0; i < n; ++i)
+    for (unsigned c = 0; c < 3; ++c) out[i][c] = double(planes[index_t(c) * n + i]);
+  auto t = FieldTransform::New();
+  t->SetDisplacementField(image);
+  return t;
+}
+
+void write(const std::string& path, Composite* composite) {
+  if (io_detail::extension_of(path) != ".h5")
+    throw_error(ErrorKind::InvalidArgument, path,
+                "composite transforms are written in ITK's HDF5 format: give a name ending in .h5");
+  register_itk_io_factories();
+  io_detail::StagedFile staged(path);
+  try {
+    auto writer = itk::TransformFileWriterTemplate<double>::New();
+    writer->SetFileName(staged.temp_path());
+    writer->SetInput(composite);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, path, "writing the composite transform failed: " + io_detail::itk_message(e));
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, path, std::string("writing the composite transform failed: ") + e.what());
+  }
+  staged.commit();
+}
+
+bool has_field(const DisplacementField* f) { return f != nullptr && !f->empty(); }
+
+}  // namespace
+
+void write_composite_transform(const std::string& path, const ItkAffine& affine, const DisplacementField* warp) {
+  auto composite = Composite::New();
+  composite->AddTransform(itk_affine(affine, path));  // applied last
+  if (has_field(warp)) composite->AddTransform(itk_field_transform(*warp, path));  // applied first
+  write(path, composite);
+}
+
+void write_inverse_composite_transform(const std::string& path, const ItkAffine& affine,
+                                       const DisplacementField* inverse_warp) {
+  const Affine::Pointer forward = itk_affine(affine, path);
+  auto inverse = Affine::New();
+  if (!forward->GetInverse(inverse))
+    throw_error(ErrorKind::InvalidArgument, path, "the affine transform is singular: it has no inverse");
+  auto composite = Composite::New();
+  if (has_field(inverse_warp)) composite->AddTransform(itk_field_transform(*inverse_warp, path));  // applied last
+  composite->AddTransform(inverse);  // applied first
+  write(path, composite);
+}
+
+}  // namespace gigareg

@@ -1,0 +1,226 @@
+// The QC picture of a registration (include/gigareg/qc.hpp): three orthogonal physical slices of
+// the fixed image, the warped moving image and their checkerboard, windowed and written as PNG.
+
+#include <itkImage.h>
+#include <itkImageFileWriter.h>
+#include <itkImportImageContainer.h>
+#include <itkPNGImageIO.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "gigareg/device/interpolate.hpp"
+#include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
+#include "gigareg/qc.hpp"
+#include "io/io_internal.hpp"
+
+namespace gigareg {
+namespace {
+
+/// A view of the patient: the physical (LPS) axis along the tile's columns (left to right) and
+/// rows (top to bottom), each with the sign of its direction; the third axis is the normal.
+struct ViewAxes {
+  int right_axis, right_sign, down_axis, down_sign, normal_axis;
+};
+// LPS: +x is the patient's left, +y posterior, +z superior.
+constexpr ViewAxes kAxial{0, +1, 1, +1, 2};     // right on the left, anterior up
+constexpr ViewAxes kCoronal{0, +1, 2, -1, 1};   // right on the left, superior up
+constexpr ViewAxes kSagittal{1, +1, 2, -1, 0};  // anterior on the left, superior up
+constexpr ViewAxes kViews[3] = {kAxial, kCoronal, kSagittal};
+
+struct Window {
+  double lo = 0, hi = 1;
+  std::uint8_t grey(float v) const {
+    if (!std::isfinite(v)) return 0;
+    const double t = std::clamp((double(v) - lo) / (hi - lo), 0.0, 1.0);
+    return std::uint8_t(std::lround(255.0 * t));
+  }
+};
+
+/// The intensities at the given percentiles of the image's finite non-zero voxels (all finite
+/// voxels when every one is 0), over a regular subsample of about 2 million voxels for larger
+/// images: percentiles barely change and big volumes stay fast. Zeros are left out because the
+/// background of skull-stripped, padded or resampled images is exactly 0 and often most of the
+/// grid: counted, it would push the window's top into the brightest tissue and saturate it.
+Window robust_window(const Volume<float>& image, double low_percent, double high_percent) {
+  const index_t n = image.voxel_count();
+  const index_t stride = std::max<index_t>(1, n / 2'000'000);
+  std::vector<float> values;
+  values.reserve(std::size_t(n / stride + 1));
+  bool any_finite = false;
+  for (index_t i = 0; i < n; i += stride) {
+    const float v = image.data()[i];
+    any_finite = any_finite || std::isfinite(v);
+    if (std::isfinite(v) && v != 0.0f) values.push_back(v);
+  }
+  if (values.empty() && any_finite) values.push_back(0.0f);
+  Window w;
+  if (values.empty()) return w;
+  auto at = [&](double percent) {
+    const double rank = std::clamp(percent, 0.0, 100.0) / 100.0 * double(values.size() - 1);
+    const auto k = values.begin() + std::ptrdiff_t(std::lround(rank));
+    std::nth_element(values.begin(), k, values.end());
+    return double(*k);
+  };
+  w.lo = at(low_percent);
+  w.hi = at(high_percent);
+  if (!(w.hi > w.lo)) w.hi = w.lo + 1;  // a constant image: everything at the low end
+  return w;
+}
+
+struct Tile {
+  int width = 0, height = 0;
+};
+
+/// Samples an image along one view: the physical point of tile pixel (c, r).
+class Slicer {
+ public:
+  Slicer(const Geometry& grid, const ViewAxes& view, double pixel_mm)
+      : view_(view), pixel_(pixel_mm), to_index_(grid.physical_to_index_map()) {
+    const BoundingBox bb = grid.physical_bounds();
+    const Vec3d centre = grid.index_to_physical({0.5 * double(grid.size.x - 1), 0.5 * double(grid.size.y - 1),
+                                                 0.5 * double(grid.size.z - 1)});
+    extent_right_ = bb.max[view.right_axis] - bb.min[view.right_axis];
+    extent_down_ = bb.max[view.down_axis] - bb.min[view.down_axis];
+    start_right_ = view.right_sign > 0 ? bb.min[view.right_axis] : bb.max[view.right_axis];
+    start_down_ = view.down_sign > 0 ? bb.min[view.down_axis] : bb.max[view.down_axis];
+    normal_ = centre[view.normal_axis];
+    tile_.width = std::max(1, int(std::ceil(extent_right_ / pixel_mm - 1e-6)));
+    tile_.height = std::max(1, int(std::ceil(extent_down_ / pixel_mm - 1e-6)));
+  }
+
+  const Tile& tile() const { return tile_; }
+  double longest_side_mm() const { return std::max(extent_right_, extent_down_); }
+
+  /// Millimetres from the tile's top-left corner to the centre of pixel (c, r).
+  double right_mm(int c) const { return (c + 0.5) * pixel_; }
+  double down_mm(int r) const { return (r + 0.5) * pixel_; }
+
+  float sample(const Volume<float>& image, int c, int r) const {
+    Vec3d p{0, 0, 0};
+    p[view_.right_axis] = start_right_ + view_.right_sign * right_mm(c);
+    p[view_.down_axis] = start_down_ + view_.down_sign * down_mm(r);
+    p[view_.normal_axis] = normal_;
+    const Vec3d i = to_index_.matrix * p + to_index_.offset;
+    return sample_linear(image.view(), Vec3f{float(i.x), float(i.y), float(i.z)}, Boundary::Zero);
+  }
+
+ private:
+  ViewAxes view_;
+  double pixel_;
+  Affined to_index_;
+  double extent_right_ = 0, extent_down_ = 0, start_right_ = 0, start_down_ = 0, normal_ = 0;
+  Tile tile_;
+};
+
+void check_volume(const Volume<float>& v, const char* what) {
+  if (v.empty()) throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " is empty");
+  if (v.space() != MemorySpace::Host)
+    throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must be a host volume");
+  if (v.components() != 1)
+    throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must be a scalar image");
+  if (!(v.box() == Box{{0, 0, 0}, v.geometry().size}))
+    throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must cover its whole grid");
+  v.geometry().validate(std::string("QC picture: ") + what);
+}
+
+}  // namespace
+
+QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options) {
+  check_volume(fixed, "the fixed image");
+  check_volume(warped, "the warped image");
+  if (!fixed.geometry().equals(warped.geometry(), 1e-4))
+    throw_error(ErrorKind::InvalidArgument, "QC picture",
+                "the warped image is not on the fixed grid (" + warped.geometry().describe() + " vs " +
+                    fixed.geometry().describe() + ")");
+  if (options.max_tile_pixels < 8 || options.checker_squares < 1 || options.gap < 0 ||
+      !(options.low_percentile < options.high_percentile))
+    throw_error(ErrorKind::InvalidArgument, "QC picture", "bad options (tile size, checker squares, gap or percentiles)");
+
+  const Geometry& g = fixed.geometry();
+  // Square pixels of the finest spacing, coarser when a tile would exceed max_tile_pixels.
+  const BoundingBox bb = g.physical_bounds();
+  const double longest = std::max({bb.max.x - bb.min.x, bb.max.y - bb.min.y, bb.max.z - bb.min.z});
+  const double pixel_mm = std::max(std::min({g.spacing.x, g.spacing.y, g.spacing.z}), longest / options.max_tile_pixels);
+
+  const Slicer slicers[3] = {Slicer(g, kViews[0], pixel_mm), Slicer(g, kViews[1], pixel_mm),
+                             Slicer(g, kViews[2], pixel_mm)};
+  int row_height = 0, x = 0;
+  int column_x[3];
+  for (int v = 0; v < 3; ++v) {
+    column_x[v] = x;
+    x += slicers[v].tile().width + options.gap;
+    row_height = std::max(row_height, slicers[v].tile().height);
+  }
+  QcPicture pic;
+  pic.width = x - options.gap;
+  pic.height = 3 * row_height + 2 * options.gap;
+  pic.pixels.assign(std::size_t(pic.width) * std::size_t(pic.height), 0);
+
+  const Window fixed_window = robust_window(fixed, options.low_percentile, options.high_percentile);
+  const Window warped_window = robust_window(warped, options.low_percentile, options.high_percentile);
+  for (int v = 0; v < 3; ++v) {
+    const Slicer& s = slicers[v];
+    const Tile& t = s.tile();
+    const double square_mm = s.longest_side_mm() / options.checker_squares;
+    const int top_pad = (row_height - t.height) / 2;  // centre shorter tiles in their row
+    for (int r = 0; r < t.height; ++r)
+      for (int c = 0; c < t.width; ++c) {
+        const std::uint8_t f = fixed_window.grey(s.sample(fixed, c, r));
+        const std::uint8_t w = warped_window.grey(s.sample(warped, c, r));
+        const long checker = long(std::floor(s.right_mm(c) / square_mm)) + long(std::floor(s.down_mm(r) / square_mm));
+        const std::uint8_t values[3] = {f, w, (checker % 2 == 0) ? f : w};
+        for (int row = 0; row < 3; ++row) {
+          const int y = row * (row_height + options.gap) + top_pad + r;
+          pic.pixels[std::size_t(y) * std::size_t(pic.width) + std::size_t(column_x[v] + c)] = values[row];
+        }
+      }
+  }
+  return pic;
+}
+
+void write_png(const std::string& path, const QcPicture& picture) {
+  if (io_detail::extension_of(path) != ".png")
+    throw_error(ErrorKind::InvalidArgument, path, "the QC picture is written as PNG: give a name ending in .png");
+  if (picture.width <= 0 || picture.height <= 0 ||
+      picture.pixels.size() != std::size_t(picture.width) * std::size_t(picture.height))
+    throw_error(ErrorKind::InvalidArgument, path, "the picture is empty or its size does not match its pixels");
+  register_itk_io_factories();
+
+  using Image2 = itk::Image<std::uint8_t, 2>;
+  auto image = Image2::New();
+  Image2::RegionType region;
+  region.SetSize(0, itk::SizeValueType(picture.width));
+  region.SetSize(1, itk::SizeValueType(picture.height));
+  image->SetRegions(region);
+  auto container = Image2::PixelContainer::New();
+  // ITK only reads the buffer while writing; it does not take ownership.
+  container->SetImportPointer(const_cast<std::uint8_t*>(picture.pixels.data()),
+                              itk::SizeValueType(picture.pixels.size()), false);
+  image->SetPixelContainer(container);
+
+  io_detail::StagedFile staged(path);
+  try {
+    auto writer = itk::ImageFileWriter<Image2>::New();
+    writer->SetImageIO(itk::PNGImageIO::New());
+    writer->SetFileName(staged.temp_path());
+    writer->SetInput(image);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, path, "writing the PNG failed: " + io_detail::itk_message(e));
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, path, std::string("writing the PNG failed: ") + e.what());
+  }
+  staged.commit();
+}
+
+void write_qc_picture(const std::string& path, const Volume<float>& fixed, const Volume<float>& warped,
+                      const QcOptions& options) {
+  if (io_detail::extension_of(path) != ".png")  // before the work, not after it
+    throw_error(ErrorKind::InvalidArgument, path, "the QC picture is written as PNG: give a name ending in .png");
+  write_png(path, make_qc_picture(fixed, warped, options));
+}
+
+}  // namespace gigareg
