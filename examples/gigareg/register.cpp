@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "launch.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/log.hpp"
 #include "gigareg/registration.hpp"
@@ -208,10 +209,14 @@ int run_register(const RegisterOptions& o) {
     };
   }
   p.validate();
-  RegistrationOutputs written;
-  const RegistrationResult r = register_files(p, files, &written);
-  print_summary(p, r, written);
-  return 0;
+  // One process, or one of the ranks of mpirun / srun (launch.hpp): the same options either way.
+  return run_with_partition(p.device, [&](const Partition* partition) {
+    if (partition != nullptr && partition->rank() != 0) p.progress = nullptr;
+    RegistrationOutputs written;
+    const RegistrationResult r = register_files(p, files, &written, partition);
+    if (partition == nullptr || partition->rank() == 0) print_summary(p, r, written);
+    return 0;
+  });
 }
 
 }  // namespace
