@@ -352,7 +352,7 @@ MaskCombiner::MaskCombiner(const Context& ctx, const Partition& part, const Geom
                            const MovingWindow* moving)
     : ctx_(ctx), part_(&part), grid_(fixed_geometry), owned_(owned), halo_(mask_halo),
       fixed_mask_(fixed_mask), moving_(moving) {
-  if (moving_ != nullptr && moving_->mask().present()) {
+  if (moving_ != nullptr && moving_->has_mask()) {
     combined_ = Volume<float>(grid_, part.halo_box(grid_.size, halo_), 1, ctx.memory_space());
     sampled_ = Volume<float>(grid_, owned_, 1, ctx.memory_space());
   }

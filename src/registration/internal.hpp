@@ -117,6 +117,8 @@ class MovingWindow {
   void cover(const Affined& affine, double bound_mm);
   const LevelImage& image() const { return image_; }
   const LevelImage& mask() const { return mask_; }
+  /// Whether there is a moving mask (its window is built with the image's).
+  bool has_mask() const { return in_->moving_mask != nullptr; }
   const Geometry& geometry() const { return moving_level_; }
   Box box() const { return box_; }
   int rebuilds() const { return rebuilds_; }
