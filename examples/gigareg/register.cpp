@@ -16,6 +16,7 @@
 #include "gigareg/log.hpp"
 #include "gigareg/qc.hpp"
 #include "gigareg/registration.hpp"
+#include "launch.hpp"
 #include "progress.hpp"
 
 namespace gigareg::cli {
@@ -279,33 +280,43 @@ int run_register(const RegisterOptions& o) {
       std::fprintf(stderr, "%s\n", text.c_str());
   });
 
-  RegistrationOutputs written;
-  const RegistrationResult r = register_files(p, files, &written);
-  if (display) display->finish();
-
-  std::vector<std::string> extra;
-  if (o.composite == 1) {
-    const ItkAffine a = itk_affine(r);
-    const std::string forward = out.prefix + "Composite.h5";
-    write_composite_transform(forward, a, &r.warp);
-    extra.push_back(forward);
-    if (r.warp.empty() || !r.inverse_warp.empty()) {
-      const std::string inverse = out.prefix + "InverseComposite.h5";
-      write_inverse_composite_transform(inverse, a, &r.inverse_warp);
-      extra.push_back(inverse);
+  // One process, or one of the ranks of mpirun / srun (launch.hpp): the same options either way;
+  // rank 0 writes the outputs, shows progress and reports.
+  return run_with_partition(p.device, [&](const Partition* partition) {
+    const bool reporting = partition == nullptr || partition->rank() == 0;
+    if (!reporting) {
+      p.progress = nullptr;
+      display.reset();
     }
-  }
-  if (!qc_path.empty() && r.warped.empty()) {
-    log(LogLevel::Warning, "no warped image: the QC picture is not written");
-  } else if (!qc_path.empty()) {
-    // The fixed image again (register_files keeps no copy); the warped image is on its grid.
-    const Image fixed = read_image(files.fixed);
-    make_parent_directory(qc_path);
-    write_qc_picture(qc_path, fixed.voxels, r.warped);
-    extra.push_back(qc_path);
-  }
-  print_summary(p, r, written, extra);
-  return 0;
+    RegistrationOutputs written;
+    const RegistrationResult r = register_files(p, files, &written, partition);
+    if (display) display->finish();
+    if (!reporting) return 0;
+
+    std::vector<std::string> extra;
+    if (o.composite == 1) {
+      const ItkAffine a = itk_affine(r);
+      const std::string forward = out.prefix + "Composite.h5";
+      write_composite_transform(forward, a, &r.warp);
+      extra.push_back(forward);
+      if (r.warp.empty() || !r.inverse_warp.empty()) {
+        const std::string inverse = out.prefix + "InverseComposite.h5";
+        write_inverse_composite_transform(inverse, a, &r.inverse_warp);
+        extra.push_back(inverse);
+      }
+    }
+    if (!qc_path.empty() && r.warped.empty()) {
+      log(LogLevel::Warning, "no warped image: the QC picture is not written");
+    } else if (!qc_path.empty()) {
+      // The fixed image again (register_files keeps no copy); the warped image is on its grid.
+      const Image fixed = read_image(files.fixed);
+      make_parent_directory(qc_path);
+      write_qc_picture(qc_path, fixed.voxels, r.warped);
+      extra.push_back(qc_path);
+    }
+    print_summary(p, r, written, extra);
+    return 0;
+  });
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "gigareg/device/math.hpp"
 #include "gigareg/geometry.hpp"
 #include "gigareg/ops/context.hpp"
+#include "gigareg/partition.hpp"
 #include "gigareg/volume.hpp"
 
 namespace gigareg {
@@ -195,10 +196,18 @@ struct RegistrationResult {
 /// params.device (Auto: CUDA when available); on CUDA everything runs in device memory and
 /// the host synchronises once per iteration (the loss for the convergence check; linear stages
 /// also read their 12-term gradient there).
+///
+/// `partition` (optional): run as one of several processes that share the work (see
+/// partition.hpp; gigareg::dist::ShardPartition under mpirun). Every process passes the same
+/// inputs and parameters; each computes its slab of every level grid, and rank 0 receives the
+/// whole result (the warp, inverse warp and warped image are empty on the other ranks; the affine
+/// and the level reports are everywhere). The result is bitwise the single-process one on the
+/// CPU backend. SyN stages run in one process only.
 RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
                                    const Volume<float>& moving,
                                    const Volume<float>* fixed_mask = nullptr,
-                                   const Volume<float>* moving_mask = nullptr);
+                                   const Volume<float>* moving_mask = nullptr,
+                                   const Partition* partition = nullptr);
 
 /// File-level wrapper (what `gigareg register` runs). Writes exactly what antsRegistration writes:
 ///   prefix0GenericAffine.mat                    always (identity when there is no linear part)
@@ -221,8 +230,10 @@ struct RegistrationOutputs {
   std::string affine, warp, inverse_warp, warped, inverse_warped;  // paths written ("" if not)
 };
 
+/// With a partition, every process reads the inputs and rank 0 alone writes the outputs.
 RegistrationResult register_files(const RegistrationParams& params, const RegistrationFiles& files,
-                                  RegistrationOutputs* written = nullptr);
+                                  RegistrationOutputs* written = nullptr,
+                                  const Partition* partition = nullptr);
 
 /// Writes a result's transforms (and warped image, if `warped_path` is not empty) as
 /// register_files does; returns the paths written.

@@ -1,4 +1,5 @@
-// Pieces shared by the stage drivers: pyramid levels of the inputs, the loss mask, the metric.
+// Pieces shared by the stage drivers: pyramid levels of the inputs on the boxes a process needs,
+// the moving-image window, the loss mask, the metric, gathered reductions.
 
 #include <algorithm>
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "gigareg/ops/optim.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
@@ -13,8 +15,8 @@
 
 namespace gigareg::reg {
 
-Volume<float> zeros(const Geometry& g, int components, MemorySpace space) {
-  Volume<float> host(g, components, MemorySpace::Host);
+Volume<float> zeros(const Geometry& g, const Box& box, int components, MemorySpace space) {
+  Volume<float> host(g, box, components, MemorySpace::Host);
   host.fill(0.0f);
   if (space == MemorySpace::Host) return host;
   return host.to(space);
@@ -37,236 +39,430 @@ std::string fmt(double v, int precision) {
 
 namespace {
 
-/// One input at one level: borrowed when the level is the full-resolution image itself.
-LevelImage shrink_image(const Context& ctx, const Volume<float>* full, double shrink, double sigma,
-                        bool in_mm, bool is_mask) {
-  LevelImage out;
-  if (full == nullptr) return out;
-  const Geometry& g = full->geometry();
-  // Masks are resampled without blurring: a level voxel counts where most of it is inside.
-  const Vec3d s = is_mask ? Vec3d{0, 0, 0} : sigma_voxels(g, sigma, in_mm);
-  const Geometry lg = pyramid_level_geometry(g, shrink);
-  if (lg.size == g.size && s.x == 0 && s.y == 0 && s.z == 0) {
-    out.borrowed = full;
-    return out;
-  }
-  out.owned = Volume<float>(lg, 1, ctx.memory_space());
-  pyramid_downsample(ctx, full->view(), g, out.owned.view(), lg, s, whole(lg));
-  return out;
+/// A host copy of box `box` of the host volume `v` (which contains it), uploaded to `space`.
+Volume<float> host_box_to(const Volume<float>& v, const Box& box, MemorySpace space) {
+  Volume<float> out(v.geometry(), box, v.components(), MemorySpace::Host);
+  const Box& b = v.box();
+  for (int c = 0; c < v.components(); ++c)
+    for (index_t k = 0; k < box.size.z; ++k)
+      for (index_t j = 0; j < box.size.y; ++j) {
+        const float* src = v.data() + index_t(c) * b.voxel_count() + (box.lo.x - b.lo.x) +
+                           b.size.x * ((box.lo.y + j - b.lo.y) + b.size.y * (box.lo.z + k - b.lo.z));
+        float* dst = out.data() + index_t(c) * box.voxel_count() + box.size.x * (j + box.size.y * k);
+        std::copy(src, src + box.size.x, dst);
+      }
+  if (space == MemorySpace::Host) return out;
+  return out.to(space);
 }
+
+bool is_zero(Vec3d s) { return s.x == 0 && s.y == 0 && s.z == 0; }
 
 }  // namespace
 
-Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, int radius,
-                           double min_std_fraction) {
-  const Geometry& g = image.geometry();
-  const index_t nx = g.size.x, ny = g.size.y, nz = g.size.z, n = g.voxel_count();
-  const float* v = image.data();
-  const float* mk = mask ? mask->data() : nullptr;
-  double lo = 1e300, hi = -1e300;
-  for (index_t i = 0; i < n; ++i)
-    if (!mk || mk[i] > 0.5f) {
-      lo = std::min(lo, double(v[i]));
-      hi = std::max(hi, double(v[i]));
-    }
-  Volume<float> out(g);
-  if (!(hi > lo)) {
-    out.fill(0.0f);
+LevelImage level_image(const Context& ctx, const Volume<float>* full, const Geometry& level_geometry,
+                       const Box& box, Vec3d sigma) {
+  LevelImage out;
+  if (full == nullptr) return out;
+  const Geometry& g = full->geometry();
+  const bool same_grid = level_geometry.size == g.size && is_zero(sigma);
+  const bool host = ctx.backend == Backend::Cpu;
+  if (same_grid) {
+    if (host) out.borrowed = full;  // the views read inside `box` only
+    else out.owned = host_box_to(*full, box, ctx.memory_space());
     return out;
   }
-  // Window sums of v and v^2 by three separable clipped running-window passes (x, y, z).
-  std::vector<double> s1(static_cast<std::size_t>(n)), s2(static_cast<std::size_t>(n));
-  for (index_t i = 0; i < n; ++i) {
-    s1[std::size_t(i)] = v[i];
-    s2[std::size_t(i)] = double(v[i]) * double(v[i]);
+  out.owned = Volume<float>(level_geometry, box, 1, ctx.memory_space());
+  if (host) {
+    pyramid_downsample(ctx, full->view(), g, out.owned.view(), level_geometry, sigma, box);
+  } else {
+    const Box in_box = downsample_input_box(g, level_geometry, box, sigma);
+    const Volume<float> part = host_box_to(*full, in_box, ctx.memory_space());
+    pyramid_downsample(ctx, part.view(), g, out.owned.view(), level_geometry, sigma, box);
   }
-  const index_t extent[3] = {nx, ny, nz}, stride[3] = {1, nx, nx * ny};
-  for (int axis = 0; axis < 3; ++axis) {
-    const index_t len = extent[axis], st = stride[axis];
-    const index_t lines = n / len;
-#pragma omp parallel for schedule(static)
-    for (index_t line = 0; line < lines; ++line) {
-      // The first element of this line: enumerate the other two axes.
-      index_t base;
-      if (axis == 0) base = line * nx;
-      else if (axis == 1) base = (line / nx) * nx * ny + line % nx;
-      else base = line;
-      std::vector<double> a(static_cast<std::size_t>(len)), b(static_cast<std::size_t>(len));
-      for (index_t t = 0; t < len; ++t) {
-        a[std::size_t(t)] = s1[std::size_t(base + t * st)];
-        b[std::size_t(t)] = s2[std::size_t(base + t * st)];
-      }
-      for (index_t t = 0; t < len; ++t) {
-        double x = 0, y = 0;
-        for (index_t d = std::max<index_t>(0, t - radius); d <= std::min<index_t>(len - 1, t + radius); ++d) {
-          x += a[std::size_t(d)];
-          y += b[std::size_t(d)];
-        }
-        s1[std::size_t(base + t * st)] = x;
-        s2[std::size_t(base + t * st)] = y;
-      }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+MovingWindow::MovingWindow(const Inputs& in, const Geometry& fixed_level, const Box& fixed_owned,
+                           const Geometry& moving_level, Vec3d sigma)
+    : in_(&in), fixed_level_(fixed_level), moving_level_(moving_level), fixed_owned_(fixed_owned),
+      sigma_(sigma) {
+  // One process: the whole grid, built once. Several: built by the first cover().
+  if (in.part->size() == 1) build(whole(moving_level_));
+}
+
+Box MovingWindow::needed(const Affined& affine, double bound_mm) const {
+  // Continuous moving index c(x) = L(x + u), L = (moving physical -> index) o A. Over the owned
+  // voxel centres x (a parallelepiped in physical space, L maps its corners' hull onto the hull of
+  // their images) and |u| <= bound: per axis, [min, max] over the corners -/+ bound * |row of L|.
+  const Affined l = compose(moving_level_.physical_to_index_map(), affine);
+  const Affined p = fixed_level_.index_to_physical_map();
+  Vec3d lo{1e300, 1e300, 1e300}, hi{-1e300, -1e300, -1e300};
+  for (int corner = 0; corner < 8; ++corner) {
+    Vec3d idx;
+    for (int a = 0; a < 3; ++a)
+      idx[a] = double((corner >> a) & 1 ? fixed_owned_.lo[a] + fixed_owned_.size[a] - 1 : fixed_owned_.lo[a]);
+    const Vec3d c = l(p(idx));
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = std::min(lo[a], c[a]);
+      hi[a] = std::max(hi[a], c[a]);
     }
   }
-  auto count = [&](index_t t, index_t len) {
+  Box b;
+  for (int a = 0; a < 3; ++a) {
+    const double row = std::sqrt(l.matrix(a, 0) * l.matrix(a, 0) + l.matrix(a, 1) * l.matrix(a, 1) +
+                                 l.matrix(a, 2) * l.matrix(a, 2));
+    const double reach = bound_mm * row;
+    // floor for the lower linear tap, +1 for the upper one, one voxel for float rounding.
+    const double first = std::floor(lo[a] - reach) - 1.0;
+    const double last = std::floor(hi[a] + reach) + 2.0;
+    const double n = double(moving_level_.size[a]);
+    const index_t from = index_t(std::clamp(first, 0.0, n));
+    const index_t to = index_t(std::clamp(last + 1.0, 0.0, n));
+    b.lo[a] = from;
+    b.size[a] = std::max<index_t>(0, to - from);
+  }
+  return b;
+}
+
+bool MovingWindow::covers(const Affined& affine, double bound_mm) const {
+  if (image_.present() && box_ == whole(moving_level_)) return true;
+  const Box need = needed(affine, bound_mm);
+  return image_.present() && (need.empty() || box_.contains(need));
+}
+
+void MovingWindow::cover(const Affined& affine, double bound_mm) {
+  if (covers(affine, bound_mm)) return;
+  // A margin of 8 level voxels on every side (and the bound), so that the next iterations'
+  // small moves stay inside.
+  Box b = needed(affine, bound_mm);
+  for (int a = 0; a < 3; ++a) {
+    const index_t lo = std::max<index_t>(0, b.lo[a] - 8);
+    const index_t hi = std::min<index_t>(moving_level_.size[a], b.lo[a] + b.size[a] + 8);
+    b.lo[a] = lo;
+    b.size[a] = std::max<index_t>(1, hi - lo);
+    if (b.lo[a] + b.size[a] > moving_level_.size[a]) b.lo[a] = moving_level_.size[a] - b.size[a];
+  }
+  build(b);
+}
+
+void MovingWindow::build(const Box& box) {
+  box_ = box;
+  image_ = level_image(in_->ctx, in_->moving, moving_level_, box, sigma_);
+  // Masks are resampled without blurring: a level voxel counts where most of it is inside.
+  mask_ = level_image(in_->ctx, in_->moving_mask, moving_level_, box, Vec3d{0, 0, 0});
+  ++rebuilds_;
+}
+
+// ---------------------------------------------------------------------------------------------
+Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, const Box& out_box,
+                           int radius, double min_variance) {
+  const Geometry& g = image.geometry();
+  const Index3 n = g.size;
+  // The region whose window sums are needed: out_box grown by the radius, clipped; the passes
+  // run on shrinking regions (x-sums on the grown y-z range, then y on the grown z range).
+  Box region;
+  for (int a = 0; a < 3; ++a) {
+    const index_t lo = std::max<index_t>(0, out_box.lo[a] - radius);
+    const index_t hi = std::min<index_t>(n[a], out_box.lo[a] + out_box.size[a] + radius);
+    region.lo[a] = lo;
+    region.size[a] = hi - lo;
+  }
+  GIGAREG_REQUIRE(image.box().contains(region), "texture_mask: the image does not cover the windows");
+  const VolumeView<const float> v = image.view();
+  const Index3 rs = region.size;
+  auto at = [&](index_t i, index_t j, index_t k) {
+    return std::size_t((i - region.lo.x) + rs.x * ((j - region.lo.y) + rs.y * (k - region.lo.z)));
+  };
+  const std::size_t count = std::size_t(region.voxel_count());
+  std::vector<double> a1(count), a2(count), b1(count), b2(count);
+  // x pass: the x-window sums of v and v^2, at every x of out_box, for the whole region's y, z.
+#pragma omp parallel for schedule(static)
+  for (index_t k = region.lo.z; k < region.lo.z + rs.z; ++k)
+    for (index_t j = region.lo.y; j < region.lo.y + rs.y; ++j)
+      for (index_t i = out_box.lo.x; i < out_box.lo.x + out_box.size.x; ++i) {
+        double x = 0, y = 0;
+        for (index_t d = std::max<index_t>(0, i - radius); d <= std::min<index_t>(n.x - 1, i + radius); ++d) {
+          const double val = double(v.at(d, j, k));
+          x += val;
+          y += val * val;
+        }
+        a1[at(i, j, k)] = x;
+        a2[at(i, j, k)] = y;
+      }
+  // y pass on the x-sums, for the region's z.
+#pragma omp parallel for schedule(static)
+  for (index_t k = region.lo.z; k < region.lo.z + rs.z; ++k)
+    for (index_t j = out_box.lo.y; j < out_box.lo.y + out_box.size.y; ++j)
+      for (index_t i = out_box.lo.x; i < out_box.lo.x + out_box.size.x; ++i) {
+        double x = 0, y = 0;
+        for (index_t d = std::max<index_t>(0, j - radius); d <= std::min<index_t>(n.y - 1, j + radius); ++d) {
+          x += a1[at(i, d, k)];
+          y += a2[at(i, d, k)];
+        }
+        b1[at(i, j, k)] = x;
+        b2[at(i, j, k)] = y;
+      }
+  auto window = [&](index_t t, index_t len) {
     return double(std::min<index_t>(len - 1, t + radius) - std::max<index_t>(0, t - radius) + 1);
   };
-  const double threshold = (min_std_fraction * (hi - lo)) * (min_std_fraction * (hi - lo));
+  const VolumeView<const float> mk = mask ? mask->view() : VolumeView<const float>{};
+  Volume<float> out(g, out_box, 1, MemorySpace::Host);
+  VolumeView<float> o = out.view();
 #pragma omp parallel for schedule(static)
-  for (index_t k = 0; k < nz; ++k)
-    for (index_t j = 0; j < ny; ++j)
-      for (index_t i = 0; i < nx; ++i) {
-        const index_t idx = i + nx * (j + ny * k);
-        const double c = count(i, nx) * count(j, ny) * count(k, nz);
-        const double mean = s1[std::size_t(idx)] / c;
-        const double var = s2[std::size_t(idx)] / c - mean * mean;
-        const bool keep = var >= threshold && (!mk || mk[idx] > 0.5f);
-        out.data()[idx] = keep ? 1.0f : 0.0f;
+  for (index_t k = out_box.lo.z; k < out_box.lo.z + out_box.size.z; ++k)
+    for (index_t j = out_box.lo.y; j < out_box.lo.y + out_box.size.y; ++j)
+      for (index_t i = out_box.lo.x; i < out_box.lo.x + out_box.size.x; ++i) {
+        double s1 = 0, s2 = 0;
+        for (index_t d = std::max<index_t>(0, k - radius); d <= std::min<index_t>(n.z - 1, k + radius); ++d) {
+          s1 += b1[at(i, j, d)];
+          s2 += b2[at(i, j, d)];
+        }
+        const double c = window(i, n.x) * window(j, n.y) * window(k, n.z);
+        const double mean = s1 / c;
+        const double var = s2 / c - mean * mean;
+        const bool keep = var >= min_variance && (mask == nullptr || mk.at(i, j, k) > 0.5f);
+        o.at(i, j, k) = keep ? 1.0f : 0.0f;
       }
   return out;
+}
+
+Index3 displacement_halo(const Geometry& g, double bound_mm) {
+  GIGAREG_REQUIRE(bound_mm >= 0.0 && std::isfinite(bound_mm), "the displacement bound must be finite");
+  const Mat3d m = g.physical_to_index_map().matrix;
+  Index3 h;
+  for (int a = 0; a < 3; ++a) {
+    const double row = std::sqrt(m(a, 0) * m(a, 0) + m(a, 1) * m(a, 1) + m(a, 2) * m(a, 2));
+    const double d = bound_mm * row;
+    const double v = std::ceil(d + 1e-6 * (d + double(g.size[a])) + 1e-6) + 1.0;
+    h[a] = index_t(std::min(v, double(g.size[a])));
+  }
+  return h;
+}
+
+IntensityRange global_range(const Context& ctx, const Partition& part, VolumeView<const float> image,
+                            VolumeView<const float> mask, const Box& owned) {
+  Partials p(owned.size.z, kRangeTerms, ctx.memory_space());
+  intensity_range(ctx, image, mask, owned, p.view);
+  const IntensityRange mine = reduce_intensity_range(ctx, p.view);
+  IntensityRange r{part.min(mine.min), part.max(mine.max)};
+  if (r.empty()) r = {0.0, 1.0};
+  return r;
+}
+
+double global_max_norm(const Context& ctx, const Partition& part, const Volume<float>& field,
+                       const Box& owned) {
+  Partials p(owned.size.z, 1, ctx.memory_space());
+  max_norm_partials(ctx, field.view(), owned, p.view);
+  return part.max(reduce_slices_max(ctx, p.view));
+}
+
+Index3 metric_image_halo(const MetricParams& m) {
+  if (m.type != MetricType::CC) return {0, 0, 0};
+  const index_t h = 2 * index_t(m.radius);  // exact gradient: windows of the windows
+  return {h, h, h};
+}
+
+Index3 metric_mask_halo(const MetricParams& m) {
+  if (m.type != MetricType::CC) return {0, 0, 0};
+  const index_t h = index_t(m.radius);
+  return {h, h, h};
 }
 
 Level make_level(const Inputs& in, const StageParams& stage, int lv) {
   const double shrink = stage.shrink_factors[std::size_t(lv)];
   const double sigma = stage.smoothing_sigmas[std::size_t(lv)];
   const bool mm = stage.sigmas_in_mm;
+  const Partition& part = *in.part;
+  const Context& ctx = in.ctx;
   Level level;
-  level.fixed = shrink_image(in.ctx, in.fixed, shrink, sigma, mm, false);
-  level.moving = shrink_image(in.ctx, in.moving, shrink, sigma, mm, false);
-  level.fixed_mask = shrink_image(in.ctx, in.fixed_mask, shrink, sigma, mm, true);
-  level.moving_mask = shrink_image(in.ctx, in.moving_mask, shrink, sigma, mm, true);
-  level.fixed_geometry = level.fixed.get().geometry();
-  level.moving_geometry = level.moving.get().geometry();
+  const Geometry& ff = in.fixed->geometry();
+  level.fixed_geometry = pyramid_level_geometry(ff, shrink);
+  const Index3 size = level.fixed_geometry.size;
+  level.owned = part.owned(size);
+  level.image_halo = metric_image_halo(stage.metric);
+  level.mask_halo = metric_mask_halo(stage.metric);
+  const Box image_box = part.halo_box(size, level.image_halo);
+  const Box mask_box = part.halo_box(size, level.mask_halo);
+  level.fixed = level_image(ctx, in.fixed, level.fixed_geometry, image_box, sigma_voxels(ff, sigma, mm));
+  level.fixed_mask = level_image(ctx, in.fixed_mask, level.fixed_geometry, mask_box, Vec3d{0, 0, 0});
   level.min_spacing = min_spacing(level.fixed_geometry);
+
+  const Geometry& mf = in.moving->geometry();
+  const Geometry moving_geometry = pyramid_level_geometry(mf, shrink);
+  const Vec3d moving_sigma = sigma_voxels(mf, sigma, mm);
+  level.moving = std::make_unique<MovingWindow>(in, level.fixed_geometry, level.owned,
+                                                moving_geometry, moving_sigma);
+
   if (stage.metric.type == MetricType::CC && stage.metric.cc_min_std > 0) {
-    // Computed on the host (one pass per level; a download and an upload on CUDA).
-    const bool host = in.ctx.backend == Backend::Cpu;
+    // Computed on the host (one pass per level; a download and an upload on CUDA), on the mask
+    // box, from the fixed image on the image box (mask box + radius). The threshold is relative
+    // to the global range of the fixed image within its mask.
+    const bool host = ctx.backend == Backend::Cpu;
     Volume<float> fixed_host, mask_host;
     const Volume<float>& f = host ? level.fixed.get() : (fixed_host = level.fixed.get().to(MemorySpace::Host));
     const Volume<float>* m = nullptr;
     if (level.fixed_mask.present())
       m = host ? &level.fixed_mask.get() : &(mask_host = level.fixed_mask.get().to(MemorySpace::Host));
-    Volume<float> t = texture_mask(f, m, stage.metric.radius, stage.metric.cc_min_std);
+    const IntensityRange r = global_range(Context::cpu(), part, f.view(),
+                                          m ? m->view() : VolumeView<const float>{}, level.owned);
+    // A constant image has no texture anywhere.
+    const double t = stage.metric.cc_min_std * (r.max - r.min);
+    const double min_variance = r.max > r.min ? t * t : std::numeric_limits<double>::infinity();
+    Volume<float> tm = texture_mask(f, m, mask_box, stage.metric.radius, min_variance);
     LevelImage combined;
-    combined.owned = host ? std::move(t) : t.to(in.ctx.memory_space());
+    combined.owned = host ? std::move(tm) : tm.to(ctx.memory_space());
     level.fixed_mask = std::move(combined);
   }
+  // Metric ranges: the fixed image within its (level) mask; the moving image over its whole level
+  // grid and 0 (the value outside it). The moving grid is split into slabs for this (the window
+  // need not cover the whole grid).
+  level.fixed_range = global_range(ctx, part, level.fixed.view(), level.fixed_mask.view(), level.owned);
+  const Box moving_owned = part.owned(moving_geometry.size);
+  IntensityRange mr;
+  if (level.moving->image().present() && level.moving->box().contains(moving_owned)) {
+    mr = global_range(ctx, part, level.moving->image().view(), {}, moving_owned);
+  } else {
+    const LevelImage slab = level_image(ctx, in.moving, moving_geometry, moving_owned, moving_sigma);
+    mr = global_range(ctx, part, slab.view(), {}, moving_owned);
+  }
+  mr.min = std::min(mr.min, 0.0);
+  mr.max = std::max(mr.max, 0.0);
+  level.moving_range = mr;
   return level;
 }
 
 // ---------------------------------------------------------------------------------------------
-MaskCombiner::MaskCombiner(const Context& ctx, const Level& level) : ctx_(ctx), level_(&level) {
-  if (level.moving_mask.present()) {
-    combined_ = Volume<float>(level.fixed_geometry, 1, ctx.memory_space());
-    sampled_ = Volume<float>(level.fixed_geometry, 1, ctx.memory_space());
-    update(Affined::identity(), {});
+GatheredPartials::GatheredPartials(const Context& ctx, const Partition& part, const Geometry& grid,
+                                   const Box& owned, int terms)
+    : part_(&part), space_(ctx.memory_space()), grid_z_(grid.size.z),
+      local_(owned.size.z, terms, ctx.memory_space()) {
+  if (part.size() > 1) global_ = Partials(grid.size.z, terms, ctx.memory_space());
+}
+
+SlicePartials GatheredPartials::gather() {
+  if (part_->size() == 1) return local_.view;
+  part_->gather_slices(local_.view, grid_z_, global_.view, space_);
+  return global_.view;
+}
+
+// ---------------------------------------------------------------------------------------------
+MaskCombiner::MaskCombiner(const Context& ctx, const Partition& part, const Geometry& fixed_geometry,
+                           const Box& owned, Index3 mask_halo, const LevelImage* fixed_mask,
+                           const MovingWindow* moving)
+    : ctx_(ctx), part_(&part), grid_(fixed_geometry), owned_(owned), halo_(mask_halo),
+      fixed_mask_(fixed_mask), moving_(moving) {
+  if (moving_ != nullptr && moving_->has_mask()) {
+    combined_ = Volume<float>(grid_, part.halo_box(grid_.size, halo_), 1, ctx.memory_space());
+    sampled_ = Volume<float>(grid_, owned_, 1, ctx.memory_space());
   }
 }
 
 VolumeView<const float> MaskCombiner::view() const {
   if (!combined_.empty()) return combined_.view();
-  return level_->fixed_mask.view();
+  return fixed_mask_ ? fixed_mask_->view() : VolumeView<const float>{};
 }
 
 void MaskCombiner::update(const Affined& affine, VolumeView<const float> displacement) {
   if (combined_.empty()) return;
   WarpInputs w;
-  w.moving = level_->moving_mask.view();
-  w.moving_geometry = level_->moving_geometry;
-  w.fixed_geometry = level_->fixed_geometry;
+  w.moving = moving_->mask().view();
+  w.moving_geometry = moving_->geometry();
+  w.fixed_geometry = grid_;
   w.affine = affine;
   w.displacement = displacement;
   w.interpolation = Interpolation::Linear;
   w.boundary = Boundary::Zero;
-  warp(ctx_, w, sampled_.view(), whole(level_->fixed_geometry));
-  // The logical AND of the two masks. There is no element-wise op for it, so on CUDA the two
-  // masks make a round trip through the host (moving masks are rare; this costs two copies of
-  // one fixed-level image per iteration).
+  warp(ctx_, w, sampled_.view(), owned_);
+  // The logical AND of the two masks on the owned box. There is no element-wise op for it, so on
+  // CUDA the masks make a round trip through the host (moving masks are rare; this costs two
+  // copies of one fixed-level slab per iteration). The halo comes from the neighbours.
   const bool host = ctx_.backend == Backend::Cpu;
   Volume<float> s = host ? Volume<float>() : sampled_.to(MemorySpace::Host);
   Volume<float> f;
-  if (!host && level_->fixed_mask.present()) f = level_->fixed_mask.get().to(MemorySpace::Host);
-  Volume<float> c = host ? Volume<float>() : Volume<float>(level_->fixed_geometry, 1);
-  const float* sp = host ? sampled_.data() : s.data();
-  const float* fp = level_->fixed_mask.present() ? (host ? level_->fixed_mask.get().data() : f.data())
-                                                 : nullptr;
-  float* cp = host ? combined_.data() : c.data();
-  const index_t n = level_->fixed_geometry.voxel_count();
+  const bool has_fixed = fixed_mask_ != nullptr && fixed_mask_->present();
+  if (!host && has_fixed) f = fixed_mask_->get().to(MemorySpace::Host);
+  Volume<float> c = host ? Volume<float>() : combined_.to(MemorySpace::Host);
+  const VolumeView<const float> sv = host ? sampled_.view() : s.view();
+  const VolumeView<const float> fv = has_fixed ? (host ? fixed_mask_->view() : f.view()) : VolumeView<const float>{};
+  VolumeView<float> cv = host ? combined_.view() : c.view();
 #pragma omp parallel for schedule(static)
-  for (index_t i = 0; i < n; ++i)
-    cp[i] = (sp[i] > 0.5f && (fp == nullptr || fp[i] > 0.5f)) ? 1.0f : 0.0f;
+  for (index_t k = owned_.lo.z; k < owned_.lo.z + owned_.size.z; ++k)
+    for (index_t j = owned_.lo.y; j < owned_.lo.y + owned_.size.y; ++j)
+      for (index_t i = owned_.lo.x; i < owned_.lo.x + owned_.size.x; ++i)
+        cv.at(i, j, k) = (sv.at(i, j, k) > 0.5f && (!has_fixed || fv.at(i, j, k) > 0.5f)) ? 1.0f : 0.0f;
   if (!host) copy_bytes(combined_.data(), MemorySpace::Device, c.data(), MemorySpace::Host, c.bytes());
+  part_->exchange_halos({&combined_}, halo_);
 }
 
 // ---------------------------------------------------------------------------------------------
-namespace {
-
-/// Intensity range of a level image (within `mask` when given); {0, 1} when empty.
-IntensityRange image_range(const Context& ctx, const LevelImage& img, VolumeView<const float> mask) {
-  const Geometry& g = img.get().geometry();
-  Partials p(g.size.z, kRangeTerms, ctx.memory_space());
-  intensity_range(ctx, img.view(), mask, whole(g), p.view);
-  IntensityRange r = reduce_intensity_range(ctx, p.view);
-  if (r.empty()) r = {0.0, 1.0};
-  return r;
-}
-
-}  // namespace
-
-Metric::Metric(const Context& ctx, const MetricParams& params, const Level& level)
-    : ctx_(ctx), params_(params), level_(&level) {
-  const index_t nz = level.fixed_geometry.size.z;
-  // Ranges: the fixed image within its mask, the moving one over its whole grid and 0 (the value
-  // outside it).
-  const IntensityRange fr = image_range(ctx, level.fixed, level.fixed_mask.view());
-  IntensityRange mr = image_range(ctx, level.moving, {});
-  mr.min = std::min(mr.min, 0.0);
-  mr.max = std::max(mr.max, 0.0);
+Metric::Metric(const Context& ctx, const Partition& part, const MetricParams& params,
+               const Geometry& fixed_geometry, const Box& owned, IntensityRange fr, IntensityRange mr)
+    : ctx_(ctx), part_(&part), params_(params), grid_(fixed_geometry), owned_(owned) {
   switch (params.type) {
     case MetricType::MeanSquares:
-      partials_ = Partials(nz, kLossTerms, ctx.memory_space());
+      local_ = Partials(owned.size.z, kLossTerms, ctx.memory_space());
       break;
     case MetricType::CC: {
-      partials_ = Partials(nz, kLossTerms, ctx.memory_space());
+      local_ = Partials(owned.size.z, kLossTerms, ctx.memory_space());
       lncc_.window = LnccWindow::Box;
       lncc_.radius = params.radius;
       lncc_.gradient = LnccGradient::Exact;
-      // eps = 1e-5 for intensities scaled to [0, 1] (FireANTs' choice), in the images' own units
-      // (it multiplies varF varW): windows whose variances are tiny against the intensity range
-      // (flat background, the tails of smooth structures) then carry no spurious correlation.
+      // eps relative to the intensity ranges (it multiplies varF varW): the metric does not
+      // depend on the intensity scale.
       const double df = std::max(fr.max - fr.min, 1e-12), dm = std::max(mr.max - mr.min, 1e-12);
       lncc_.eps = params.cc_epsilon * df * df * dm * dm;
       (void)lncc_window_radius(lncc_);  // validates
       break;
     }
-    case MetricType::MI:
-      partials_ = Partials(1, kLossTerms, ctx.memory_space());
+    case MetricType::MI: {
+      local_ = Partials(1, kLossTerms, ctx.memory_space());
       mattes_.bins = params.bins;
       mattes_.fixed_min = float(fr.min);
       mattes_.fixed_max = float(fr.max);
       mattes_.moving_min = float(mr.min);
       mattes_.moving_max = float(mr.max);
       mattes_.fixed_window = ParzenWindow::Box;
-      (void)mattes_moving_axis(mattes_);  // validates
+      const int bins = mattes_moving_axis(mattes_).bins;  // validates
+      const std::size_t cells = std::size_t(bins) * std::size_t(bins);
+      histogram_ = Buffer<std::int64_t>(cells, ctx.memory_space(), "MI joint histogram");
+      table_ = Buffer<float>(cells, ctx.memory_space(), "MI gradient table");
       break;
+    }
   }
+  if (params.type != MetricType::MI && part.size() > 1)
+    global_ = Partials(grid_.size.z, kLossTerms, ctx.memory_space());
 }
 
-void Metric::launch(VolumeView<const float> fixed, VolumeView<const float> warped,
+void Metric::launch(VolumeView<const float> fixed, Volume<float>& warped,
                     VolumeView<const float> mask, VolumeView<float> grad) {
-  const Box owned = whole(level_->fixed_geometry);
   switch (params_.type) {
     case MetricType::MeanSquares:
-      mse_loss(ctx_, fixed, warped, mask, owned, partials_.view, grad);
+      mse_loss(ctx_, fixed, warped.view(), mask, owned_, local_.view, grad);
       break;
     case MetricType::CC:
-      lncc_loss(ctx_, fixed, warped, mask, owned, lncc_, partials_.view, grad);
+      part_->exchange_halos({&warped}, metric_image_halo(params_));
+      lncc_loss(ctx_, fixed, warped.view(), mask, owned_, lncc_, local_.view, grad);
       break;
-    case MetricType::MI:
-      mattes_mi(ctx_, fixed, warped, mask, owned, mattes_, partials_.view, grad);
+    case MetricType::MI: {
+      // The three phases of mattes_mi with the joint histogram summed over processes between
+      // them (int64 fixed point: exact), so every process computes the same MI and table.
+      const int bins = mattes_moving_axis(mattes_).bins;
+      mattes_histogram(ctx_, fixed, warped.view(), mask, owned_, mattes_, {histogram_.data(), bins});
+      part_->allreduce_sum(histogram_.data(), histogram_.size());
+      mattes_table(ctx_, {histogram_.data(), bins}, mattes_,
+                   {grad.data != nullptr ? table_.data() : nullptr, bins}, local_.view);
+      if (grad.data != nullptr)
+        mattes_gradient(ctx_, fixed, warped.view(), mask, owned_, mattes_, {table_.data(), bins}, grad);
       break;
+    }
   }
 }
 
-LossValue Metric::value() const { return reduce_loss(ctx_, partials_.view); }
+LossValue Metric::value() const {
+  if (params_.type == MetricType::MI || part_->size() == 1) return reduce_loss(ctx_, local_.view);
+  part_->gather_slices(local_.view, grid_.size.z, global_.view, ctx_.memory_space());
+  return reduce_loss(ctx_, global_.view);
+}
 
 }  // namespace gigareg::reg

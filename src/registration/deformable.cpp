@@ -42,13 +42,19 @@
 namespace gigareg::reg {
 namespace {
 
-/// `field` (on `from`) resampled onto `to`, or taken as it is when the grids agree.
-Volume<float> field_on_grid(const Context& ctx, Volume<float>&& field, const Geometry& from,
-                            const Geometry& to) {
-  if (field.empty()) return zeros(to, 3, ctx.memory_space());
-  if (from.equals(to)) return std::move(field);
-  Volume<float> out(to, 3, ctx.memory_space());
-  pyramid_upsample_field(ctx, field.view(), from, out.view(), to, whole(to));
+/// `field` (on `from`, box containing its owned box there) resampled onto `to` on `box` (which
+/// contains the owned box of `to`), or re-boxed when the grids agree; zeros when there is none.
+/// The coarse voxels under `box` come from their owners (a collective call).
+Volume<float> field_on_grid(const Context& ctx, const Partition& part, Volume<float>&& field,
+                            const Geometry& from, const Geometry& to, const Box& box) {
+  if (field.empty()) return zeros(to, box, 3, ctx.memory_space());
+  if (from.equals(to)) {
+    if (field.box() == box) return std::move(field);
+    return part.fetch(field, box);
+  }
+  const Volume<float> source = part.fetch(field, resample_source_box(from, to, box));
+  Volume<float> out(to, box, 3, ctx.memory_space());
+  pyramid_upsample_field(ctx, source.view(), from, out.view(), to, box);
   return out;
 }
 
@@ -57,79 +63,102 @@ bool uses_adam(const StageParams& s) {
   return s.optimizer == FieldOptimizer::Adam;
 }
 
-/// The optimiser state and scratch of one field on one level.
+/// The largest displacement of one update (mm): step * (smallest level spacing).
+double update_bound(const StageParams& stage, double min_spacing) { return stage.step * min_spacing; }
+
+Index3 smoothing_halo(double sigma) {
+  if (!(sigma > 0)) return {0, 0, 0};
+  return gaussian_radii(Vec3d{sigma, sigma, sigma}, kDefaultGaussianTruncation);
+}
+
+/// The optimiser state and scratch of one field on one level, on this process's owned box.
 class FieldStepper {
  public:
-  FieldStepper(const Context& ctx, const Geometry& g, const StageParams& stage, double min_spacing)
+  FieldStepper(const Context& ctx, const Partition& part, const Geometry& g, const Box& owned,
+               const StageParams& stage, double min_spacing)
       : ctx_(ctx),
+        part_(&part),
         g_(g),
+        owned_(owned),
         stage_(stage),
-        target_(stage.step * min_spacing),
-        grad_(g, 3, ctx.memory_space()),
-        smoothed_(stage.gradient_sigma > 0 ? Volume<float>(g, 3, ctx.memory_space()) : Volume<float>()),
-        m_(uses_adam(stage) ? zeros(g, 3, ctx.memory_space()) : Volume<float>()),
-        v_(uses_adam(stage) ? zeros(g, 3, ctx.memory_space()) : Volume<float>()),
-        step_(uses_adam(stage) ? Volume<float>(g, 3, ctx.memory_space()) : Volume<float>()),
-        composed_(g, 3, ctx.memory_space()),
-        norms_(g.size.z, 1, ctx.memory_space()),
+        target_(update_bound(stage, min_spacing)),
+        grad_halo_(smoothing_halo(stage.gradient_sigma)),
+        field_halo_(displacement_halo(g, target_)),
+        composed_halo_(stage.field_sigma > 0 ? smoothing_halo(stage.field_sigma) : field_halo_),
+        grad_(g, part.halo_box(g.size, grad_halo_), 3, ctx.memory_space()),
+        smoothed_(stage.gradient_sigma > 0 ? Volume<float>(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        m_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        v_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        step_(uses_adam(stage) ? Volume<float>(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        composed_(g, part.halo_box(g.size, composed_halo_), 3, ctx.memory_space()),
+        norms_(ctx, part, g, owned, 1),
         scale_(1, ctx.memory_space(), "step scale") {}
 
-  /// dL/du goes here (warp_backward writes it).
+  /// The box a field must have (owned and the halo the update samples).
+  Box field_box() const { return part_->halo_box(g_.size, field_halo_); }
+  /// The largest displacement one update adds to the field (mm).
+  double update_norm() const { return target_; }
+
+  /// dL/du goes here (warp_backward writes it on the owned box).
   VolumeView<float> gradient() { return grad_.view(); }
 
-  /// Takes one step on `field` from the gradient in gradient(): field is replaced.
+  /// Takes one step on `field` (box field_box()) from the gradient in gradient().
   void apply(Volume<float>& field) {
-    const Box owned = whole(g_);
     Volume<float>& g = smoothed_.empty() ? grad_ : smoothed_;
     if (!smoothed_.empty()) {
       const double s = stage_.gradient_sigma;
-      gaussian_smooth(ctx_, grad_.view(), smoothed_.view(), Vec3d{s, s, s}, owned);
+      part_->exchange_halos({&grad_}, grad_halo_);
+      gaussian_smooth(ctx_, grad_.view(), smoothed_.view(), Vec3d{s, s, s}, owned_);
     }
     if (!uses_adam(stage_)) {
       // s = -(step h) g / max|g|
-      max_norm_partials(ctx_, g.view(), owned, norms_.view);
-      max_norm_scale_device(ctx_, norms_.view, -target_, 1e-30, scale_.data());
-      scale_field(ctx_, g.view(), scale_.data(), owned);
+      scale_to(g, -target_);
       compose_and_smooth(g, field);
       return;
     }
     // Adam on g / max|g|, then s = (step h) a / max|a|.
-    max_norm_partials(ctx_, g.view(), owned, norms_.view);
-    max_norm_scale_device(ctx_, norms_.view, 1.0, 1e-30, scale_.data());
+    scale_to(g, 1.0);
     AdamParams ap;
     ap.learning_rate = 1.0;
     ap.beta1 = stage_.adam_beta1;
     ap.beta2 = stage_.adam_beta2;
     ap.eps = stage_.adam_epsilon;
     ap.step = ++t_;
-    scale_field(ctx_, g.view(), scale_.data(), owned);
-    adam_update(ctx_, g.view(), m_.view(), v_.view(), step_.view(), ap, owned, StepOutput::Write);
-    max_norm_partials(ctx_, step_.view(), owned, norms_.view);
-    max_norm_scale_device(ctx_, norms_.view, target_, 1e-30, scale_.data());
-    scale_field(ctx_, step_.view(), scale_.data(), owned);
+    adam_update(ctx_, g.view(), m_.view(), v_.view(), step_.view(), ap, owned_, StepOutput::Write);
+    scale_to(step_, target_);
     compose_and_smooth(step_, field);
   }
 
  private:
+  /// f <- f * target / max|f| (global max; the scale stays on the device).
+  void scale_to(Volume<float>& f, double target) {
+    max_norm_partials(ctx_, f.view(), owned_, norms_.local());
+    max_norm_scale_device(ctx_, norms_.gather(), target, 1e-30, scale_.data());
+    scale_field(ctx_, f.view(), scale_.data(), owned_);
+  }
+
   /// field <- G_sigmaWarp * (s + field o (x + s))
   void compose_and_smooth(const Volume<float>& s, Volume<float>& field) {
-    const Box owned = whole(g_);
-    // field <- s + field o (x + s)
-    compose_fields(ctx_, s.view(), g_, field.view(), g_, composed_.view(), owned);
+    part_->exchange_halos({&field}, field_halo_);
+    compose_fields(ctx_, s.view(), g_, field.view(), g_, composed_.view(), owned_);
     if (stage_.field_sigma > 0) {
       const double sg = stage_.field_sigma;
-      gaussian_smooth(ctx_, composed_.view(), field.view(), Vec3d{sg, sg, sg}, owned);
+      part_->exchange_halos({&composed_}, composed_halo_);
+      gaussian_smooth(ctx_, composed_.view(), field.view(), Vec3d{sg, sg, sg}, owned_);
     } else {
-      std::swap(field, composed_);
+      std::swap(field, composed_);  // the same box
     }
   }
 
   Context ctx_;
+  const Partition* part_;
   Geometry g_;
+  Box owned_;
   const StageParams& stage_;
   double target_;
+  Index3 grad_halo_, field_halo_, composed_halo_;
   Volume<float> grad_, smoothed_, m_, v_, step_, composed_;
-  Partials norms_;
+  GatheredPartials norms_;
   Buffer<double> scale_;
   std::int64_t t_ = 0;
 };
@@ -192,34 +221,47 @@ void run_greedy(const Inputs& in, const StageParams& stage, int stage_index,
                 const RegistrationParams& params, PipelineState& state,
                 std::vector<LevelReport>& reports) {
   const Context& ctx = in.ctx;
+  const Partition& part = *in.part;
   const int levels = int(stage.convergence.iterations.size());
   for (int lv = 0; lv < levels; ++lv) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Level level = make_level(in, stage, lv);
+    Level level = make_level(in, stage, lv);
     const Geometry& fg = level.fixed_geometry;
-    const Box owned = whole(fg);
-    Volume<float> u = field_on_grid(ctx, std::move(state.field), state.field_geometry, fg);
+    const Box owned = level.owned;
+    MovingWindow& window = *level.moving;
+    FieldStepper stepper(ctx, part, fg, owned, stage, level.min_spacing);
+    Volume<float> u = field_on_grid(ctx, part, std::move(state.field), state.field_geometry, fg,
+                                    stepper.field_box());
     state.field_geometry = fg;
-    MaskCombiner mask(ctx, level);
-    Metric metric(ctx, stage.metric, level);
-    Volume<float> warped(fg, 1, ctx.memory_space());
-    Volume<float> grad_w(fg, 1, ctx.memory_space());
-    FieldStepper stepper(ctx, fg, stage, level.min_spacing);
+    MaskCombiner mask(ctx, part, fg, owned, level.mask_halo, &level.fixed_mask, &window);
+    Metric metric(ctx, part, stage.metric, fg, owned, level.fixed_range, level.moving_range);
+    Volume<float> warped(fg, part.halo_box(fg.size, level.image_halo), 1, ctx.memory_space());
+    Volume<float> grad_w(fg, owned, 1, ctx.memory_space());
     ConvergenceMonitor monitor(stage.convergence.window);
     LevelReport report;
     report.stage = stage_index;
     report.level = lv;
     report.size = fg.size;
+    // A bound on |u| for the moving window, kept on the host without synchronising: an update
+    // adds at most update_norm() and smoothing never increases the largest norm. Measured
+    // (one synchronisation) only when the bound says the window may be outgrown.
+    const bool windowed = part.size() > 1;
+    double bound = windowed ? global_max_norm(ctx, part, u, owned) : 0.0;
     const int max_iterations = stage.convergence.iterations[std::size_t(lv)];
     for (int it = 0; it < max_iterations; ++it) {
-      const WarpInputs w = warp_inputs(level.moving, level.moving_geometry, fg, state.affine, u.view());
+      if (windowed && !window.covers(state.affine, bound)) {
+        bound = global_max_norm(ctx, part, u, owned);
+        window.cover(state.affine, bound + 4.0 * stepper.update_norm());
+      }
+      const WarpInputs w = warp_inputs(window.image(), window.geometry(), fg, state.affine, u.view());
       mask.update(state.affine, u.view());
       warp(ctx, w, warped.view(), owned);
-      metric.launch(level.fixed.view(), warped.view(), mask.view(), grad_w.view());
+      metric.launch(level.fixed.view(), warped, mask.view(), grad_w.view());
       WarpGradients wg;
       wg.displacement = stepper.gradient();
       warp_backward(ctx, w, grad_w.view(), owned, wg);
       stepper.apply(u);
+      bound += stepper.update_norm() * (1.0 + 1e-6);
       // The loss of the field before this update (read once the update is enqueued).
       if (record(metric.value(), it, lv, levels, stage_index, stage, params, monitor, report)) {
         report.converged = true;
@@ -235,6 +277,12 @@ void run_syn(const Inputs& in, const StageParams& stage, int stage_index,
              const RegistrationParams& params, PipelineState& state,
              std::vector<LevelReport>& reports) {
   const Context& ctx = in.ctx;
+  const Partition& part = *in.part;
+  // Not sharded yet: its collapse needs the inverse of the fixed-side field and both images are
+  // warped in the middle space (the fixed image would need a window as the moving one has).
+  if (part.size() > 1)
+    throw_error(ErrorKind::InvalidArgument, "SyN stage",
+                "SyN runs in one process only so far; use Greedy[...] under mpirun");
   const int levels = int(stage.convergence.iterations.size());
   // The fixed side starts at the identity; an earlier deformable stage's field is kept as the
   // starting moving side (the map is then x -> A(y + g(y)), y = x + f^-1(x), f = 0 at first).
@@ -245,36 +293,34 @@ void run_syn(const Inputs& in, const StageParams& stage, int stage_index,
   inv.tolerance = params.inverse_tolerance_mm;
   for (int lv = 0; lv < levels; ++lv) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Level level = make_level(in, stage, lv);
+    Level level = make_level(in, stage, lv);
     const Geometry& fg = level.fixed_geometry;
     const Box owned = whole(fg);
-    f = field_on_grid(ctx, std::move(f), fgeom, fg);
-    g = field_on_grid(ctx, std::move(g), ggeom, fg);
+    const MovingWindow& moving = *level.moving;  // the whole grid in one process
+    f = field_on_grid(ctx, part, std::move(f), fgeom, fg, owned);
+    g = field_on_grid(ctx, part, std::move(g), ggeom, fg, owned);
     fgeom = ggeom = fg;
     // In the middle space both images are warped: the fixed one by f, the moving one by A and g.
     // Masks: the fixed mask is sampled through f (and ANDed with the moving mask through A, g).
-    Level middle_masks;
-    middle_masks.fixed_geometry = fg;
-    middle_masks.moving_geometry = level.moving_geometry;
-    Volume<float> fixed_mask_mid;
     const bool has_fixed_mask = level.fixed_mask.present();
-    if (has_fixed_mask) fixed_mask_mid = Volume<float>(fg, 1, ctx.memory_space());
-    middle_masks.fixed_mask.borrowed = has_fixed_mask ? &fixed_mask_mid : nullptr;
-    if (level.moving_mask.present()) middle_masks.moving_mask.borrowed = &level.moving_mask.get();
-    MaskCombiner mask(ctx, middle_masks);
+    LevelImage fixed_mask_mid;
+    if (has_fixed_mask) fixed_mask_mid.owned = Volume<float>(fg, 1, ctx.memory_space());
+    MaskCombiner mask(ctx, part, fg, owned, level.mask_halo, &fixed_mask_mid, &moving);
 
-    Metric metric_m(ctx, stage.metric, level);  // d/dW_moving: fixed side is the reference
-    MetricParams swapped = stage.metric;
-    Level swapped_level;  // for MI ranges: the "fixed" role is the moving image
-    swapped_level.fixed_geometry = fg;
-    swapped_level.moving_geometry = level.fixed_geometry;
-    swapped_level.fixed.borrowed = &level.moving.get();
-    swapped_level.moving.borrowed = &level.fixed.get();
-    Metric metric_f(ctx, swapped, swapped_level);  // d/dW_fixed: the moving side is the reference
+    // d/dW_moving: the fixed side is the reference. d/dW_fixed: the roles swap; its ranges are
+    // the moving image's over its grid and the fixed image's over its grid and 0.
+    Metric metric_m(ctx, part, stage.metric, fg, owned, level.fixed_range, level.moving_range);
+    const IntensityRange moving_whole =
+        global_range(ctx, part, moving.image().view(), {}, whole(moving.geometry()));
+    IntensityRange fixed_whole = global_range(ctx, part, level.fixed.view(), {}, owned);
+    fixed_whole.min = std::min(fixed_whole.min, 0.0);
+    fixed_whole.max = std::max(fixed_whole.max, 0.0);
+    Metric metric_f(ctx, part, stage.metric, fg, owned, moving_whole, fixed_whole);
 
     Volume<float> wf(fg, 1, ctx.memory_space()), wm(fg, 1, ctx.memory_space());
     Volume<float> grad_wf(fg, 1, ctx.memory_space()), grad_wm(fg, 1, ctx.memory_space());
-    FieldStepper step_f(ctx, fg, stage, level.min_spacing), step_g(ctx, fg, stage, level.min_spacing);
+    FieldStepper step_f(ctx, part, fg, owned, stage, level.min_spacing);
+    FieldStepper step_g(ctx, part, fg, owned, stage, level.min_spacing);
     ConvergenceMonitor monitor(stage.convergence.window);
     LevelReport report;
     report.stage = stage_index;
@@ -283,16 +329,16 @@ void run_syn(const Inputs& in, const StageParams& stage, int stage_index,
     const int max_iterations = stage.convergence.iterations[std::size_t(lv)];
     for (int it = 0; it < max_iterations; ++it) {
       const WarpInputs w_fixed = warp_inputs(level.fixed, fg, fg, Affined::identity(), f.view());
-      const WarpInputs w_moving = warp_inputs(level.moving, level.moving_geometry, fg, state.affine, g.view());
+      const WarpInputs w_moving = warp_inputs(moving.image(), moving.geometry(), fg, state.affine, g.view());
       if (has_fixed_mask) {
         WarpInputs wmask = warp_inputs(level.fixed_mask, fg, fg, Affined::identity(), f.view());
-        warp(ctx, wmask, fixed_mask_mid.view(), owned);
+        warp(ctx, wmask, fixed_mask_mid.owned.view(), owned);
       }
       mask.update(state.affine, g.view());
       warp(ctx, w_fixed, wf.view(), owned);
       warp(ctx, w_moving, wm.view(), owned);
-      metric_m.launch(wf.view(), wm.view(), mask.view(), grad_wm.view());
-      metric_f.launch(wm.view(), wf.view(), mask.view(), grad_wf.view());
+      metric_m.launch(wf.view(), wm, mask.view(), grad_wm.view());
+      metric_f.launch(wm.view(), wf, mask.view(), grad_wf.view());
       WarpGradients gm, gf;
       gm.displacement = step_g.gradient();
       gf.displacement = step_f.gradient();

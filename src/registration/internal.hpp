@@ -3,6 +3,7 @@
 // images of one pyramid level, the stage metric, and the stage drivers.
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "gigareg/memory.hpp"
 #include "gigareg/ops/context.hpp"
 #include "gigareg/ops/loss.hpp"
+#include "gigareg/partition.hpp"
 #include "gigareg/registration.hpp"
 #include "gigareg/volume.hpp"
 
@@ -64,11 +66,14 @@ struct Partials {
         view{buffer.data(), slices, terms} {}
 };
 
-/// A zero-filled volume in `space` (host fill, then a copy for the device).
-Volume<float> zeros(const Geometry& g, int components, MemorySpace space);
+/// A zero-filled volume with box `box` of grid `g` in `space` (host fill, then a copy).
+Volume<float> zeros(const Geometry& g, const Box& box, int components, MemorySpace space);
+inline Volume<float> zeros(const Geometry& g, int components, MemorySpace space) {
+  return zeros(g, whole(g), components, space);
+}
 
-/// A volume that is either borrowed (the full-resolution image at shrink 1 without smoothing)
-/// or owned (a downsampled level).
+/// A volume that is either borrowed (the full-resolution host image at shrink 1 without
+/// smoothing, on the CPU backend) or owned (a level image on a box of the level grid).
 struct LevelImage {
   Volume<float> owned;
   const Volume<float>* borrowed = nullptr;
@@ -79,38 +84,110 @@ struct LevelImage {
   }
 };
 
-/// The full-resolution inputs in the backend's memory (borrowed on the CPU).
+/// The full-resolution inputs: host volumes on their whole grids (every process holds them; each
+/// computes its level images only on the boxes it needs, uploading only those on CUDA), the
+/// backend and the partition of the fixed grids.
 struct Inputs {
   Context ctx;
+  const Partition* part = nullptr;
   const Volume<float>* fixed = nullptr;
   const Volume<float>* moving = nullptr;
   const Volume<float>* fixed_mask = nullptr;   // may be null
   const Volume<float>* moving_mask = nullptr;  // may be null
 };
 
-/// The images of one pyramid level, in the backend's memory.
+/// Level image of the host image `full` on `box` of `level_geometry`: blurred by sigma (voxels of
+/// the full grid) and resampled; borrowed (CPU, nothing to do) or computed from the part of
+/// `full` the box needs (uploaded on CUDA).
+LevelImage level_image(const Context& ctx, const Volume<float>* full, const Geometry& level_geometry,
+                       const Box& box, Vec3d sigma);
+
+/// The moving image (and mask) of one level on a window of its grid: the part that the fixed
+/// slab of this process maps into under T(x) = A(x + u(x)) with |u| <= bound. With one process
+/// the window is the whole grid. cover() rebuilds the window (local work: the host holds the
+/// full-resolution image) whenever the transform outgrows it, with a margin, so the warp never
+/// samples outside it; the result does not depend on the window, only the work does.
+class MovingWindow {
+ public:
+  MovingWindow(const Inputs& in, const Geometry& fixed_level, const Box& fixed_owned,
+               const Geometry& moving_level, Vec3d sigma);
+  /// True when the window holds every sample (and its linear taps) of the owned fixed voxels.
+  bool covers(const Affined& affine, double bound_mm) const;
+  /// Makes the window cover the transform (rebuilding it with a margin when it does not).
+  void cover(const Affined& affine, double bound_mm);
+  const LevelImage& image() const { return image_; }
+  const LevelImage& mask() const { return mask_; }
+  /// Whether there is a moving mask (its window is built with the image's).
+  bool has_mask() const { return in_->moving_mask != nullptr; }
+  const Geometry& geometry() const { return moving_level_; }
+  Box box() const { return box_; }
+  int rebuilds() const { return rebuilds_; }
+
+ private:
+  Box needed(const Affined& affine, double bound_mm) const;
+  void build(const Box& box);
+
+  const Inputs* in_;
+  Geometry fixed_level_, moving_level_;
+  Box fixed_owned_;
+  Vec3d sigma_;
+  Box box_{};
+  LevelImage image_, mask_;
+  int rebuilds_ = 0;
+};
+
+/// The images of one pyramid level on this process: the fixed image and mask on the owned box of
+/// the level grid grown by the metric's halos, the moving image in a window.
 struct Level {
-  Geometry fixed_geometry, moving_geometry;
-  LevelImage fixed, moving, fixed_mask, moving_mask;
+  Geometry fixed_geometry;
+  Box owned{};               // of the fixed level grid
+  Index3 image_halo{0, 0, 0}, mask_halo{0, 0, 0};  // the metric's halos of fixed/warped, mask
+  LevelImage fixed, fixed_mask;
+  std::unique_ptr<MovingWindow> moving;
+  IntensityRange fixed_range{0, 1}, moving_range{0, 1};  // global
   double min_spacing = 1.0;  // smallest spacing of the fixed level grid (mm)
+  const Geometry& moving_geometry() const { return moving->geometry(); }
 };
 
 /// Level `lv` of a stage: blurs (the stage's sigma of the full-resolution grid, voxels or mm) and
-/// shrinks every input. For CC, the fixed mask of the level also excludes the windows whose
-/// fixed-image standard deviation is below cc_min_std of the fixed range (texture_mask).
+/// shrinks every input on the boxes this process needs. For CC, the fixed mask of the level also
+/// excludes the windows whose fixed-image standard deviation is below cc_min_std of the fixed
+/// range (texture_mask). The ranges are global.
 Level make_level(const Inputs& in, const StageParams& stage, int lv);
 
-/// 1 where the box window of `radius` around the voxel (clipped to the grid) has a standard
-/// deviation of at least min_std_fraction of the image's range (within `mask` when given) and
-/// `mask` (when given) is > 0.5; else 0. Host volumes; window sums in double.
-Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, int radius,
-                           double min_std_fraction);
+/// The halos of the fixed and warped images, and of the mask, that a metric reads around the
+/// owned box.
+Index3 metric_image_halo(const MetricParams& m);
+Index3 metric_mask_halo(const MetricParams& m);
 
-/// The loss mask of an iteration: the fixed mask, times the moving mask sampled through the
-/// current transform when there is one (recomputed by update()).
+/// On `out_box` of the image's grid: 1 where the box window of `radius` around the voxel (clipped
+/// to the grid) has a variance of at least `min_variance` and `mask` (when given) is > 0.5; else
+/// 0. Host volumes; `image` contains out_box grown by the radius (clipped); window sums in double,
+/// by separable passes, so every voxel's value is independent of out_box.
+Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, const Box& out_box,
+                           int radius, double min_variance);
+
+/// The halo a field on `g` needs to be sampled at x + d(x), |d| <= bound_mm: per axis, the
+/// bound in voxels of that axis (rounded up, with a relative margin for float rounding) and one
+/// voxel for the upper linear tap.
+Index3 displacement_halo(const Geometry& g, double bound_mm);
+
+/// The global (masked) intensity range of `image` over the owned box; {0, 1} when empty.
+IntensityRange global_range(const Context& ctx, const Partition& part, VolumeView<const float> image,
+                            VolumeView<const float> mask, const Box& owned);
+
+/// The global largest vector norm of a 3-component field over the owned boxes (synchronises).
+double global_max_norm(const Context& ctx, const Partition& part, const Volume<float>& field,
+                       const Box& owned);
+
+/// The loss mask of an iteration on the owned box (with the metric's mask halo, exchanged): the
+/// fixed mask, times the moving mask sampled through the current transform when there is one
+/// (recomputed by update()).
 class MaskCombiner {
  public:
-  MaskCombiner(const Context& ctx, const Level& level);
+  MaskCombiner(const Context& ctx, const Partition& part, const Geometry& fixed_geometry,
+               const Box& owned, Index3 mask_halo, const LevelImage* fixed_mask,
+               const MovingWindow* moving);
   /// The mask view to pass to the loss (empty view: no mask).
   VolumeView<const float> view() const;
   /// Refreshes the combination for T(x) = A(x + u(x)) (u may be empty).
@@ -118,36 +195,65 @@ class MaskCombiner {
 
  private:
   Context ctx_;
-  const Level* level_;
+  const Partition* part_;
+  Geometry grid_;
+  Box owned_;
+  Index3 halo_;
+  const LevelImage* fixed_mask_;
+  const MovingWindow* moving_;
   Volume<float> combined_;   // backend memory, when there is a moving mask
-  Volume<float> sampled_;    // moving mask sampled into the fixed grid (backend)
+  Volume<float> sampled_;    // moving mask sampled into the fixed grid (backend, owned)
 };
 
-/// The stage metric on one level: loss value S / C and dS/dW.
+/// The stage metric on one level: loss value S / C and dS/dW on the owned box.
 class Metric {
  public:
-  Metric(const Context& ctx, const MetricParams& params, const Level& level);
-  /// Launches the loss of `warped` against `fixed` (both on the level's fixed grid): partials,
-  /// and dS/dW into `grad` when it has data. No synchronisation.
-  void launch(VolumeView<const float> fixed, VolumeView<const float> warped,
-              VolumeView<const float> mask, VolumeView<float> grad);
-  /// The value of the last launch (synchronises with the device).
+  Metric(const Context& ctx, const Partition& part, const MetricParams& params,
+         const Geometry& fixed_geometry, const Box& owned, IntensityRange fixed_range,
+         IntensityRange moving_range);
+  /// Launches the loss of `warped` against `fixed` (both on the level's fixed grid, boxes with
+  /// metric_image_halo; the halo of `warped` is exchanged here): partials, and dS/dW into `grad`
+  /// when it has data. No synchronisation on one process.
+  void launch(VolumeView<const float> fixed, Volume<float>& warped, VolumeView<const float> mask,
+              VolumeView<float> grad);
+  /// The global value of the last launch (synchronises with the device).
   LossValue value() const;
 
  private:
   Context ctx_;
+  const Partition* part_;
   MetricParams params_;
-  const Level* level_;
-  Partials partials_;
+  Geometry grid_;
+  Box owned_;
+  Partials local_, global_;
   LnccParams lncc_;
   MattesParams mattes_;
+  Buffer<std::int64_t> histogram_;
+  Buffer<float> table_;
+};
+
+/// Slice partials of the owned box gathered into whole-grid partials (global slice order).
+class GatheredPartials {
+ public:
+  GatheredPartials(const Context& ctx, const Partition& part, const Geometry& grid,
+                   const Box& owned, int terms);
+  SlicePartials local() const { return local_.view; }
+  /// Gathers (collective) and returns the whole-grid partials.
+  SlicePartials gather();
+
+ private:
+  const Partition* part_;
+  MemorySpace space_;
+  index_t grid_z_;
+  Partials local_, global_;
 };
 
 /// The state the stages pass along.
 struct PipelineState {
   Vec3d center{0, 0, 0};                 // the linear transform's centre (ITK fixed parameters)
   Affined affine = Affined::identity();  // physical fixed -> moving
-  Volume<float> field;                   // backend memory, on `field_geometry` (empty: none)
+  Volume<float> field;                   // backend memory, on `field_geometry`, box contains the
+                                         // owned box of that grid (empty: none)
   Geometry field_geometry;
   Volume<float> inverse_field;           // SyN keeps its own inverse estimate (else empty)
 };

@@ -186,17 +186,19 @@ void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_inde
                       const RegistrationParams& params, PipelineState& state,
                       std::vector<LevelReport>& reports) {
   const Context& ctx = in.ctx;
+  const Partition& part = *in.part;
   const int levels = int(stage.convergence.iterations.size());
   for (int lv = 0; lv < levels; ++lv) {
     const auto t0 = std::chrono::steady_clock::now();
-    const Level level = make_level(in, stage, lv);
+    Level level = make_level(in, stage, lv);
     const Geometry& fg = level.fixed_geometry;
-    const Box owned = whole(fg);
-    MaskCombiner mask(ctx, level);
-    Metric metric(ctx, stage.metric, level);
-    Volume<float> warped(fg, 1, ctx.memory_space());
-    Volume<float> grad(fg, 1, ctx.memory_space());
-    Partials affine_grad(fg.size.z, kAffineTerms, ctx.memory_space());
+    const Box owned = level.owned;
+    MovingWindow& window = *level.moving;
+    MaskCombiner mask(ctx, part, fg, owned, level.mask_halo, &level.fixed_mask, &window);
+    Metric metric(ctx, part, stage.metric, fg, owned, level.fixed_range, level.moving_range);
+    Volume<float> warped(fg, part.halo_box(fg.size, level.image_halo), 1, ctx.memory_space());
+    Volume<float> grad(fg, owned, 1, ctx.memory_space());
+    GatheredPartials affine_grad(ctx, part, fg, owned, kAffineTerms);
 
     LinearModel model(stage.transform, state.affine, state.center);
     const std::vector<double> scale = model.scales(rms_extent(fg, state.center));
@@ -211,21 +213,22 @@ void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_inde
     const int max_iterations = stage.convergence.iterations[std::size_t(lv)];
     for (int it = 0; it < max_iterations; ++it) {
       const Affined a = model.affine();
+      window.cover(a, 0.0);
       WarpInputs w;
-      w.moving = level.moving.view();
-      w.moving_geometry = level.moving_geometry;
+      w.moving = window.image().view();
+      w.moving_geometry = window.geometry();
       w.fixed_geometry = fg;
       w.affine = a;
       w.interpolation = Interpolation::Linear;
       w.boundary = Boundary::Zero;
       mask.update(a, {});
       warp(ctx, w, warped.view(), owned);
-      metric.launch(level.fixed.view(), warped.view(), mask.view(), grad.view());
+      metric.launch(level.fixed.view(), warped, mask.view(), grad.view());
       WarpGradients wg;
-      wg.affine = affine_grad.view;
+      wg.affine = affine_grad.local();
       warp_backward(ctx, w, grad.view(), owned, wg);
       const LossValue loss = metric.value();
-      std::vector<double> g12 = reduce_slices(ctx, affine_grad.view);
+      std::vector<double> g12 = reduce_slices(ctx, affine_grad.gather());
       if (!(loss.count > 0))
         throw_error(ErrorKind::InvalidInput,
                     "stage " + std::to_string(stage_index + 1) + " level " + std::to_string(lv + 1),

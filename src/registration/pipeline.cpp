@@ -73,9 +73,23 @@ Volume<float> to_host(Volume<float>&& v) {
 
 }  // namespace
 
+namespace {
+
+/// The whole of a sharded array on the host of rank 0 (its owned box is in `local`); empty
+/// elsewhere. One process: the array itself.
+Volume<float> collect(const Partition& part, Volume<float>&& local) {
+  if (local.empty()) return {};
+  const Geometry& g = local.geometry();
+  if (part.size() == 1 && local.box() == whole(g)) return to_host(std::move(local));
+  Volume<float> all = part.fetch(local, part.rank() == 0 ? whole(g) : Box{});
+  return to_host(std::move(all));
+}
+
+}  // namespace
+
 RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
                                    const Volume<float>& moving, const Volume<float>* fixed_mask,
-                                   const Volume<float>* moving_mask) {
+                                   const Volume<float>* moving_mask, const Partition* partition) {
   const auto t0 = std::chrono::steady_clock::now();
   params.validate();
   check_image(fixed, "fixed image");
@@ -83,21 +97,28 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   check_mask(fixed_mask, fixed, "fixed mask");
   check_mask(moving_mask, moving, "moving mask");
   const Context ctx = choose_backend(params.device, "register_images");
-  log(LogLevel::Info, std::string("registration on the ") + to_string(ctx.backend) + " backend: fixed " +
-                          fixed.geometry().describe() + ", moving " + moving.geometry().describe());
+  const Partition& part = partition != nullptr ? *partition : single_process();
+  log(LogLevel::Info, std::string("registration on the ") + to_string(ctx.backend) + " backend" +
+                          (part.size() > 1 ? ", process " + std::to_string(part.rank() + 1) + " of " +
+                                                 std::to_string(part.size())
+                                           : std::string()) +
+                          ": fixed " + fixed.geometry().describe() + ", moving " +
+                          moving.geometry().describe());
 
+  // Every process holds the inputs on the host and computes the initialisation itself (the
+  // same numbers everywhere); level images are computed on the boxes each process needs.
   reg::PipelineState state;
   const Initialization init = initialize_transform(params.initial, fixed, moving);
   state.affine = init.affine;
   state.center = init.center;
 
-  Volume<float> store[4];
   reg::Inputs in;
   in.ctx = ctx;
-  in.fixed = in_backend(ctx, &fixed, store[0]);
-  in.moving = in_backend(ctx, &moving, store[1]);
-  in.fixed_mask = in_backend(ctx, fixed_mask, store[2]);
-  in.moving_mask = in_backend(ctx, moving_mask, store[3]);
+  in.part = &part;
+  in.fixed = &fixed;
+  in.moving = &moving;
+  in.fixed_mask = fixed_mask;
+  in.moving_mask = moving_mask;
 
   RegistrationResult result;
   result.backend = ctx.backend;
@@ -109,46 +130,58 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
       reg::run_deformable_stage(in, stage, int(s), params, state, result.levels);
   }
 
-  // Outputs at full resolution on the fixed grid.
+  // Outputs at full resolution on the fixed grid, on the owned box.
   const Geometry& fg = fixed.geometry();
-  const Box owned = whole(fg);
+  const Box owned = part.owned(fg.size);
   Volume<float> field;
   if (!state.field.empty()) {
     if (state.field_geometry.equals(fg)) {
       field = std::move(state.field);
     } else {
-      field = Volume<float>(fg, 3, ctx.memory_space());
-      resample_field(ctx, state.field.view(), state.field_geometry, fg, field.view(), owned);
+      const Volume<float> source =
+          part.fetch(state.field, resample_source_box(state.field_geometry, fg, owned));
+      field = Volume<float>(fg, owned, 3, ctx.memory_space());
+      resample_field(ctx, source.view(), state.field_geometry, fg, field.view(), owned);
     }
   }
+  const double field_norm = field.empty() ? 0.0 : reg::global_max_norm(ctx, part, field, owned);
+  reg::MovingWindow window(in, fg, owned, moving.geometry(), Vec3d{0, 0, 0});
+  window.cover(state.affine, field_norm);
   WarpInputs w;
-  w.moving = in.moving->view();
+  w.moving = window.image().view();
   w.moving_geometry = moving.geometry();
   w.fixed_geometry = fg;
   w.affine = state.affine;
   if (!field.empty()) w.displacement = field.view();
   w.interpolation = Interpolation::Linear;
   w.boundary = Boundary::Zero;
-  Volume<float> warped(fg, 1, ctx.memory_space());
+  Volume<float> warped(fg, owned, 1, ctx.memory_space());
   warp(ctx, w, warped.view(), owned);
 
   if (!field.empty() && params.compute_inverse) {
-    Volume<float> inverse(fg, 3, ctx.memory_space());
+    // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
+    // size, then no communication until the residual.
+    const Index3 halo = reg::displacement_halo(fg, field_norm);
+    const Box need = part.halo_box(fg.size, halo);
+    if (field.box().contains(need)) part.exchange_halos({&field}, halo);
+    else field = part.fetch(field, need);
+    Volume<float> inverse(fg, owned, 3, ctx.memory_space());
     InverseOptions opts;
     opts.iterations = params.inverse_iterations;
     opts.tolerance = params.inverse_tolerance_mm;
-    reg::Partials residual(fg.size.z, 2, ctx.memory_space());
-    invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.view);
-    result.inverse_residual_mm = max_over_slices(ctx, residual.view, 0);
-    const double unconverged = reduce_slices(ctx, residual.view)[1];
+    reg::GatheredPartials residual(ctx, part, fg, owned, 2);
+    invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
+    const SlicePartials all = residual.gather();
+    result.inverse_residual_mm = max_over_slices(ctx, all, 0);
+    const double unconverged = reduce_slices(ctx, all)[1];
     log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
                             " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
-    result.inverse_warp = to_host(std::move(inverse));
+    result.inverse_warp = collect(part, std::move(inverse));
   }
   result.affine = state.affine;
   result.center = state.center;
-  result.warp = to_host(std::move(field));
-  result.warped = to_host(std::move(warped));
+  result.warp = collect(part, std::move(field));
+  result.warped = collect(part, std::move(warped));
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log(LogLevel::Info, "registration done in " + reg::fmt(result.seconds, 4) + " s");
   return result;
@@ -209,7 +242,7 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
 }
 
 RegistrationResult register_files(const RegistrationParams& params_in, const RegistrationFiles& files,
-                                  RegistrationOutputs* written) {
+                                  RegistrationOutputs* written, const Partition* partition) {
   RegistrationParams params = params_in;
   params.validate();
   if (files.output_prefix.empty())
@@ -236,7 +269,11 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   RegistrationResult result =
       register_images(params, fixed.voxels, moving.voxels,
                       fixed_mask.voxels.empty() ? nullptr : &fixed_mask.voxels,
-                      moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels);
+                      moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels, partition);
+  if (partition != nullptr && partition->rank() != 0) {
+    if (written) *written = {};
+    return result;  // rank 0 writes
+  }
   RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped);
   if (!files.inverse_warped.empty()) {
     // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
