@@ -2,10 +2,12 @@
 # One call on the GPU machine: unpack the carried dependencies, build, run the CUDA tests and the
 # benchmarks, print a short table last. Full logs go to $OUT (or ./gpu-out when OUT is unset).
 #   usage: benchmarks/run_gpu.sh [tests|bench|all] [benchmark filter regex]
+#          benchmarks/run_gpu.sh accuracy   (the real-data accuracy tests only: run_accuracy_gpu.sh)
 # Needs .devsys/ (scripts/pack-device-deps.sh) carried with the run.
 set -uo pipefail
 what=${1:-all}
 filter=${2:-.}
+if [[ $what == accuracy ]]; then exec bash "$(dirname "$0")/run_accuracy_gpu.sh"; fi
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
 root=$(cd "$(dirname "$0")/.." && pwd)

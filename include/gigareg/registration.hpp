@@ -249,7 +249,8 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
 /// since the last reset; the convergence value is minus the slope, at the window's end, of a
 /// linear B-spline (2 control points) fitted to those values against t = n / (window - 1) by
 /// ITK's one-level B-spline approximation (its BSplineScatteredDataPointSetToImageFilter).
-/// Until the window is full the value is the largest double. A level stops when the value is
+/// Until the window is full (and always for a window of 1, which has no slope) the value is the
+/// largest double. A level stops when the value is
 /// <= the threshold.
 class ConvergenceMonitor {
  public:
