@@ -40,9 +40,10 @@ fi
 f=$data/brain_labelled/cfmi_sub-01_brainmask.nii.gz
 m=$data/brain_labelled/cfmi_sub-02_brainmask.nii.gz
 args="-d 3 -r [$f,$m,3] -t Affine[0.1] -m MI[$f,$m,1,32] -c [100x50x25,1e-6,10] -f 4x2x1 -s 2x1x0vox
- -t Greedy[0.25,1.5,0.5] -m CC[$f,$m,1,2] -c [60x40x20,1e-6,10] -f 4x2x1 -s 2x1x0vox --device cuda -v 0 --no-qc"
+ -t Greedy[0.25,1.5,0.5] -m CC[$f,$m,1,2] -c [60x40x20,1e-6,10] -f 4x2x1 -s 2x1x0vox --device cuda -v 1 --no-qc"
 GIGAREG_DISTRIBUTED=0 $cli register $args -o [/tmp/one/,/tmp/one/w.nii.gz] > "$out/one.log" 2>&1 || status=1
 $mpi -np 1 $cli register $args -o [/tmp/nccl1/,/tmp/nccl1/w.nii.gz] > "$out/nccl1_cli.log" 2>&1 || status=1
+echo "one GPU, moments + affine + greedy (library time):"; grep -E "level [0-9]/[0-9] |registration done" "$out/one.log" | tail -8
 for x in 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz w.nii.gz; do
   if cmp -s /tmp/one/$x /tmp/nccl1/$x; then echo "NCCL 1 rank vs plain GPU: $x identical"; else echo "NCCL 1 rank vs plain GPU: $x DIFFERS"; status=1; fi
 done

@@ -2,7 +2,9 @@
 // antsApplyTransforms-style resampling through a list of transforms.
 
 #include <chrono>
+#include <exception>
 #include <filesystem>
+#include <future>
 #include <string>
 #include <utility>
 
@@ -225,19 +227,33 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
   const Vec3d t = result.affine.offset - c + m * c;
   out.affine = prefix + "0GenericAffine.mat";
   write_affine_transform(out.affine, m, t, c);
+  // The images are written concurrently: gzip compression of the fields dominates the time of
+  // a GPU registration's command, and the files are independent (each goes through its own
+  // temporary and rename). The first failure is rethrown once all have finished.
+  std::vector<std::future<void>> writes;
   if (!result.warp.empty()) {
     out.warp = prefix + "1Warp.nii.gz";
-    write_displacement_field(out.warp, result.warp);
+    writes.push_back(std::async(std::launch::async, [&] { write_displacement_field(out.warp, result.warp); }));
     if (!result.inverse_warp.empty()) {
       out.inverse_warp = prefix + "1InverseWarp.nii.gz";
-      write_displacement_field(out.inverse_warp, result.inverse_warp);
+      writes.push_back(std::async(std::launch::async,
+                                  [&] { write_displacement_field(out.inverse_warp, result.inverse_warp); }));
     }
   }
   if (!warped_path.empty()) {
     ensure_parent(warped_path);
-    write_image(warped_path, result.warped);
     out.warped = warped_path;
+    writes.push_back(std::async(std::launch::async, [&] { write_image(warped_path, result.warped); }));
   }
+  std::exception_ptr first;
+  for (std::future<void>& w : writes) {
+    try {
+      w.get();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
   return out;
 }
 
