@@ -82,6 +82,13 @@ struct Image {
 ///    buffer; 8-byte types need one extra buffer of the file's size.
 Image read_image(const std::string& path);
 
+/// The x-y planes [z0, z0 + nz) of a scalar image: a volume whose box is that slab of the image's
+/// grid (the geometry is the whole image's), read as read_image reads. Only the slab is held in
+/// memory and, where the format allows, only its bytes are read: uncompressed NIfTI reads the
+/// slab's byte range (what a rank of a distributed run reads); .nii.gz is decoded as a stream up
+/// to the slab's end. InvalidArgument when the range is empty or outside the grid.
+Image read_image_slab(const std::string& path, index_t z0, index_t nz);
+
 /// How float voxels become integers when an integer pixel type is written.
 enum class IntegerConversion {
   Exact,          // every value must be an integer within range (and not NaN): else InvalidArgument

@@ -11,13 +11,16 @@
 #include <itkImageIOBase.h>
 #include <itkImageIOFactory.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <sstream>
 #include <type_traits>
+#include <vector>
 
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
@@ -249,19 +252,23 @@ HostBuffer allocate_host(std::size_t bytes, const std::string& path) {
                     [](void* p) { free_bytes(p, MemorySpace::Host); });
 }
 
-void set_whole_io_region(itk::ImageIOBase& io) {
+void read_region(itk::ImageIOBase& io, const itk::ImageIORegion& region, void* buffer,
+                 const std::string& path);
+
+void read_voxels(itk::ImageIOBase& io, void* buffer, const std::string& path) {
   const unsigned dims = io.GetNumberOfDimensions();
   itk::ImageIORegion region(dims);
   for (unsigned i = 0; i < dims; ++i) {
     region.SetIndex(i, 0);
     region.SetSize(i, io.GetDimensions(i));
   }
-  io.SetIORegion(region);
+  read_region(io, region, buffer, path);
 }
 
-void read_voxels(itk::ImageIOBase& io, void* buffer, const std::string& path) {
+void read_region(itk::ImageIOBase& io, const itk::ImageIORegion& region, void* buffer,
+                 const std::string& path) {
   try {
-    set_whole_io_region(io);
+    io.SetIORegion(region);
     io.Read(buffer);
   } catch (const itk::ExceptionObject& e) {
     throw_error(ErrorKind::Io, path,
@@ -445,7 +452,96 @@ void check_writable_volume(const Volume<float>& v, int components, const std::st
 
 ImageHeader read_image_header(const std::string& path) { return open_image(path).header; }
 
-Image read_image(const std::string& path) {
+namespace {
+
+/// Reads the planes [z0, z0 + nz) of an uncompressed single-file NIfTI-1 image (.nii) straight
+/// from their byte range into `dst` (room for the slab as float), converted to float as the ITK
+/// read does (static_cast, then scl_slope / scl_inter in double when they are not the identity).
+/// Returns false, having read nothing, for anything else (.nii.gz, NIfTI-2, 4-D with several
+/// volumes, an unknown datatype): the caller then reads through ITK.
+bool read_nifti1_planes(const std::string& path, const Geometry& g, index_t z0, index_t nz, float* dst) {
+  if (extension_of(path) != ".nii") return false;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(f, &std::fclose);
+  unsigned char hdr[348];
+  if (std::fread(hdr, 1, sizeof hdr, f) != sizeof hdr) return false;
+  std::int32_t sizeof_hdr;
+  std::memcpy(&sizeof_hdr, hdr, 4);
+  const bool swap = sizeof_hdr != 348;
+  auto get = [&](std::size_t offset, auto value) {
+    std::memcpy(&value, hdr + offset, sizeof value);
+    if (swap) {
+      auto* b = reinterpret_cast<unsigned char*>(&value);
+      std::reverse(b, b + sizeof value);
+    }
+    return value;
+  };
+  if (get(0, std::int32_t{}) != 348 || std::memcmp(hdr + 344, "n+1", 4) != 0) return false;
+  std::int16_t dim[8];
+  for (int i = 0; i < 8; ++i) dim[i] = get(40 + 2 * std::size_t(i), std::int16_t{});
+  if (dim[0] < 1 || dim[0] > 7) return false;
+  for (int i = 4; i <= dim[0]; ++i)
+    if (dim[i] != 1) return false;
+  for (int a = 0; a < 3; ++a)
+    if (index_t(a < dim[0] ? dim[a + 1] : 1) != g.size[a]) return false;
+  const std::int16_t datatype = get(70, std::int16_t{});
+  const double vox_offset = double(get(108, float{}));
+  const double slope = double(get(112, float{})), inter = double(get(116, float{}));
+  const bool rescale = slope != 0.0 && std::isfinite(slope) && !(slope == 1.0 && inter == 0.0);
+  const index_t n = index_t(g.size.x) * g.size.y * nz;
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  auto read_as = [&](auto tag) {
+    using T = decltype(tag);
+    const std::size_t bytes = std::size_t(n) * sizeof(T);
+    const long long at = (long long)vox_offset + (long long)(std::size_t(z0) * plane * sizeof(T));
+    std::vector<unsigned char> raw(bytes);
+    if (::fseeko(f, off_t(at), SEEK_SET) != 0 || std::fread(raw.data(), 1, bytes, f) != bytes)
+      throw_error(ErrorKind::Io, path, "reading planes " + std::to_string(z0) + " to " +
+                                           std::to_string(z0 + nz - 1) + " failed (truncated file?)");
+    for (index_t i = 0; i < n; ++i) {
+      T v;
+      std::memcpy(&v, raw.data() + std::size_t(i) * sizeof(T), sizeof(T));
+      if (swap) {
+        auto* b = reinterpret_cast<unsigned char*>(&v);
+        std::reverse(b, b + sizeof(T));
+      }
+      if constexpr (std::is_integral_v<T> && std::numeric_limits<T>::digits > 24) {
+        constexpr T limit = T(1) << 24;
+        bool too_big = v > limit;
+        if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
+        if (too_big)
+          throw_error(ErrorKind::InvalidInput, path,
+                      "voxel " + format_index(g, index_t(z0 * index_t(plane)) + i) + " holds the integer " +
+                          std::to_string(v) + ", which float32 cannot represent exactly (|v| > 2^24); "
+                          "gigareg keeps voxels as float32 and does not round label values");
+      }
+      float x = static_cast<float>(v);
+      if (rescale) x = static_cast<float>(static_cast<double>(x) * slope + inter);
+      dst[i] = x;
+    }
+  };
+  switch (datatype) {
+    case 2: read_as(std::uint8_t{}); return true;
+    case 4: read_as(std::int16_t{}); return true;
+    case 8: read_as(std::int32_t{}); return true;
+    case 16: read_as(float{}); return true;
+    case 64: read_as(double{}); return true;
+    case 256: read_as(std::int8_t{}); return true;
+    case 512: read_as(std::uint16_t{}); return true;
+    case 768: read_as(std::uint32_t{}); return true;
+    case 1024: read_as(std::int64_t{}); return true;
+    case 1280: read_as(std::uint64_t{}); return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
+namespace {
+
+/// read_image of the planes [z0, z0 + nz) (the whole image when nz < 0).
+Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
   OpenedImage opened = open_image(path);
   const ImageHeader& h = opened.header;
   if (h.volumes != 1)
@@ -458,8 +554,33 @@ Image read_image(const std::string& path) {
                 "has " + std::to_string(h.components) +
                     " components per voxel (a vector, tensor or colour image); a scalar image is "
                     "expected");
-
-  const index_t n = h.geometry.voxel_count();
+  const Geometry& g = h.geometry;
+  const bool whole = nz < 0 || (z0 == 0 && nz == g.size.z);
+  if (nz < 0) {
+    z0 = 0;
+    nz = g.size.z;
+  }
+  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
+                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
+  if (!whole) {
+    // Uncompressed NIfTI: the slab's bytes only (ITK 5.2's reader loads the whole file).
+    Volume<float> planes(g, Box{{0, 0, z0}, {g.size.x, g.size.y, nz}}, 1, MemorySpace::Host);
+    if (read_nifti1_planes(path, g, z0, nz, planes.data())) return {std::move(planes), h.pixel_type};
+  }
+  if (!whole && !opened.io->CanStreamRead()) {
+    // The format's reader (NRRD, PNG) reads only whole images: read it, keep the planes.
+    Image all = read_scalar_planes(path, 0, -1);
+    const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+    Image slab{Volume<float>(g, box, 1, MemorySpace::Host), all.pixel_type};
+    const std::size_t plane = std::size_t(g.size.x * g.size.y);
+    std::memcpy(slab.voxels.data(), all.voxels.data() + std::size_t(z0) * plane,
+                std::size_t(nz) * plane * sizeof(float));
+    return slab;
+  }
+  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  const index_t n = box.voxel_count();
   const std::size_t disk = checked_mul(std::size_t(n), size_of(h.pixel_type), path);
   const std::size_t out = checked_mul(std::size_t(n), sizeof(float), path);
   // Peak: the float volume, a separate buffer for 8-byte values, and the copy some ImageIOs
@@ -471,20 +592,44 @@ Image read_image(const std::string& path) {
   require_available(need, MemorySpace::Host, path);
   io_detail::check_data_complete(path, *opened.io);
 
-  Image image{allocate_volume(h.geometry, 1, path), h.pixel_type};
+  Volume<float> voxels;
+  try {
+    voxels = Volume<float>(g, box, 1, MemorySpace::Host);
+  } catch (const Error& e) {
+    throw_error(e.kind(), path, e.problem());
+  }
+  Image image{std::move(voxels), h.pixel_type};
+  // The IO region: the slab's planes along the third axis, everything else whole (a file with
+  // fewer than 3 axes has one plane).
+  itk::ImageIOBase& io = *opened.io;
+  const unsigned dims = io.GetNumberOfDimensions();
+  itk::ImageIORegion region(dims);
+  for (unsigned i = 0; i < dims; ++i) {
+    region.SetIndex(i, i == 2 ? itk::IndexValueType(z0) : 0);
+    region.SetSize(i, i == 2 ? itk::SizeValueType(nz) : io.GetDimensions(i));
+  }
   float* dst = image.voxels.data();
   dispatch(h.pixel_type, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (sizeof(T) <= sizeof(float)) {
-      read_voxels(*opened.io, dst, path);
-      if constexpr (!std::is_same_v<T, float>) widen_in_place<T>(dst, n, h.geometry, path);
+      read_region(io, region, dst, path);
+      if constexpr (!std::is_same_v<T, float>) widen_in_place<T>(dst, n, g, path);
     } else {
       HostBuffer raw = allocate_host(disk, path);
-      read_voxels(*opened.io, raw.get(), path);
-      narrow<T>(static_cast<const T*>(raw.get()), dst, n, h.geometry, path);
+      read_region(io, region, raw.get(), path);
+      narrow<T>(static_cast<const T*>(raw.get()), dst, n, g, path);
     }
   });
   return image;
+}
+
+}  // namespace
+
+Image read_image(const std::string& path) { return read_scalar_planes(path, 0, -1); }
+
+Image read_image_slab(const std::string& path, index_t z0, index_t nz) {
+  if (nz < 1) throw_error(ErrorKind::InvalidArgument, path, "an empty slab was asked for");
+  return read_scalar_planes(path, z0, nz);
 }
 
 void write_image(const std::string& path, const ScalarVolume& voxels, PixelType pixel_type,
