@@ -142,6 +142,39 @@ void ShardPartition::allreduce_sum(std::int64_t* data, std::size_t count) const 
   comm_->allreduce_sum(data, count);
 }
 
+std::vector<double> ShardPartition::gather_host_slices(const std::vector<double>& local,
+                                                       index_t grid_z, int terms) const {
+  const MemorySpace space = comm_->memory_space();
+  const Decomposition d = Decomposition::slabs({1, 1, grid_z}, size());
+  const index_t mine = d.owned(rank()).size.z;
+  GIGAREG_REQUIRE(local.size() == std::size_t(mine) * std::size_t(terms), "host partials of the owned slices");
+  std::vector<double> all(std::size_t(grid_z) * std::size_t(terms));
+  if (space == MemorySpace::Host) {
+    gather_slices({const_cast<double*>(local.data()), mine, terms}, grid_z, {all.data(), grid_z, terms}, space);
+    return all;
+  }
+  // Device communicator: stage through device buffers.
+  const std::size_t lb = std::max<std::size_t>(local.size(), 1) * sizeof(double);
+  const std::size_t gb = std::max<std::size_t>(all.size(), 1) * sizeof(double);
+  void* dl = allocate_bytes(lb, space, "host partials (device copy)");
+  void* dg = allocate_bytes(gb, space, "gathered host partials (device copy)");
+  try {
+    if (!local.empty()) copy_bytes(dl, space, local.data(), MemorySpace::Host, local.size() * sizeof(double));
+    gather_slices({static_cast<double*>(dl), mine, terms}, grid_z, {static_cast<double*>(dg), grid_z, terms}, space);
+    comm_->synchronize();
+    copy_bytes(all.data(), MemorySpace::Host, dg, space, all.size() * sizeof(double));
+  } catch (...) {
+    free_bytes(dl, space);
+    free_bytes(dg, space);
+    throw;
+  }
+  free_bytes(dl, space);
+  free_bytes(dg, space);
+  return all;
+}
+
+bool ShardPartition::all(bool value) const { return comm_->all(value); }
+
 double ShardPartition::max(double value) const { return comm_->max(value); }
 double ShardPartition::min(double value) const { return comm_->min(value); }
 

@@ -57,9 +57,15 @@ class Partition {
   /// In-place integer sum over processes (MI joint histograms: exact, order-free), in the
   /// backend's memory.
   virtual void allreduce_sum(std::int64_t* data, std::size_t count) const = 0;
+  /// gather_slices for partials in host memory (whatever the backend), returned whole.
+  virtual std::vector<double> gather_host_slices(const std::vector<double>& local, index_t grid_z,
+                                                 int terms) const = 0;
+
   /// Host values combined over processes (exact).
   virtual double max(double value) const = 0;
   virtual double min(double value) const = 0;
+  /// True on every process iff `value` is true on every process (collective decisions).
+  virtual bool all(bool value) const = 0;
 };
 
 /// The partition of a single process: it owns every grid whole.

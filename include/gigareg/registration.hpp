@@ -199,7 +199,8 @@ struct RegistrationResult {
 ///
 /// `partition` (optional): run as one of several processes that share the work (see
 /// partition.hpp; gigareg::dist::ShardPartition under mpirun). Every process passes the same
-/// inputs and parameters; each computes its slab of every level grid, and rank 0 receives the
+/// parameters and volumes holding (at least) registration_input_planes of the images (whole
+/// images do too); each computes its slab of every level grid, and rank 0 receives the
 /// whole result (the warp, inverse warp and warped image are empty on the other ranks; the affine
 /// and the level reports are everywhere). The result is bitwise the single-process one on the
 /// CPU backend. SyN stages run in one process only.
@@ -208,6 +209,17 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
                                    const Volume<float>* fixed_mask = nullptr,
                                    const Volume<float>* moving_mask = nullptr,
                                    const Partition* partition = nullptr);
+
+/// The planes of the full-resolution inputs that this process of `partition` needs, as
+/// [lo.z, lo.z + size.z) boxes of whole x-y planes: for the fixed image (and its mask) the planes
+/// under every level's slab with the metric's halo, the blur and the linear taps; for the moving
+/// image (and mask) its own slab of planes (partition.owned: the windows fetch the rest). One
+/// process: the whole grids. register_files reads exactly these with read_image_slab.
+struct InputPlanes {
+  Box fixed, moving;
+};
+InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
+                                      const Geometry& moving, const Partition& partition);
 
 /// File-level wrapper (what `gigareg register` runs). Writes exactly what antsRegistration writes:
 ///   prefix0GenericAffine.mat                    always (identity when there is no linear part)
@@ -275,6 +287,10 @@ struct ImageMoments {
   Mat3d covariance{};
 };
 ImageMoments image_moments(const Volume<float>& image);
+/// The same over the processes of `partition`: `image` holds (at least) this process's slab of
+/// planes (partition.owned); the per-plane sums of all processes are added in plane order, so the
+/// result is the single-process one for any number of processes (collective).
+ImageMoments image_moments(const Volume<float>& image, const Partition& partition);
 
 /// The initial affine (physical fixed -> moving) of `init`, and the centre to write it about.
 /// Moments: y = R (x - c_f) + c_m with R a proper rotation (det +1: it never flips a brain)
@@ -290,8 +306,9 @@ struct Initialization {
   Affined affine = Affined::identity();
   Vec3d center{0, 0, 0};
 };
+/// With a partition, fixed and moving hold this process's planes (collective).
 Initialization initialize_transform(const InitialTransform& init, const Volume<float>& fixed,
-                                    const Volume<float>& moving);
+                                    const Volume<float>& moving, const Partition* partition = nullptr);
 
 /// Resamples `moving` into `reference`'s grid through the transform list of antsApplyTransforms:
 /// transforms[0] is applied FIRST to a reference point (so {warp, affine} gives A(x + u(x))).

@@ -39,46 +39,31 @@ std::string fmt(double v, int precision) {
 
 namespace {
 
-/// A host copy of box `box` of the host volume `v` (which contains it), uploaded to `space`.
-Volume<float> host_box_to(const Volume<float>& v, const Box& box, MemorySpace space) {
-  Volume<float> out(v.geometry(), box, v.components(), MemorySpace::Host);
-  const Box& b = v.box();
-  for (int c = 0; c < v.components(); ++c)
-    for (index_t k = 0; k < box.size.z; ++k)
-      for (index_t j = 0; j < box.size.y; ++j) {
-        const float* src = v.data() + index_t(c) * b.voxel_count() + (box.lo.x - b.lo.x) +
-                           b.size.x * ((box.lo.y + j - b.lo.y) + b.size.y * (box.lo.z + k - b.lo.z));
-        float* dst = out.data() + index_t(c) * box.voxel_count() + box.size.x * (j + box.size.y * k);
-        std::copy(src, src + box.size.x, dst);
-      }
-  if (space == MemorySpace::Host) return out;
-  return out.to(space);
-}
-
 bool is_zero(Vec3d s) { return s.x == 0 && s.y == 0 && s.z == 0; }
 
 }  // namespace
 
-LevelImage level_image(const Context& ctx, const Volume<float>* full, const Geometry& level_geometry,
+Box source_planes(const Geometry& fine, const Geometry& level_geometry, const Box& box, Vec3d sigma) {
+  const Box in_box = (level_geometry.size == fine.size && is_zero(sigma))
+                         ? box
+                         : downsample_input_box(fine, level_geometry, box, sigma);
+  return {{0, 0, in_box.lo.z}, {fine.size.x, fine.size.y, in_box.size.z}};
+}
+
+LevelImage level_image(const Context& ctx, const Volume<float>* source, const Geometry& level_geometry,
                        const Box& box, Vec3d sigma) {
   LevelImage out;
-  if (full == nullptr) return out;
-  const Geometry& g = full->geometry();
-  const bool same_grid = level_geometry.size == g.size && is_zero(sigma);
-  const bool host = ctx.backend == Backend::Cpu;
-  if (same_grid) {
-    if (host) out.borrowed = full;  // the views read inside `box` only
-    else out.owned = host_box_to(*full, box, ctx.memory_space());
+  if (source == nullptr) return out;
+  const Geometry& g = source->geometry();
+  if (level_geometry.size == g.size && is_zero(sigma)) {
+    GIGAREG_REQUIRE(source->box().contains(box), "level_image: the source does not hold the level's box");
+    out.borrowed = source;  // the views read inside `box` only
     return out;
   }
+  GIGAREG_REQUIRE(source->box().contains(downsample_input_box(g, level_geometry, box, sigma)),
+                  "level_image: the source does not hold the planes the level needs");
   out.owned = Volume<float>(level_geometry, box, 1, ctx.memory_space());
-  if (host) {
-    pyramid_downsample(ctx, full->view(), g, out.owned.view(), level_geometry, sigma, box);
-  } else {
-    const Box in_box = downsample_input_box(g, level_geometry, box, sigma);
-    const Volume<float> part = host_box_to(*full, in_box, ctx.memory_space());
-    pyramid_downsample(ctx, part.view(), g, out.owned.view(), level_geometry, sigma, box);
-  }
+  pyramid_downsample(ctx, source->view(), g, out.owned.view(), level_geometry, sigma, box);
   return out;
 }
 
@@ -132,7 +117,16 @@ bool MovingWindow::covers(const Affined& affine, double bound_mm) const {
 }
 
 void MovingWindow::cover(const Affined& affine, double bound_mm) {
-  if (covers(affine, bound_mm)) return;
+  const Partition& part = *in_->part;
+  const bool ok = covers(affine, bound_mm);
+  // With several processes the windows' planes come from their owners: a collective step that
+  // every process joins as soon as one of them needs a new window.
+  if (part.size() > 1 && part.all(ok)) return;
+  if (part.size() == 1 && ok) return;
+  if (ok) {
+    serve();
+    return;
+  }
   // A margin of 8 level voxels on every side (and the bound), so that the next iterations'
   // small moves stay inside.
   Box b = needed(affine, bound_mm);
@@ -148,10 +142,31 @@ void MovingWindow::cover(const Affined& affine, double bound_mm) {
 
 void MovingWindow::build(const Box& box) {
   box_ = box;
-  image_ = level_image(in_->ctx, in_->moving, moving_level_, box, sigma_);
+  const Partition& part = *in_->part;
+  const Context& ctx = in_->ctx;
   // Masks are resampled without blurring: a level voxel counts where most of it is inside.
-  mask_ = level_image(in_->ctx, in_->moving_mask, moving_level_, box, Vec3d{0, 0, 0});
+  const Vec3d no_blur{0, 0, 0};
+  if (part.size() == 1) {  // the whole image is here
+    image_ = level_image(ctx, in_->moving, moving_level_, box, sigma_);
+    mask_ = level_image(ctx, in_->moving_mask, moving_level_, box, no_blur);
+  } else {
+    const Geometry& fine = in_->moving->geometry();
+    source_ = part.fetch(*in_->moving, source_planes(fine, moving_level_, box, sigma_));
+    image_ = level_image(ctx, &source_, moving_level_, box, sigma_);
+    if (!image_.borrowed) source_ = Volume<float>();
+    if (in_->moving_mask != nullptr) {
+      mask_source_ = part.fetch(*in_->moving_mask, source_planes(fine, moving_level_, box, no_blur));
+      mask_ = level_image(ctx, &mask_source_, moving_level_, box, no_blur);
+      if (!mask_.borrowed) mask_source_ = Volume<float>();
+    }
+  }
   ++rebuilds_;
+}
+
+void MovingWindow::serve() {
+  const Partition& part = *in_->part;
+  (void)part.fetch(*in_->moving, Box{});
+  if (in_->moving_mask != nullptr) (void)part.fetch(*in_->moving_mask, Box{});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,10 +335,12 @@ Level make_level(const Inputs& in, const StageParams& stage, int lv) {
   level.fixed_range = global_range(ctx, part, level.fixed.view(), level.fixed_mask.view(), level.owned);
   const Box moving_owned = part.owned(moving_geometry.size);
   IntensityRange mr;
-  if (level.moving->image().present() && level.moving->box().contains(moving_owned)) {
+  if (part.size() == 1) {
     mr = global_range(ctx, part, level.moving->image().view(), {}, moving_owned);
   } else {
-    const LevelImage slab = level_image(ctx, in.moving, moving_geometry, moving_owned, moving_sigma);
+    // This process's slab of the moving level grid, from the fine planes under it.
+    const Volume<float> planes = part.fetch(*in.moving, source_planes(mf, moving_geometry, moving_owned, moving_sigma));
+    const LevelImage slab = level_image(ctx, &planes, moving_geometry, moving_owned, moving_sigma);
     mr = global_range(ctx, part, slab.view(), {}, moving_owned);
   }
   mr.min = std::min(mr.min, 0.0);

@@ -249,7 +249,7 @@ void run_greedy(const Inputs& in, const StageParams& stage, int stage_index,
     double bound = windowed ? global_max_norm(ctx, part, u, owned) : 0.0;
     const int max_iterations = stage.convergence.iterations[std::size_t(lv)];
     for (int it = 0; it < max_iterations; ++it) {
-      if (windowed && !window.covers(state.affine, bound)) {
+      if (windowed && !part.all(window.covers(state.affine, bound))) {
         bound = global_max_norm(ctx, part, u, owned);
         window.cover(state.affine, bound + 4.0 * stepper.update_norm());
       }

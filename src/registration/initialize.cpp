@@ -13,11 +13,14 @@
 
 namespace gigareg {
 
-ImageMoments image_moments(const Volume<float>& image) {
+ImageMoments image_moments(const Volume<float>& image) { return image_moments(image, single_process()); }
+
+ImageMoments image_moments(const Volume<float>& image, const Partition& part) {
   GIGAREG_REQUIRE(image.space() == MemorySpace::Host && image.components() == 1 && !image.empty(),
                   "image_moments needs a scalar host volume");
   const Geometry& g = image.geometry();
-  const Box b = image.box();
+  const Box b = part.owned(g.size);
+  GIGAREG_REQUIRE(image.box().contains(b), "image_moments: the volume must hold this process's slab");
   const Affined p = g.index_to_physical_map();
   // Moments about the grid's centre (less cancellation than about the origin), summed per
   // z slice in double and then over slices in order: deterministic for any thread count.
@@ -48,8 +51,10 @@ ImageMoments image_moments(const Volume<float>& image) {
       }
     for (int t = 0; t < kTerms; ++t) slices[std::size_t(kk) * kTerms + t] = acc[t];
   }
+  // Every process's slices in global order, summed in that order: the same sums for any P.
+  slices = part.gather_host_slices(slices, g.size.z, kTerms);
   double s[kTerms] = {};
-  for (index_t kk = 0; kk < b.size.z; ++kk)
+  for (index_t kk = 0; kk < g.size.z; ++kk)
     for (int t = 0; t < kTerms; ++t) s[t] += slices[std::size_t(kk) * kTerms + t];
   ImageMoments m;
   m.mass = s[0];
@@ -141,7 +146,8 @@ Eigen::Matrix3d closest_axes_rotation(const Axes& af, const Axes& am) {
 }  // namespace
 
 Initialization initialize_transform(const InitialTransform& init, const Volume<float>& fixed,
-                                    const Volume<float>& moving) {
+                                    const Volume<float>& moving, const Partition* partition) {
+  const Partition& part = partition != nullptr ? *partition : single_process();
   Initialization out;
   out.center = grid_center(fixed.geometry());
   switch (init.type) {
@@ -163,7 +169,7 @@ Initialization initialize_transform(const InitialTransform& init, const Volume<f
     case InitialTransformType::Moments:
       break;
   }
-  const ImageMoments mf = image_moments(fixed), mm = image_moments(moving);
+  const ImageMoments mf = image_moments(fixed, part), mm = image_moments(moving, part);
   if (!(mf.mass > 0) || !(mm.mass > 0))
     throw_error(ErrorKind::InvalidInput, "initial transform",
                 "an image has no positive intensity: its centre of mass is undefined");

@@ -84,9 +84,10 @@ struct LevelImage {
   }
 };
 
-/// The full-resolution inputs: host volumes on their whole grids (every process holds them; each
-/// computes its level images only on the boxes it needs, uploading only those on CUDA), the
-/// backend and the partition of the fixed grids.
+/// The full-resolution inputs in the backend's memory, the backend and the partition of the grids.
+/// One process: the whole images. Several: each holds the planes of the fixed image (and mask)
+/// that its level slabs need (registration_input_planes) and its own slab of planes of the
+/// moving image (and mask); the moving windows fetch the planes they need from their owners.
 struct Inputs {
   Context ctx;
   const Partition* part = nullptr;
@@ -96,17 +97,23 @@ struct Inputs {
   const Volume<float>* moving_mask = nullptr;  // may be null
 };
 
-/// Level image of the host image `full` on `box` of `level_geometry`: blurred by sigma (voxels of
-/// the full grid) and resampled; borrowed (CPU, nothing to do) or computed from the part of
-/// `full` the box needs (uploaded on CUDA).
-LevelImage level_image(const Context& ctx, const Volume<float>* full, const Geometry& level_geometry,
+/// The whole x-y planes of the full-resolution grid `fine` that the level image on `box` of
+/// `level_geometry` reads (blur radius and linear taps included).
+Box source_planes(const Geometry& fine, const Geometry& level_geometry, const Box& box, Vec3d sigma);
+
+/// Level image of the full-resolution `source` (backend memory, holding source_planes) on `box`
+/// of `level_geometry`: blurred by sigma (voxels of the full grid) and resampled, or borrowed
+/// when the level is the full grid without blur.
+LevelImage level_image(const Context& ctx, const Volume<float>* source, const Geometry& level_geometry,
                        const Box& box, Vec3d sigma);
 
 /// The moving image (and mask) of one level on a window of its grid: the part that the fixed
 /// slab of this process maps into under T(x) = A(x + u(x)) with |u| <= bound. With one process
-/// the window is the whole grid. cover() rebuilds the window (local work: the host holds the
-/// full-resolution image) whenever the transform outgrows it, with a margin, so the warp never
-/// samples outside it; the result does not depend on the window, only the work does.
+/// the window is the whole grid. cover() rebuilds the window whenever the transform outgrows it,
+/// with a margin, so the warp never samples outside it; the full-resolution planes it needs come
+/// from the processes that own them (cover is collective: every process calls it, and all join
+/// the fetch when one needs a new window). The result does not depend on the window, only the
+/// work and the communication do: per rebuild about the window's planes, never per iteration.
 class MovingWindow {
  public:
   MovingWindow(const Inputs& in, const Geometry& fixed_level, const Box& fixed_owned,
@@ -114,6 +121,7 @@ class MovingWindow {
   /// True when the window holds every sample (and its linear taps) of the owned fixed voxels.
   bool covers(const Affined& affine, double bound_mm) const;
   /// Makes the window cover the transform (rebuilding it with a margin when it does not).
+  /// Collective.
   void cover(const Affined& affine, double bound_mm);
   const LevelImage& image() const { return image_; }
   const LevelImage& mask() const { return mask_; }
@@ -126,12 +134,14 @@ class MovingWindow {
  private:
   Box needed(const Affined& affine, double bound_mm) const;
   void build(const Box& box);
+  void serve();  // another process rebuilds: send it this process's planes
 
   const Inputs* in_;
   Geometry fixed_level_, moving_level_;
   Box fixed_owned_;
   Vec3d sigma_;
   Box box_{};
+  Volume<float> source_, mask_source_;  // fetched full-resolution planes (several processes)
   LevelImage image_, mask_;
   int rebuilds_ = 0;
 };

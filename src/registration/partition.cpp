@@ -69,9 +69,14 @@ class SingleProcess final : public Partition {
       copy_bytes(global.data, space, local.data, space,
                  std::size_t(grid_z) * std::size_t(local.terms) * sizeof(double));
   }
+  std::vector<double> gather_host_slices(const std::vector<double>& local, index_t,
+                                         int) const override {
+    return local;
+  }
   void allreduce_sum(std::int64_t*, std::size_t) const override {}
   double max(double value) const override { return value; }
   double min(double value) const override { return value; }
+  bool all(bool value) const override { return value; }
 };
 
 }  // namespace

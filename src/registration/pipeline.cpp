@@ -44,14 +44,21 @@ void check_image(const Volume<float>& v, const char* what) {
   v.geometry().validate(what);
 }
 
-void check_mask(const Volume<float>* mask, const Volume<float>& image, const char* what) {
-  if (mask == nullptr) return;
-  check_image(*mask, what);
-  if (!mask->geometry().equals(image.geometry(), 1e-4))
-    throw_error(ErrorKind::InvalidInput, what,
-                "the mask is not on its image's grid (" + mask->geometry().describe() + " vs " +
-                    image.geometry().describe() + ")");
+/// check_image for a volume that holds `planes` of its grid (a process's part of an input).
+void check_planes(const Volume<float>& v, const Box& planes, const char* what) {
+  if (v.empty()) throw_error(ErrorKind::InvalidArgument, what, "the volume is empty");
+  if (v.space() != MemorySpace::Host)
+    throw_error(ErrorKind::InvalidArgument, what, "pass host volumes (the pipeline uploads them)");
+  if (v.components() != 1) throw_error(ErrorKind::InvalidArgument, what, "expected a scalar image");
+  const Box& b = v.box();
+  if (!b.contains(planes) || b.lo.x != 0 || b.lo.y != 0 || b.size.x != v.geometry().size.x ||
+      b.size.y != v.geometry().size.y)
+    throw_error(ErrorKind::InvalidArgument, what,
+                "the volume must hold whole x-y planes including planes " + std::to_string(planes.lo.z) +
+                    " to " + std::to_string(planes.lo.z + planes.size.z - 1) + " (registration_input_planes)");
+  v.geometry().validate(what);
 }
+
 
 bool is_identity(const Affined& a) {
   const Affined id = Affined::identity();
@@ -65,6 +72,24 @@ const Volume<float>* in_backend(const Context& ctx, const Volume<float>* v, Volu
   if (v == nullptr) return nullptr;
   if (ctx.backend == Backend::Cpu) return v;
   storage = v->to(MemorySpace::Device);
+  return &storage;
+}
+
+/// `planes` of host volume `v` in ctx's memory: `v` itself on the CPU (it holds them), a copy of
+/// just those planes on CUDA (into `storage`).
+const Volume<float>* planes_in_backend(const Context& ctx, const Volume<float>* v, const Box& planes,
+                                       Volume<float>& storage) {
+  if (v == nullptr) return nullptr;
+  if (ctx.backend == Backend::Cpu) return v;
+  if (v->box() == planes) {
+    storage = v->to(MemorySpace::Device);
+  } else {
+    storage = Volume<float>(v->geometry(), planes, 1, MemorySpace::Device);
+    const std::size_t plane = std::size_t(planes.size.x) * std::size_t(planes.size.y);
+    copy_bytes(storage.data(), MemorySpace::Device,
+               v->data() + std::size_t(planes.lo.z - v->box().lo.z) * plane, MemorySpace::Host,
+               std::size_t(planes.size.z) * plane * sizeof(float));
+  }
   return &storage;
 }
 
@@ -89,17 +114,56 @@ Volume<float> collect(const Partition& part, Volume<float>&& local) {
 
 }  // namespace
 
+InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
+                                      const Geometry& moving, const Partition& part) {
+  InputPlanes p;
+  const Box all_moving{{0, 0, 0}, moving.size};
+  p.moving = part.size() == 1 ? all_moving : part.owned(moving.size);
+  if (part.size() == 1) {
+    p.fixed = whole(fixed);
+    return p;
+  }
+  index_t lo = fixed.size.z, hi = 0;
+  for (const StageParams& stage : params.stages)
+    for (std::size_t lv = 0; lv < stage.shrink_factors.size(); ++lv) {
+      const Geometry lg = pyramid_level_geometry(fixed, stage.shrink_factors[lv]);
+      const Box box = part.halo_box(lg.size, reg::metric_image_halo(stage.metric));
+      const Vec3d sigma = reg::sigma_voxels(fixed, stage.smoothing_sigmas[lv], stage.sigmas_in_mm);
+      const Box planes = reg::source_planes(fixed, lg, box, sigma);
+      lo = std::min(lo, planes.lo.z);
+      hi = std::max(hi, planes.lo.z + planes.size.z);
+    }
+  if (hi <= lo) {  // no stage: the owned planes
+    const Box o = part.owned(fixed.size);
+    lo = o.lo.z;
+    hi = o.lo.z + o.size.z;
+  }
+  p.fixed = {{0, 0, lo}, {fixed.size.x, fixed.size.y, hi - lo}};
+  return p;
+}
+
 RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
                                    const Volume<float>& moving, const Volume<float>* fixed_mask,
                                    const Volume<float>* moving_mask, const Partition* partition) {
   const auto t0 = std::chrono::steady_clock::now();
   params.validate();
-  check_image(fixed, "fixed image");
-  check_image(moving, "moving image");
-  check_mask(fixed_mask, fixed, "fixed mask");
-  check_mask(moving_mask, moving, "moving mask");
-  const Context ctx = choose_backend(params.device, "register_images");
   const Partition& part = partition != nullptr ? *partition : single_process();
+  const InputPlanes planes =
+      registration_input_planes(params, fixed.geometry(), moving.geometry(), part);
+  check_planes(fixed, planes.fixed, "fixed image");
+  check_planes(moving, planes.moving, "moving image");
+  auto check_mask_planes = [](const Volume<float>* mask, const Volume<float>& image, const Box& p,
+                              const char* what) {
+    if (mask == nullptr) return;
+    check_planes(*mask, p, what);
+    if (!mask->geometry().equals(image.geometry(), 1e-4))
+      throw_error(ErrorKind::InvalidInput, what,
+                  "the mask is not on its image's grid (" + mask->geometry().describe() + " vs " +
+                      image.geometry().describe() + ")");
+  };
+  check_mask_planes(fixed_mask, fixed, planes.fixed, "fixed mask");
+  check_mask_planes(moving_mask, moving, planes.moving, "moving mask");
+  const Context ctx = choose_backend(params.device, "register_images");
   log(LogLevel::Info, std::string("registration on the ") + to_string(ctx.backend) + " backend" +
                           (part.size() > 1 ? ", process " + std::to_string(part.rank() + 1) + " of " +
                                                  std::to_string(part.size())
@@ -107,20 +171,22 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
                           ": fixed " + fixed.geometry().describe() + ", moving " +
                           moving.geometry().describe());
 
-  // Every process holds the inputs on the host and computes the initialisation itself (the
-  // same numbers everywhere); level images are computed on the boxes each process needs.
+  // The initialisation from the planes each process holds (sums combined in plane order: the
+  // same numbers everywhere, and the single-process ones).
   reg::PipelineState state;
-  const Initialization init = initialize_transform(params.initial, fixed, moving);
+  const Initialization init = initialize_transform(params.initial, fixed, moving, &part);
   state.affine = init.affine;
   state.center = init.center;
 
+  // The inputs in the backend's memory: only the planes this process needs.
+  Volume<float> store[4];
   reg::Inputs in;
   in.ctx = ctx;
   in.part = &part;
-  in.fixed = &fixed;
-  in.moving = &moving;
-  in.fixed_mask = fixed_mask;
-  in.moving_mask = moving_mask;
+  in.fixed = planes_in_backend(ctx, &fixed, planes.fixed, store[0]);
+  in.moving = planes_in_backend(ctx, &moving, planes.moving, store[1]);
+  in.fixed_mask = planes_in_backend(ctx, fixed_mask, planes.fixed, store[2]);
+  in.moving_mask = planes_in_backend(ctx, moving_mask, planes.moving, store[3]);
 
   RegistrationResult result;
   result.backend = ctx.backend;
@@ -263,11 +329,19 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   params.validate();
   if (files.output_prefix.empty())
     throw_error(ErrorKind::InvalidArgument, "output prefix", "no output prefix given");
-  const Image fixed = read_image(files.fixed);
-  const Image moving = read_image(files.moving);
+  // Every process reads only the planes it needs (one process: the whole images).
+  const Partition& part = partition != nullptr ? *partition : single_process();
+  const Geometry fixed_grid = read_image_header(files.fixed).geometry;  // errors name the fixed first
+  const Geometry moving_grid = read_image_header(files.moving).geometry;
+  const InputPlanes planes = registration_input_planes(params, fixed_grid, moving_grid, part);
+  auto read = [&](const std::string& path, const Box& p) {
+    return part.size() == 1 ? read_image(path) : read_image_slab(path, p.lo.z, p.size.z);
+  };
+  const Image fixed = read(files.fixed, planes.fixed);
+  const Image moving = read(files.moving, planes.moving);
   Image fixed_mask, moving_mask;
-  if (!files.fixed_mask.empty()) fixed_mask = read_image(files.fixed_mask);
-  if (!files.moving_mask.empty()) moving_mask = read_image(files.moving_mask);
+  if (!files.fixed_mask.empty()) fixed_mask = read(files.fixed_mask, planes.fixed);
+  if (!files.moving_mask.empty()) moving_mask = read(files.moving_mask, planes.moving);
   if (!files.initial_transform.empty()) {
     Affined a = read_affine_transform(files.initial_transform).affine();
     if (files.invert_initial_transform) a = invert_affine(a);
@@ -303,8 +377,12 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
       f.field = &result.inverse_warp;
       chain.push_back(f);
     }
+    // Rank 0 of a distributed run holds only planes of the fixed image: read it whole here.
+    Image whole_fixed;
+    if (part.size() > 1) whole_fixed = read_image(files.fixed);
+    const Volume<float>& source = part.size() > 1 ? whole_fixed.voxels : fixed.voxels;
     const Volume<float> inv =
-        apply_transforms(fixed.voxels, moving.voxels.geometry(), chain, Interpolation::Linear, params.device);
+        apply_transforms(source, moving.voxels.geometry(), chain, Interpolation::Linear, params.device);
     ensure_parent(files.inverse_warped);
     write_image(files.inverse_warped, inv);
     out.inverse_warped = files.inverse_warped;

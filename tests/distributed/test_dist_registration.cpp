@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <cstdio>
 #include <string>
 
 #include "gigareg/distributed/partition.hpp"
@@ -141,6 +142,60 @@ TEST(ShardedRegistration, RealPairMomentsAffineGreedyIsTheSingleProcessBitwise) 
   const RegistrationResult sharded =
       register_images(p, fixed.voxels, moving.voxels, nullptr, nullptr, &part);
   expect_same_result(sharded, single);
+}
+
+/// Bytes this process has read through read(2) so far (/proc/self/io rchar).
+std::uint64_t bytes_read_so_far() {
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (f == nullptr) return 0;
+  char key[64];
+  unsigned long long value = 0, rchar = 0;
+  while (std::fscanf(f, "%63s %llu", key, &value) == 2)
+    if (std::string(key) == "rchar:") rchar = value;
+  std::fclose(f);
+  return rchar;
+}
+
+TEST(ShardedRegistration, EachRankReadsOnlyItsPlanes) {
+  // The inputs as uncompressed NIfTI files; every rank reads the planes registration_input_planes
+  // names (its fixed planes with halos, its own moving slab) and nothing else, and the result is
+  // the single-process one.
+  const Geometry fg = gigareg::test::make_geometry({40, 36, 96}, {1.0, 1.1, 0.9}, {-20, -18, -40});
+  const Geometry mg = centered_like(fg, {38, 40, 88}, {1.05, 1.0, 1.0}, rotation(0.05, -0.04, 0.1));
+  const Volume<float> fixed = textured(fg, 31, 3.0), moving = textured(mg, 32, 3.0);
+  const std::string dir = std::filesystem::temp_directory_path().string() + "/gigareg-dist-planes";
+  if (world().rank() == 0) {
+    std::filesystem::create_directories(dir);
+    write_image(dir + "/f.nii", fixed, PixelType::Float32);
+    write_image(dir + "/m.nii", moving, PixelType::Float32);
+  }
+  world().barrier();
+  RegistrationParams p;
+  p.device = DeviceChoice::Cpu;
+  p.initial.type = InitialTransformType::Moments;
+  p.stages.push_back(stage(TransformType::Affine, MetricType::MI, {5, 3}, {2, 1}, {1, 0}));
+  p.stages.push_back(stage(TransformType::Greedy, MetricType::CC, {4, 3}, {2, 1}, {1, 0}));
+  ShardPartition part(world());
+  const InputPlanes planes = registration_input_planes(p, fg, mg, part);
+  const std::uint64_t before = bytes_read_so_far();
+  const Image f = read_image_slab(dir + "/f.nii", planes.fixed.lo.z, planes.fixed.size.z);
+  const Image m = read_image_slab(dir + "/m.nii", planes.moving.lo.z, planes.moving.size.z);
+  const std::uint64_t read = bytes_read_so_far() - before;
+  const std::uint64_t slabs = std::uint64_t(planes.fixed.voxel_count() + planes.moving.voxel_count()) * 4;
+  const std::uint64_t files = std::uint64_t(fg.voxel_count() + mg.voxel_count()) * 4;
+  if (world().rank() == 0)
+    std::printf("[ info ] P=%d, rank 0: read %llu bytes for planes of %llu bytes (whole files %llu)\n",
+                world().size(), static_cast<unsigned long long>(read),
+                static_cast<unsigned long long>(slabs), static_cast<unsigned long long>(files));
+  EXPECT_ALL_RANKS(read >= slabs && read <= slabs + 256 * 1024);
+  if (world().size() > 2) EXPECT_ALL_RANKS(read < files / 2);
+  // The reference reads the whole files (their geometry went through NIfTI's float header).
+  const RegistrationResult single =
+      register_images(p, read_image(dir + "/f.nii").voxels, read_image(dir + "/m.nii").voxels);
+  const RegistrationResult sharded = register_images(p, f.voxels, m.voxels, nullptr, nullptr, &part);
+  expect_same_result(sharded, single);
+  world().barrier();
+  if (world().rank() == 0) std::filesystem::remove_all(dir);
 }
 
 /// Bytes this rank sends during `iterations` greedy CC iterations on one level of a pair of

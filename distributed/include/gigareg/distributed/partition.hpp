@@ -36,9 +36,12 @@ class ShardPartition final : public Partition {
   Volume<float> fetch(const Volume<float>& local, const Box& want) const override;
   void gather_slices(const SlicePartials& local, index_t grid_z, SlicePartials global,
                      MemorySpace space) const override;
+  std::vector<double> gather_host_slices(const std::vector<double>& local, index_t grid_z,
+                                         int terms) const override;
   void allreduce_sum(std::int64_t* data, std::size_t count) const override;
   double max(double value) const override;
   double min(double value) const override;
+  bool all(bool value) const override;
 
   Communicator& comm() const { return *comm_; }
   /// Bytes this process sent through exchange_halos and fetch since construction or the last
