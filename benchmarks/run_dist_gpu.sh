@@ -8,8 +8,10 @@
 #   5. bench_registration (one greedy iteration at 128^3..512^3, time and peak memory per voxel).
 # Needs .devsys/ (scripts/pack-device-deps.sh and the data under .devsys/data) carried.
 set -uo pipefail
-out=${OUT:-$PWD/gpu-out}
-mkdir -p "$out"
+final=${OUT:-$PWD/gpu-out}
+out=/tmp/gigareg-gpu-logs   # everything; packed into $OUT/logs.tgz at the end (few files come back)
+mkdir -p "$out" "$final"
+trap 'tar -czf "$final/logs.tgz" -C "$out" . 2>/dev/null' EXIT
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 tar -xzf .devsys/itk.tar.gz -C / --no-same-owner
@@ -35,6 +37,8 @@ if [[ ${SKIP_TESTS:-0} != 1 ]]; then
   grep -E "\(Failed\)|\(SEGFAULT\)|\(Timeout\)" "$out/ctest_all.log" | head -20
   $mpi -np 1 $build/tests/distributed/dist_tests --gtest_filter='DistNccl*' > "$out/nccl1.log" 2>&1 || status=1
   grep -E "PASSED|FAILED" "$out/nccl1.log" | head -5
+  (cd $build && ctest -L accuracy --output-on-failure --timeout 600) > "$out/accuracy.log" 2>&1 || status=1
+  grep -E "tests passed|tests failed|Dice|mean|RMS|pair|det" "$out/accuracy.log" | head -40
 fi
 
 f=$data/brain_labelled/cfmi_sub-01_brainmask.nii.gz
