@@ -27,6 +27,7 @@
 //   u(x) = f^-1(x) + g(x + f^-1(x)),
 // with f^-1 by invert_field.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <utility>
@@ -71,7 +72,16 @@ Index3 smoothing_halo(double sigma) {
   return gaussian_radii(Vec3d{sigma, sigma, sigma}, kDefaultGaussianTruncation);
 }
 
+/// The largest of two halos, per axis.
+Index3 max_halo(Index3 a, Index3 b) {
+  return {std::max(a.x, b.x), std::max(a.y, b.y), std::max(a.z, b.z)};
+}
+
 /// The optimiser state and scratch of one field on one level, on this process's owned box.
+/// Memory: two work fields (the gradient, its smoothed copy, the update and the composed field
+/// take turns in them) and Adam's two moments, all 3-component floats: with u, 60 bytes per voxel.
+/// The work fields and u share one box (owned plus the largest halo any of their uses needs), so
+/// that they can trade places without copies.
 class FieldStepper {
  public:
   FieldStepper(const Context& ctx, const Partition& part, const Geometry& g, const Box& owned,
@@ -84,49 +94,51 @@ class FieldStepper {
         target_(update_bound(stage, min_spacing)),
         grad_halo_(smoothing_halo(stage.gradient_sigma)),
         field_halo_(displacement_halo(g, target_)),
-        composed_halo_(stage.field_sigma > 0 ? smoothing_halo(stage.field_sigma) : field_halo_),
-        grad_(g, part.halo_box(g.size, grad_halo_), 3, ctx.memory_space()),
-        smoothed_(stage.gradient_sigma > 0 ? Volume<float>(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        composed_halo_(smoothing_halo(stage.field_sigma)),
+        box_(part.halo_box(g.size, max_halo(max_halo(grad_halo_, field_halo_), composed_halo_))),
+        a_(g, box_, 3, ctx.memory_space()),
+        b_(g, box_, 3, ctx.memory_space()),
         m_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
         v_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
-        step_(uses_adam(stage) ? Volume<float>(g, owned, 3, ctx.memory_space()) : Volume<float>()),
-        composed_(g, part.halo_box(g.size, composed_halo_), 3, ctx.memory_space()),
         norms_(ctx, part, g, owned, 1),
         scale_(1, ctx.memory_space(), "step scale") {}
 
-  /// The box a field must have (owned and the halo the update samples).
-  Box field_box() const { return part_->halo_box(g_.size, field_halo_); }
+  /// The box a field must have (owned and the halos).
+  Box field_box() const { return box_; }
   /// The largest displacement one update adds to the field (mm).
   double update_norm() const { return target_; }
 
   /// dL/du goes here (warp_backward writes it on the owned box).
-  VolumeView<float> gradient() { return grad_.view(); }
+  VolumeView<float> gradient() { return a_.view(); }
 
   /// Takes one step on `field` (box field_box()) from the gradient in gradient().
   void apply(Volume<float>& field) {
-    Volume<float>& g = smoothed_.empty() ? grad_ : smoothed_;
-    if (!smoothed_.empty()) {
+    Volume<float>* g = &a_;      // the gradient the step follows
+    Volume<float>* free = &b_;   // the other work field
+    if (stage_.gradient_sigma > 0) {
       const double s = stage_.gradient_sigma;
-      part_->exchange_halos({&grad_}, grad_halo_);
-      gaussian_smooth(ctx_, grad_.view(), smoothed_.view(), Vec3d{s, s, s}, owned_);
+      part_->exchange_halos({&a_}, grad_halo_);
+      gaussian_smooth(ctx_, a_.view(), b_.view(), Vec3d{s, s, s}, owned_);
+      std::swap(g, free);
     }
     if (!uses_adam(stage_)) {
       // s = -(step h) g / max|g|
-      scale_to(g, -target_);
-      compose_and_smooth(g, field);
+      scale_to(*g, -target_);
+      compose_and_smooth(*g, *free, field);
       return;
     }
-    // Adam on g / max|g|, then s = (step h) a / max|a|.
-    scale_to(g, 1.0);
+    // Adam on g / max|g|, then s = (step h) a / max|a|; the step goes into the free field, and
+    // the gradient's field is free again for the composition.
+    scale_to(*g, 1.0);
     AdamParams ap;
     ap.learning_rate = 1.0;
     ap.beta1 = stage_.adam_beta1;
     ap.beta2 = stage_.adam_beta2;
     ap.eps = stage_.adam_epsilon;
     ap.step = ++t_;
-    adam_update(ctx_, g.view(), m_.view(), v_.view(), step_.view(), ap, owned_, StepOutput::Write);
-    scale_to(step_, target_);
-    compose_and_smooth(step_, field);
+    adam_update(ctx_, g->view(), m_.view(), v_.view(), free->view(), ap, owned_, StepOutput::Write);
+    scale_to(*free, target_);
+    compose_and_smooth(*free, *g, field);
   }
 
  private:
@@ -137,16 +149,17 @@ class FieldStepper {
     scale_field(ctx_, f.view(), scale_.data(), owned_);
   }
 
-  /// field <- G_sigmaWarp * (s + field o (x + s))
-  void compose_and_smooth(const Volume<float>& s, Volume<float>& field) {
+  /// field <- G_sigmaWarp * (s + field o (x + s)), the composition in `composed` (a work field
+  /// other than s).
+  void compose_and_smooth(const Volume<float>& s, Volume<float>& composed, Volume<float>& field) {
     part_->exchange_halos({&field}, field_halo_);
-    compose_fields(ctx_, s.view(), g_, field.view(), g_, composed_.view(), owned_);
+    compose_fields(ctx_, s.view(), g_, field.view(), g_, composed.view(), owned_);
     if (stage_.field_sigma > 0) {
       const double sg = stage_.field_sigma;
-      part_->exchange_halos({&composed_}, composed_halo_);
-      gaussian_smooth(ctx_, composed_.view(), field.view(), Vec3d{sg, sg, sg}, owned_);
+      part_->exchange_halos({&composed}, composed_halo_);
+      gaussian_smooth(ctx_, composed.view(), field.view(), Vec3d{sg, sg, sg}, owned_);
     } else {
-      std::swap(field, composed_);  // the same box
+      std::swap(field, composed);  // the same box: the old field becomes a work field
     }
   }
 
@@ -157,7 +170,8 @@ class FieldStepper {
   const StageParams& stage_;
   double target_;
   Index3 grad_halo_, field_halo_, composed_halo_;
-  Volume<float> grad_, smoothed_, m_, v_, step_, composed_;
+  Box box_;
+  Volume<float> a_, b_, m_, v_;
   GatheredPartials norms_;
   Buffer<double> scale_;
   std::int64_t t_ = 0;
