@@ -12,14 +12,17 @@
 //   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
 //      intensities; each thread owns fixed positions of Z's padded rows (consecutive threads,
 //      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
-//      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 are
-//      issued before stage E of step i, so they land while E runs.
+//      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 (and
+//      those of the output plane's F and W, used in E) are issued before stage E of step i, so
+//      they land while E runs, and are first used at the top of step i + 1.
 //   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
 //   C. y pass (3 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
 //      the R1 centres (zero outside the centre box, the grid or the mask, branch-free); -cc of
 //      the owned centres is reduced per warp, then per block in warp order (one partial per
-//      slice and tile). With a normal eps the two reciprocals per centre are the bare hardware
-//      reciprocal (LnccFastRecip: same results, 4 instructions fewer each).
+//      slice and tile). 1 / n comes from a table of +-1 / (n_x n_y) (0: no centre, which makes
+//      every coefficient an exact 0; negative: owned in x and y) times 1 / n_z; with a normal
+//      eps the reciprocal of D is the bare hardware reciprocal (LnccFastRecip: same results,
+//      4 instructions fewer).
 //   D. x pass of (a, b, c) (lane = row, float4 loads).
 //   E. y pass of (a, b, c) at each thread's two outputs, then the z sum through 2H register
 //      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
@@ -513,6 +516,36 @@ struct LnccFastRecip {
   }
 };
 
+struct BoxLocal {
+  float cc, a, b, c;
+};
+
+/// lncc_local's cc and adjoint coefficients with 1 / n and -2 / n given (the box kernel reads
+/// +-1 / (n_x n_y) from a table and multiplies by 1 / n_z, which saves a reciprocal per centre);
+/// the products are grouped to fold the signs. inv_n = 0 (not a centre) gives exact zeros when
+/// the reciprocal of eps is finite.
+template <bool kFastRecip>
+__device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, float sw,
+                                              float sff, float sww, float sfw, float eps) {
+  const float mf = sf * inv_n;
+  const float mw = sw * inv_n;
+  const float cross = sfw * inv_n - mf * mw;
+  float vf = sff * inv_n - mf * mf;
+  float vw = sww * inv_n - mw * mw;
+  const bool vw_positive = vw > 0.0f;
+  vf = vf > 0.0f ? vf : 0.0f;
+  vw = vw_positive ? vw : 0.0f;
+  const float inv_d = std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{}(vf * vw + eps);
+  const float u = cross * inv_d;
+  BoxLocal r;
+  r.cc = u * cross;
+  // a = -2 cross / (D n), b = 2 cc vf / (D n) (0 where vw was clamped), c = -a mf - b mw.
+  r.a = u * m2n;
+  r.b = vw_positive ? (r.cc * vf * inv_d) * -m2n : 0.0f;
+  r.c = -(r.a * mf + r.b * mw);
+  return r;
+}
+
 template <int H, bool kFastRecip>
 __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     lncc_box_kernel(__grid_constant__ const LnccArgs p) {
@@ -525,7 +558,8 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   float* Z = sm + T::kZ;      // [5][R2Y][PZ]   z-window sums of the R2 columns (running)
   float* XZ = sm + T::kXZ;    // [5][XROWS][P1] ... after the x pass (R1 columns)
   float* ABC = sm + T::kABC;  // [3][CROWS][P1] adjoint coefficients at the R1 centres
-  float* NXY = sm + T::kNXY;  // [CROWS][P1]    n_x n_y of the centres (0: not a centre)
+  float* NXY = sm + T::kNXY;  // [CROWS][P1]    +-1 / (n_x n_y) at the centres (0: none,
+                              // negative: owned in x and y)
   float* AX = XZ;             // [3][R1Y][PA]   x pass of (a, b, c); XZ is dead by then
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
@@ -552,9 +586,10 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     const index_t gx = r1x0 + ex, gy = r1y0 + ey;
     const bool ok = ey < T::R1Y && gx >= p.centres.lo.x && gx < chi.x && gy >= p.centres.lo.y &&
                     gy < chi.y;
-    NXY[ey * T::P1 + ex] = ok ? lncc_axis_weight<float>(p.taps.w, H, gx, p.global.x) *
-                      lncc_axis_weight<float>(p.taps.w, H, gy, p.global.y)
-                : 0.0f;
+    const bool own_xy = ex >= H && ex < own_x1 && ey >= H && ey < own_y1;
+    const float nxy = lncc_axis_weight<float>(p.taps.w, H, gx, p.global.x) *
+                      lncc_axis_weight<float>(p.taps.w, H, gy, p.global.y);
+    NXY[ey * T::P1 + ex] = ok ? (own_xy ? -1.0f : 1.0f) / nxy : 0.0f;
   }
 
   // Stage A columns of this thread: in-plane offsets (-1 outside the valid inputs). W shares
@@ -704,23 +739,36 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
 #pragma unroll
       for (int j = 0; j < 2 * H; ++j) acc[q][r][j] = 0.0f;
 
-  for (int i = 0; i < niter; ++i) {
-    const bool out_plane = i >= 2 * H && i < 2 * H + nzo;
-    float fo0 = 0.0f, fo1 = 0.0f, wo0 = 0.0f, wo1 = 0.0f;
-    if (out_plane) {  // early loads of the output plane's intensities (L2 hits)
-      const float* fzu = opaque(fz);
-      const float* wzu = opaque(wz);
+  // The output plane's intensities of step i are loaded with the stage A loads of step i
+  // (issued before stage E of step i - 1) and used at the top of step i, where stage A waits
+  // for those loads anyway. (Loaded at the top of step i and first used in stage E, after the
+  // loads of step i + 1 were issued, they cost 6% of the stall samples: the use waited for
+  // those loads too, most likely through a shared scoreboard.)
+  auto out_plane_at = [&](int it) { return it >= 2 * H && it < 2 * H + nzo; };
+  float nfo0 = 0.0f, nfo1 = 0.0f, nwo0 = 0.0f, nwo1 = 0.0f;
+  auto load_out = [&](bool out, const float* fzp, const float* wzp) {
+    nfo0 = nfo1 = nwo0 = nwo1 = 0.0f;
+    if (out) {  // L2 hits
+      const float* fzu = opaque(fzp);
+      const float* wzu = opaque(wzp);
       int fo = foff;  // 32-bit until here: a hoisted 64-bit copy would cost registers
       asm("" : "+r"(fo));
       if (row_out0) {
-        fo0 = __ldg(fzu + fo);
-        wo0 = __ldg(wzu + fo);
+        nfo0 = __ldg(fzu + fo);
+        nwo0 = __ldg(wzu + fo);
       }
       if (row_out1) {
-        fo1 = __ldg(fzu + fo + fsy);
-        wo1 = __ldg(wzu + fo + fsy);
+        nfo1 = __ldg(fzu + fo + fsy);
+        nwo1 = __ldg(wzu + fo + fsy);
       }
     }
+  };
+  load_out(out_plane_at(0), fz, wz);
+
+  for (int i = 0; i < niter; ++i) {
+    const bool out_plane = out_plane_at(i);
+    const float fo0 = nfo0 - shift_f, wo0 = nwo0 - shift_w;  // shifted intensities
+    const float fo1 = nfo1 - shift_f, wo1 = nwo1 - shift_w;
     zupdate();  // stage A of step i, from the loads issued during step i - 1
     float v[3][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
     const bool centre_it = i >= cen_lo && i < cen_hi;  // block-uniform: plane zc holds centres
@@ -741,10 +789,11 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
       const bool owned_plane = i >= H && i < H + nzo;
       {
         const index_t zc = zbeg + i;
-        // n_z: the number of in-grid planes of the window (box weights are 1, so this equals
-        // lncc_axis_weight exactly); the asm keeps it out of the per-centre code.
-        float nz = float(min(zc + H, p.global.z - 1) - max(zc - H, index_t(0)) + 1);
-        asm volatile("" : "+f"(nz));
+        // 1 / n_z, n_z the number of in-grid planes of the window (box weights are 1, so n_z
+        // equals lncc_axis_weight exactly); the asm keeps it out of the per-centre code.
+        float inz =
+            LnccFastRecip{}(float(min(zc + H, p.global.z - 1) - max(zc - H, index_t(0)) + 1));
+        asm volatile("" : "+f"(inz));
         float loss_sum = 0.0f;
         int loss_count = 0;
         if (tid < T::R1X * T::NSC) {
@@ -764,30 +813,34 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
               s[j][q] = acc_y;
             }
           }
-          const bool own_col = owned_plane && ex >= H && ex < own_x1;
-          const float* mzu = has_mask ? opaque(mz) : nullptr;
+          float tn[T::SEGC];
+#pragma unroll
+          for (int j = 0; j < T::SEGC; ++j) tn[j] = NXY[(ey0 + j) * T::P1 + ex];
+          if (has_mask) {  // masked-out centres are no centres: tn = 0
+            const float* mzu = opaque(mz);
+#pragma unroll
+            for (int j = 0; j < T::SEGC; ++j) {
+              float m = 0.0f;
+              if (tn[j] != 0.0f) m = __ldg(mzu + (mbase + ex * msx + (ey0 + j) * msy));
+              tn[j] = m > 0.5f ? tn[j] : 0.0f;
+            }
+          }
 #pragma unroll
           for (int j = 0; j < T::SEGC; ++j) {
-            const int ey = ey0 + j;
-            const float nxy = NXY[ey * T::P1 + ex];
-            bool centre = nxy > 0.0f;
-            if (has_mask) {
-              float m = 0.0f;
-              if (centre) m = __ldg(mzu + (mbase + ex * msx + ey * msy));
-              centre = m > 0.5f;
+            // Not a centre: inv_n = 0 makes every mean, cc and coefficient an exact 0 when the
+            // reciprocal of eps is finite (kFastRecip); otherwise they are replaced by zeros.
+            const float inv_n = fabsf(tn[j]) * inz;
+            const BoxLocal l = box_local<kFastRecip>(inv_n, -2.0f * inv_n, s[j][0], s[j][1],
+                                                     s[j][2], s[j][3], s[j][4], p.eps);
+            if (owned_plane && tn[j] < 0.0f) {  // owned centre (tn < 0: owned in x and y)
+              loss_sum -= l.cc;
+              ++loss_count;
             }
-            // Computed everywhere (no divergence); non-centres (n = 0: infinities) are
-            // replaced by zeros.
-            const LnccLocal<float> l =
-                lncc_local<float>(nxy * nz, s[j][0], s[j][1], s[j][2], s[j][3], s[j][4], p.eps,
-                                  std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{});
-            const bool own = centre && own_col && ey >= H && ey < own_y1;
-            loss_sum -= own ? l.cc : 0.0f;
-            loss_count += own ? 1 : 0;
-            float* o = ABC + ey * T::P1 + ex;
-            o[0] = centre ? l.a : 0.0f;
-            o[T::CQ] = centre ? l.b : 0.0f;
-            o[2 * T::CQ] = centre ? l.c : 0.0f;
+            const bool keep = kFastRecip || tn[j] != 0.0f;
+            float* o = ABC + (ey0 + j) * T::P1 + ex;
+            o[0] = keep ? l.a : 0.0f;
+            o[T::CQ] = keep ? l.b : 0.0f;
+            o[2 * T::CQ] = keep ? l.c : 0.0f;
           }
         }
         if (p.tile_partials != nullptr && owned_plane) {  // uniform over the block
@@ -824,6 +877,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     // The next step's stage A loads, in flight during stage E.
     zload_add(add_ok_at(i + 1));
     zload_sub(sub_ok_at(i + 1));
+    load_out(out_plane_at(i + 1), fz + fsz, wz + wsz);
     advance_a();
     if (centre_it) {
       // ---- E (1). y pass of (a, b, c) at this thread's two outputs.
@@ -856,9 +910,9 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
       int go = goff;
       asm("" : "+r"(go));
       if (row_out0)
-        __stcs(gzu + go, g[0][0] * (fo0 - shift_f) + g[1][0] * (wo0 - shift_w) + g[2][0]);
+        __stcs(gzu + go, g[0][0] * fo0 + g[1][0] * wo0 + g[2][0]);
       if (row_out1)
-        __stcs(gzu + go + gsy, g[0][1] * (fo1 - shift_f) + g[1][1] * (wo1 - shift_w) + g[2][1]);
+        __stcs(gzu + go + gsy, g[0][1] * fo1 + g[1][1] * wo1 + g[2][1]);
     }
     fz += fsz;
     wz += wsz;
