@@ -2,11 +2,13 @@
 // the moving-image window, the loss mask, the metric, gathered reductions.
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <vector>
 
+#include "gigareg/log.hpp"
 #include "gigareg/ops/optim.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/smooth.hpp"
@@ -285,6 +287,7 @@ Index3 metric_mask_halo(const MetricParams& m) {
 }
 
 Level make_level(const Inputs& in, const StageParams& stage, int lv) {
+  const auto t0 = std::chrono::steady_clock::now();
   const double shrink = stage.shrink_factors[std::size_t(lv)];
   const double sigma = stage.smoothing_sigmas[std::size_t(lv)];
   const bool mm = stage.sigmas_in_mm;
@@ -346,6 +349,9 @@ Level make_level(const Inputs& in, const StageParams& stage, int lv) {
   mr.min = std::min(mr.min, 0.0);
   mr.max = std::max(mr.max, 0.0);
   level.moving_range = mr;
+  log(LogLevel::Debug, "time: level " + std::to_string(lv + 1) + " set-up (images, ranges" +
+                           std::string(stage.metric.type == MetricType::CC ? ", texture mask" : "") + ") " +
+                           fmt(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3) + " s");
   return level;
 }
 

@@ -114,6 +114,26 @@ Volume<float> collect(const Partition& part, Volume<float>&& local) {
 
 }  // namespace
 
+namespace {
+
+/// Logs (debug level) the seconds since the last mark, with a name: where a registration's time
+/// goes besides its stages (start-up, initialisation, uploads, outputs).
+class PhaseClock {
+ public:
+  PhaseClock() : last_(std::chrono::steady_clock::now()) {}
+  void mark(const char* phase) {
+    const auto now = std::chrono::steady_clock::now();
+    log(LogLevel::Debug, std::string("time: ") + phase + " " +
+                             reg::fmt(std::chrono::duration<double>(now - last_).count(), 3) + " s");
+    last_ = now;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point last_;
+};
+
+}  // namespace
+
 InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
                                       const Geometry& moving, const Partition& part) {
   InputPlanes p;
@@ -146,6 +166,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
                                    const Volume<float>& moving, const Volume<float>* fixed_mask,
                                    const Volume<float>* moving_mask, const Partition* partition) {
   const auto t0 = std::chrono::steady_clock::now();
+  PhaseClock clock;
   params.validate();
   const Partition& part = partition != nullptr ? *partition : single_process();
   const InputPlanes planes =
@@ -164,6 +185,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   check_mask_planes(fixed_mask, fixed, planes.fixed, "fixed mask");
   check_mask_planes(moving_mask, moving, planes.moving, "moving mask");
   const Context ctx = choose_backend(params.device, "register_images");
+  clock.mark("checks and backend start-up");
   log(LogLevel::Info, std::string("registration on the ") + to_string(ctx.backend) + " backend" +
                           (part.size() > 1 ? ", process " + std::to_string(part.rank() + 1) + " of " +
                                                  std::to_string(part.size())
@@ -177,6 +199,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   const Initialization init = initialize_transform(params.initial, fixed, moving, &part);
   state.affine = init.affine;
   state.center = init.center;
+  clock.mark("initialisation");
 
   // The inputs in the backend's memory: only the planes this process needs.
   Volume<float> store[4];
@@ -188,6 +211,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   in.fixed_mask = planes_in_backend(ctx, fixed_mask, planes.fixed, store[2]);
   in.moving_mask = planes_in_backend(ctx, moving_mask, planes.moving, store[3]);
 
+  clock.mark("inputs to the backend");
   RegistrationResult result;
   result.backend = ctx.backend;
   for (std::size_t s = 0; s < params.stages.size(); ++s) {
@@ -198,6 +222,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
       reg::run_deformable_stage(in, stage, int(s), params, state, result.levels);
   }
 
+  clock.mark("stages");
   // Outputs at full resolution on the fixed grid, on the owned box.
   const Geometry& fg = fixed.geometry();
   const Box owned = part.owned(fg.size);
@@ -226,6 +251,7 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   Volume<float> warped(fg, owned, 1, ctx.memory_space());
   warp(ctx, w, warped.view(), owned);
 
+  clock.mark("full-resolution field and warped image");
   if (!field.empty() && params.compute_inverse) {
     // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
     // size, then no communication until the residual.
@@ -248,8 +274,10 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   }
   result.affine = state.affine;
   result.center = state.center;
+  clock.mark("inverse warp");
   result.warp = collect(part, std::move(field));
   result.warped = collect(part, std::move(warped));
+  clock.mark("results to the host");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log(LogLevel::Info, "registration done in " + reg::fmt(result.seconds, 4) + " s");
   return result;
