@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_test_util.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/phantom.hpp"
@@ -29,52 +30,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string cli_path() {
-  if (const char* env = std::getenv("GIGAREG_CLI")) return env;
-#ifdef GIGAREG_CLI_PATH
-  if (fs::exists(GIGAREG_CLI_PATH)) return GIGAREG_CLI_PATH;
-#endif
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  const fs::path candidate = self.parent_path().parent_path() / "examples" / "gigareg";
-  return fs::exists(candidate) ? candidate.string() : std::string();
-}
-
-struct ToolRun {
-  int rc = -1;
-  std::string output;  // stdout and stderr
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') q += "'\\''";
-    else q += c;
-  }
-  return q + "'";
-}
-
-ToolRun run(const std::string& args) {
-  static int counter = 0;
-  const fs::path log = fs::temp_directory_path() /
-                       ("gigareg_cli_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + ".log");
-  const std::string cmd = quote(cli_path()) + " " + args + " > " + quote(log.string()) + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  ToolRun r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(log);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.output = ss.str();
-  fs::remove(log);
-  return r;
-}
-
-#define REQUIRE_CLI()                                                                         \
-  do {                                                                                        \
-    if (cli_path().empty()) GTEST_SKIP() << "the gigareg tool is not built (set GIGAREG_CLI)"; \
-  } while (0)
+using gigareg::test::cli_path;
+using gigareg::test::quote;
+using gigareg::test::ToolRun;
+ToolRun run(const std::string& args) { return gigareg::test::run_cli(args); }
 
 /// A small head-like phantom: blobs in an ellipsoid, 0 near the borders.
 Volume<float> phantom(const Geometry& g, std::uint64_t seed) {
@@ -141,15 +100,15 @@ class CliFiles : public ::testing::Test {
 TEST(Cli, HelpDocumentsEveryOption) {
   REQUIRE_CLI();
   const ToolRun r = run("register --help");
-  EXPECT_EQ(r.rc, 0) << r.output;
+  EXPECT_EQ(r.rc, 0) << r.all();
   for (const char* opt : {"-d,--dimensionality", "-o,--output", "-r,--initial-moving-transform", "-t,--transform",
                           "-m,--metric", "-c,--convergence", "-f,--shrink-factors", "-s,--smoothing-sigmas",
                           "-x,--masks", "--preset", "--device", "-v,--verbose", "--field-optimizer"})
-    EXPECT_NE(r.output.find(opt), std::string::npos) << opt;
+    EXPECT_NE(r.all().find(opt), std::string::npos) << opt;
   const ToolRun a = run("apply --help");
-  EXPECT_EQ(a.rc, 0) << a.output;
+  EXPECT_EQ(a.rc, 0) << a.all();
   for (const char* opt : {"-i,--input", "-r,--reference-image", "-o,--output", "-t,--transform", "-n,--interpolation"})
-    EXPECT_NE(a.output.find(opt), std::string::npos) << opt;
+    EXPECT_NE(a.all().find(opt), std::string::npos) << opt;
 }
 
 TEST(Cli, BadOptionsGiveClearErrorsAndNonZeroExits) {
@@ -179,8 +138,8 @@ TEST(Cli, BadOptionsGiveClearErrorsAndNonZeroExits) {
   };
   for (const Case& c : cases) {
     const ToolRun r = run(c.args);
-    EXPECT_NE(r.rc, 0) << c.args << "\n" << r.output;
-    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.args << "\n" << r.output;
+    EXPECT_NE(r.rc, 0) << c.args << "\n" << r.all();
+    EXPECT_NE(r.all().find(c.message), std::string::npos) << c.args << "\n" << r.all();
   }
 }
 
@@ -193,14 +152,14 @@ TEST_F(CliFiles, RegisterThenApplyReproducesTheWarpedImage) {
   const ToolRun r = run("register -d 3 --device cpu -o [" + p + "," + warped + "," + inverse_warped + "] -r [" + pair +
                     ",1] -t Affine[0.1] -m MeanSquares[" + pair + ",1] -c [40x30x20,1e-6,10] -f 4x2x1 -s 2x1x0vox " +
                     "-t Greedy[0.1,2,1] -m CC[" + pair + ",1,2] -c [20x10,1e-6,10] -f 2x1 -s 1x0vox");
-  ASSERT_EQ(r.rc, 0) << r.output;
+  ASSERT_EQ(r.rc, 0) << r.all();
   for (const std::string& f : {p + "0GenericAffine.mat", p + "1Warp.nii.gz", p + "1InverseWarp.nii.gz", warped, inverse_warped})
-    EXPECT_TRUE(fs::exists(f)) << f << "\n" << r.output;
+    EXPECT_TRUE(fs::exists(f)) << f << "\n" << r.all();
 
   const std::string applied = (dir / "applied.nii.gz").string();
   const ToolRun a = run("apply -d 3 -i " + moving + " -r " + fixed + " -o " + applied + " -t " + p + "1Warp.nii.gz -t " + p +
                     "0GenericAffine.mat -n Linear");
-  ASSERT_EQ(a.rc, 0) << a.output;
+  ASSERT_EQ(a.rc, 0) << a.all();
   const Image w = read_image(warped), ap = read_image(applied), f = read_image(fixed), m = read_image(moving);
   double diff = 0, before = 0, after = 0, lo = 1e30, hi = -1e30;
   for (index_t i = 0; i < w.voxels.voxel_count(); ++i) {
@@ -220,7 +179,7 @@ TEST_F(CliFiles, RegisterThenApplyReproducesTheWarpedImage) {
   const std::string back = (dir / "back.nii.gz").string();
   const ToolRun b = run("apply -i " + fixed + " -r " + moving + " -o " + back + " -t [" + p + "0GenericAffine.mat,1] -t " + p +
                     "1InverseWarp.nii.gz");
-  ASSERT_EQ(b.rc, 0) << b.output;
+  ASSERT_EQ(b.rc, 0) << b.all();
   const Image iw = read_image(inverse_warped), bk = read_image(back);
   double d2 = 0;
   for (index_t i = 0; i < iw.voxels.voxel_count(); ++i) d2 += std::abs(double(iw.voxels.data()[i]) - bk.voxels.data()[i]);
@@ -233,7 +192,7 @@ TEST_F(CliFiles, RegisterThenApplyReproducesTheWarpedImage) {
   write_image(labels, lab, PixelType::UInt8);
   const ToolRun l = run("apply -i " + labels + " -r " + fixed + " -o " + labels_out + " -t " + p + "1Warp.nii.gz -t " + p +
                     "0GenericAffine.mat -n GenericLabel");
-  ASSERT_EQ(l.rc, 0) << l.output;
+  ASSERT_EQ(l.rc, 0) << l.all();
   EXPECT_EQ(read_image(labels_out).pixel_type, PixelType::UInt8);
 }
 
@@ -241,9 +200,9 @@ TEST_F(CliFiles, PresetShortForm) {
   REQUIRE_CLI();
   const std::string out = (dir / "preset").string() + "/";
   const ToolRun r = run("register -f " + fixed + " -m " + moving + " -o " + out + " --preset affine --device cpu");
-  ASSERT_EQ(r.rc, 0) << r.output;
+  ASSERT_EQ(r.rc, 0) << r.all();
   EXPECT_TRUE(fs::exists(out + "0GenericAffine.mat"));
   EXPECT_TRUE(fs::exists(out + "Warped.nii.gz"));
   EXPECT_FALSE(fs::exists(out + "1Warp.nii.gz"));
-  EXPECT_NE(r.output.find("Affine"), std::string::npos) << r.output;
+  EXPECT_NE(r.all().find("Affine"), std::string::npos) << r.all();
 }

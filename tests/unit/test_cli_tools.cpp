@@ -34,6 +34,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_test_util.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/itk_adapters.hpp"
 #include "gigareg/qc.hpp"
@@ -44,57 +45,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string cli_path() {
-  if (const char* env = std::getenv("GIGAREG_CLI")) return env;
-#ifdef GIGAREG_CLI_PATH
-  if (fs::exists(GIGAREG_CLI_PATH)) return GIGAREG_CLI_PATH;
-#endif
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  const fs::path candidate = self.parent_path().parent_path() / "examples" / "gigareg";
-  return fs::exists(candidate) ? candidate.string() : std::string();
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-struct ToolRun {
-  int rc = -1;
-  std::string out, err;
-  std::string all() const { return out + err; }
-};
-
-/// Runs the tool with stdout and stderr captured separately (stderr is a file: not a terminal).
-ToolRun run(const std::string& args) {
-  static int counter = 0;
-  const std::string stem = (fs::temp_directory_path() / ("gigareg_cli_tools_" + std::to_string(::getpid()) + "_" +
-                                                         std::to_string(counter++))).string();
-  const std::string cmd = quote(cli_path()) + " " + args + " > " + quote(stem + ".out") + " 2> " + quote(stem + ".err");
-  const int status = std::system(cmd.c_str());
-  ToolRun r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(stem + ".out");
-  r.err = slurp(stem + ".err");
-  fs::remove(stem + ".out");
-  fs::remove(stem + ".err");
-  return r;
-}
-
-#define REQUIRE_CLI()                                                                         \
-  do {                                                                                        \
-    if (cli_path().empty()) GTEST_SKIP() << "the gigareg tool is not built (set GIGAREG_CLI)"; \
-  } while (0)
+using gigareg::test::cli_path;
+using gigareg::test::quote;
+using gigareg::test::slurp;
+using gigareg::test::ToolRun;
+ToolRun run(const std::string& args) { return gigareg::test::run_cli(args); }
 
 Mat3d add(const Mat3d& a, const Mat3d& b) {
   Mat3d c;
