@@ -371,6 +371,46 @@ Level make_level(const Inputs& in, const StageParams& stage, int lv) {
 }
 
 // ---------------------------------------------------------------------------------------------
+std::string level_name(int stage_index, int lv) {
+  return "stage " + std::to_string(stage_index + 1) + " level " + std::to_string(lv + 1);
+}
+
+void finish_level(LevelReport& report, const StageParams& stage, int stage_index, int lv,
+                  int levels, std::chrono::steady_clock::time_point t0,
+                  std::vector<LevelReport>& reports) {
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log(LogLevel::Info,
+      "stage " + std::to_string(stage_index + 1) + " (" + to_string(stage.transform) + ", " +
+          to_string(stage.metric.type) + ") level " + std::to_string(lv + 1) + "/" +
+          std::to_string(levels) + " " + std::to_string(report.size.x) + "x" +
+          std::to_string(report.size.y) + "x" + std::to_string(report.size.z) + ": " +
+          std::to_string(report.iterations) + " iterations" +
+          (report.converged ? " (converged)" : "") + ", loss " + fmt(report.initial_loss) + " -> " +
+          fmt(report.final_loss) + ", " + fmt(report.seconds, 3) + " s");
+  reports.push_back(report);
+}
+
+bool record(const LossValue& loss, int it, int lv, int levels, int stage_index,
+            const StageParams& stage, const RegistrationParams& params,
+            ConvergenceMonitor& monitor, LevelReport& report) {
+  if (!(loss.count > 0))
+    throw_error(ErrorKind::InvalidInput, level_name(stage_index, lv),
+                "no fixed voxel counts for the metric (the masks exclude everything)");
+  const double value = loss.value();
+  if (!std::isfinite(value))
+    throw_error(ErrorKind::Internal, level_name(stage_index, lv), "the loss is not finite");
+  if (it == 0) report.initial_loss = value;
+  report.final_loss = value;
+  report.iterations = it + 1;
+  monitor.add(value);
+  const double conv = monitor.value();
+  if (params.progress) params.progress({stage_index, stage.transform, lv, levels, it, value, conv});
+  log(LogLevel::Debug, level_name(stage_index, lv) + " iteration " + std::to_string(it + 1) +
+                           ": loss " + fmt(value, 8) + ", convergence " + fmt(conv, 4));
+  return monitor.converged(stage.convergence.threshold);
+}
+
+// ---------------------------------------------------------------------------------------------
 GatheredPartials::GatheredPartials(const Context& ctx, const Partition& part, const Geometry& grid,
                                    const Box& owned, int terms)
     : part_(&part), space_(ctx.memory_space()), grid_z_(grid.size.z),

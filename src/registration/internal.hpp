@@ -2,6 +2,7 @@
 // Internals of the registration pipeline shared by its translation units: backend buffers, the
 // images of one pyramid level, the stage metric, and the stage drivers.
 
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -275,6 +276,21 @@ void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_inde
 void run_deformable_stage(const Inputs& in, const StageParams& stage, int stage_index,
                           const RegistrationParams& params, PipelineState& state,
                           std::vector<LevelReport>& reports);
+
+/// "stage S level L" (1-based) for messages.
+std::string level_name(int stage_index, int lv);
+
+/// Records one iteration's loss in `report` and the monitor, calls the progress callback and logs
+/// it; throws when no voxel counts or the loss is not finite. Returns true when the level has
+/// converged.
+bool record(const LossValue& loss, int it, int lv, int levels, int stage_index,
+            const StageParams& stage, const RegistrationParams& params,
+            ConvergenceMonitor& monitor, LevelReport& report);
+
+/// Sets the level's time (since t0), logs its summary and appends it to `reports`.
+void finish_level(LevelReport& report, const StageParams& stage, int stage_index, int lv,
+                  int levels, std::chrono::steady_clock::time_point t0,
+                  std::vector<LevelReport>& reports);
 
 /// Sigma in voxels of the full-resolution grid `g` for an ANTs sigma (mm or voxels).
 Vec3d sigma_voxels(const Geometry& g, double sigma, bool in_mm);

@@ -229,29 +229,11 @@ void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_inde
       warp_backward(ctx, w, grad.view(), owned, wg);
       const LossValue loss = metric.value();
       std::vector<double> g12 = reduce_slices(ctx, affine_grad.gather());
-      if (!(loss.count > 0))
-        throw_error(ErrorKind::InvalidInput,
-                    "stage " + std::to_string(stage_index + 1) + " level " + std::to_string(lv + 1),
-                    "no fixed voxel counts for the metric (the masks exclude everything)");
-      for (double& g : g12) g /= loss.count;
-
-      const double value = loss.value();
-      if (it == 0) report.initial_loss = value;
-      report.final_loss = value;
-      report.iterations = it + 1;
-      monitor.add(value);
-      const double conv = monitor.value();
-      if (params.progress)
-        params.progress({stage_index, stage.transform, lv, levels, it, value, conv});
-      log(LogLevel::Debug, "stage " + std::to_string(stage_index + 1) + " level " +
-                               std::to_string(lv + 1) + " iteration " + std::to_string(it + 1) +
-                               ": loss " + fmt(value, 8) + ", convergence " + fmt(conv, 4));
-      if (!std::isfinite(value))
-        throw_error(ErrorKind::Internal, "linear stage", "the loss is not finite");
-      if (monitor.converged(stage.convergence.threshold)) {
+      if (record(loss, it, lv, levels, stage_index, stage, params, monitor, report)) {
         report.converged = true;
         break;
       }
+      for (double& g : g12) g /= loss.count;  // record() checked that count > 0
       // Adam in scaled parameters q = p * scale: dL/dq = dL/dp / scale, dp = dq / scale.
       std::vector<double> g = model.gradient(g12);
       for (std::size_t i = 0; i < g.size(); ++i) g[i] /= scale[i];
@@ -260,16 +242,7 @@ void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_inde
       for (std::size_t i = 0; i < p.size(); ++i) p[i] += dq[i] / scale[i];
     }
     state.affine = model.affine();
-    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log(LogLevel::Info,
-        "stage " + std::to_string(stage_index + 1) + " (" + to_string(stage.transform) + ", " +
-            to_string(stage.metric.type) + ") level " + std::to_string(lv + 1) + "/" +
-            std::to_string(levels) + " " + std::to_string(fg.size.x) + "x" +
-            std::to_string(fg.size.y) + "x" + std::to_string(fg.size.z) + ": " +
-            std::to_string(report.iterations) + " iterations" +
-            (report.converged ? " (converged)" : "") + ", loss " + fmt(report.initial_loss) +
-            " -> " + fmt(report.final_loss) + ", " + fmt(report.seconds, 3) + " s");
-    reports.push_back(report);
+    finish_level(report, stage, stage_index, lv, levels, t0, reports);
   }
 }
 
