@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gigareg/geometry.hpp"
@@ -328,6 +330,19 @@ inline Volume<float> textured(const Geometry& g, std::uint64_t seed, double offs
         v(i, j, k) = float(s);
       }
   return v;
+}
+
+/// Bytes this process has read through read(2) and friends so far (/proc/self/io rchar; 0 where
+/// there is no /proc): what the slab-reading tests count.
+inline std::uint64_t bytes_read_so_far() {
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (f == nullptr) return 0;
+  char key[64];
+  unsigned long long value = 0, rchar = 0;
+  while (std::fscanf(f, "%63s %llu", key, &value) == 2)
+    if (std::string(key) == "rchar:") rchar = value;
+  std::fclose(f);
+  return rchar;
 }
 
 }  // namespace gigareg::test

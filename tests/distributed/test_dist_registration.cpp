@@ -144,17 +144,7 @@ TEST(ShardedRegistration, RealPairMomentsAffineGreedyIsTheSingleProcessBitwise) 
   expect_same_result(sharded, single);
 }
 
-/// Bytes this process has read through read(2) so far (/proc/self/io rchar).
-std::uint64_t bytes_read_so_far() {
-  std::FILE* f = std::fopen("/proc/self/io", "r");
-  if (f == nullptr) return 0;
-  char key[64];
-  unsigned long long value = 0, rchar = 0;
-  while (std::fscanf(f, "%63s %llu", key, &value) == 2)
-    if (std::string(key) == "rchar:") rchar = value;
-  std::fclose(f);
-  return rchar;
-}
+using gigareg::test::bytes_read_so_far;
 
 TEST(ShardedRegistration, EachRankReadsOnlyItsPlanes) {
   // The inputs as uncompressed NIfTI files; every rank reads the planes registration_input_planes
@@ -188,7 +178,9 @@ TEST(ShardedRegistration, EachRankReadsOnlyItsPlanes) {
                 world().size(), static_cast<unsigned long long>(read),
                 static_cast<unsigned long long>(slabs), static_cast<unsigned long long>(files));
   EXPECT_ALL_RANKS(read >= slabs && read <= slabs + 256 * 1024);
-  if (world().size() > 2) EXPECT_ALL_RANKS(read < files / 2);
+  if (world().size() > 2) {
+    EXPECT_ALL_RANKS(read < files / 2);
+  }
   // The reference reads the whole files (their geometry went through NIfTI's float header).
   const RegistrationResult single =
       register_images(p, read_image(dir + "/f.nii").voxels, read_image(dir + "/m.nii").voxels);
@@ -224,8 +216,11 @@ TEST(ShardedRegistration, BytesPerIterationDoNotGrowWithTheSlabThickness) {
                 ranks, static_cast<unsigned long long>(per_thin), static_cast<long long>(thin),
                 static_cast<unsigned long long>(per_thick), static_cast<long long>(thick));
   EXPECT_ALL_RANKS(per_thin == per_thick);
-  if (ranks == 1) EXPECT_ALL_RANKS(per_thin == 0);
-  else EXPECT_ALL_RANKS(per_thin > 0);
+  if (ranks == 1) {
+    EXPECT_ALL_RANKS(per_thin == 0);
+  } else {
+    EXPECT_ALL_RANKS(per_thin > 0);
+  }
 }
 
 }  // namespace

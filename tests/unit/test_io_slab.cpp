@@ -13,19 +13,12 @@
 
 #include "gigareg/io.hpp"
 #include "io_test_util.hpp"
+#include "test_util.hpp"
 
 namespace gigareg::testing {
 namespace {
 
-/// Bytes this process has read through read(2) and friends so far (/proc/self/io rchar).
-std::uint64_t bytes_read_so_far() {
-  std::ifstream io("/proc/self/io");
-  std::string key;
-  std::uint64_t value = 0;
-  while (io >> key >> value)
-    if (key == "rchar:") return value;
-  return 0;
-}
+using gigareg::test::bytes_read_so_far;
 
 bool same_planes(const Image& slab, const Image& whole) {
   const Box& b = slab.voxels.box();
