@@ -14,8 +14,13 @@
 //      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
 //      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 (and
 //      those of the output plane's F and W, used in E) are issued before stage E of step i, so
-//      they land while E runs, and are first used at the top of step i + 1.
+//      they land while E runs, and are first used at the top of step i + 1. In an interior tile
+//      (R2 inside the valid inputs in x and y, about 80% of the tiles at 512^3) with both planes
+//      valid, these loads (and E's stores) carry no per-column or per-row test: a pad column of
+//      Z (never read) takes its row's last column so that every position has a valid offset.
 //   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
+//      Meanwhile the last warp (idle in B) writes the block's loss partial of the previous
+//      centre plane (after the loop for the last one): off the critical path of stage D.
 //   C. y pass (3 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
 //      the R1 centres (zero outside the centre box, the grid or the mask, branch-free); -cc of
 //      the owned centres is reduced per warp, then per block in warp order (one partial per
@@ -29,7 +34,11 @@
 //      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
 // 8) floats; XZ, ABC and NXY use 44 floats, which also keeps the two row segments a warp of
-// stage C spans in different banks.
+// stage C spans in different banks. Measured and not kept: stage C with 4 centres per thread
+// from a transposed XZ (two 16-byte loads per quantity) on 8 warps while the other 4 warps
+// update half of Z for the next step (2.8-3.3 ms instead of 2.6: the Z update then waits for
+// its loads or, staged with 4-byte cp.async, costs 4.5 shared wavefronts per copy; with the
+// loads in registers across stage B it spills).
 //
 // lncc_kernel. A block (512 threads for H <= 2, else 256) owns an output tile of 32 x TY columns
 // (TY = 16 for H <= 2, else 8) of the owned box and a chunk of z (at most 64 planes); it marches
@@ -577,6 +586,10 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   const index_t r1x0 = ox - H, r1y0 = oy - H;
   const int own_x1 = int(min(index_t(H + kTX), ohi.x - r1x0));
   const int own_y1 = int(min(index_t(H + T::TY), ohi.y - r1y0));
+  // Every R2 column inside the valid inputs (block-uniform): the stage A loads then need no
+  // per-column test, and every output of the tile is owned.
+  const bool interior = r2x0 >= p.valid.lo.x && r2x0 + T::R2X <= vhi.x &&
+                        r2y0 >= p.valid.lo.y && r2y0 + T::R2Y <= vhi.y;
 
   // Zero the shared arrays (padding included: it is read, never used, and must not be NaN).
   for (int i = tid; i < T::kEnd / 4; i += NT) sm4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -598,7 +611,10 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
 #pragma unroll
   for (int k = 0; k < T::SLOTS; ++k) {
     const int c = tid + k * NT;
-    const int cy = c / T::PZ, cx = c - cy * T::PZ;
+    const int cy = c / T::PZ;
+    // A pad column (never read) takes its row's last column, so that every position below ZN
+    // of an interior tile has a valid offset.
+    const int cx = min(c - cy * T::PZ, T::R2X - 1);
     const index_t gx = r2x0 + cx, gy = r2y0 + cy;
     const bool ok = c < T::ZN && cx < T::R2X && gx >= p.valid.lo.x && gx < vhi.x &&
                     gy >= p.valid.lo.y && gy < vhi.y;
@@ -684,6 +700,36 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     }
   };
 
+  // Both planes valid in an interior tile: every position below ZN loads without a test.
+  auto zload_fast = [&] {
+    const float* fau = opaque(fa);
+    const float* wau = opaque(wa);
+    const float* fsu = opaque(fs);
+    const float* wsu = opaque(ws);
+#pragma unroll
+    for (int k = 0; k < T::SLOTS; ++k) {
+      const int c = tid + k * NT;
+      if ((k + 1) * NT > T::ZN && c >= T::ZN) {  // warp-uniform (ZN - k NT is a multiple of 32)
+        raf[k] = rsf[k] = shift_f;
+        raw[k] = rsw[k] = shift_w;
+        break;
+      }
+      const unsigned off = unsigned(aoff[k]);
+      raf[k] = __ldg(fau + off);
+      raw[k] = __ldg(wau + off);
+      rsf[k] = __ldg(fsu + off);
+      rsw[k] = __ldg(wsu + off);
+    }
+  };
+  auto zload = [&](bool add_ok, bool sub_ok) {
+    if (interior && add_ok && sub_ok) {
+      zload_fast();
+    } else {
+      zload_add(add_ok);
+      zload_sub(sub_ok);
+    }
+  };
+
   auto zupdate = [&] {
     float fn[T::SLOTS], wn[T::SLOTS], fo[T::SLOTS], wo[T::SLOTS];
 #pragma unroll
@@ -719,8 +765,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   advance_a();
   for (int i = -2 * H; i < 0; ++i) {
     zupdate();
-    zload_add(add_ok_at(i + 1));
-    zload_sub(sub_ok_at(i + 1));
+    zload(add_ok_at(i + 1), sub_ok_at(i + 1));
     advance_a();
   }
 
@@ -753,6 +798,13 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
       const float* wzu = opaque(wzp);
       int fo = foff;  // 32-bit until here: a hoisted 64-bit copy would cost registers
       asm("" : "+r"(fo));
+      if (interior) {  // both rows owned
+        nfo0 = __ldg(fzu + fo);
+        nwo0 = __ldg(wzu + fo);
+        nfo1 = __ldg(fzu + fo + fsy);
+        nwo1 = __ldg(wzu + fo + fsy);
+        return;
+      }
       if (row_out0) {
         nfo0 = __ldg(fzu + fo);
         nwo0 = __ldg(wzu + fo);
@@ -765,6 +817,20 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   };
   load_out(out_plane_at(0), fz, wz);
 
+  // The warps' sums of centre step `it` in index order: one partial per (slice, tile).
+  auto flush_partial = [&](int it) {
+    double sum = 0.0;
+    int count = 0;
+    for (int w = 0; w < T::kWarps; ++w) {
+      sum += red[w];
+      count += red_count[w];
+    }
+    double* out = p.tile_partials + ((oz0 + it - H - p.owned.lo.z) * p.tiles + tile) * 2;
+    out[0] = sum;
+    out[1] = double(count);
+  };
+  int pend = -1;  // the centre step whose warp sums wait in red (block-uniform), or -1
+
   for (int i = 0; i < niter; ++i) {
     const bool out_plane = out_plane_at(i);
     const float fo0 = nfo0 - shift_f, wo0 = nwo0 - shift_w;  // shifted intensities
@@ -774,6 +840,12 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     const bool centre_it = i >= cen_lo && i < cen_hi;  // block-uniform: plane zc holds centres
     if (centre_it) {
       __syncthreads();
+      // The last warp, idle in B, writes the block partial of the previous centre step (off
+      // the critical path; red is rewritten only after the next barrier).
+      if (pend >= 0) {
+        if (tid == NT - 32) flush_partial(pend);
+        pend = -1;
+      }
       // ---- B. x pass: XZ[q][R2 row][R1 column]; warp (q, segment), lane = row.
       if (warp < 10 && lane < T::R2Y) {
         const int q = warp >> 1;
@@ -854,18 +926,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
         }
       }
       __syncthreads();
-      if (p.tile_partials != nullptr && owned_plane && tid == 0) {
-        // The warps' sums in index order: one partial per (slice, tile).
-        double sum = 0.0;
-        int count = 0;
-        for (int w = 0; w < T::kWarps; ++w) {
-          sum += red[w];
-          count += red_count[w];
-        }
-        double* out = p.tile_partials + ((oz0 + i - H - p.owned.lo.z) * p.tiles + tile) * 2;
-        out[0] = sum;
-        out[1] = double(count);
-      }
+      if (p.tile_partials != nullptr && owned_plane) pend = i;  // written during a later B
       // ---- D. x pass of (a, b, c): AX[q][R1 row][tile column]; warp (q, segment), lane = row.
       if (lane < T::R1Y) {
         const int q = warp / T::NSD, x0 = (warp - q * T::NSD) * T::SEGD;
@@ -875,8 +936,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
       __syncthreads();
     }
     // The next step's stage A loads, in flight during stage E.
-    zload_add(add_ok_at(i + 1));
-    zload_sub(sub_ok_at(i + 1));
+    zload(add_ok_at(i + 1), sub_ok_at(i + 1));
     load_out(out_plane_at(i + 1), fz + fsz, wz + wsz);
     advance_a();
     if (centre_it) {
@@ -909,9 +969,9 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
       float* gzu = opaque(gz);
       int go = goff;
       asm("" : "+r"(go));
-      if (row_out0)
+      if (interior || row_out0)
         __stcs(gzu + go, g[0][0] * fo0 + g[1][0] * wo0 + g[2][0]);
-      if (row_out1)
+      if (interior || row_out1)
         __stcs(gzu + go + gsy, g[0][1] * fo1 + g[1][1] * wo1 + g[2][1]);
     }
     fz += fsz;
@@ -919,6 +979,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     gz += gsz;
     if (has_mask) mz += msz;
   }
+  if (pend >= 0 && tid == NT - 32) flush_partial(pend);
 }
 
 __global__ void partials_kernel(const double* tile_partials, index_t slices, index_t tiles,
