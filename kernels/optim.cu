@@ -5,9 +5,9 @@
 // reference's, without FMA contraction.
 //
 // Bytes per voxel (3 float components): adam_update reads g, m, v and writes m, v, step: 72 B
-// (84 B in Add mode, which also reads the displacement); that is the floor for an op that must
-// read the gradient and both moments and write both moments and its result, and the kernel
-// moves exactly that. max_norm_partials reads 12 B per voxel; scale_field reads and writes 24 B.
+// with float moments, 48 B with bfloat16 moments (84 / 60 B in Add mode, which also reads the
+// displacement); that is the floor for an op that must read the gradient and both moments and
+// write both moments and its result, and the kernel moves exactly that. max_norm_partials reads 12 B per voxel; scale_field reads and writes 24 B.
 
 #include <cuda_runtime.h>
 
@@ -72,9 +72,9 @@ __global__ void adam_step_kernel(VolumeView<const float> m, VolumeView<const flo
   }
 }
 
-template <bool ADD>
-__global__ void adam_update_kernel(VolumeView<const float> grad, VolumeView<float> m,
-                                   VolumeView<float> v, VolumeView<float> out, AdamCoefficients co,
+template <bool ADD, class M>
+__global__ void adam_update_kernel(VolumeView<const float> grad, VolumeView<M> m,
+                                   VolumeView<M> v, VolumeView<float> out, AdamCoefficients co,
                                    Box owned, index_t rows, const double* scale) {
   const bool scaled = scale != nullptr;
   const float s = scaled ? float(*scale) : 1.0f;  // one broadcast load per thread, L1/L2 hit
@@ -82,10 +82,11 @@ __global__ void adam_update_kernel(VolumeView<const float> grad, VolumeView<floa
     index_t i, j, k;
     int c;
     if (!element(owned, row, i, j, k, c)) return;
-    float mm = m.at(i, j, k, c), vv = v.at(i, j, k, c);
+    // The gradient is read before the output is written (out may alias grad: same element).
+    float mm = load_moment(m.at(i, j, k, c)), vv = load_moment(v.at(i, j, k, c));
     const float st = adam_update_element(co, grad.at(i, j, k, c), mm, vv, scaled, s);
-    m.at(i, j, k, c) = mm;
-    v.at(i, j, k, c) = vv;
+    store_moment(m.at(i, j, k, c), mm);
+    store_moment(v.at(i, j, k, c), vv);
     float& o = out.at(i, j, k, c);
     o = ADD ? detail::rn_add(o, st) : st;
   }
@@ -173,16 +174,29 @@ void adam_step(void* stream, VolumeView<const float> m, VolumeView<const float> 
   GIGAREG_CUDA_CHECK_LAUNCH("adam_step_kernel");
 }
 
-void adam_update(void* stream, VolumeView<const float> grad, VolumeView<float> m,
-                 VolumeView<float> v, VolumeView<float> out, const AdamCoefficients& c,
-                 const Box& owned, bool add, const double* scale) {
+template <class M>
+void launch_adam_update(void* stream, VolumeView<const float> grad, VolumeView<M> m,
+                        VolumeView<M> v, VolumeView<float> out, const AdamCoefficients& c,
+                        const Box& owned, bool add, const double* scale) {
   const RowLaunch l = row_launch(owned, grad.components);
   auto s = static_cast<cudaStream_t>(stream);
   if (add)
-    adam_update_kernel<true><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
+    adam_update_kernel<true, M><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
   else
-    adam_update_kernel<false><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
+    adam_update_kernel<false, M><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
   GIGAREG_CUDA_CHECK_LAUNCH("adam_update_kernel");
+}
+
+void adam_update(void* stream, VolumeView<const float> grad, VolumeView<float> m,
+                 VolumeView<float> v, VolumeView<float> out, const AdamCoefficients& c,
+                 const Box& owned, bool add, const double* scale) {
+  launch_adam_update(stream, grad, m, v, out, c, owned, add, scale);
+}
+
+void adam_update(void* stream, VolumeView<const float> grad, VolumeView<bfloat16> m,
+                 VolumeView<bfloat16> v, VolumeView<float> out, const AdamCoefficients& c,
+                 const Box& owned, bool add, const double* scale) {
+  launch_adam_update(stream, grad, m, v, out, c, owned, add, scale);
 }
 
 void scale_field(void* stream, VolumeView<float> field, const double* scale, const Box& owned) {

@@ -40,20 +40,28 @@ void adam_step(VolumeView<const float> m, VolumeView<const float> v, VolumeView<
   });
 }
 
-void adam_update(VolumeView<const float> grad, VolumeView<float> m, VolumeView<float> v,
+template <class M>
+void adam_update(VolumeView<const float> grad, VolumeView<M> m, VolumeView<M> v,
                  VolumeView<float> out, const AdamCoefficients& c, const Box& owned, bool add,
                  const double* scale) {
   const bool scaled = scale != nullptr;
   const float s = scaled ? float(*scale) : 1.0f;
+  // Each element's gradient is read before its output is written (out may alias grad).
   for_each_element(owned, grad.components, [&](index_t i, index_t j, index_t k, int q) {
-    float mm = m.at(i, j, k, q), vv = v.at(i, j, k, q);
+    float mm = load_moment(m.at(i, j, k, q)), vv = load_moment(v.at(i, j, k, q));
     const float st = adam_update_element(c, grad.at(i, j, k, q), mm, vv, scaled, s);
-    m.at(i, j, k, q) = mm;
-    v.at(i, j, k, q) = vv;
+    store_moment(m.at(i, j, k, q), mm);
+    store_moment(v.at(i, j, k, q), vv);
     float& o = out.at(i, j, k, q);
     o = add ? o + st : st;
   });
 }
+template void adam_update(VolumeView<const float>, VolumeView<float>, VolumeView<float>,
+                          VolumeView<float>, const AdamCoefficients&, const Box&, bool,
+                          const double*);
+template void adam_update(VolumeView<const float>, VolumeView<bfloat16>, VolumeView<bfloat16>,
+                          VolumeView<float>, const AdamCoefficients&, const Box&, bool,
+                          const double*);
 
 void scale_field(VolumeView<float> field, const double* scale, const Box& owned) {
   const float s = float(*scale);

@@ -11,8 +11,12 @@ void adam_moments(void* stream, VolumeView<const float> grad, VolumeView<float> 
 void adam_step(void* stream, VolumeView<const float> m, VolumeView<const float> v,
                VolumeView<float> step, const AdamCoefficients& c, const Box& owned);
 /// add: out += s * step, else out = s * step; s = float(*scale) when scale is non-null.
+/// Moments in float or bfloat16.
 void adam_update(void* stream, VolumeView<const float> grad, VolumeView<float> m,
                  VolumeView<float> v, VolumeView<float> out, const AdamCoefficients& c,
+                 const Box& owned, bool add, const double* scale);
+void adam_update(void* stream, VolumeView<const float> grad, VolumeView<bfloat16> m,
+                 VolumeView<bfloat16> v, VolumeView<float> out, const AdamCoefficients& c,
                  const Box& owned, bool add, const double* scale);
 void scale_field(void* stream, VolumeView<float> field, const double* scale, const Box& owned);
 /// partials[k - owned.lo.z] = max norm over slice k (device memory, owned.size.z doubles).

@@ -21,7 +21,8 @@ void adam_moments(VolumeView<const float> grad, VolumeView<float> m, VolumeView<
                   const AdamCoefficients& c, const Box& owned);
 void adam_step(VolumeView<const float> m, VolumeView<const float> v, VolumeView<float> step,
                const AdamCoefficients& c, const Box& owned);
-void adam_update(VolumeView<const float> grad, VolumeView<float> m, VolumeView<float> v,
+template <class M>
+void adam_update(VolumeView<const float> grad, VolumeView<M> m, VolumeView<M> v,
                  VolumeView<float> out, const AdamCoefficients& c, const Box& owned, bool add,
                  const double* scale);
 void scale_field(VolumeView<float> field, const double* scale, const Box& owned);
@@ -112,16 +113,42 @@ void adam_step(const Context& ctx, VolumeView<const float> m, VolumeView<const f
   GIGAREG_OPTIM_DISPATCH(adam_step, m, v, step, c, owned);
 }
 
+namespace {
+
+template <class M>
+void run_adam_update(const Context& ctx, VolumeView<const float> grad, VolumeView<M> m,
+                     VolumeView<M> v, VolumeView<float> out, const AdamParams& params,
+                     const Box& owned, StepOutput mode, const double* device_scale) {
+  const AdamCoefficients c = adam_coefficients(params);
+  const char* op = "adam_update";
+  if (!check_elementwise(ctx, op, owned, grad, m, v, out)) return;
+  const void* o = out.data;
+  GIGAREG_REQUIRE(o != static_cast<const void*>(m.data) && o != static_cast<const void*>(v.data),
+                  "the step output may not alias the moments");
+  GIGAREG_REQUIRE(o != static_cast<const void*>(grad.data) ||
+                      (out.box() == grad.box() && out.stride == grad.stride &&
+                       out.component_stride == grad.component_stride),
+                  "an output in the gradient's memory must be the same view of it");
+  if (device_scale != nullptr) require_backend_memory(ctx, op, device_scale);
+  GIGAREG_OPTIM_DISPATCH(adam_update, grad, m, v, out, c, owned, mode == StepOutput::Add,
+                         device_scale);
+}
+
+}  // namespace
+
 void adam_update(const Context& ctx, VolumeView<const float> grad, VolumeView<float> m,
                  VolumeView<float> v, VolumeView<float> out, const AdamParams& params,
                  const Box& owned, StepOutput mode, const double* device_scale) {
-  const AdamCoefficients c = adam_coefficients(params);
-  if (!check_elementwise(ctx, "adam_update", owned, grad, m, v, out)) return;
-  GIGAREG_REQUIRE(out.data != grad.data && out.data != m.data && out.data != v.data,
-                  "the step output may not alias the gradient or the moments");
-  if (device_scale != nullptr) require_backend_memory(ctx, "adam_update", device_scale);
-  GIGAREG_OPTIM_DISPATCH(adam_update, grad, m, v, out, c, owned, mode == StepOutput::Add,
-                         device_scale);
+  run_adam_update(ctx, grad, m, v, out, params, owned, mode, device_scale);
+}
+
+void adam_update(const Context& ctx, VolumeView<const float> grad, VolumeView<bfloat16> m,
+                 VolumeView<bfloat16> v, VolumeView<float> out, const AdamParams& params,
+                 const Box& owned, StepOutput mode, const double* device_scale) {
+  GIGAREG_REQUIRE(params.beta1 <= kBfloat16MaxBeta && params.beta2 <= kBfloat16MaxBeta,
+                  "bfloat16 Adam moments need beta1, beta2 <= " + std::to_string(kBfloat16MaxBeta) +
+                      " (a smaller per-step change is lost to rounding); use float moments");
+  run_adam_update(ctx, grad, m, v, out, params, owned, mode, device_scale);
 }
 
 void scale_field(const Context& ctx, VolumeView<float> field, const double* device_scale,

@@ -234,3 +234,40 @@ TEST(MaxNormCuda, NormaliserOnDeviceFeedsTheFusedStepWithoutHostSync) {
   EXPECT_EQ(d_scale.get_host()[0], scale);
   EXPECT_LT(compare(host(du), u, owned, nullptr), 1e-5);
 }
+
+// bfloat16 moments and the step written over the gradient: the same float operations on both
+// backends and the same integer rounding, so the GPU agrees with the CPU bitwise.
+TEST(AdamCuda, Bfloat16MomentsAndInPlaceStepMatchCpuBitwise) {
+  REQUIRE_CUDA_DEVICE();
+  const Geometry g = grid({41, 29, 23});
+  const Box owned{{2, 3, 1}, {36, 24, 20}};
+  AdamParams p;
+  p.learning_rate = 1.0;
+  p.beta2 = 0.99;
+  p.eps = 0.1;
+  const double scale = 0.8125;
+  const AdamInputs in = make_inputs(g, 400);
+  auto to_bf16 = [&](const Volume<float>& x) {
+    Volume<bfloat16> out(g, 3);
+    for (index_t e = 0; e < x.element_count(); ++e) out.data()[e] = to_bfloat16(x.data()[e]);
+    return out;
+  };
+  Volume<bfloat16> m = to_bf16(in.m), v = to_bf16(in.v);
+  Volume<bfloat16> dm = m.to(MemorySpace::Device), dv = v.to(MemorySpace::Device);
+  Volume<float> work = in.grad.clone(), dwork = dev(in.grad);
+  DeviceDoubles d_scale(1);
+  d_scale.set({scale});
+  for (int t = 1; t <= 3; ++t) {  // three steps, each writing its step over the gradient
+    p.step = t;
+    adam_update(kCpu, work.view(), m.view(), v.view(), work.view(), p, owned, StepOutput::Write, &scale);
+    adam_update(kGpu, dwork.view(), dm.view(), dv.view(), dwork.view(), p, owned, StepOutput::Write,
+                d_scale.get());
+  }
+  const Volume<bfloat16> hm = dm.to(MemorySpace::Host), hv = dv.to(MemorySpace::Host);
+  const Volume<float> hwork = host(dwork);
+  EXPECT_EQ(std::memcmp(hm.data(), m.data(), m.bytes()), 0);
+  EXPECT_EQ(std::memcmp(hv.data(), v.data(), v.bytes()), 0);
+  EXPECT_EQ(std::memcmp(hwork.data(), work.data(), work.bytes()), 0);
+  // Outside the owned box the gradient is untouched.
+  EXPECT_EQ(compare(hwork, work, owned, &in.grad), 0.0);
+}

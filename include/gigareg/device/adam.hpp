@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gigareg/device/bfloat16.hpp"
 #include "gigareg/device/rounding.hpp"
 #include "gigareg/device/view.hpp"
 
@@ -52,6 +53,13 @@ GIGAREG_HDI float adam_update_element(const AdamCoefficients& c, float g, float&
   const float step = adam_step_value(c, m, v);
   return scaled ? detail::rn_mul(step, s) : step;
 }
+
+/// Moments are stored as float or as bfloat16 (half the memory); the math is float either way.
+/// A bfloat16 moment is widened exactly on load and rounded to nearest (ties to even) on store.
+GIGAREG_HDI float load_moment(float m) { return m; }
+GIGAREG_HDI float load_moment(bfloat16 m) { return to_float(m); }
+GIGAREG_HDI void store_moment(float& slot, float m) { slot = m; }
+GIGAREG_HDI void store_moment(bfloat16& slot, float m) { slot = to_bfloat16(m); }
 
 /// Euclidean norm of one vector, in double: the squares of floats are exact in double and the
 /// two sums round the same with or without FMA, so the norm is bitwise the same on both backends.
