@@ -10,6 +10,7 @@
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
 #include "ops/scratch.hpp"
+#include "ops/smooth_plan.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/smooth.hpp"
@@ -26,6 +27,9 @@ namespace {
 // Scratch per z-chunk: each of the two ping-pong buffers holds at most about this many voxels
 // (at least one slice of the first pass's region).
 constexpr index_t kChunkVoxels = index_t(1) << 25;
+// In place: three buffers of about this many voxels (two for the first pass of two chunks, one
+// for a middle pass): smaller chunks, so that in-place smoothing needs little memory at all.
+constexpr index_t kInPlaceChunkVoxels = index_t(1) << 24;
 
 Box grow_clip(const Box& b, Index3 r, Index3 global) {
   Box out;
@@ -121,6 +125,14 @@ Box smoothing_input_box(const Box& owned, Index3 global_size, Vec3d sigma_voxels
 
 void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
                      Vec3d sigma_voxels, const Box& owned, double truncation) {
+  const bool in_place = static_cast<const void*>(in.data) == static_cast<const void*>(out.data);
+  gaussian_smooth_chunked(ctx, in, out, sigma_voxels, owned, truncation,
+                          in_place ? kInPlaceChunkVoxels : kChunkVoxels);
+}
+
+void gaussian_smooth_chunked(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
+                             Vec3d sigma_voxels, const Box& owned, double truncation,
+                             index_t chunk_voxels) {
   const GaussianTaps taps[3] = {gaussian_taps(sigma_voxels.x, truncation),
                                 gaussian_taps(sigma_voxels.y, truncation),
                                 gaussian_taps(sigma_voxels.z, truncation)};
@@ -130,6 +142,7 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
                   "input and output must live on the same global grid");
   GIGAREG_REQUIRE(in.components == out.components && in.components >= 1,
                   "input and output must have the same number of components");
+  GIGAREG_REQUIRE(chunk_voxels >= 1, "the chunk size must be positive");
   const Box grid{{0, 0, 0}, global};
   GIGAREG_REQUIRE(grid.contains(owned), "the owned box must lie in the grid");
   if (owned.empty()) return;
@@ -137,8 +150,10 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
   GIGAREG_REQUIRE(in.box().contains(grow_clip(owned, radius, global)),
                   "the input view must contain the owned box grown by the kernel radius "
                   "(clipped to the grid)");
-  GIGAREG_REQUIRE(static_cast<const void*>(in.data) != static_cast<const void*>(out.data),
-                  "smoothing cannot run in place");
+  const bool in_place = static_cast<const void*>(in.data) == static_cast<const void*>(out.data);
+  GIGAREG_REQUIRE(!in_place || (in.box() == out.box() && in.stride == out.stride &&
+                                in.component_stride == out.component_stride),
+                  "in-place smoothing needs the input and output to be the same view");
   require_backend_memory(ctx, "gaussian_smooth", in.data);
   require_backend_memory(ctx, "gaussian_smooth", out.data);
 
@@ -147,6 +162,7 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
   int count = 0;
   for (int a = 2; a >= 0; --a)
     if (radius[a] > 0) axes[count++] = a;
+  if (count == 0 && in_place) return;  // the identity on itself
 
   // The region of pass p is the chunk grown by the radii of the passes still to come.
   auto region_of = [&](const Box& chunk, int p) {
@@ -156,51 +172,109 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
   };
 
   // On CUDA the y and x passes run as one kernel when they are the last two (same values: the
-  // intermediate stays in shared memory). `stored` passes write their results to scratch or out.
+  // intermediate stays in shared memory). In place, the first pass must read the input into
+  // scratch, so the fused kernel only ever reads scratch there (a z pass comes first).
   bool fuse_yx = false;
 #if GIGAREG_WITH_CUDA
   fuse_yx = ctx.backend == Backend::Cuda && count >= 2 && axes[count - 2] == 1 &&
-            axes[count - 1] == 0 && cuda::gaussian_yx_fusable(int(radius.y), int(radius.x));
+            axes[count - 1] == 0 && cuda::gaussian_yx_fusable(int(radius.y), int(radius.x)) &&
+            !(in_place && count == 2);
 #endif
-  const int singles = fuse_yx ? count - 2 : count;     // passes run one axis at a time
-  const int to_scratch = fuse_yx ? singles : count - 1;  // of those, the ones writing scratch
+  const int singles = fuse_yx ? count - 2 : count;  // passes run one axis at a time
 
   // z-chunks bound the scratch; every output voxel is computed from the same values in the same
   // order whatever the chunking, so chunking never changes a bit of the result.
   const Box first = region_of(owned, 0);
   const index_t slice = first.size.x * first.size.y;
-  const index_t chunk_z = std::clamp<index_t>(kChunkVoxels / slice, 1, owned.size.z);
-  index_t scratch_count[2] = {0, 0};
-  {
-    Box chunk = owned;
-    chunk.size.z = chunk_z;
-    for (int p = 0; p < to_scratch; ++p) scratch_count[p] = region_of(chunk, p).voxel_count();
-  }
-  Scratch<float> ping(ctx, std::size_t(scratch_count[0]), "gaussian_smooth scratch");
-  Scratch<float> pong(ctx, std::size_t(scratch_count[1]), "gaussian_smooth scratch");
+  index_t chunk_z = std::max<index_t>(chunk_voxels / slice, 1);
+  // In place, chunk k + 1's first pass reads r_z planes of chunk k (not yet written) but none of
+  // chunk k - 1 (already written): chunks are at least r_z planes thick.
+  if (in_place && count > 0 && axes[0] == 2) chunk_z = std::max<index_t>(chunk_z, radius.z);
+  chunk_z = std::min(chunk_z, owned.size.z);
+  Box full_chunk = owned;
+  full_chunk.size.z = chunk_z;
+  auto chunk_at = [&](index_t z0) {
+    Box c = owned;
+    c.lo.z = z0;
+    c.size.z = std::min(chunk_z, owned.lo.z + owned.size.z - z0);
+    return c;
+  };
 
+  if (!in_place) {
+    // Every pass but the last (or the fused pair) writes scratch, ping-pong; the last writes out.
+    const int to_scratch = fuse_yx ? singles : count - 1;
+    index_t scratch_count[2] = {0, 0};
+    for (int p = 0; p < to_scratch; ++p) scratch_count[p] = region_of(full_chunk, p).voxel_count();
+    Scratch<float> ping(ctx, std::size_t(scratch_count[0]), "gaussian_smooth scratch");
+    Scratch<float> pong(ctx, std::size_t(scratch_count[1]), "gaussian_smooth scratch");
+    for (int c = 0; c < in.components; ++c) {
+      const VolumeView<const float> src_c = component(in, c);
+      const VolumeView<float> dst_c = component(out, c);
+      for (index_t z0 = owned.lo.z; z0 < owned.lo.z + owned.size.z; z0 += chunk_z) {
+        const Box chunk = chunk_at(z0);
+        if (count == 0) {  // sigma 0 everywhere: a copy (the single tap 1 multiplies exactly)
+          run_pass(ctx, src_c, dst_c, chunk, 0, taps[0]);
+          continue;
+        }
+        VolumeView<const float> src = src_c;
+        for (int p = 0; p < singles; ++p) {
+          const Box region = region_of(chunk, p);
+          const VolumeView<float> dst =
+              p < to_scratch ? contiguous_view((p % 2 == 0 ? ping : pong).data(), region, global) : dst_c;
+          run_pass(ctx, src, dst, region, axes[p], taps[axes[p]]);
+          src = dst;
+        }
+#if GIGAREG_WITH_CUDA
+        if (fuse_yx) cuda::gaussian_pass_yx(ctx.stream, src, dst_c, chunk, taps[1], taps[0]);
+#endif
+      }
+    }
+    return;
+  }
+
+  // In place: the first pass of every chunk reads the input into one of two buffers, and the
+  // first pass of chunk k + 1 is issued before the last pass of chunk k writes (stream order), so
+  // every input value is read before it is overwritten. The remaining passes read scratch only: a
+  // middle pass (three single passes) writes a third buffer; the last pass, or the fused y-x
+  // pair, writes out; a lone pass is followed by a copy from its buffer.
+  const int middle = singles == 3 ? 1 : 0;
+  Scratch<float> first_a(ctx, std::size_t(region_of(full_chunk, 0).voxel_count()), "gaussian_smooth scratch");
+  Scratch<float> first_b(ctx, std::size_t(region_of(full_chunk, 0).voxel_count()), "gaussian_smooth scratch");
+  Scratch<float> mid(ctx, std::size_t(middle ? region_of(full_chunk, 1).voxel_count() : 0),
+                     "gaussian_smooth scratch");
+  float* firsts[2] = {first_a.data(), first_b.data()};
+  const GaussianTaps copy_taps = gaussian_taps(0.0);
   for (int c = 0; c < in.components; ++c) {
     const VolumeView<const float> src_c = component(in, c);
     const VolumeView<float> dst_c = component(out, c);
-    for (index_t z0 = owned.lo.z; z0 < owned.lo.z + owned.size.z; z0 += chunk_z) {
-      Box chunk = owned;
-      chunk.lo.z = z0;
-      chunk.size.z = std::min(chunk_z, owned.lo.z + owned.size.z - z0);
-      if (count == 0) {  // sigma 0 everywhere: a copy (the single tap 1 multiplies exactly)
-        run_pass(ctx, src_c, dst_c, chunk, 0, taps[0]);
-        continue;
-      }
-      VolumeView<const float> src = src_c;
-      for (int p = 0; p < singles; ++p) {
+    auto first_pass = [&](const Box& chunk, int buffer) {
+      const Box region = region_of(chunk, 0);
+      run_pass(ctx, src_c, contiguous_view(firsts[buffer], region, global), region, axes[0],
+               taps[axes[0]]);
+    };
+    auto remaining_passes = [&](const Box& chunk, int buffer) {
+      VolumeView<const float> src = contiguous_view(firsts[buffer], region_of(chunk, 0), global);
+      for (int p = 1; p < singles; ++p) {
         const Box region = region_of(chunk, p);
         const VolumeView<float> dst =
-            p < to_scratch ? contiguous_view((p % 2 == 0 ? ping : pong).data(), region, global) : dst_c;
+            p < singles - 1 || fuse_yx ? contiguous_view(mid.data(), region, global) : dst_c;
         run_pass(ctx, src, dst, region, axes[p], taps[axes[p]]);
         src = dst;
       }
 #if GIGAREG_WITH_CUDA
-      if (fuse_yx) cuda::gaussian_pass_yx(ctx.stream, src, dst_c, chunk, taps[1], taps[0]);
+      if (fuse_yx) {
+        cuda::gaussian_pass_yx(ctx.stream, src, dst_c, chunk, taps[1], taps[0]);
+        return;
+      }
 #endif
+      if (singles == 1) run_pass(ctx, src, dst_c, chunk, 0, copy_taps);
+    };
+    int buffer = 0;
+    first_pass(chunk_at(owned.lo.z), buffer);
+    for (index_t z0 = owned.lo.z; z0 < owned.lo.z + owned.size.z; z0 += chunk_z) {
+      if (z0 + chunk_z < owned.lo.z + owned.size.z) first_pass(chunk_at(z0 + chunk_z), 1 - buffer);
+      remaining_passes(chunk_at(z0), buffer);
+      buffer = 1 - buffer;
     }
   }
 }

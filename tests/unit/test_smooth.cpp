@@ -1,7 +1,8 @@
 // Gaussian smoothing, CPU reference: the taps, a delta's response against the sampled Gaussian
 // in double, constants and ramps, the separable passes against a naive 3-D convolution in
-// double, sigma in mm on anisotropic spacing, slab-and-stitch (bitwise), determinism, and that
-// only the owned voxels are written.
+// double, sigma in mm on anisotropic spacing, slab-and-stitch (bitwise), determinism, that only
+// the owned voxels are written, and in-place smoothing (bitwise the out-of-place result, for
+// every pass plan and chunking, on whole volumes and on slabs with halos).
 #include <gtest/gtest.h>
 
 #include <omp.h>
@@ -15,6 +16,7 @@
 #include "gigareg/error.hpp"
 #include "gigareg/ops/smooth.hpp"
 #include "gigareg/volume.hpp"
+#include "ops/smooth_plan.hpp"
 
 using namespace gigareg;
 
@@ -309,9 +311,62 @@ TEST(GaussianSmooth, RejectsBadArguments) {
   // ...but fine when the radius is 0 along z.
   EXPECT_NO_THROW(gaussian_smooth(kCpu, no_halo.view(), out.view(), {1, 1, 0}, owned));
   EXPECT_THROW(gaussian_smooth(kCpu, in.view(), field.view(), {1, 1, 1}, owned), Error);
-  EXPECT_THROW(gaussian_smooth(kCpu, in.view(), in.view(), {1, 1, 1}, owned), Error);
+  // In place needs the identical view; a shifted or cropped view of the same memory is refused.
+  VolumeView<float> shifted = in.view();
+  shifted.box_lo.z = 1;
+  shifted.extent.z = 15;
+  EXPECT_THROW(gaussian_smooth(kCpu, in.view(), shifted, {1, 1, 1}, owned), Error);
   EXPECT_THROW(gaussian_smooth(kCpu, in.view(), out.view(), {1, 1, 1}, Box{{0, 0, 10}, {16, 16, 8}}),
                Error);
   // Host memory with the CUDA backend (or a build without CUDA).
   EXPECT_THROW(gaussian_smooth(Context::cuda(), in.view(), out.view(), {1, 1, 1}, owned), Error);
+}
+
+namespace {
+
+/// Smooths `in` on `owned` out of place (one chunk) and in place (a copy of `in`, chunks of
+/// `chunk_voxels`): the owned voxels agree bitwise, the voxels outside `owned` keep their input.
+void check_in_place(const Volume<float>& in, Vec3d sigma, const Box& owned, index_t chunk_voxels) {
+  Volume<float> expected(in.geometry(), in.box(), in.components());
+  expected.fill(std::numeric_limits<float>::quiet_NaN());
+  gaussian_smooth_chunked(kCpu, in.view(), expected.view(), sigma, owned, 3.0, index_t(1) << 40);
+  Volume<float> work = in.clone();
+  gaussian_smooth_chunked(kCpu, work.view(), work.view(), sigma, owned, 3.0, chunk_voxels);
+  EXPECT_TRUE(bitwise_equal_on(work, expected, owned))
+      << "sigma " << sigma.x << "," << sigma.y << "," << sigma.z << " chunk " << chunk_voxels;
+  for (int c = 0; c < in.components(); ++c)
+    for (index_t k = in.box().lo.z; k < in.box().hi().z; ++k)
+      for (index_t j = in.box().lo.y; j < in.box().hi().y; ++j)
+        for (index_t i = in.box().lo.x; i < in.box().hi().x; ++i)
+          if (!owned.contains(i, j, k)) {
+            ASSERT_EQ(work(i, j, k, c), in(i, j, k, c)) << "halo voxel written: " << i << "," << j << "," << k;
+          }
+}
+
+}  // namespace
+
+TEST(GaussianSmoothInPlace, IsBitwiseTheOutOfPlaceResultForEveryPlanAndChunking) {
+  const Geometry g = grid({23, 19, 29});
+  Volume<float> in(g, 3);
+  fill_random(in, 21, -2.0f, 2.0f);
+  // Three passes, two (z and x; y and x), one (z alone: followed by a copy), none (identity),
+  // and a z radius wider than the grid; chunks of one plane up to the whole volume.
+  const Vec3d sigmas[] = {{1.1, 1.7, 2.3}, {1.5, 0, 0.7}, {0.8, 1.2, 0}, {0, 0, 1.9}, {0, 0, 0},
+                          {0.9, 0.6, 12.0}};
+  for (const Vec3d& sigma : sigmas)
+    for (index_t chunk : {index_t(1), index_t(23 * 19 * 3), index_t(23 * 19 * 7), index_t(1) << 30})
+      check_in_place(in, sigma, whole_box(g), chunk);
+}
+
+TEST(GaussianSmoothInPlace, SlabsWithHalosKeepTheHaloAndStitchBitwise) {
+  const Geometry g = grid({20, 18, 36});
+  Volume<float> whole(g, 3);
+  fill_random(whole, 22, -1.0f, 1.0f);
+  const Vec3d sigma{1.5, 1.5, 1.5};
+  for (index_t z0 : {index_t(0), index_t(12), index_t(24)}) {
+    const Box owned{{0, 0, z0}, {20, 18, 12}};
+    const Volume<float> shard = crop(whole, smoothing_input_box(owned, g.size, sigma));
+    for (index_t chunk : {index_t(1), index_t(20 * 18 * 4), index_t(1) << 30})
+      check_in_place(shard, sigma, owned, chunk);
+  }
 }

@@ -16,10 +16,16 @@
 // grown by (r_x, r_y, 0), the y pass owned grown by (r_x, 0, 0), the x pass owned).
 //
 // Precision: float accumulation in a fixed order (see device/gaussian.hpp); the result does not
-// depend on thread count, launch shape, chunking or sharding. Input and output must not overlap.
+// depend on thread count, launch shape, chunking or sharding.
+//
+// In place: `out` may be the same view as `in` (same memory, box and strides; any other overlap
+// is an error). The result is bitwise the out-of-place one: each z-chunk's first pass reads the
+// input into scratch before any output near it is written (chunks pipelined one ahead), so a
+// field smoothed in place needs no second field-sized buffer.
 // Scratch: at most two buffers of about 2^25 voxels of one component each (the owned box is
 // processed in z-chunks), host memory on Cpu, cudaMallocAsync on ctx.stream on Cuda (where the
-// y and x passes usually run as one kernel and one buffer suffices).
+// y and x passes usually run as one kernel and one buffer suffices); in place, at most three of
+// about 2^24 voxels (two on Cuda).
 //
 // Bytes per voxel and component (float): the floor of any smoothing is 8 (read once, write once);
 // this design moves 24 on the CPU (3 passes) and 16 on CUDA (z pass, then fused y-x), plus halo
@@ -50,7 +56,7 @@ Box smoothing_input_box(const Box& owned, Index3 global_size, Vec3d sigma_voxels
                         double truncation = kDefaultGaussianTruncation);
 
 /// out = G_sigma * in on the voxels of `owned`, for every component (in and out must have the
-/// same number of components and the same global size).
+/// same number of components and the same global size; out may be in itself, see above).
 void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
                      Vec3d sigma_voxels, const Box& owned,
                      double truncation = kDefaultGaussianTruncation);
