@@ -211,13 +211,13 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     Vec3f vn{0.f, 0.f, 0.f};
     if (HasV && ii < nx) {
       const float* q = vrow + ii * vsx;
-      vn = {__ldg(q), __ldg(q + vcs), __ldg(q + 2 * vcs)};
+      vn = {q[0], q[vcs], q[2 * vcs]};  // plain loads: out may alias v (not read-only)
     }
     for (; ii < nx; ii += kTx) {
       const Vec3f vv = vn;
       if (HasV && ii + kTx < nx) {  // the next voxel's v, in flight during this one's gathers
         const float* q = vrow + (ii + kTx) * vsx;
-        vn = {__ldg(q), __ldg(q + vcs), __ldg(q + 2 * vcs)};
+        vn = {q[0], q[vcs], q[2 * vcs]};
       }
       const int i = int(owned.lo.x) + ii;
       const Vec3f idx{float(i), float(j), float(k)};

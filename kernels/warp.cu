@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
         const Vec3f u = HasU ? load_vec3(disp, i, j, k) : Vec3f{0.f, 0.f, 0.f};
         Vec3f gm;
         (void)sample_linear_grad(moving, warp_position(plan, i, j, k, u), boundary, gm);
-        const float g = load_ro(&grad_out.at(i, j, k));
+        // A plain load: grad_out may be the first plane of grad_u (each voxel read, then written).
+        const float g = grad_out.at(i, j, k);
         if constexpr (WantU) {
           const Vec3f du = warp_grad_displacement(plan, gm, g);
           grad_u.at(i, j, k, 0) = du.x;

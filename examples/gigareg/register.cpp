@@ -37,6 +37,7 @@ struct RegisterOptions {
   std::string progress = "auto";
   int inverse_iterations = 50;
   std::string field_optimizer;
+  std::string adam_moments;
   std::string qc;
   bool no_qc = false;
 };
@@ -54,6 +55,12 @@ FieldOptimizer field_optimizer(const std::string& name) {
   if (name == "gd") return FieldOptimizer::GradientDescent;
   if (name == "auto") return FieldOptimizer::Auto;
   usage_error("--field-optimizer", "expected adam, gd or auto, got '" + name + "'");
+}
+
+bool bfloat16_moments(const std::string& name) {
+  if (name == "bfloat16") return true;
+  if (name == "float32") return false;
+  usage_error("--adam-moments", "expected bfloat16 or float32, got '" + name + "'");
 }
 
 int verbosity(const CLI::Option* opt) {
@@ -144,6 +151,7 @@ void build_stages(const RegisterOptions& o, RegistrationParams& p, RegistrationF
     for (double f : st.shrink_factors)
       if (f < 1) usage_error("-f " + o.shrink[s], "shrink factors must be >= 1");
     if (!o.field_optimizer.empty()) st.optimizer = field_optimizer(o.field_optimizer);
+    if (!o.adam_moments.empty()) st.adam_bfloat16_moments = bfloat16_moments(o.adam_moments);
     p.stages.push_back(st);
   }
 }
@@ -214,6 +222,8 @@ int run_register(const RegisterOptions& o) {
   }
   if (!o.preset.empty() && !o.field_optimizer.empty())
     for (StageParams& st : p.stages) st.optimizer = field_optimizer(o.field_optimizer);
+  if (!o.preset.empty() && !o.adam_moments.empty())
+    for (StageParams& st : p.stages) st.adam_bfloat16_moments = bfloat16_moments(o.adam_moments);
   p.device = ants::parse_device(o.device);
   p.inverse_iterations = o.inverse_iterations;
 
@@ -415,6 +425,9 @@ Command add_register_command(CLI::App& app) {
   app.add_option("--field-optimizer", o->field_optimizer,
                  "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or "
                  "auto (adam for Greedy, gd for SyN and GaussianDisplacementField)");
+  app.add_option("--adam-moments", o->adam_moments,
+                 "storage of Adam's moments in deformable stages: bfloat16 (default; half the "
+                 "memory, float arithmetic) or float32");
   app.add_option("--inverse-iterations", o->inverse_iterations,
                  "fixed-point iterations of the inverse warp")
       ->capture_default_str()

@@ -102,6 +102,9 @@ struct StageParams {
   FieldOptimizer optimizer = FieldOptimizer::Auto;
   double adam_epsilon = 0.1;
   double adam_beta1 = 0.9, adam_beta2 = 0.99;
+  /// Store Adam's two moments as bfloat16 (6 bytes per voxel each instead of 12; the arithmetic
+  /// stays float, see adam_update in gigareg/ops/optim.hpp). Needs both betas <= 0.996.
+  bool adam_bfloat16_moments = true;
   MetricParams metric;
   ConvergenceParams convergence;
   std::vector<double> shrink_factors{4, 2, 1};      // per level (>= 1)

@@ -17,13 +17,6 @@
 
 namespace gigareg::reg {
 
-Volume<float> zeros(const Geometry& g, const Box& box, int components, MemorySpace space) {
-  Volume<float> host(g, box, components, MemorySpace::Host);
-  host.fill(0.0f);
-  if (space == MemorySpace::Host) return host;
-  return host.to(space);
-}
-
 double min_spacing(const Geometry& g) {
   return std::min(g.spacing.x, std::min(g.spacing.y, g.spacing.z));
 }

@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <utility>
 
 #include "gigareg/log.hpp"
@@ -77,11 +78,20 @@ Index3 max_halo(Index3 a, Index3 b) {
   return {std::max(a.x, b.x), std::max(a.y, b.y), std::max(a.z, b.z)};
 }
 
+/// Adam's two moments of a field on the owned box, stored as float or bfloat16.
+template <class T>
+struct Moments {
+  Volume<T> m, v;
+  Moments(const Geometry& g, const Box& owned, MemorySpace space)
+      : m(zeros<T>(g, owned, 3, space)), v(zeros<T>(g, owned, 3, space)) {}
+};
+
 /// The optimiser state and scratch of one field on one level, on this process's owned box.
-/// Memory: two work fields (the gradient, its smoothed copy, the update and the composed field
-/// take turns in them) and Adam's two moments, all 3-component floats: with u, 60 bytes per voxel.
-/// The work fields and u share one box (owned plus the largest halo any of their uses needs), so
-/// that they can trade places without copies.
+/// Memory: one work field (the metric's gradient, dL/du, its smoothed copy, the update and the
+/// composed field take turns in it, each op writing over the one before: smoothing, Adam and the
+/// composition run in place) and Adam's two moments (bfloat16 by default): with u, 36 bytes per
+/// voxel (48 with float moments). The work field and u share one box (owned plus the largest halo
+/// any of their uses needs), so that they trade places without copies.
 class FieldStepper {
  public:
   FieldStepper(const Context& ctx, const Partition& part, const Geometry& g, const Box& owned,
@@ -96,49 +106,65 @@ class FieldStepper {
         field_halo_(displacement_halo(g, target_)),
         composed_halo_(smoothing_halo(stage.field_sigma)),
         box_(part.halo_box(g.size, max_halo(max_halo(grad_halo_, field_halo_), composed_halo_))),
-        a_(g, box_, 3, ctx.memory_space()),
-        b_(g, box_, 3, ctx.memory_space()),
-        m_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
-        v_(uses_adam(stage) ? zeros(g, owned, 3, ctx.memory_space()) : Volume<float>()),
+        work_(g, box_, 3, ctx.memory_space()),
         norms_(ctx, part, g, owned, 1),
-        scale_(1, ctx.memory_space(), "step scale") {}
+        scale_(1, ctx.memory_space(), "step scale") {
+    if (uses_adam(stage) && stage.adam_bfloat16_moments)
+      moments_bf16_ = std::make_unique<Moments<bfloat16>>(g, owned, ctx.memory_space());
+    else if (uses_adam(stage))
+      moments_f32_ = std::make_unique<Moments<float>>(g, owned, ctx.memory_space());
+  }
 
   /// The box a field must have (owned and the halos).
   Box field_box() const { return box_; }
   /// The largest displacement one update adds to the field (mm).
   double update_norm() const { return target_; }
 
+  /// Where the metric writes dS/dW (owned box, one component): the first component plane of the
+  /// work field, which warp_backward then overwrites with dL/du voxel by voxel (each voxel's dS/dW
+  /// is read before its dL/du is written), so the metric's gradient needs no volume of its own.
+  VolumeView<float> metric_gradient() {
+    VolumeView<float> w = work_.view();
+    VolumeView<float> out = w;
+    out.data = &w.at(owned_.lo.x, owned_.lo.y, owned_.lo.z, 0);
+    out.extent = owned_.size;
+    out.box_lo = owned_.lo;
+    out.components = 1;
+    return out;
+  }
+
   /// dL/du goes here (warp_backward writes it on the owned box).
-  VolumeView<float> gradient() { return a_.view(); }
+  VolumeView<float> gradient() { return work_.view(); }
 
   /// Takes one step on `field` (box field_box()) from the gradient in gradient().
   void apply(Volume<float>& field) {
-    Volume<float>* g = &a_;      // the gradient the step follows
-    Volume<float>* free = &b_;   // the other work field
     if (stage_.gradient_sigma > 0) {
       const double s = stage_.gradient_sigma;
-      part_->exchange_halos({&a_}, grad_halo_);
-      gaussian_smooth(ctx_, a_.view(), b_.view(), Vec3d{s, s, s}, owned_);
-      std::swap(g, free);
+      part_->exchange_halos({&work_}, grad_halo_);
+      gaussian_smooth(ctx_, work_.view(), work_.view(), Vec3d{s, s, s}, owned_);
     }
     if (!uses_adam(stage_)) {
       // s = -(step h) g / max|g|
-      scale_to(*g, -target_);
-      compose_and_smooth(*g, *free, field);
+      scale_to(work_, -target_);
+      compose_and_smooth(field);
       return;
     }
-    // Adam on g / max|g|, then s = (step h) a / max|a|; the step goes into the free field, and
-    // the gradient's field is free again for the composition.
-    scale_to(*g, 1.0);
+    // Adam on g / max|g|, then s = (step h) a / max|a|; the step replaces the gradient.
+    scale_to(work_, 1.0);
     AdamParams ap;
     ap.learning_rate = 1.0;
     ap.beta1 = stage_.adam_beta1;
     ap.beta2 = stage_.adam_beta2;
     ap.eps = stage_.adam_epsilon;
     ap.step = ++t_;
-    adam_update(ctx_, g->view(), m_.view(), v_.view(), free->view(), ap, owned_, StepOutput::Write);
-    scale_to(*free, target_);
-    compose_and_smooth(*free, *g, field);
+    if (moments_bf16_)
+      adam_update(ctx_, work_.view(), moments_bf16_->m.view(), moments_bf16_->v.view(), work_.view(),
+                  ap, owned_, StepOutput::Write);
+    else
+      adam_update(ctx_, work_.view(), moments_f32_->m.view(), moments_f32_->v.view(), work_.view(),
+                  ap, owned_, StepOutput::Write);
+    scale_to(work_, target_);
+    compose_and_smooth(field);
   }
 
  private:
@@ -149,18 +175,18 @@ class FieldStepper {
     scale_field(ctx_, f.view(), scale_.data(), owned_);
   }
 
-  /// field <- G_sigmaWarp * (s + field o (x + s)), the composition in `composed` (a work field
-  /// other than s).
-  void compose_and_smooth(const Volume<float>& s, Volume<float>& composed, Volume<float>& field) {
+  /// field <- G_sigmaWarp * (s + field o (x + s)) with s in the work field: the composition
+  /// replaces s (each voxel's s is read before it is written; the field is sampled elsewhere),
+  /// is smoothed in place, and trades places with the field, whose memory becomes the work field.
+  void compose_and_smooth(Volume<float>& field) {
     part_->exchange_halos({&field}, field_halo_);
-    compose_fields(ctx_, s.view(), g_, field.view(), g_, composed.view(), owned_);
+    compose_fields(ctx_, work_.view(), g_, field.view(), g_, work_.view(), owned_);
     if (stage_.field_sigma > 0) {
       const double sg = stage_.field_sigma;
-      part_->exchange_halos({&composed}, composed_halo_);
-      gaussian_smooth(ctx_, composed.view(), field.view(), Vec3d{sg, sg, sg}, owned_);
-    } else {
-      std::swap(field, composed);  // the same box: the old field becomes a work field
+      part_->exchange_halos({&work_}, composed_halo_);
+      gaussian_smooth(ctx_, work_.view(), work_.view(), Vec3d{sg, sg, sg}, owned_);
     }
+    std::swap(field, work_);  // the same box
   }
 
   Context ctx_;
@@ -171,7 +197,9 @@ class FieldStepper {
   double target_;
   Index3 grad_halo_, field_halo_, composed_halo_;
   Box box_;
-  Volume<float> a_, b_, m_, v_;
+  Volume<float> work_;
+  std::unique_ptr<Moments<bfloat16>> moments_bf16_;
+  std::unique_ptr<Moments<float>> moments_f32_;
   GatheredPartials norms_;
   Buffer<double> scale_;
   std::int64_t t_ = 0;
@@ -210,7 +238,6 @@ void run_greedy(const Inputs& in, const StageParams& stage, int stage_index,
     MaskCombiner mask(ctx, part, fg, owned, level.mask_halo, &level.fixed_mask, &window);
     Metric metric(ctx, part, stage.metric, fg, owned, level.fixed_range, level.moving_range);
     Volume<float> warped(fg, part.halo_box(fg.size, level.image_halo), 1, ctx.memory_space());
-    Volume<float> grad_w(fg, owned, 1, ctx.memory_space());
     ConvergenceMonitor monitor(stage.convergence.window);
     LevelReport report;
     report.stage = stage_index;
@@ -230,10 +257,11 @@ void run_greedy(const Inputs& in, const StageParams& stage, int stage_index,
       const WarpInputs w = warp_inputs(window.image(), window.geometry(), fg, state.affine, u.view());
       mask.update(state.affine, u.view());
       warp(ctx, w, warped.view(), owned);
-      metric.launch(level.fixed.view(), warped, mask.view(), grad_w.view());
+      const VolumeView<float> grad_w = stepper.metric_gradient();
+      metric.launch(level.fixed.view(), warped, mask.view(), grad_w);
       WarpGradients wg;
       wg.displacement = stepper.gradient();
-      warp_backward(ctx, w, grad_w.view(), owned, wg);
+      warp_backward(ctx, w, grad_w, owned, wg);
       stepper.apply(u);
       bound += stepper.update_norm() * (1.0 + 1e-6);
       // The loss of the field before this update (read once the update is enqueued).
@@ -292,7 +320,6 @@ void run_syn(const Inputs& in, const StageParams& stage, int stage_index,
     Metric metric_f(ctx, part, stage.metric, fg, owned, moving_whole, fixed_whole);
 
     Volume<float> wf(fg, 1, ctx.memory_space()), wm(fg, 1, ctx.memory_space());
-    Volume<float> grad_wf(fg, 1, ctx.memory_space()), grad_wm(fg, 1, ctx.memory_space());
     FieldStepper step_f(ctx, part, fg, owned, stage, level.min_spacing);
     FieldStepper step_g(ctx, part, fg, owned, stage, level.min_spacing);
     ConvergenceMonitor monitor(stage.convergence.window);
@@ -311,13 +338,14 @@ void run_syn(const Inputs& in, const StageParams& stage, int stage_index,
       mask.update(state.affine, g.view());
       warp(ctx, w_fixed, wf.view(), owned);
       warp(ctx, w_moving, wm.view(), owned);
-      metric_m.launch(wf.view(), wm, mask.view(), grad_wm.view());
-      metric_f.launch(wm.view(), wf, mask.view(), grad_wf.view());
+      const VolumeView<float> grad_wm = step_g.metric_gradient(), grad_wf = step_f.metric_gradient();
+      metric_m.launch(wf.view(), wm, mask.view(), grad_wm);
+      metric_f.launch(wm.view(), wf, mask.view(), grad_wf);
       WarpGradients gm, gf;
       gm.displacement = step_g.gradient();
       gf.displacement = step_f.gradient();
-      warp_backward(ctx, w_moving, grad_wm.view(), owned, gm);
-      warp_backward(ctx, w_fixed, grad_wf.view(), owned, gf);
+      warp_backward(ctx, w_moving, grad_wm, owned, gm);
+      warp_backward(ctx, w_fixed, grad_wf, owned, gf);
       step_g.apply(g);
       step_f.apply(f);
       if (record(metric_m.value(), it, lv, levels, stage_index, stage, params, monitor, report)) {

@@ -67,8 +67,15 @@ struct Partials {
         view{buffer.data(), slices, terms} {}
 };
 
-/// A zero-filled volume with box `box` of grid `g` in `space` (host fill, then a copy).
-Volume<float> zeros(const Geometry& g, const Box& box, int components, MemorySpace space);
+/// A zero-filled volume with box `box` of grid `g` in `space` (host fill, then a copy). T{} is
+/// zero for float and for bfloat16.
+template <class T = float>
+Volume<T> zeros(const Geometry& g, const Box& box, int components, MemorySpace space) {
+  Volume<T> host(g, box, components, MemorySpace::Host);
+  host.fill(T{});
+  if (space == MemorySpace::Host) return host;
+  return host.to(space);
+}
 inline Volume<float> zeros(const Geometry& g, int components, MemorySpace space) {
   return zeros(g, whole(g), components, space);
 }

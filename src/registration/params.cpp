@@ -9,6 +9,7 @@
 #include "gigareg/device/lncc.hpp"
 #include "gigareg/device/mattes.hpp"
 #include "gigareg/error.hpp"
+#include "gigareg/ops/optim.hpp"
 #include "gigareg/registration.hpp"
 
 namespace gigareg {
@@ -63,6 +64,13 @@ void RegistrationParams::validate() const {
       if (!(finite(st.adam_epsilon) && st.adam_epsilon > 0)) fail(name + "adam_epsilon must be > 0");
       if (!(st.adam_beta1 >= 0 && st.adam_beta1 < 1 && st.adam_beta2 >= 0 && st.adam_beta2 < 1))
         fail(name + "Adam's betas must be in [0, 1)");
+      const bool adam = st.optimizer == FieldOptimizer::Adam ||
+                        (st.optimizer == FieldOptimizer::Auto && st.transform == TransformType::Greedy);
+      if (adam && st.adam_bfloat16_moments &&
+          (st.adam_beta1 > kBfloat16MaxBeta || st.adam_beta2 > kBfloat16MaxBeta))
+        fail(name + "bfloat16 Adam moments need betas <= " + std::to_string(kBfloat16MaxBeta) +
+             " (got " + std::to_string(st.adam_beta1) + ", " + std::to_string(st.adam_beta2) +
+             "); use float32 moments");
     }
     const std::size_t levels = st.convergence.iterations.size();
     if (levels == 0) fail(name + "no level: the iteration list is empty");

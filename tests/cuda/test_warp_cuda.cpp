@@ -210,3 +210,22 @@ TEST(WarpCuda, MovingImageGradientIsCpuOnly) {
                     whole_box(p.fixed)),
                Error);
 }
+
+// dL/dW in the first component plane of dL/du (as the registration keeps it): bitwise the result
+// with separate volumes, on the device.
+TEST(WarpCuda, BackwardWithTheLossGradientInTheFirstPlaneOfTheOutput) {
+  SKIP_WITHOUT_CUDA();
+  const Problem p = make_problem(4);
+  const Box whole{{0, 0, 0}, p.fixed.size};
+  const WarpInputs in = inputs(p, true, Interpolation::Linear, Boundary::Zero, true);
+  Volume<float> separate_d = poisoned_device(p.fixed, 3);
+  warp_backward(kGpu, in, p.weights_d.view(), whole, {separate_d.view(), {}, {}});
+  Volume<float> shared_h(p.fixed, 3);
+  shared_h.fill(0.0f);
+  for (index_t e = 0; e < p.weights.element_count(); ++e) shared_h.data()[e] = p.weights.data()[e];
+  Volume<float> shared_d = shared_h.to(MemorySpace::Device);
+  VolumeView<float> first_plane = shared_d.view();
+  first_plane.components = 1;
+  warp_backward(kGpu, in, first_plane, whole, {shared_d.view(), {}, {}});
+  EXPECT_TRUE(bitwise_equal(separate_d.to(MemorySpace::Host), shared_d.to(MemorySpace::Host), whole));
+}

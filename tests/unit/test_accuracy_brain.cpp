@@ -285,7 +285,8 @@ TEST(AccuracyBrain, GreedyAndSyNDice) {
 // ---------------------------------------------------------------------------------------------
 // A tuning tool: GIGAREG_ACCURACY_SWEEP="Greedy,0.1,2,1,100x70x40,2;SyN,0.2,2,1,100x70x40,2,20;..."
 // (transform, step, gradient sigma, field sigma (voxels), iterations, CC radius, optionally the
-// convergence window; the rest as in the preset). One linear
+// convergence window and the optimiser, adam, adam-f32 (float moments) or gd; the rest as in the
+// preset). One linear
 // registration per pair (the preset's, moments initialisation), then each deformable setting from
 // it. Not a check: prints one SWEEP line per setting.
 
@@ -317,7 +318,7 @@ TEST(AccuracyBrain, SweepDeformable) {
     std::vector<std::string> f;
     std::string tok;
     while (std::getline(ss, tok, ',')) f.push_back(tok);
-    ASSERT_TRUE(f.size() == 6u || f.size() == 7u) << "bad sweep item: " << item;
+    ASSERT_TRUE(f.size() >= 6u && f.size() <= 8u) << "bad sweep item: " << item;
     RegistrationParams base = registration_preset(f[0] == "SyN" ? "syn" : "greedy");
     StageParams st = base.stages.back();
     st.step = std::stod(f[1]);
@@ -325,7 +326,11 @@ TEST(AccuracyBrain, SweepDeformable) {
     st.field_sigma = std::stod(f[3]);
     st.convergence.iterations = ants::parse_int_x_list(f[4]);
     st.metric.radius = std::stoi(f[5]);
-    if (f.size() == 7u) st.convergence.window = std::stoi(f[6]);
+    if (f.size() >= 7u) st.convergence.window = std::stoi(f[6]);
+    if (f.size() == 8u) {  // adam, adam-f32 (float moments) or gd
+      st.optimizer = f[7].rfind("adam", 0) == 0 ? FieldOptimizer::Adam : FieldOptimizer::GradientDescent;
+      st.adam_bfloat16_moments = f[7] != "adam-f32";
+    }
     const std::size_t levels = st.convergence.iterations.size();
     if (levels != st.shrink_factors.size()) {
       // 4 levels: 8x4x2x1 with sigmas 3x2x1x0; 2 levels: 2x1 with 1x0.

@@ -602,3 +602,24 @@ TEST(Warp, RejectsBadArguments) {
     EXPECT_EQ(e.where(), "warp");
   }
 }
+
+// The loss gradient may live in the first component plane of dL/du (the registration keeps no
+// separate volume for it): each voxel's dL/dW is read before its dL/du is written.
+TEST(Warp, BackwardWithTheLossGradientInTheFirstPlaneOfTheOutput) {
+  const Problem p = make_problem(91);
+  const Box whole = whole_box(p.fixed);
+  const WarpInputs in = inputs(p, Interpolation::Linear, Boundary::Zero);
+  Volume<float> separate(p.fixed, 3);
+  std::vector<double> pa_ref(std::size_t(p.fixed.size.z) * kAffineTerms);
+  warp_backward(kCpu, in, p.weights.view(), whole,
+                {separate.view(), {pa_ref.data(), p.fixed.size.z, kAffineTerms}, {}});
+  Volume<float> shared(p.fixed, 3);
+  VolumeView<float> first_plane = shared.view();
+  first_plane.components = 1;
+  for (index_t e = 0; e < p.weights.element_count(); ++e) shared.data()[e] = p.weights.data()[e];
+  std::vector<double> pa(pa_ref.size());
+  warp_backward(kCpu, in, first_plane, whole,
+                {shared.view(), {pa.data(), p.fixed.size.z, kAffineTerms}, {}});
+  EXPECT_TRUE(bitwise_equal(separate, shared, whole));
+  EXPECT_EQ(std::memcmp(pa.data(), pa_ref.data(), pa.size() * sizeof(double)), 0);
+}

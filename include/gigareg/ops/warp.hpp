@@ -38,6 +38,8 @@ void warp(const Context& ctx, const WarpInputs& in, VolumeView<float> out, const
 /// Gradient outputs of warp_backward; each is optional (null data: not computed).
 struct WarpGradients {
   /// dL/du, 3 components on the fixed grid; written on `owned` (overwritten, not accumulated).
+  /// grad_out may be this field's first component plane (the same voxels): each voxel's
+  /// grad_out is read before its dL/du is written, so the loss gradient needs no volume of its own.
   VolumeView<float> displacement;
   /// dL/d[M | t]: kAffineTerms (12) doubles per z slice of `owned` (slices = owned.size.z), in
   /// ctx's memory; each slice summed in a fixed order that depends only on the slice (CPU: each
