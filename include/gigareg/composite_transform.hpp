@@ -2,8 +2,8 @@
 // Composite transform files as antsRegistration writes them with --write-composite-transform 1:
 // prefixComposite.h5 and prefixInverseComposite.h5, each one itk::CompositeTransform<double,3>
 // (CompositeTransform_double_3_3) in ITK's HDF5 transform format, readable by
-// itk::TransformFileReader and usable as a single `-t` of antsApplyTransforms. (gigareg apply
-// reads .h5 files holding one affine only, so far.)
+// itk::TransformFileReader and usable as a single `-t` of antsApplyTransforms (and of gigareg
+// apply, which reads them with read_transform_chain).
 //
 // ITK's composite applies the LAST transform in its list first to a point. So:
 //   Composite.h5         [AffineTransform A, DisplacementFieldTransform u]:
@@ -17,6 +17,7 @@
 // spacing, direction), displacements in physical LPS mm.
 
 #include <string>
+#include <vector>
 
 #include "gigareg/io.hpp"
 #include "gigareg/volume.hpp"
@@ -31,5 +32,21 @@ void write_composite_transform(const std::string& path, const ItkAffine& affine,
 /// Writes [inverse_warp, affine^-1] (inverse_warp may be null or empty: the inverse affine alone).
 void write_inverse_composite_transform(const std::string& path, const ItkAffine& affine,
                                        const DisplacementField* inverse_warp);
+
+/// One transform of a chain read from a file: an affine (fixed -> moving points, y = A x) or a
+/// displacement field (x -> x + u(x), host volume, mm).
+struct ChainTransform {
+  bool is_field = false;
+  Affined affine = Affined::identity();
+  DisplacementField field;
+};
+
+/// The transforms of an ITK transform file in the order they act on a point (the first entry
+/// first): a CompositeTransform is unrolled (ITK applies its last member first; nested composites
+/// are unrolled too), a single transform is a chain of one. Members may be linear
+/// (MatrixOffsetTransformBase and its subclasses: Affine, Euler, Similarity, VersorRigid, ...) or
+/// DisplacementFieldTransform (float or double); anything else is InvalidInput naming the file
+/// and the class. Formats: whatever ITK's transform IO reads (.h5, .mat, .txt, .tfm).
+std::vector<ChainTransform> read_transform_chain(const std::string& path);
 
 }  // namespace gigareg

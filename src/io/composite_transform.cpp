@@ -4,10 +4,13 @@
 #include <itkAffineTransform.h>
 #include <itkCompositeTransform.h>
 #include <itkDisplacementFieldTransform.h>
+#include <itkTransformFileReader.h>
 #include <itkTransformFileWriter.h>
 
 #include <cmath>
 #include <new>
+#include <string>
+#include <vector>
 
 #include "gigareg/composite_transform.hpp"
 #include "gigareg/error.hpp"
@@ -100,7 +103,96 @@ void write(const std::string& path, Composite* composite) {
 
 bool has_field(const DisplacementField* f) { return f != nullptr && !f->empty(); }
 
+/// The displacement field of an ITK field transform as a planar float host volume.
+template <class Scalar>
+DisplacementField planar_field(const itk::DisplacementFieldTransform<Scalar, 3>& t, const std::string& path) {
+  const auto* image = t.GetDisplacementField();
+  if (image == nullptr) throw_error(ErrorKind::InvalidInput, path, "holds a displacement field transform without a field");
+  Geometry g;
+  const auto& region = image->GetLargestPossibleRegion();
+  for (unsigned a = 0; a < 3; ++a) {
+    g.size[int(a)] = index_t(region.GetSize(a));
+    g.spacing[int(a)] = image->GetSpacing()[a];
+    g.origin[int(a)] = image->GetOrigin()[a];
+    for (unsigned c = 0; c < 3; ++c) g.direction(int(a), int(c)) = image->GetDirection()(a, c);
+  }
+  g.validate(path + ": displacement field");
+  DisplacementField field(g, 3);
+  const index_t n = field.voxel_count();
+  const auto* in = image->GetBufferPointer();
+  float* planes = field.data();
+  for (index_t i = 0; i < n; ++i)
+    for (unsigned c = 0; c < 3; ++c) planes[index_t(c) * n + i] = float(in[i][c]);
+  return field;
+}
+
+/// Appends `t` to `chain` in point order (a composite: its last member first).
+void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path,
+            std::vector<ChainTransform>& chain) {
+  if (t == nullptr) throw_error(ErrorKind::InvalidInput, path, "holds an empty transform");
+  if (t->GetInputSpaceDimension() != 3 || t->GetOutputSpaceDimension() != 3)
+    throw_error(ErrorKind::InvalidInput, path,
+                std::string("holds a ") + std::to_string(t->GetInputSpaceDimension()) + "-D " +
+                    t->GetNameOfClass() + "; 3-D transforms are expected");
+  if (const auto* composite = dynamic_cast<const Composite*>(t)) {
+    for (auto k = composite->GetNumberOfTransforms(); k > 0; --k)
+      unroll(composite->GetNthTransformConstPointer(k - 1), path, chain);
+    return;
+  }
+  ChainTransform step;
+  if (const auto* linear = dynamic_cast<const itk::MatrixOffsetTransformBase<double, 3, 3>*>(t)) {
+    // Through ITK's parameters (matrix, translation, centre), as read_affine_transform reads them.
+    ItkAffine a;
+    const auto& m = linear->GetMatrix();
+    for (int r = 0; r < 3; ++r) {
+      a.translation[r] = linear->GetTranslation()[unsigned(r)];
+      a.center[r] = linear->GetCenter()[unsigned(r)];
+      for (int k = 0; k < 3; ++k) a.matrix(r, k) = m(unsigned(r), unsigned(k));
+    }
+    step.affine = a.affine();
+  } else if (const auto* field = dynamic_cast<const FieldTransform*>(t)) {
+    step.is_field = true;
+    step.field = planar_field(*field, path);
+  } else if (const auto* field_f = dynamic_cast<const itk::DisplacementFieldTransform<float, 3>*>(t)) {
+    step.is_field = true;
+    step.field = planar_field(*field_f, path);
+  } else {
+    throw_error(ErrorKind::InvalidInput, path,
+                std::string("holds a ") + t->GetNameOfClass() +
+                    "; gigareg applies linear transforms (MatrixOffsetTransformBase and its "
+                    "subclasses) and displacement fields");
+  }
+  chain.push_back(std::move(step));
+}
+
 }  // namespace
+
+std::vector<ChainTransform> read_transform_chain(const std::string& path) {
+  register_itk_io_factories();
+  io_detail::require_readable_file(path);
+  auto reader = itk::TransformFileReaderTemplate<double>::New();
+  reader->SetFileName(path);
+  try {
+    reader->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::InvalidInput, path, "cannot read a transform: " + io_detail::itk_message(e));
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::InvalidInput, path, std::string("cannot read a transform: ") + e.what());
+  }
+  const auto* list = reader->GetTransformList();
+  if (list == nullptr || list->empty()) throw_error(ErrorKind::InvalidInput, path, "holds no transform");
+  // ITK's reader puts a composite first (its members may follow in the list as well); a list of
+  // several plain transforms has no agreed order, so it is refused.
+  const itk::TransformBaseTemplate<double>* first = list->front().GetPointer();
+  if (list->size() != 1 && dynamic_cast<const Composite*>(first) == nullptr)
+    throw_error(ErrorKind::InvalidInput, path,
+                "holds " + std::to_string(list->size()) +
+                    " transforms that are not one composite transform; expected one transform or "
+                    "one CompositeTransform");
+  std::vector<ChainTransform> chain;
+  unroll(first, path, chain);
+  return chain;
+}
 
 void write_composite_transform(const std::string& path, const ItkAffine& affine, const DisplacementField* warp) {
   auto composite = Composite::New();

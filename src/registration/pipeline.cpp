@@ -1,13 +1,16 @@
 // The pipeline driver (register_images), its file-level wrapper and outputs, and the
 // antsApplyTransforms-style resampling through a list of transforms.
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <filesystem>
 #include <future>
+#include <list>
 #include <string>
 #include <utility>
 
+#include "gigareg/composite_transform.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
 #include "gigareg/ops/field.hpp"
@@ -489,26 +492,45 @@ void apply_transform_files(const ApplyFiles& files) {
   if (files.output.empty()) throw_error(ErrorKind::InvalidArgument, "-o", "no output image given");
   const Image input = read_image(files.input);
   const ImageHeader ref = read_image_header(files.reference);
-  std::vector<Volume<float>> fields;
-  fields.reserve(files.transforms.size());
+  // Fields live in a list (stable addresses) that the chain points into.
+  std::list<Volume<float>> fields;
   std::vector<TransformEntry> chain;
   for (std::size_t k = 0; k < files.transforms.size(); ++k) {
     const std::string& path = files.transforms[k];
     const bool invert = k < files.inverse.size() && files.inverse[k];
-    TransformEntry e;
-    if (is_transform_file(path)) {
-      e.affine = read_affine_transform(path).affine();
-      if (invert) e.affine = invert_affine(e.affine);
-    } else {
+    if (!is_transform_file(path)) {
       if (invert)
         throw_error(ErrorKind::InvalidArgument, path,
                     "a displacement field cannot be inverted on the fly: use the inverse warp file "
                     "(prefix1InverseWarp.nii.gz)");
       fields.push_back(read_displacement_field(path));
+      TransformEntry e;
       e.is_field = true;
       e.field = &fields.back();
+      chain.push_back(e);
+      continue;
     }
-    chain.push_back(e);
+    // One affine, or a composite (e.g. prefixComposite.h5) unrolled into its transforms.
+    std::vector<ChainTransform> steps = read_transform_chain(path);
+    if (invert) {
+      for (const ChainTransform& s : steps)
+        if (s.is_field)
+          throw_error(ErrorKind::InvalidArgument, path,
+                      "holds a displacement field, which cannot be inverted on the fly: use the "
+                      "inverse composite (prefixInverseComposite.h5)");
+      std::reverse(steps.begin(), steps.end());
+    }
+    for (ChainTransform& s : steps) {
+      TransformEntry e;
+      if (s.is_field) {
+        fields.push_back(std::move(s.field));
+        e.is_field = true;
+        e.field = &fields.back();
+      } else {
+        e.affine = invert ? invert_affine(s.affine) : s.affine;
+      }
+      chain.push_back(e);
+    }
   }
   const Volume<float> out =
       apply_transforms(input.voxels, ref.geometry, chain, files.interpolation, files.device);
