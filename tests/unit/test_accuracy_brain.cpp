@@ -8,8 +8,8 @@
 //    GPU unless GIGAREG_ACCURACY_CPU=1): cfmi 01<-02, 04<-06, 02<-04 (fixed<-moving) with the
 //    "greedy" and "syn" presets and a moments initialisation. Mean Dice over the aseg labels present
 //    in both label maps (label 0 excluded, structures of at least 100 voxels in each) must be
-//    >= 0.74 per pair and >= 0.75 on average, for greedy and for SyN alike; SyN's average must be
-//    within 0.005 of greedy's or above it; the final warp's fraction of non-positive Jacobian
+//    >= 0.74 per pair and >= 0.75 on average, for greedy and for SyN alike; SyN at least as high as
+//    greedy on every pair (issue 4); the final warp's fraction of non-positive Jacobian
 //    determinants < 1e-4. Also prints (unchecked) the greedy preset exactly as
 //    `gigareg register --preset greedy` runs it (centre-of-mass initialisation).
 //    Prints one "ACCURACY" line per pair (Dice identity / init / affine / greedy / SyN, folds, times)
@@ -271,6 +271,7 @@ TEST(AccuracyBrain, GreedyAndSyNDice) {
     EXPECT_GE(dice_syn, 0.74) << pc.fixed << " <- " << pc.moving;
     EXPECT_LT(folds_greedy, 1e-4) << pc.fixed << " <- " << pc.moving;
     EXPECT_LT(folds_syn, 1e-4) << pc.fixed << " <- " << pc.moving;
+    EXPECT_GE(dice_syn, dice_greedy) << "SyN at least as high as greedy: " << pc.fixed << " <- " << pc.moving;
     EXPECT_GT(dice_init, dice_identity) << pc.fixed << " <- " << pc.moving;
     sum_greedy += dice_greedy;
     sum_syn += dice_syn;
@@ -279,7 +280,7 @@ TEST(AccuracyBrain, GreedyAndSyNDice) {
   std::printf("ACCURACY brain mean greedy %.4f syn %.4f\n", sum_greedy / n, sum_syn / n);
   EXPECT_GE(sum_greedy / n, 0.75);
   EXPECT_GE(sum_syn / n, 0.75);
-  EXPECT_GE(sum_syn / n, sum_greedy / n - 0.005);
+  EXPECT_GE(sum_syn, sum_greedy);
 }
 
 // ---------------------------------------------------------------------------------------------
