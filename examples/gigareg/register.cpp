@@ -38,6 +38,8 @@ struct RegisterOptions {
   int inverse_iterations = 50;
   std::string field_optimizer;
   std::string adam_moments;
+  std::string warp_extension = ".nii.gz";
+  bool no_inverse_warp = false;
   std::string qc;
   bool no_qc = false;
 };
@@ -226,6 +228,7 @@ int run_register(const RegisterOptions& o) {
     for (StageParams& st : p.stages) st.adam_bfloat16_moments = bfloat16_moments(o.adam_moments);
   p.device = ants::parse_device(o.device);
   p.inverse_iterations = o.inverse_iterations;
+  p.compute_inverse = !o.no_inverse_warp;
 
   if (!o.initial.empty()) {
     const ants::InitialSpec init = ants::parse_initial_transform(o.initial);
@@ -243,6 +246,9 @@ int run_register(const RegisterOptions& o) {
   files.output_prefix = out.prefix;
   files.warped = out.warped;
   files.inverse_warped = out.inverse_warped;
+  files.warp_extension = o.warp_extension;
+  if (o.no_inverse_warp && !files.inverse_warped.empty())
+    usage_error("--no-inverse-warp", "the inverse warped image (the third -o entry) needs the inverse warp");
   if (o.preset.size() && files.warped.empty()) files.warped = out.prefix + "Warped.nii.gz";
 
   if (!o.masks.empty()) {
@@ -428,6 +434,13 @@ Command add_register_command(CLI::App& app) {
   app.add_option("--adam-moments", o->adam_moments,
                  "storage of Adam's moments in deformable stages: bfloat16 (default; half the "
                  "memory, float arithmetic) or float32");
+  app.add_option("--warp-extension", o->warp_extension,
+                 ".nii.gz (as ANTs) or .nii for prefix1Warp and prefix1InverseWarp (uncompressed: "
+                 "written at disk speed, for gigavoxel fields)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({".nii.gz", ".nii"}));
+  app.add_flag("--no-inverse-warp", o->no_inverse_warp,
+               "do not compute or write prefix1InverseWarp (nor the inverse warped image)");
   app.add_option("--inverse-iterations", o->inverse_iterations,
                  "fixed-point iterations of the inverse warp")
       ->capture_default_str()

@@ -239,6 +239,9 @@ struct RegistrationFiles {
   std::string inverse_warped;            // the fixed image in the moving grid; empty: not written
   std::string initial_transform;         // an affine transform file (empty: params.initial)
   bool invert_initial_transform = false;
+  /// The warps' file extension: ".nii.gz" as ANTs writes them, or ".nii" (uncompressed: written
+  /// at disk speed, which matters for gigavoxel fields, and readable by slabs).
+  std::string warp_extension = ".nii.gz";
 };
 
 struct RegistrationOutputs {
@@ -254,7 +257,8 @@ RegistrationResult register_files(const RegistrationParams& params, const Regist
 /// register_files does; returns the paths written.
 RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
                                                const std::string& output_prefix,
-                                               const std::string& warped_path = "");
+                                               const std::string& warped_path = "",
+                                               const std::string& warp_extension = ".nii.gz");
 
 // ---------------------------------------------------------------------------------------------
 // Pieces, exposed for tests and for programs that build their own pipeline.

@@ -315,7 +315,11 @@ void ensure_parent(const std::string& path) {
 
 RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
                                                const std::string& output_prefix,
-                                               const std::string& warped_path) {
+                                               const std::string& warped_path,
+                                               const std::string& warp_extension) {
+  if (warp_extension != ".nii.gz" && warp_extension != ".nii")
+    throw_error(ErrorKind::InvalidArgument, output_prefix,
+                "the warp extension must be .nii.gz or .nii, got '" + warp_extension + "'");
   const std::string prefix = ensure_prefix_directory(output_prefix);
   RegistrationOutputs out;
   // ITK's parameterisation: y = M (x - c) + t + c, so t = offset - c + M c.
@@ -329,10 +333,10 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
   // temporary and rename). The first failure is rethrown once all have finished.
   std::vector<std::future<void>> writes;
   if (!result.warp.empty()) {
-    out.warp = prefix + "1Warp.nii.gz";
+    out.warp = prefix + "1Warp" + warp_extension;
     writes.push_back(std::async(std::launch::async, [&] { write_displacement_field(out.warp, result.warp); }));
     if (!result.inverse_warp.empty()) {
-      out.inverse_warp = prefix + "1InverseWarp.nii.gz";
+      out.inverse_warp = prefix + "1InverseWarp" + warp_extension;
       writes.push_back(std::async(std::launch::async,
                                   [&] { write_displacement_field(out.inverse_warp, result.inverse_warp); }));
     }
@@ -395,7 +399,8 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     if (written) *written = {};
     return result;  // rank 0 writes
   }
-  RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped);
+  RegistrationOutputs out =
+      write_registration_outputs(result, files.output_prefix, files.warped, files.warp_extension);
   if (!files.inverse_warped.empty()) {
     // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
     std::vector<TransformEntry> chain;
