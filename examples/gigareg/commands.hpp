@@ -15,5 +15,6 @@ Command add_register_command(CLI::App& app);
 Command add_apply_command(CLI::App& app);
 Command add_jacobian_command(CLI::App& app);
 Command add_invert_command(CLI::App& app);
+Command add_phantom_command(CLI::App& app);
 
 }  // namespace gigareg::cli

@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
       "Jacobian determinant of a displacement field, and the fraction of non-positive values");
   add(gigareg::cli::add_invert_command, "invert",
       "Inverse of a displacement field by fixed-point iteration");
+  add(gigareg::cli::add_phantom_command, "phantom",
+      "Make a (large) registration pair with a known transform from a real image");
 
   try {
     app.parse(argc, argv);

@@ -456,3 +456,88 @@ TEST_F(CliTools, CompositeTransformsReproduceTheWarpedImages) {
   EXPECT_NE(bad.err.find("InverseComposite.h5"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(path("out/bad.nii.gz")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// phantom
+
+TEST_F(CliTools, PhantomIsTheSourceUpsampledAndSampledThroughItsTruthFiles) {
+  REQUIRE_CLI();
+  make_pair();
+  const Image source = read_image(fixed);
+  const Geometry& sg = source.voxels.geometry();
+  const std::string p = path("ph/a_");
+  const ToolRun r = run("phantom -i " + fixed + " -o " + p + " --upsample 3 --remap none --pixel-type float32");
+  ASSERT_EQ(r.rc, 0) << r.all();
+  const Image f = read_image(p + "fixed.nii"), m = read_image(p + "moving.nii");
+  const Geometry& fg = f.voxels.geometry();
+  // Three voxels per source voxel over the same extent: spacing / 3 (stored as float32 by NIfTI),
+  // the same grid centre.
+  EXPECT_EQ(fg.size, (Index3{3 * sg.size.x, 3 * sg.size.y, 3 * sg.size.z}));
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(fg.spacing[a], sg.spacing[a] / 3, 1e-6);
+  const Vec3d cs = grid_centre(sg), cf = grid_centre(fg);
+  for (int a = 0; a < 3; ++a) EXPECT_NEAR(cf[a], cs[a], 1e-4);
+  EXPECT_TRUE(m.voxels.geometry().equals(fg));
+  // The fixed image is the trilinear upsampling: the middle fine voxel of each source voxel is
+  // at its centre, so it has the source value (up to the spacing's float rounding).
+  for (index_t k = 0; k < sg.size.z; k += 5)
+    for (index_t j = 0; j < sg.size.y; j += 3)
+      for (index_t i = 0; i < sg.size.x; i += 2)
+        ASSERT_NEAR(f.voxels(3 * i + 1, 3 * j + 1, 3 * k + 1), source.voxels(i, j, k), 1e-3);
+  // The moving image is the source through the truth files (apply: warp first, then the affine),
+  // on the fixed file's grid: equal to 1e-5 of the range (the file's float32 spacing against the
+  // exact one the tool used).
+  const std::string check = path("ph/check.nii");
+  const ToolRun a = run("apply -i " + fixed + " -r " + p + "fixed.nii -o " + check + " -t " + p +
+                        "truth_1Warp.nii.gz -t " + p + "truth_0GenericAffine.mat");
+  ASSERT_EQ(a.rc, 0) << a.all();
+  const Volume<float> via_truth = read_image(check).voxels;
+  ASSERT_EQ(via_truth.voxel_count(), m.voxels.voxel_count());
+  double largest = 0, lo = 1e30, hi = -1e30;
+  for (index_t n = 0; n < m.voxels.voxel_count(); ++n) {
+    largest = std::max(largest, double(std::abs(via_truth.data()[n] - m.voxels.data()[n])));
+    lo = std::min(lo, double(m.voxels.data()[n]));
+    hi = std::max(hi, double(m.voxels.data()[n]));
+  }
+  EXPECT_LT(largest, 1e-5 * (hi - lo));
+  // ...and it differs from the fixed image (the transform is not the identity).
+  double diff = 0;
+  for (index_t n = 0; n < m.voxels.voxel_count(); ++n) diff += std::abs(m.voxels.data()[n] - f.voxels.data()[n]);
+  EXPECT_GT(diff / double(m.voxels.voxel_count()), 1.0);
+}
+
+TEST_F(CliTools, PhantomMultimodalRemapAndBadOptions) {
+  REQUIRE_CLI();
+  make_pair();
+  const std::string p = path("ph/b_");
+  // No warp, no affine, upsample 1: the moving image is the remapped source, a non-monotonic
+  // map of it (dark and bright both end up darker than the middle of the range).
+  ASSERT_EQ(run("phantom -i " + fixed + " -o " + p + " --warp-mm 0 --affine 0 --pixel-type float32").rc, 0);
+  const Volume<float> f = read_image(p + "fixed.nii").voxels, m = read_image(p + "moving.nii").voxels;
+  float lo = f.data()[0], hi = lo;
+  for (index_t n = 0; n < f.voxel_count(); ++n) {
+    lo = std::min(lo, f.data()[n]);
+    hi = std::max(hi, f.data()[n]);
+  }
+  const double range = hi - lo;
+  int darkest = 0, brightest = 0, middle = -1;
+  for (index_t n = 0; n < f.voxel_count(); ++n) {
+    if (f.data()[n] < f.data()[darkest]) darkest = int(n);
+    if (f.data()[n] > f.data()[brightest]) brightest = int(n);
+    if (middle < 0 && std::abs((f.data()[n] - lo) / range - 0.45) < 0.02) middle = int(n);
+  }
+  ASSERT_GE(middle, 0);
+  EXPECT_GT(m.data()[darkest], m.data()[brightest]);  // inverted contrast...
+  EXPECT_GT(m.data()[middle], m.data()[brightest]);   // ...with a bump in the middle
+  for (index_t n = 0; n < m.voxel_count(); ++n) {
+    ASSERT_GE(m.data()[n], lo - 1e-3 * range);
+    ASSERT_LE(m.data()[n], hi + 1e-3 * range);
+  }
+  // Bad options: a clear error and nothing written.
+  const ToolRun bad = run("phantom -i " + fixed + " -o " + path("ph/c_") + " --upsample 0");
+  EXPECT_NE(bad.rc, 0);
+  EXPECT_NE(bad.err.find("--upsample"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(path("ph/c_fixed.nii")));
+  const ToolRun missing = run("phantom -i " + path("nope.nii.gz") + " -o " + path("ph/d_"));
+  EXPECT_NE(missing.rc, 0);
+  EXPECT_NE(missing.err.find("nope.nii.gz"), std::string::npos) << missing.err;
+}
