@@ -29,4 +29,7 @@ void free_bytes(void* ptr, MemorySpace space) noexcept;
 void copy_bytes(void* dst, MemorySpace dst_space, const void* src, MemorySpace src_space,
                 std::size_t bytes);
 
+/// memset(0) / cudaMemset(0); synchronous with respect to the host.
+void zero_bytes(void* dst, MemorySpace space, std::size_t bytes);
+
 }  // namespace gigareg

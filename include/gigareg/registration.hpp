@@ -15,6 +15,7 @@
 // embedding program can accept the same strings); the library does the work. docs/registration.md
 // describes the algorithm, the parameters and the output files.
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -171,7 +172,14 @@ struct LevelReport {
   int iterations = 0;
   bool converged = false;    // stopped by the window rule before the iteration limit
   double initial_loss = 0, final_loss = 0;
-  double seconds = 0;
+  double seconds = 0;        // the whole level: its set-up (images, state) and its iterations
+  /// The time of each iteration after the first: the interval between the host's reads of
+  /// consecutive losses (each read waits for the device to finish that iteration), so the set-up
+  /// of the level is not in it. median_iteration_seconds() summarises it.
+  std::vector<double> iteration_seconds;
+  double median_iteration_seconds() const;
+  /// (internal) when the last loss was read
+  std::chrono::steady_clock::time_point last_loss_read{};
 };
 
 struct RegistrationResult {

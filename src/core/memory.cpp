@@ -121,4 +121,21 @@ void copy_bytes(void* dst, MemorySpace dst_space, const void* src, MemorySpace s
 #endif
 }
 
+void zero_bytes(void* dst, MemorySpace space, std::size_t bytes) {
+  if (bytes == 0) return;
+  if (space == MemorySpace::Host) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#if GIGAREG_WITH_CUDA
+  // cudaMemset may return before the device is done; the device sync makes the zeros visible to
+  // work on any stream (set-up only, never in an iteration).
+  cudaError_t e = cudaMemset(dst, 0, bytes);
+  if (e == cudaSuccess) e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) throw_error(ErrorKind::Cuda, "zero_bytes", cudaGetErrorString(e));
+#else
+  no_cuda("zero_bytes");
+#endif
+}
+
 }  // namespace gigareg

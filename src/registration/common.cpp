@@ -379,7 +379,10 @@ void finish_level(LevelReport& report, const StageParams& stage, int stage_index
           std::to_string(report.size.y) + "x" + std::to_string(report.size.z) + ": " +
           std::to_string(report.iterations) + " iterations" +
           (report.converged ? " (converged)" : "") + ", loss " + fmt(report.initial_loss) + " -> " +
-          fmt(report.final_loss) + ", " + fmt(report.seconds, 3) + " s");
+          fmt(report.final_loss) + ", " + fmt(report.seconds, 3) + " s" +
+          (report.iteration_seconds.empty()
+               ? std::string()
+               : " (" + fmt(report.median_iteration_seconds() * 1e3, 4) + " ms per iteration, median)"));
   reports.push_back(report);
 }
 
@@ -392,6 +395,16 @@ bool record(const LossValue& loss, int it, int lv, int levels, int stage_index,
   const double value = loss.value();
   if (!std::isfinite(value))
     throw_error(ErrorKind::Internal, level_name(stage_index, lv), "the loss is not finite");
+  // The loss was just read (the read waits for the iteration on the device): the interval since
+  // the previous read is this iteration's time.
+  const auto now = std::chrono::steady_clock::now();
+  std::string took;
+  if (it > 0) {
+    const double dt = std::chrono::duration<double>(now - report.last_loss_read).count();
+    report.iteration_seconds.push_back(dt);
+    took = ", " + fmt(dt * 1e3, 4) + " ms";
+  }
+  report.last_loss_read = now;
   if (it == 0) report.initial_loss = value;
   report.final_loss = value;
   report.iterations = it + 1;
@@ -399,7 +412,7 @@ bool record(const LossValue& loss, int it, int lv, int levels, int stage_index,
   const double conv = monitor.value();
   if (params.progress) params.progress({stage_index, stage.transform, lv, levels, it, value, conv});
   log(LogLevel::Debug, level_name(stage_index, lv) + " iteration " + std::to_string(it + 1) +
-                           ": loss " + fmt(value, 8) + ", convergence " + fmt(conv, 4));
+                           ": loss " + fmt(value, 8) + ", convergence " + fmt(conv, 4) + took);
   return monitor.converged(stage.convergence.threshold);
 }
 

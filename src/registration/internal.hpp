@@ -67,14 +67,13 @@ struct Partials {
         view{buffer.data(), slices, terms} {}
 };
 
-/// A zero-filled volume with box `box` of grid `g` in `space` (host fill, then a copy). T{} is
-/// zero for float and for bfloat16.
+/// A zero-filled volume with box `box` of grid `g` in `space` (all-zero bytes are 0 for float
+/// and for bfloat16), filled where it lives: no host copy of a device volume.
 template <class T = float>
 Volume<T> zeros(const Geometry& g, const Box& box, int components, MemorySpace space) {
-  Volume<T> host(g, box, components, MemorySpace::Host);
-  host.fill(T{});
-  if (space == MemorySpace::Host) return host;
-  return host.to(space);
+  Volume<T> v(g, box, components, space);
+  zero_bytes(v.data(), space, v.bytes());
+  return v;
 }
 inline Volume<float> zeros(const Geometry& g, int components, MemorySpace space) {
   return zeros(g, whole(g), components, space);

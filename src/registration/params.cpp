@@ -2,9 +2,11 @@
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "gigareg/device/lncc.hpp"
 #include "gigareg/device/mattes.hpp"
@@ -225,6 +227,13 @@ Affined invert_affine(const Affined& a) {
   const Vec3d t = out.matrix * a.offset;
   out.offset = {-t.x, -t.y, -t.z};
   return out;
+}
+
+double LevelReport::median_iteration_seconds() const {
+  if (iteration_seconds.empty()) return 0.0;
+  std::vector<double> t = iteration_seconds;
+  std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(t.size() / 2), t.end());
+  return t[t.size() / 2];
 }
 
 }  // namespace gigareg
