@@ -153,10 +153,19 @@ int run_phantom(const PhantomOptions& o) {
   if (ec) throw_error(ErrorKind::Io, parent.string(), "cannot create the output directory: " + ec.message());
   const std::string fixed_path = o.prefix + "fixed" + o.extension;
   const std::string moving_path = o.prefix + "moving" + o.extension;
-  write_image(fixed_path, fixed, out_type, IntegerConversion::RoundAndClamp);
-  write_image(moving_path, moving, out_type, IntegerConversion::RoundAndClamp);
-  write_affine_transform(o.prefix + "truth_0GenericAffine.mat", affine.matrix, affine.offset);
-  write_displacement_field(o.prefix + "truth_1Warp.nii.gz", u);
+  // All four files or none: a failure removes the ones already written.
+  const std::string affine_path = o.prefix + "truth_0GenericAffine.mat";
+  const std::string warp_path = o.prefix + "truth_1Warp.nii.gz";
+  try {
+    write_image(fixed_path, fixed, out_type, IntegerConversion::RoundAndClamp);
+    write_image(moving_path, moving, out_type, IntegerConversion::RoundAndClamp);
+    write_affine_transform(affine_path, affine.matrix, affine.offset);
+    write_displacement_field(warp_path, u);
+  } catch (...) {
+    for (const std::string& path : {fixed_path, moving_path, affine_path, warp_path})
+      std::filesystem::remove(path, ec);
+    throw;
+  }
   std::printf("  known transform: moving(x) = %sfixed(A(x + u(x))), u: smooth warp (max %.1f mm, "
               "wavelengths >= %.0f mm, seed %llu)%s\n",
               o.remap == "multimodal" ? "remap(" : "", spec.max_displacement_mm, spec.wavelength_mm,
