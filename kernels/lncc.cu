@@ -995,17 +995,6 @@ __global__ void partials_kernel(const double* tile_partials, index_t slices, ind
   out[s * kLossTerms + 1] = c;
 }
 
-Box grow_clip(const Box& b, index_t r, Index3 g) {
-  Box out;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, b.lo[a] - r);
-    const index_t hi = std::min<index_t>(g[a], b.lo[a] + b.size[a] + r);
-    out.lo[a] = lo;
-    out.size[a] = hi - lo;
-  }
-  return out;
-}
-
 bool plane_offsets_fit(const VolumeView<const float>& v) {
   if (v.data == nullptr) return true;
   const double m = double(v.extent.x) * double(v.stride.x < 0 ? -v.stride.x : v.stride.x) +
@@ -1118,8 +1107,9 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
   p.ants = grad.data != nullptr && !config.exact_gradient;
   p.box = true;
   for (int d = 0; d <= 2 * H; ++d) p.box = p.box && config.taps.w[d] == 1.0f;
-  p.valid = grow_clip(owned, p.exact ? 2 * H : H, p.global);
-  p.centres = grow_clip(owned, p.exact ? H : 0, p.global);
+  const index_t rv = p.exact ? 2 * H : H, rc = p.exact ? H : 0;
+  p.valid = owned.grown_within(Index3{rv, rv, rv}, p.global);
+  p.centres = owned.grown_within(Index3{rc, rc, rc}, p.global);
   // A non-null marker: launch() replaces it with the scratch when the partials are wanted.
   p.tile_partials = partials.data != nullptr ? partials.data : nullptr;
   // The fast path: box window, exact gradient, H <= 2, F and W with the same x-y strides (they

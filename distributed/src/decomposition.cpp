@@ -24,17 +24,6 @@ Box intersect(const Box& a, const Box& b) {
   return r;
 }
 
-Box grow_clipped(const Box& b, Index3 halo, Index3 grid) {
-  Box r;
-  for (int ax = 0; ax < 3; ++ax) {
-    const index_t lo = std::max<index_t>(0, b.lo[ax] - halo[ax]);
-    const index_t hi = std::min<index_t>(grid[ax], b.lo[ax] + b.size[ax] + halo[ax]);
-    r.lo[ax] = lo;
-    r.size[ax] = hi - lo;
-  }
-  return r;
-}
-
 Decomposition Decomposition::slabs(Index3 global_size, int ranks) {
   return blocks(global_size, {1, 1, index_t(ranks)});
 }
@@ -81,7 +70,7 @@ Box Decomposition::owned(int rank) const {
 
 Box Decomposition::halo_box(int rank, Index3 halo) const {
   for (int a = 0; a < 3; ++a) GIGAREG_REQUIRE(halo[a] >= 0, "a halo cannot be negative");
-  return grow_clipped(owned(rank), halo, global_size_);
+  return owned(rank).grown_within(halo, global_size_);
 }
 
 int Decomposition::neighbour(int rank, int axis, int side) const {

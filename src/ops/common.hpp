@@ -24,19 +24,9 @@ inline std::string describe(const Box& b) {
          std::to_string(b.size.z) + "]";
 }
 
-/// `b` grown by r[a] voxels on both sides of each axis, clipped to a grid of size `global`.
-inline Box grow_clip(const Box& b, Index3 r, Index3 global) {
-  Box out;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = b.lo[a] - r[a] > 0 ? b.lo[a] - r[a] : 0;
-    const index_t hi_grown = b.lo[a] + b.size[a] + r[a];
-    const index_t hi = hi_grown < global[a] ? hi_grown : global[a];
-    out.lo[a] = lo;
-    out.size[a] = hi - lo;
-  }
-  return out;
-}
-inline Box grow_clip(const Box& b, index_t r, Index3 global) { return grow_clip(b, Index3{r, r, r}, global); }
+/// `b` grown by r voxels on both sides of each axis, clipped to a grid of size `global`.
+inline Box grow_clip(const Box& b, Index3 r, Index3 global) { return b.grown_within(r, global); }
+inline Box grow_clip(const Box& b, index_t r, Index3 global) { return b.grown_within(Index3{r, r, r}, global); }
 
 /// A view in ctx's memory with `components` components, on a grid of `grid` size, whose box lies
 /// in the grid and contains `needed` (when given).

@@ -44,17 +44,6 @@ void check_affine(const char* op, const Affined& a) {
     if (!std::isfinite(a.offset[i])) fail(op, "the affine offset is not finite");
 }
 
-Box grown(const Box& b, index_t halo, Index3 grid) {
-  Box r;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, b.lo[a] - halo);
-    const index_t hi = std::min<index_t>(grid[a], b.lo[a] + b.size[a] + halo);
-    r.lo[a] = lo;
-    r.size[a] = hi - lo;
-  }
-  return r;
-}
-
 void run_compose(const Context& ctx, const char* op, VolumeView<const float> v,
                  const Geometry& grid, const Affined& affine, VolumeView<const float> u,
                  const Geometry& u_grid, VolumeView<float> out, const Box& owned,
@@ -176,7 +165,7 @@ void jacobian_determinant(const Context& ctx, VolumeView<const float> u, const G
   constexpr const char* op = "jacobian_determinant";
   grid.validate(std::string(op) + ": grid");
   check_owned(op, owned, grid.size);
-  const Box halo = grown(owned, 1, grid.size);
+  const Box halo = owned.grown_within(Index3{1, 1, 1}, grid.size);
   check_view(ctx, op, "u", u, 3, grid.size, owned.empty() ? nullptr : &halo);
   if (!det.data && !nonpositive.data) fail(op, "neither a determinant view nor partials given");
   if (det.data) check_view(ctx, op, "det", det, 1, grid.size, &owned);

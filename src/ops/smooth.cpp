@@ -9,6 +9,7 @@
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "ops/common.hpp"
 #include "ops/scratch.hpp"
 #include "ops/smooth_plan.hpp"
 
@@ -24,23 +25,14 @@ void gaussian_pass(VolumeView<const float> src, VolumeView<float> dst, const Box
 
 namespace {
 
+using ops_detail::grow_clip;
+
 // Scratch per z-chunk: each of the two ping-pong buffers holds at most about this many voxels
 // (at least one slice of the first pass's region).
 constexpr index_t kChunkVoxels = index_t(1) << 25;
 // In place: three buffers of about this many voxels (two for the first pass of two chunks, one
 // for a middle pass): smaller chunks, so that in-place smoothing needs little memory at all.
 constexpr index_t kInPlaceChunkVoxels = index_t(1) << 24;
-
-Box grow_clip(const Box& b, Index3 r, Index3 global) {
-  Box out;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, b.lo[a] - r[a]);
-    const index_t hi = std::min<index_t>(global[a], b.lo[a] + b.size[a] + r[a]);
-    out.lo[a] = lo;
-    out.size[a] = hi - lo;
-  }
-  return out;
-}
 
 
 VolumeView<float> contiguous_view(float* data, const Box& box, Index3 global) {

@@ -170,13 +170,7 @@ Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask
   const Geometry& g = image.geometry();
   const Index3 n = g.size;
   // The region whose window sums are needed: out_box grown by the radius, clipped.
-  Box region;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, out_box.lo[a] - radius);
-    const index_t hi = std::min<index_t>(n[a], out_box.lo[a] + out_box.size[a] + radius);
-    region.lo[a] = lo;
-    region.size[a] = hi - lo;
-  }
+  const Box region = out_box.grown_within(Index3{radius, radius, radius}, n);
   GIGAREG_REQUIRE(image.box().contains(region), "texture_mask: the image does not cover the windows");
   const VolumeView<const float> v = image.view();
   const VolumeView<const float> mk = mask ? mask->view() : VolumeView<const float>{};

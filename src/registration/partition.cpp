@@ -10,15 +10,7 @@
 namespace gigareg {
 
 Box Partition::halo_box(Index3 grid_size, Index3 halo) const {
-  const Box o = owned(grid_size);
-  Box b;
-  for (int a = 0; a < 3; ++a) {
-    const index_t lo = std::max<index_t>(0, o.lo[a] - halo[a]);
-    const index_t hi = std::min<index_t>(grid_size[a], o.lo[a] + o.size[a] + halo[a]);
-    b.lo[a] = lo;
-    b.size[a] = hi - lo;
-  }
-  return b;
+  return owned(grid_size).grown_within(halo, grid_size);
 }
 
 namespace {

@@ -32,6 +32,18 @@ struct Box {
            b.hi().y <= hi().y && b.hi().z <= hi().z;
   }
   GIGAREG_HDI bool empty() const { return size.x <= 0 || size.y <= 0 || size.z <= 0; }
+  /// This box grown by r[a] voxels on both sides of each axis a, clipped to a grid of size
+  /// `grid`: a shard with its halo, the inputs a windowed op reads around its outputs.
+  GIGAREG_HDI Box grown_within(Index3 r, Index3 grid) const {
+    Box out;
+    for (int a = 0; a < 3; ++a) {
+      const index_t first = lo[a] - r[a] > 0 ? lo[a] - r[a] : 0;
+      const index_t end = lo[a] + size[a] + r[a] < grid[a] ? lo[a] + size[a] + r[a] : grid[a];
+      out.lo[a] = first;
+      out.size[a] = end - first;
+    }
+    return out;
+  }
   GIGAREG_HDI bool operator==(const Box& o) const { return lo == o.lo && size == o.size; }
 };
 

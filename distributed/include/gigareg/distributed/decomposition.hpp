@@ -57,7 +57,5 @@ class Decomposition {
 
 /// a ∩ b (empty size when they do not meet).
 Box intersect(const Box& a, const Box& b);
-/// b grown by halo per axis, clipped to [0, grid).
-Box grow_clipped(const Box& b, Index3 halo, Index3 grid);
 
 }  // namespace gigareg::dist
