@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "gigareg/device/bfloat16.hpp"
+#include "gigareg/device/bits.hpp"
 #include "gigareg/device/rounding.hpp"
 #include "gigareg/device/view.hpp"
 
@@ -72,24 +73,6 @@ GIGAREG_HDI double vector_norm(float x, float y, float z) {
 
 /// Max of non-negative doubles as the unsigned max of their bit patterns: order-independent,
 /// the same on the host and in a device atomicMax, and a NaN (all exponent bits set) wins.
-GIGAREG_HDI std::uint64_t double_bits(double d) {
-#if defined(__CUDA_ARCH__)
-  return static_cast<std::uint64_t>(__double_as_longlong(d));
-#else
-  std::uint64_t u;
-  std::memcpy(&u, &d, sizeof u);
-  return u;
-#endif
-}
-GIGAREG_HDI double bits_double(std::uint64_t u) {
-#if defined(__CUDA_ARCH__)
-  return __longlong_as_double(static_cast<long long>(u));
-#else
-  double d;
-  std::memcpy(&d, &u, sizeof d);
-  return d;
-#endif
-}
 GIGAREG_HDI double max_norm_combine(double a, double b) {
   return double_bits(a) >= double_bits(b) ? a : b;
 }

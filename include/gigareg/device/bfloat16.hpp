@@ -9,8 +9,8 @@
 // rounding does. No CUDA header type (__nv_bfloat16) is used, so host-only code can hold these.
 
 #include <cstdint>
-#include <cstring>
 
+#include "gigareg/device/bits.hpp"
 #include "gigareg/device/macros.hpp"
 
 namespace gigareg {
@@ -20,30 +20,9 @@ struct bfloat16 {
   std::uint16_t bits;
 };
 
-namespace detail {
-GIGAREG_HDI std::uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  std::uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-GIGAREG_HDI float bits_float(std::uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-}  // namespace detail
-
 /// x rounded to the nearest bfloat16 (ties to even).
 GIGAREG_HDI bfloat16 to_bfloat16(float x) {
-  const std::uint32_t u = detail::float_bits(x);
+  const std::uint32_t u = float_bits(x);
   if ((u & 0x7fffffffu) > 0x7f800000u)  // NaN: keep the sign and the top payload bits, quiet
     return bfloat16{static_cast<std::uint16_t>((u >> 16) | 0x0040u)};
   // Adding 0x7fff plus the lowest kept bit rounds to nearest with ties to even; a carry into the
@@ -53,6 +32,6 @@ GIGAREG_HDI bfloat16 to_bfloat16(float x) {
 }
 
 /// The float with the same value (exact).
-GIGAREG_HDI float to_float(bfloat16 b) { return detail::bits_float(std::uint32_t(b.bits) << 16); }
+GIGAREG_HDI float to_float(bfloat16 b) { return bits_float(std::uint32_t(b.bits) << 16); }
 
 }  // namespace gigareg
