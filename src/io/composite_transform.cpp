@@ -142,14 +142,7 @@ void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path
   ChainTransform step;
   if (const auto* linear = dynamic_cast<const itk::MatrixOffsetTransformBase<double, 3, 3>*>(t)) {
     // Through ITK's parameters (matrix, translation, centre), as read_affine_transform reads them.
-    ItkAffine a;
-    const auto& m = linear->GetMatrix();
-    for (int r = 0; r < 3; ++r) {
-      a.translation[r] = linear->GetTranslation()[unsigned(r)];
-      a.center[r] = linear->GetCenter()[unsigned(r)];
-      for (int k = 0; k < 3; ++k) a.matrix(r, k) = m(unsigned(r), unsigned(k));
-    }
-    step.affine = a.affine();
+    step.affine = io_detail::itk_affine_parameters(*linear).affine();
   } else if (const auto* field = dynamic_cast<const FieldTransform*>(t)) {
     step.is_field = true;
     step.field = planar_field(*field, path);

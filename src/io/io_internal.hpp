@@ -3,13 +3,19 @@
 
 #include <itkImageIOBase.h>
 #include <itkMacro.h>
+#include <itkMatrixOffsetTransformBase.h>
 
 #include <string>
+
+#include "gigareg/io.hpp"
 
 namespace gigareg::io_detail {
 
 /// The useful part of an ITK exception (its description, without ITK's file/line banner).
 std::string itk_message(const itk::ExceptionObject& e);
+
+/// The parameters of an ITK linear transform (matrix, translation, centre) as an ItkAffine.
+ItkAffine itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear);
 
 /// Throws Error(Io) naming `path` unless it is an existing regular file that can be opened.
 void require_readable_file(const std::string& path);

@@ -111,10 +111,14 @@ ItkAffine read_affine_transform(const std::string& path) {
                         "; a 3-D affine transform (MatrixOffsetTransformBase or a linear subclass) "
                         "is expected"
                   : std::string("holds an empty transform"));
+  return io_detail::itk_affine_parameters(*linear);
+}
+
+ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear) {
   ItkAffine out;
-  const auto& m = linear->GetMatrix();
-  const auto& tr = linear->GetTranslation();
-  const auto& c = linear->GetCenter();
+  const auto& m = linear.GetMatrix();
+  const auto& tr = linear.GetTranslation();
+  const auto& c = linear.GetCenter();
   for (int r = 0; r < 3; ++r) {
     out.translation[r] = tr[unsigned(r)];
     out.center[r] = c[unsigned(r)];
