@@ -7,7 +7,9 @@
 // (Gaussian windows, H > 2, ANTs' approximation, the value only).
 //
 // lncc_box_kernel. A block (384 threads, two per SM) owns an output tile of 32 x 24 columns and
-// a chunk of z (8..64 planes, chosen so that the blocks fill whole waves); it marches along z.
+// a segment of z: the tile's whole z extent, or a part of it for the tiles left over after the
+// full rounds of resident blocks, or a chunk of 8..64 planes (the cheapest of these by a cost
+// model; see lncc_box_kernel and box_schedule); it marches along z.
 // Iteration i handles window-centre plane zc and completes output plane zg = zc - H:
 //   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
 //      intensities; each thread owns fixed positions of Z's padded rows (consecutive threads,
@@ -65,9 +67,13 @@
 // ANTs / value only) and clipped to the grid; everything outside is zero, which is the clipped
 // window. Centres outside owned grown by H contribute nothing (their sums would be incomplete).
 // Precision: float sums over shifted intensities; the running z sums accumulate a few ulps over
-// a chunk (at most 64 planes). The per-slice loss partial is the sum over tiles in tile order.
+// a segment (lncc_kernel: at most 64 planes; the box kernel: up to a tile's whole z extent, the
+// gradient's normwise error against the double CPU reference 1.4e-6 over 1400 planes, 5.9e-7 in
+// chunks of 64: LossCuda.LnccLongSegmentsKeepPrecision). The per-slice loss partial is the sum
+// over tiles in a fixed order (per-lane strided sums, then a shuffle tree).
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <type_traits>
 
@@ -116,6 +122,7 @@ struct LnccArgs {
   float eps;
   index_t tiles_x, tiles;
   index_t zchunk;
+  index_t full_tiles, split_tiles, parts;  // box kernel: parts == 0 chunk mode, else tile mode
   bool exact;  // exact gradient (stages 5-7)
   bool ants;   // ANTs' approximation (written in stage 4)
   bool box;    // running z sums
@@ -555,9 +562,10 @@ __device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, 
   return r;
 }
 
+/// One segment of lncc_box_kernel: output planes [oz0, oz0 + nzo) of tile `tile`.
 template <int H, bool kFastRecip>
-__global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
-    lncc_box_kernel(__grid_constant__ const LnccArgs p) {
+__device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t tile,
+                                            const index_t oz0, const int nzo) {
   using T = BoxTile<H>;
   constexpr int NT = T::kThreads, K = 2 * H + 1;
   extern __shared__ float4 sm4[];
@@ -572,11 +580,8 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   float* AX = XZ;             // [3][R1Y][PA]   x pass of (a, b, c); XZ is dead by then
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
-  const index_t tile = blockIdx.x;
   const index_t ox = p.owned.lo.x + (tile % p.tiles_x) * kTX;
   const index_t oy = p.owned.lo.y + (tile / p.tiles_x) * T::TY;
-  const index_t oz0 = p.owned.lo.z + index_t(blockIdx.y) * p.zchunk;
-  const int nzo = int(min(p.zchunk, p.owned.lo.z + p.owned.size.z - oz0));  // owned planes
   const Index3 ohi = p.owned.hi();
   const Index3 vhi = p.valid.hi();
   const Index3 chi = p.centres.hi();
@@ -982,17 +987,63 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
   if (pend >= 0 && tid == NT - 32) flush_partial(pend);
 }
 
+/// How the blocks of the box kernel share its (tile, z) work: each block takes one segment
+/// (planes [z0, z1) of one tile) and the hardware hands the blocks out in index order as
+/// resident blocks finish. Chunk mode (parts == 0): block (tile, chunk) takes zchunk planes.
+/// Tile mode (parts > 0): blocks 0 .. full_tiles - 1 take whole tiles; the split_tiles tiles
+/// after them are cut into `parts` z parts each (block full_tiles + j: part j / split_tiles of
+/// tile full_tiles + j mod split_tiles). Whole tiles pay the 2H planes of z halo and the warm-up
+/// once; the parts at the end even out the blocks' finishing times (of the two blocks on an SM,
+/// one runs about 25% slower than the other, 2 x 1840 vs 2330 us at 512^3 when every block got
+/// the same work, and a fixed share per block left the SM half idle at the end). Both keep the
+/// blocks that run at the same time on neighbouring tiles at about the same plane, so the
+/// tiles' overlapping inputs and the re-read plane zc - H - 1 come from L2 (giving every block
+/// one run of consecutive (tile, plane) pairs lost that: L2 hits 74% -> 33%, DRAM 23% -> 59%
+/// busy, slower although it ran 8% fewer instructions).
+template <int H, bool kFastRecip>
+__global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
+    lncc_box_kernel(__grid_constant__ const LnccArgs p) {
+  const index_t nz = p.owned.size.z;
+  const index_t b = blockIdx.x;
+  index_t tile, z0, z1;
+  if (p.parts == 0) {
+    tile = b;
+    z0 = index_t(blockIdx.y) * p.zchunk;
+    z1 = min(z0 + p.zchunk, nz);
+  } else if (b < p.full_tiles) {
+    tile = b;
+    z0 = 0;
+    z1 = nz;
+  } else {
+    const index_t j = b - p.full_tiles, part = j / p.split_tiles;
+    tile = p.full_tiles + (j - part * p.split_tiles);
+    z0 = part * nz / p.parts;
+    z1 = (part + 1) * nz / p.parts;
+  }
+  box_segment<H, kFastRecip>(p, tile, p.owned.lo.z + z0, int(z1 - z0));
+}
+
+/// Per slice, the sum of the tiles' loss partials: one warp per slice, lane l sums tiles l,
+/// l + 32, ..., then a fixed shuffle tree (deterministic). (A thread per slice walking all tiles
+/// took tens of microseconds at 512^3: one dependent L2 round trip per tile.)
 __global__ void partials_kernel(const double* tile_partials, index_t slices, index_t tiles,
                                 double* out) {
-  const index_t s = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (s >= slices) return;
+  const index_t s = (index_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int lane = int(threadIdx.x & 31);
+  if (s >= slices) return;  // warp-uniform
   double a = 0.0, c = 0.0;
-  for (index_t t = 0; t < tiles; ++t) {
+  for (index_t t = lane; t < tiles; t += 32) {
     a += tile_partials[(s * tiles + t) * 2];
     c += tile_partials[(s * tiles + t) * 2 + 1];
   }
-  out[s * kLossTerms] = a;
-  out[s * kLossTerms + 1] = c;
+  for (int o = 16; o > 0; o >>= 1) {
+    a += __shfl_down_sync(0xffffffffu, a, o);
+    c += __shfl_down_sync(0xffffffffu, c, o);
+  }
+  if (lane == 0) {
+    out[s * kLossTerms] = a;
+    out[s * kLossTerms + 1] = c;
+  }
 }
 
 bool plane_offsets_fit(const VolumeView<const float>& v) {
@@ -1047,27 +1098,74 @@ index_t box_resident_blocks() {
   return resident;
 }
 
+/// How the box kernel's (tile, plane) work is cut into blocks (see lncc_box_kernel).
+struct BoxSchedule {
+  index_t zchunk = 0;  // chunk mode (parts == 0): planes per chunk
+  index_t full_tiles = 0, split_tiles = 0, parts = 0;
+  index_t blocks_x = 0, blocks_y = 0;
+};
+
+/// lncc_box_schedule_for_testing's choice (all zero: the cost model's).
+std::atomic<index_t> g_forced_parts{0}, g_forced_zchunk{0}, g_forced_resident{0};
+
+/// The schedule with the fewest modelled steps per resident block: the blocks' planes plus, per
+/// block, 2H centre planes of z halo and about two steps of warm-up and set-up, spread evenly
+/// over the resident blocks (the hardware hands blocks out as others finish), plus half the
+/// last blocks' length (they finish at different times). Chunks of one tile
+/// (8..64 planes) against tile mode; ties keep chunks. Tile mode splits the tiles of the last,
+/// partial round (at least a quarter round of them) into parts, about two per resident block,
+/// none under 8 planes. `parts` > 0 forces tile mode with that many parts.
+BoxSchedule box_schedule(index_t tiles, index_t nz, int H, index_t resident, index_t parts = 0) {
+  const index_t per_block = 2 * H + 2;
+  BoxSchedule best;
+  index_t best_cost = -1;
+  for (index_t chunk = 8; chunk <= 64 && parts == 0; ++chunk) {
+    const index_t chunks = (nz + chunk - 1) / chunk;
+    const index_t len = std::min(chunk, nz);
+    const index_t cost = (tiles * chunks * (len + per_block) + resident - 1) / resident +
+                         (len + per_block) / 2;
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best = BoxSchedule{chunk, 0, 0, 0, tiles, chunks};
+    }
+    if (chunk >= nz) break;
+  }
+  BoxSchedule t;
+  t.split_tiles = tiles % resident;
+  if (tiles >= resident && t.split_tiles < resident / 4) t.split_tiles += resident;
+  t.split_tiles = std::min(t.split_tiles, tiles);
+  t.full_tiles = tiles - t.split_tiles;
+  if (t.split_tiles > 0) {
+    const index_t most = std::max<index_t>(1, nz / 8);
+    t.parts = std::min(most, parts > 0 ? parts
+                                       : (2 * resident + t.split_tiles - 1) / t.split_tiles);
+  } else {
+    t.parts = 1;  // (tiles == 0)
+  }
+  t.blocks_x = t.full_tiles + t.split_tiles * t.parts;
+  t.blocks_y = 1;
+  const index_t cost = (t.full_tiles * (nz + per_block) +
+                        t.split_tiles * (nz + t.parts * per_block) + resident - 1) / resident +
+                       (nz / t.parts + per_block) / 2;
+  if (parts > 0 || best_cost < 0 || cost < best_cost) best = t;
+  return best;
+}
+
 template <int H, bool kFastRecip>
 void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   using T = BoxTile<H>;
   p.tiles_x = (owned.size.x + kTX - 1) / kTX;
   p.tiles = p.tiles_x * ((owned.size.y + T::TY - 1) / T::TY);
-  // z chunks: each costs 2H extra centre planes; pick the chunk length (8..64 planes) that
-  // minimises (waves of resident blocks) x (planes per block).
-  const index_t resident = box_resident_blocks<H, kFastRecip>();
-  index_t best_chunk = 64, best_cost = -1;
-  for (index_t chunk = 8; chunk <= 64; ++chunk) {
-    const index_t chunks = (owned.size.z + chunk - 1) / chunk;
-    const index_t len = std::min(chunk, owned.size.z);
-    const index_t cost = ((p.tiles * chunks + resident - 1) / resident) * (len + 2 * H);
-    if (best_cost < 0 || cost < best_cost) {
-      best_cost = cost;
-      best_chunk = chunk;
-    }
-    if (chunk >= owned.size.z) break;
-  }
-  p.zchunk = best_chunk;
-  const index_t chunks = (owned.size.z + p.zchunk - 1) / p.zchunk;
+  const index_t parts = g_forced_parts.load(), chunk = g_forced_zchunk.load();
+  const index_t resident = g_forced_resident.load() > 0 ? g_forced_resident.load()
+                                                         : box_resident_blocks<H, kFastRecip>();
+  BoxSchedule sched = box_schedule(p.tiles, owned.size.z, H, resident, parts);
+  if (chunk > 0) sched = BoxSchedule{chunk, 0, 0, 0, p.tiles, (owned.size.z + chunk - 1) / chunk};
+  p.full_tiles = sched.full_tiles;
+  p.split_tiles = sched.split_tiles;
+  p.parts = sched.parts;
+  p.zchunk = sched.zchunk;
+  const index_t chunks = sched.blocks_y;
   GIGAREG_ASSERT(chunks <= 65535);
   if (p.tile_partials != nullptr)
     p.tile_partials = static_cast<double*>(
@@ -1076,7 +1174,7 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
     const auto kernel = lncc_box_kernel<H, kFastRecip>;
     GIGAREG_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::bytes())));
-    kernel<<<dim3(unsigned(p.tiles), unsigned(chunks)), T::kThreads, T::bytes(), stream>>>(p);
+    kernel<<<dim3(unsigned(sched.blocks_x), unsigned(chunks)), T::kThreads, T::bytes(), stream>>>(p);
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
   } catch (...) {
     loss_scratch_free(p.tile_partials, stream);
@@ -1086,6 +1184,14 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
 }
 
 }  // namespace
+
+void lncc_box_schedule_for_testing(index_t parts, index_t zchunk, index_t resident) {
+  GIGAREG_REQUIRE(parts >= 0 && zchunk >= 0 && zchunk < 65536 && resident >= 0,
+                  "lncc_box_schedule_for_testing: negative or too large");
+  g_forced_parts.store(parts);
+  g_forced_zchunk.store(parts > 0 ? 0 : zchunk);
+  g_forced_resident.store(resident);
+}
 
 void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const float> warped,
                VolumeView<const float> mask, const Box& owned, const LnccConfig& config,
@@ -1151,8 +1257,8 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
   }
   if (partials.data != nullptr) {
     const index_t slices = owned.size.z;
-    partials_kernel<<<unsigned((slices + 127) / 128), 128, 0, s>>>(p.tile_partials, slices, p.tiles,
-                                                                   partials.data);
+    partials_kernel<<<unsigned((slices + 7) / 8), 256, 0, s>>>(p.tile_partials, slices, p.tiles,
+                                                               partials.data);
     const cudaError_t e = cudaGetLastError();
     loss_scratch_free(p.tile_partials, stream);
     if (e != cudaSuccess) GIGAREG_CUDA_CHECK(e);

@@ -6,6 +6,9 @@
 // once and the gradient written once: 12 (16 with a mask) bytes per voxel.
 
 #include <cmath>
+#include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "cuda/check.cuh"
 #include "cuda/loss.hpp"
@@ -116,10 +119,39 @@ void intensity_range(void* stream, VolumeView<const float> image, VolumeView<con
   GIGAREG_CUDA_CHECK_LAUNCH("range_kernel");
 }
 
+namespace {
+
+/// The current device's pool for the losses' scratch (per-tile partials: 16 bytes per slice and
+/// tile, about 0.02 B/voxel). It keeps what is freed: the default pool returns freed memory to
+/// the driver at every synchronisation (release threshold 0), and mapping it again on the next
+/// allocation cost the LNCC call at 512^3 about 0.07 ms on the H100 (0.075 instead of 0.14 ms at
+/// 128^3). A pool of its own leaves the other ops' (larger) scratch as it was.
+cudaMemPool_t loss_pool() {
+  static std::mutex mutex;
+  static std::map<int, cudaMemPool_t> pools;
+  int device = 0;
+  GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = pools.find(device); it != pools.end()) return it->second;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  cudaMemPool_t pool = nullptr;
+  GIGAREG_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
+  std::uint64_t keep = UINT64_MAX;
+  GIGAREG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  pools.emplace(device, pool);
+  return pool;
+}
+
+}  // namespace
+
 void* loss_scratch_alloc(std::size_t bytes, void* stream) {
   void* p = nullptr;
   if (bytes == 0) return p;
-  GIGAREG_CUDA_CHECK(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream)));
+  GIGAREG_CUDA_CHECK(
+      cudaMallocFromPoolAsync(&p, bytes, loss_pool(), static_cast<cudaStream_t>(stream)));
   return p;
 }
 

@@ -18,6 +18,13 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
                VolumeView<const float> mask, const Box& owned, const LnccConfig& config,
                SlicePartials partials, VolumeView<float> grad);
 
+/// Testing only: forces how the box-window LNCC kernel shares its work among blocks in the calls
+/// that follow: parts > 0 round mode with that many z parts per remaining tile, else zchunk > 0
+/// chunks of zchunk planes; resident > 0 replaces the device's resident block count. All zero
+/// restore the cost model. Schedules differ only in the rounding of the running z sums (each
+/// segment of a tile starts its own).
+void lncc_box_schedule_for_testing(index_t parts, index_t zchunk, index_t resident);
+
 void mattes_histogram(void* stream, VolumeView<const float> fixed, VolumeView<const float> warped,
                       VolumeView<const float> mask, const Box& owned, const MattesAxis& fixed_axis,
                       const MattesAxis& moving_axis, std::int64_t* hist);

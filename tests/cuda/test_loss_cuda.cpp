@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "gigareg/error.hpp"
 #include "gigareg/memory.hpp"
+#include "cuda/loss.hpp"
 #include "gigareg/ops/loss.hpp"
 #include "test_util.hpp"
 
@@ -294,6 +296,55 @@ TEST(LossCuda, LnccSlabsWithHalosMatchCpu) {
   for (const Box& slab : z_slabs(p.g.size, 3)) expect_lncc_agrees(p, box(2), true, slab);
   expect_lncc_agrees(p, box(3), false, Box{{5, 3, 9}, {27, 22, 17}});
   expect_lncc_agrees(p, gaussian(1.2), true, Box{{0, 10, 20}, {40, 20, 18}});
+}
+
+TEST(LossCuda, LnccBoxSchedulesMatchCpu) {
+  REQUIRE_CUDA();
+  // Each block of the box kernel takes one segment: a z chunk of one tile, or (tile mode) a
+  // whole tile, or a z part of one of the tiles left for the end. Forced schedules on 9 tiles
+  // (3 x 3; the interior box has 2 x 2): chunks of 8 planes and of all planes; 4 resident blocks
+  // and 3 parts (8 whole tiles, the last in 3 parts; the interior box: all 4 in parts); 2
+  // resident blocks, 1 part; 16 resident blocks, 7 parts (capped at 5: none under 8 planes). On
+  // the whole grid and on the interior box (tiles at the box's edges, planes not from 0).
+  const Pair p = make_pair({70, 53, 45}, 51, 50.0);
+  const Box inner{{3, 4, 5}, {61, 45, 33}};
+  struct Forced {
+    index_t parts, zchunk, resident;
+  };
+  for (const Forced f : {Forced{0, 8, 0}, Forced{0, 64, 0}, Forced{3, 0, 4}, Forced{1, 0, 2},
+                         Forced{7, 0, 16}}) {
+    SCOPED_TRACE("parts " + std::to_string(f.parts) + ", zchunk " + std::to_string(f.zchunk) +
+                 ", resident " + std::to_string(f.resident));
+    cuda::lncc_box_schedule_for_testing(f.parts, f.zchunk, f.resident);
+    expect_lncc_agrees(p, box(2), false, whole_box(p.g));
+    expect_lncc_agrees(p, box(2), true, inner);
+    expect_lncc_agrees(p, box(1), true, inner);
+  }
+  cuda::lncc_box_schedule_for_testing(0, 0, 0);
+}
+
+TEST(LossCuda, LnccLongSegmentsKeepPrecision) {
+  REQUIRE_CUDA();
+  // A block running the whole z extent of a tile carries its running z sums (float, over
+  // shifted intensities) through all 1400 planes instead of at most 64: the rounding they
+  // accumulate must stay within the tolerances against the double CPU reference. Smooth
+  // intensities around a large mean (local variances small against the squares summed).
+  const Pair p = make_pair({40, 30, 1400}, 61, 100.0);
+  const Box all = whole_box(p.g);
+  const LnccRun c = run_lncc(kCpu, p, box(2), false, all);
+  double errors[2];
+  for (int whole : {0, 1}) {
+    cuda::lncc_box_schedule_for_testing(whole ? 1 : 0, whole ? 0 : 64, whole ? 1 : 0);
+    const LnccRun g = run_lncc(kGpu, p, box(2), false, all);
+    SCOPED_TRACE(whole ? "whole tiles" : "chunks of 64 planes");
+    expect_partials_close(g.partials, c.partials, 1e-5);
+    errors[whole] = norm_rel_error(g.grad, c.grad, all);
+    EXPECT_LT(errors[whole], 1e-4);
+    EXPECT_LT(max_rel_error(g.grad, c.grad, all), 1e-3);
+  }
+  cuda::lncc_box_schedule_for_testing(0, 0, 0);
+  std::printf("normwise gradient error: chunks of 64 planes %.3g, whole tiles %.3g\n", errors[0],
+              errors[1]);
 }
 
 TEST(LossCuda, LnccValueOnlyAndDeterminism) {
