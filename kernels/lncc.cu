@@ -12,7 +12,7 @@
 // model; see lncc_box_kernel and box_schedule); it marches along z.
 // Iteration i handles window-centre plane zc and completes output plane zg = zc - H:
 //   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
-//      intensities; each thread owns fixed positions of Z's padded rows (consecutive threads,
+//      intensities; each thread owns fixed positions of Z's rows (consecutive threads,
 //      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
 //      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 (and
 //      those of the output plane's F and W, used in E) are issued before stage E of step i, so
@@ -35,8 +35,8 @@
 //      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
 //      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
-// 8) floats; XZ, ABC and NXY use 44 floats, which also keeps the two row segments a warp of
-// stage C spans in different banks. Measured and not kept: stage C with 4 centres per thread
+// 8) floats, or (Z for H = 2: 40 floats) 4 pad floats after every 4 rows; XZ, ABC and NXY use
+// 44 floats, which also keeps the two row segments a warp of stage C spans in different banks. Measured and not kept: stage C with 4 centres per thread
 // from a transposed XZ (two 16-byte loads per quantity) on 8 warps while the other 4 warps
 // update half of Z for the next step (2.8-3.3 ms instead of 2.6: the Z update then waits for
 // its loads or, staged with 4-byte cp.async, costs 4.5 shared wavefronts per copy; with the
@@ -446,11 +446,16 @@ struct BoxTile {
   // B: x pass; warp (q, s) takes segment s (outputs [BX0, BX0 + BL0) or [BX1, R1X)) of every
   // R2 row, lane = row. Loads are rounded up to whole float4s.
   static constexpr int BL0 = 20, BX1 = BL0, BL1 = R1X - BL0;
-  static constexpr int PZ = pitch(std::max(R2X, BX1 + up4(BL1 + 2 * H)));
-  // A: threads walk the padded rows of Z (R2Y x PZ; the pad columns only ever add zeros): a
-  // warp's accesses are consecutive words (no bank conflicts) and a column's Z index is its
-  // position, with no per-column index arithmetic.
-  static constexpr int ZN = R2Y * PZ;
+  // Z: rows of PZ floats in groups of 4; when PZ is a multiple of 8 floats (H = 2: 40) each
+  // group is followed by 4 pad floats, so that the eight rows a quarter warp of stage B reads
+  // (16-byte loads) fall into distinct bank groups. (Padding every row to 44 floats instead gave
+  // stage A 10% more positions.)
+  static constexpr int PZ = up4(std::max(R2X, BX1 + up4(BL1 + 2 * H)));
+  static constexpr int ZGROUP = 4 * PZ + (PZ % 8 == 0 ? 4 : 0);
+  static constexpr int zrow(int row) { return (row >> 2) * ZGROUP + (row & 3) * PZ; }
+  // A: threads walk Z's positions (R2Y rows and the pads; a pad only ever adds zeros): a warp's
+  // accesses are consecutive words (no bank conflicts) and a thread's Z index is its position.
+  static constexpr int ZN = (R2Y + 3) / 4 * ZGROUP;
   static constexpr int SLOTS = (ZN + kThreads - 1) / kThreads;  // Z positions per thread (A)
   // XZ, ABC and NXY: a warp of stage C spans two segments of SEGC rows, whose banks do not
   // overlap when 3 P1 = R1X (mod 32): true for H = 2 (H = 1 keeps a few 2-way conflicts).
@@ -461,7 +466,7 @@ struct BoxTile {
   // D: x pass of (a, b, c); warp (q, s) takes columns [s SEGD, (s + 1) SEGD) of every R1 row.
   static constexpr int NSD = kWarps / 3, SEGD = TX / NSD;
   static constexpr int PA = pitch(TX);
-  static constexpr int ZQ = R2Y * PZ, XQ = XROWS * P1, CQ = CROWS * P1, AXQ = R1Y * PA;
+  static constexpr int ZQ = ZN, XQ = XROWS * P1, CQ = CROWS * P1, AXQ = R1Y * PA;
   static constexpr int kZ = 0, kXZ = kZ + 5 * ZQ, kABC = kXZ + 5 * XQ, kNXY = kABC + 3 * CQ;
   static constexpr int kEnd = kNXY + CROWS * P1;
   static constexpr std::size_t bytes() { return sizeof(float) * std::size_t(kEnd); }
@@ -616,10 +621,11 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
 #pragma unroll
   for (int k = 0; k < T::SLOTS; ++k) {
     const int c = tid + k * NT;
-    const int cy = c / T::PZ;
-    // A pad column (never read) takes its row's last column, so that every position below ZN
-    // of an interior tile has a valid offset.
-    const int cx = min(c - cy * T::PZ, T::R2X - 1);
+    const int group = c / T::ZGROUP, within = c - group * T::ZGROUP;
+    const int cy = 4 * group + min(within / T::PZ, 3);
+    // A pad (never read) takes its row's last column, so that every position below ZN of an
+    // interior tile has a valid offset.
+    const int cx = min(within - (cy & 3) * T::PZ, T::R2X - 1);
     const index_t gx = r2x0 + cx, gy = r2y0 + cy;
     const bool ok = c < T::ZN && cx < T::R2X && gx >= p.valid.lo.x && gx < vhi.x &&
                     gy >= p.valid.lo.y && gy < vhi.y;
@@ -854,7 +860,9 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
       // ---- B. x pass: XZ[q][R2 row][R1 column]; warp (q, segment), lane = row.
       if (warp < 10 && lane < T::R2Y) {
         const int q = warp >> 1;
-        const float* in = Z + q * T::ZQ + lane * T::PZ;
+        int row = lane;  // recomputed here: a hoisted row offset would hold a register all loop
+        asm volatile("" : "+r"(row));
+        const float* in = Z + q * T::ZQ + T::zrow(row);
         float* out = XZ + q * T::XQ + lane * T::P1;
         if ((warp & 1) == 0)
           box_row_vec<H, T::BL0>(in, out);
