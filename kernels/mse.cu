@@ -124,7 +124,7 @@ namespace {
 /// The current device's pool for the losses' scratch (per-tile partials: 16 bytes per slice and
 /// tile, about 0.02 B/voxel). It keeps what is freed: the default pool returns freed memory to
 /// the driver at every synchronisation (release threshold 0), and mapping it again on the next
-/// allocation cost the LNCC call at 512^3 about 0.07 ms on the H100 (0.075 instead of 0.14 ms at
+/// allocation cost the LNCC call at 512^3 0.05-0.10 ms on the H100 (0.075 instead of 0.14 ms at
 /// 128^3). A pool of its own leaves the other ops' (larger) scratch as it was.
 cudaMemPool_t loss_pool() {
   static std::mutex mutex;

@@ -19,7 +19,7 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
                SlicePartials partials, VolumeView<float> grad);
 
 /// Testing only: forces how the box-window LNCC kernel shares its work among blocks in the calls
-/// that follow: parts > 0 round mode with that many z parts per remaining tile, else zchunk > 0
+/// that follow: parts > 0 tile mode with that many z parts per split tile, else zchunk > 0
 /// chunks of zchunk planes; resident > 0 replaces the device's resident block count. All zero
 /// restore the cost model. Schedules differ only in the rounding of the running z sums (each
 /// segment of a tile starts its own).
