@@ -3,7 +3,8 @@
 #   1. build (CUDA, MPI, NCCL) and run the whole test suite (CPU ranks for the sharded tests);
 #   2. the NCCL path with one rank (mpirun -np 1) against the plain GPU run of the same
 #      `gigareg register` command: output files compared byte for byte;
-#   3. with several GPUs: mpirun -np P over NCCL against one GPU (max abs differences);
+#   3. with several GPUs: the DistNccl tests on P ranks, and mpirun -np P over NCCL against one
+#      GPU (max abs differences);
 #   4. a cfmi pair (moments + affine + greedy preset) end to end, with the stage times;
 #   5. bench_registration (one greedy iteration at 128^3..512^3, time and peak memory per voxel).
 # Needs .devsys/ (scripts/pack-device-deps.sh and the data under .devsys/data) carried.
@@ -52,21 +53,27 @@ for x in 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz w.nii.gz; do
   if cmp -s /tmp/one/$x /tmp/nccl1/$x; then echo "NCCL 1 rank vs plain GPU: $x identical"; else echo "NCCL 1 rank vs plain GPU: $x DIFFERS"; status=1; fi
 done
 if (( ngpu > 1 )); then
+  # The same greedy stage with MeanSquares: every op it uses (warp, MSQ, smoothing, Adam, the
+  # compositive update) rounds the same on any slab, so P GPUs give one GPU's bytes (seen on 2
+  # H200s); CC's LNCC does not (its running z sums restart, and its shift is taken, at each
+  # block's first plane, and a slab moves those), so CC is compared against the CPU-GPU spread.
+  margs="${args/CC\[$f,$m,1,2\]/MeanSquares[$f,$m,1]}"
+  GIGAREG_DISTRIBUTED=0 $cli register $margs -o [/tmp/one_msq/,/tmp/one_msq/w.nii.gz] > "$out/one_msq.log" 2>&1 || status=1
+  # A yardstick for CC: the same command on the CPU backend against one GPU.
+  GIGAREG_DISTRIBUTED=0 $cli register ${args/--device cuda/--device cpu} -o [/tmp/cpu/,/tmp/cpu/w.nii.gz] > "$out/cpu.log" 2>&1 || status=1
+  python3 benchmarks/compare_volumes.py "CPU vs one GPU, CC: 1Warp" /tmp/cpu/1Warp.nii.gz /tmp/one/1Warp.nii.gz
   for p in 2 4 8; do
     (( p > ngpu )) && break
+    # The communicator, device halo exchange and sharded CUDA ops, one GPU per rank.
+    $mpi -np $p $build/tests/distributed/dist_tests --gtest_filter='DistNccl*' > "$out/nccl${p}_tests.log" 2>&1 || status=1
+    echo "DistNccl on $p GPUs: $(grep -aE 'rank\(s\)' "$out/nccl${p}_tests.log" | tail -1)"
     $mpi -np $p $cli register $args -o [/tmp/nccl$p/,/tmp/nccl$p/w.nii.gz] > "$out/nccl${p}_cli.log" 2>&1 || status=1
-    python3 - "$p" <<'PY' || true
-import sys, gzip, struct
-import numpy as np
-def load(p):
-    b = gzip.open(p).read(); off = int(struct.unpack('<f', b[108:112])[0])
-    dt = {16: np.float32}[struct.unpack('<h', b[70:72])[0]]
-    return np.frombuffer(b[off:], dtype=dt)
-p = sys.argv[1]
-for x in ['1Warp.nii.gz', 'w.nii.gz']:
-    a, c = load('/tmp/one/' + x), load('/tmp/nccl%s/' % p + x)
-    print('NCCL %s GPUs vs one GPU: %s max |diff| %.3g (max |value| %.3g)' % (p, x, np.abs(a - c).max(), np.abs(a).max()))
-PY
+    $mpi -np $p $cli register $margs -o [/tmp/nccl${p}_msq/,/tmp/nccl${p}_msq/w.nii.gz] > "$out/nccl${p}_msq.log" 2>&1 || status=1
+    for x in 1Warp.nii.gz w.nii.gz; do
+      python3 benchmarks/compare_volumes.py "$p GPUs vs one GPU, CC: $x" /tmp/one/$x /tmp/nccl$p/$x --slabs $p
+      python3 benchmarks/compare_volumes.py "$p GPUs vs one GPU, MSQ: $x" /tmp/one_msq/$x /tmp/nccl${p}_msq/$x --slabs $p
+    done
+    grep -hE "^stage 2 \(Greedy, [A-Za-z]+\) level 3/3" "$out/one.log" "$out/nccl${p}_cli.log" "$out/one_msq.log" "$out/nccl${p}_msq.log"
   done
 fi
 # End to end on one GPU: the library's stage times, the command's wall time.

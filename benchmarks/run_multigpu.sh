@@ -34,7 +34,7 @@ source_image=${SOURCE_IMAGE:-$root/.devsys/data/large/colin27_ch2better_0.5mm.ni
 [[ -f $source_image ]] || { echo "missing $source_image"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 ngpu=$(nvidia-smi -L | wc -l)
-build=/tmp/gigareg-multigpu-build
+build=${BUILD:-/tmp/gigareg-multigpu-build}  # BUILD: reuse a configured build folder
 t0=$(date +%s)
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=ON -DGIGAREG_DISTRIBUTED=ON \
