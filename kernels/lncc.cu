@@ -120,6 +120,7 @@ struct LnccArgs {
   Index3 global;
   LnccTaps taps;
   float eps;
+  float min_vf, min_vw;  // variance floors (device/lncc.hpp)
   index_t tiles_x, tiles;
   index_t zchunk;
   index_t full_tiles, split_tiles, parts;  // box kernel: parts == 0 chunk mode, else tile mode
@@ -322,7 +323,8 @@ __global__ void __launch_bounds__(Tile<H, kBox>::kThreads, 2)
             n = nxs[ex] * nys[ey] * nz;
             const float* s = S + ey * T::P1 + ex;
             const LnccLocal<float> l =
-                lncc_local<float>(n, s[0], s[T::SQ], s[2 * T::SQ], s[3 * T::SQ], s[4 * T::SQ], p.eps);
+                lncc_local<float>(n, s[0], s[T::SQ], s[2 * T::SQ], s[3 * T::SQ], s[4 * T::SQ], p.eps,
+                                  p.min_vf, p.min_vw);
             a = l.a;
             b = l.b;
             c = l.c;
@@ -547,15 +549,17 @@ struct BoxLocal {
 /// the reciprocal of eps is finite.
 template <bool kFastRecip>
 __device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, float sw,
-                                              float sff, float sww, float sfw, float eps) {
+                                              float sff, float sww, float sfw, float eps,
+                                              float min_vf, float min_vw) {
   const float mf = sf * inv_n;
   const float mw = sw * inv_n;
-  const float cross = sfw * inv_n - mf * mw;
   float vf = sff * inv_n - mf * mf;
   float vw = sww * inv_n - mw * mw;
-  const bool vw_positive = vw > 0.0f;
   vf = vf > 0.0f ? vf : 0.0f;
-  vw = vw_positive ? vw : 0.0f;
+  vw = vw > 0.0f ? vw : 0.0f;
+  const bool flat = vf < min_vf || vw < min_vw;  // below a floor: no correlation (lncc_local)
+  const float cross = flat ? 0.0f : sfw * inv_n - mf * mw;
+  const bool vw_positive = vw > 0.0f && !flat;
   const float inv_d = std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{}(vf * vw + eps);
   const float u = cross * inv_d;
   BoxLocal r;
@@ -916,7 +920,8 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
             // reciprocal of eps is finite (kFastRecip); otherwise they are replaced by zeros.
             const float inv_n = fabsf(tn[j]) * inz;
             const BoxLocal l = box_local<kFastRecip>(inv_n, -2.0f * inv_n, s[j][0], s[j][1],
-                                                     s[j][2], s[j][3], s[j][4], p.eps);
+                                                     s[j][2], s[j][3], s[j][4], p.eps,
+                                                     p.min_vf, p.min_vw);
             if (owned_plane && tn[j] < 0.0f) {  // owned centre (tn < 0: owned in x and y)
               loss_sum -= l.cc;
               ++loss_count;
@@ -1217,6 +1222,8 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
   p.global = fixed.global_size;
   p.taps = config.taps;
   p.eps = config.eps;
+  p.min_vf = config.min_vf;
+  p.min_vw = config.min_vw;
   p.exact = grad.data != nullptr && config.exact_gradient;
   p.ants = grad.data != nullptr && !config.exact_gradient;
   p.box = true;

@@ -161,6 +161,11 @@ void lncc_loss(const Context& ctx, VolumeView<const float> fixed, VolumeView<con
   LnccConfig config;
   config.taps = lncc_window_taps(params);
   config.eps = float(params.eps);
+  require(std::isfinite(params.min_variance_fixed) && params.min_variance_fixed >= 0.0 &&
+              std::isfinite(params.min_variance_warped) && params.min_variance_warped >= 0.0,
+          op, "the variance floors must be finite and non-negative");
+  config.min_vf = float(params.min_variance_fixed);
+  config.min_vw = float(params.min_variance_warped);
   config.exact_gradient = params.gradient == LnccGradient::Exact;
   // Value only needs the windows of the owned centres: the ANTs halo.
   LnccParams need = params;

@@ -490,6 +490,11 @@ Metric::Metric(const Context& ctx, const Partition& part, const MetricParams& pa
       // depend on the intensity scale.
       const double df = std::max(fr.max - fr.min, 1e-12), dm = std::max(mr.max - mr.min, 1e-12);
       lncc_.eps = params.cc_epsilon * df * df * dm * dm;
+      // Windows flatter than cc_min_std of the range count as flat on both images (the fixed
+      // image's texture mask already drops its own; the floor on the warped image keeps the
+      // CUDA float sums from turning rounding noise in a nearly flat window into correlation).
+      lncc_.min_variance_fixed = params.cc_min_std * df * params.cc_min_std * df;
+      lncc_.min_variance_warped = params.cc_min_std * dm * params.cc_min_std * dm;
       (void)lncc_window_radius(lncc_);  // validates
       break;
     }

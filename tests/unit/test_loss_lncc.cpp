@@ -132,6 +132,10 @@ Naive naive_lncc(const Pair& p, const LnccParams& q, bool use_mask) {
         const double cross = sfw / wsum - mf * mw;
         const double vf_raw = sff / wsum - mf * mf, vw_raw = sww / wsum - mw * mw;
         const double vf = std::max(vf_raw, 0.0), vw = std::max(vw_raw, 0.0);
+        if (vf < q.min_variance_fixed || vw < q.min_variance_warped) {  // flat: cc = 0, no gradient
+          out.count += 1;
+          continue;
+        }
         const double den = vf * vw + q.eps;
         const double cc = cross * cross / den;
         out.sum -= cc;
@@ -238,6 +242,42 @@ TEST(LossLncc, GradientMatchesFiniteDifferences) {
   expect_matches_finite_differences(p, box(2), true, 4);
   expect_matches_finite_differences(p, gaussian(1.0, 3.0), false, 5);
   expect_matches_finite_differences(p, gaussian(1.0, 3.0), true, 6);
+}
+
+/// make_pair with flat regions: F constant where x < size.x / 3, W constant where y < size.y / 3.
+Pair make_flat_pair(Index3 size, std::uint64_t seed) {
+  Pair p = make_pair(size, seed);
+  for (index_t k = 0; k < size.z; ++k)
+    for (index_t j = 0; j < size.y; ++j)
+      for (index_t i = 0; i < size.x; ++i) {
+        if (i < size.x / 3) p.fixed(i, j, k) = 1.0f;
+        if (j < size.y / 3) p.warped(i, j, k) = 0.7f;
+      }
+  return p;
+}
+
+TEST(LossLncc, VarianceFloorsMakeFlatWindowsCountZero) {
+  // Windows below a floor count (the count is unchanged) with cc = 0 and no gradient; the floors
+  // here cut the flat windows (variance 0 up to rounding) and keep every window that sees some
+  // texture (variances above 0.01), so the central differences stay away from the floors.
+  const Pair p = make_flat_pair({15, 14, 12}, 141);
+  for (LnccParams q : {box(1), box(2), gaussian(1.0, 3.0), box(2, LnccGradient::AntsApproximation)}) {
+    q.min_variance_fixed = 1e-4;
+    q.min_variance_warped = 2e-4;
+    for (bool use_mask : {false, true}) expect_matches_naive(p, q, use_mask);
+    if (q.gradient == LnccGradient::Exact) expect_matches_finite_differences(p, q, false, 11);
+  }
+  // The floors change the value where a window is flat: W flat and F textured gives cc = 0 with
+  // or without them, but a floor above a textured window's variance zeroes it too.
+  LnccParams q = box(2);
+  const double open = run(p, q, false).value().sum;
+  q.min_variance_fixed = q.min_variance_warped = 1e-4;
+  EXPECT_NEAR(run(p, q, false).value().sum, open, 1e-12 * std::abs(open))
+      << "floors below every textured window's variance";
+  q.min_variance_warped = 1e3;
+  const LossValue shut = run(p, q, false).value();
+  EXPECT_EQ(shut.sum, 0.0);
+  EXPECT_GT(shut.count, 0.0);
 }
 
 TEST(LossLncc, AntsApproximationIsNotTheExactGradient) {
@@ -373,6 +413,11 @@ TEST(LossLncc, RejectsBadArguments) {
   LnccParams bad_eps = box(1);
   bad_eps.eps = 0.0;
   EXPECT_THROW(lncc_loss(kCpu, p.fixed.view(), p.warped.view(), {}, whole_box(p.g), bad_eps, {},
+                         g.view()),
+               Error);
+  LnccParams bad_floor = box(1);
+  bad_floor.min_variance_warped = -1.0;
+  EXPECT_THROW(lncc_loss(kCpu, p.fixed.view(), p.warped.view(), {}, whole_box(p.g), bad_floor, {},
                          g.view()),
                Error);
 }

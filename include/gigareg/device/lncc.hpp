@@ -11,6 +11,13 @@
 //   mf = Sf / n, mw = Sw / n, cross = Sfw / n - mf mw,
 //   vf = max(Sff / n - mf^2, 0), vw = max(Sww / n - mw^2, 0)      (means, not sums)
 //   cc = cross^2 / (vf vw + eps)                                    (eps: (intensity)^4 units)
+//   A window whose vf is below min_vf or whose vw is below min_vw counts as flat: cc = 0 and
+//   a = b = c = 0 (no correlation, no gradient; ANTs zeroes such windows too). The floors exist
+//   for the float backend: its window variances carry an absolute rounding noise of about 1e-7
+//   times the squared intensities of the tile, so in a nearly flat window next to bright tissue
+//   (a brain's edge over background) cross and the variance are noise, and cc = cross^2 / (vf vw +
+//   eps) is anything up to 1. A floor well above that noise, e.g. (0.01 x intensity range)^2,
+//   makes both backends agree; 0 turns it off.
 // The loss term of a centre is -cc. Its derivative w.r.t. the warped image at any voxel y is
 //   d(-cc(x)) / dW(y) = k(x, y) (a(x) F(y) + b(x) W(y) + c(x))
 // with a = -2 cross / (D n), b = 2 cc vf / (D n) (0 where vw was clamped), c = -a mf - b mw and
@@ -35,6 +42,7 @@ struct LnccTaps {
 struct LnccConfig {
   LnccTaps taps;
   float eps = 1e-5f;
+  float min_vf = 0.0f, min_vw = 0.0f;  // variance floors (intensity^2): below them cc = 0
   bool exact_gradient = true;  // false: ANTs' approximation (adjoint coefficients held constant)
 };
 
@@ -65,16 +73,18 @@ struct LnccRecip {
 /// gives the same results for them.
 template <class T, class Recip = LnccRecip>
 GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps,
-                                    Recip recip = {}) {
+                                    T min_vf = T(0), T min_vw = T(0), Recip recip = {}) {
   const T inv_n = recip(n);
   const T mf = sf * inv_n;
   const T mw = sw * inv_n;
-  const T cross = sfw * inv_n - mf * mw;
   T vf = sff * inv_n - mf * mf;
   T vw = sww * inv_n - mw * mw;
-  const bool vw_positive = vw > T(0);
   vf = vf > T(0) ? vf : T(0);
-  vw = vw_positive ? vw : T(0);
+  vw = vw > T(0) ? vw : T(0);
+  // A flat window (a variance below its floor; never with floors of 0) has no correlation.
+  const bool flat = vf < min_vf || vw < min_vw;
+  const T cross = flat ? T(0) : sfw * inv_n - mf * mw;
+  const bool vw_positive = vw > T(0) && !flat;
   const T inv_d = recip(vf * vw + eps);
   LnccLocal<T> r;
   r.cc = cross * cross * inv_d;

@@ -74,7 +74,8 @@ void mse_loss(const Context& ctx, VolumeView<const float> fixed, VolumeView<cons
 //   shifted by a per-tile constant (cc is shift-invariant), with running box sums and the
 //   hardware reciprocal. The CPU result is bitwise independent of tiling, threads and z-slab
 //   sharding; the CUDA result is deterministic for a given owned box and agrees with the CPU and
-//   across slabs within float rounding (tests: loss 1e-5, gradient 1e-4 normwise).
+//   across slabs within float rounding (tests: loss 1e-5, gradient 1e-4 normwise) wherever the
+//   window variances are well above that rounding (see LnccParams' variance floors).
 //   CUDA limits: H <= kLnccMaxRadius (both backends), and a view's x-y plane must hold fewer than
 //   2^31 elements (in-plane offsets are 32-bit).
 enum class LnccWindow { Box, Gaussian };
@@ -86,6 +87,13 @@ struct LnccParams {
   double sigma = 1.0;          // Gaussian: standard deviation in voxels
   double truncation = 3.0;     // Gaussian: support radius H = ceil(truncation * sigma)
   double eps = 1e-5;           // added to varF varW
+  // Variance floors (intensity^2 units): a window whose varF is below min_variance_fixed or whose
+  // varW is below min_variance_warped counts as flat (cc = 0, no gradient). 0: off. The CUDA sums
+  // are float: in a nearly flat window beside bright tissue its variances are rounding noise
+  // (about 1e-7 x the tile's squared intensities), and without a floor cc there is arbitrary.
+  // The registration sets both to (cc_min_std x intensity range)^2.
+  double min_variance_fixed = 0.0;
+  double min_variance_warped = 0.0;
   LnccGradient gradient = LnccGradient::Exact;
 };
 
