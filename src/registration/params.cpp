@@ -131,12 +131,14 @@ RegistrationParams registration_preset(const std::string& name) {
     // usual SyN[0.1-0.25,3,0-0.5], docs/registration.md). Steps and sigmas (voxels) tuned on the
     // cfmi brain pairs 01<-02, 04<-06, 02<-04 with a moments initialisation (docs/accuracy.md):
     // greedy step 0.25, sigmas 1.5 (gradient) and 0.5 (field): mean aseg Dice 0.767 in the sweep
-    // (0.706 with the former 0.1 / 2 / 1), no folds; SyN step 0.2, sigmas 1.5 and 0.75: 0.765,
-    // non-positive Jacobians < 1e-5 (a field sigma of 0.5 folds 0.1-0.6% of the voxels in SyN).
+    // (0.706 with the former 0.1 / 2 / 1), no folds. SyN step 0.25, sigmas 1.25 and 0.95: 0.766,
+    // non-positive Jacobians < 1e-4 on every pair (6.7e-5 on 02<-04); chosen again after the LNCC
+    // variance floors (the former 0.2 / 1.5 / 0.75 then folded 5e-4 of 02<-04; a field sigma of
+    // 0.5 folds 0.1-0.6% of the voxels in SyN).
     const bool syn = t == TransformType::SyN;
-    s.step = syn ? 0.2 : 0.25;
-    s.gradient_sigma = 1.5;
-    s.field_sigma = syn ? 0.75 : 0.5;
+    s.step = 0.25;
+    s.gradient_sigma = syn ? 1.25 : 1.5;
+    s.field_sigma = syn ? 0.95 : 0.5;
     s.metric.type = MetricType::CC;
     s.metric.radius = 2;
     s.optimizer = FieldOptimizer::Adam;
