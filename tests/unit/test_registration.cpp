@@ -827,6 +827,44 @@ TEST(RegistrationCuda, MatchesTheCpuPipeline) {
   EXPECT_LT(mean_abs_diff(a_cpu, a_gpu), 1e-5 * intensity_span(a_cpu));
 }
 
+TEST(RegistrationCuda, FirstCcLossMatchesTheCpuOnAnUnalignedPair) {
+  // The head phantom against itself shifted by 10 mm, no initialisation: the brain's edge lies over
+  // the other image's zero background, where CC windows are nearly flat. The first loss of each
+  // level is computed at the identity (level 0) or after one step (level 1): the backends must
+  // agree on it. (Before the LNCC variance floors the CUDA float sums made such windows correlate:
+  // an unaligned brain pair's first loss was -0.693 on CUDA against -0.214 on the CPU.)
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  QuietLogs quiet;
+  const Geometry fg = grid({48, 52, 44}, {2, 2, 2}, {-48, -52, -44});
+  const Volume<float> base = blob_phantom(fg, 29);
+  const Volume<float> moving = warp_image(base, fg, make_affine({0, 0, 0}, {1, 1, 1}, {10, -6, 4}, grid_center(fg)));
+  RegistrationParams p;
+  p.initial.type = InitialTransformType::Identity;
+  p.stages = {registration_preset("greedy").stages.back()};
+  p.stages[0].convergence.iterations = {1, 1};
+  p.stages[0].shrink_factors = {2, 1};
+  p.stages[0].smoothing_sigmas = {1, 0};
+  p.device = DeviceChoice::Cpu;
+  const RegistrationResult cpu = register_images(p, base, moving);
+  p.device = DeviceChoice::Cuda;
+  const RegistrationResult gpu = register_images(p, base, moving);
+  ASSERT_EQ(cpu.levels.size(), 2u);
+  ASSERT_EQ(gpu.levels.size(), 2u);
+  for (std::size_t l = 0; l < 2; ++l) {
+    const double a = cpu.levels[l].initial_loss, b = gpu.levels[l].initial_loss;
+    std::printf("  level %zu first CC loss: CPU %.8f, CUDA %.8f\n", l, a, b);
+    EXPECT_LT(a, -0.01) << "level " << l;  // some correlation, not the empty mask's 0
+    EXPECT_NEAR(b, a, 1e-4 * std::abs(a)) << "level " << l;
+  }
+  // For the record, not a check: with cc_min_std = 0 (no texture mask, no floors) the float
+  // sums of the flat background decide the CUDA value.
+  p.stages[0].metric.cc_min_std = 0.0;
+  const double open_gpu = register_images(p, base, moving).levels[0].initial_loss;
+  p.device = DeviceChoice::Cpu;
+  const double open_cpu = register_images(p, base, moving).levels[0].initial_loss;
+  std::printf("  cc_min_std 0, level 0 first CC loss: CPU %.8f, CUDA %.8f\n", open_cpu, open_gpu);
+}
+
 TEST(RegistrationCuda, SynAndGreedyRecoverAKnownWarp) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   QuietLogs quiet;
