@@ -557,8 +557,9 @@ __device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, 
   float vw = sww * inv_n - mw * mw;
   vf = vf > 0.0f ? vf : 0.0f;
   vw = vw > 0.0f ? vw : 0.0f;
-  const bool flat = vf < min_vf || vw < min_vw;  // below a floor: no correlation (lncc_local)
-  const float cross = flat ? 0.0f : sfw * inv_n - mf * mw;
+  const float raw_cross = sfw * inv_n - mf * mw;
+  const bool flat = vf < min_vf || vw < min_vw;  // below a floor: no correlation (lncc_local;
+  const float cross = flat ? raw_cross * 0.0f : raw_cross;  // NaN stays NaN)
   const bool vw_positive = vw > 0.0f && !flat;
   const float inv_d = std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{}(vf * vw + eps);
   const float u = cross * inv_d;

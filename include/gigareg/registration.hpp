@@ -59,9 +59,11 @@ struct MetricParams {
   /// fixed intensity range count (ANTs also skips windows of (nearly) zero variance). The loss
   /// op's cc = cross^2 / (varF varW + eps) rewards importing moving-image variance into windows
   /// whose fixed variance is comparable to eps (for identical images it moves away from the
-  /// identity); excluding low-variance windows removes that bias. The same fraction of the
-  /// moving range is the floor of the warped image's window standard deviation (below it a window
-  /// counts as flat: cc = 0, no gradient; see LnccParams). 0 keeps every window.
+  /// identity); excluding low-variance windows removes that bias. The same fraction of each
+  /// image's metric range (the fixed one's within its mask; the moving one's over its grid and 0,
+  /// as for cc_epsilon) is also the floor of the loss's window standard deviations (below it a
+  /// window counts as flat: cc = 0, no gradient; see LnccParams). For an image far from 0 with no
+  /// background, the moving floor is then a larger share of its own span. 0 keeps every window.
   double cc_min_std = 0.01;
   /// CC: the epsilon added to varF varW, for intensities scaled to [0, 1] (it is multiplied by
   /// (range_F range_M)^2, so the metric does not depend on the intensity scale). Keep it far

@@ -380,42 +380,50 @@ TEST(LossCuda, LnccFlatBackgroundMatchesCpuWithVarianceFloors) {
   // arbitrary (a registration's first loss was off by a factor of three on such a pair). With the
   // registration's floors, (0.01 x range)^2 on both images, CUDA agrees with the CPU within what
   // float sums of squared intensities allow near the floors (see the tolerances below).
-  LnccParams q = box(2);
-  q.eps = 1e-12 * std::pow(250.0, 4);
   auto total = [](const std::vector<double>& partials) {
     double s = 0;
     for (std::size_t i = 0; i < partials.size(); i += 2) s += partials[i];
     return s;
   };
-  for (int floors : {0, 1})
-    for (bool use_mask : {false, true}) {
-      Pair p = make_brains({72, 80, 96}, 71);
-      if (use_mask) p.mask = random_smooth_volume(p.g, 9, 1.0, 0.4);
-      const Box all = whole_box(p.g);
-      q.min_variance_fixed = q.min_variance_warped = floors ? 2.5 * 2.5 : 0.0;
-      const LnccRun c = run_lncc(kCpu, p, q, use_mask, all), g = run_lncc(kGpu, p, q, use_mask, all);
-      const double lc = total(c.partials), lg = total(g.partials);
-      double worst_slice = 0, largest = 0;
-      for (std::size_t i = 0; i < c.partials.size(); i += 2) largest = std::max(largest, std::abs(c.partials[i]));
-      for (std::size_t i = 0; i < c.partials.size(); i += 2)
-        worst_slice = std::max(worst_slice, std::abs(g.partials[i] - c.partials[i]) / largest);
-      const double eg = norm_rel_error(g.grad, c.grad, all);
-      std::printf("%s%s: loss CPU %.8g CUDA %.8g (rel %.3g), worst slice %.3g of the largest, "
-                  "gradient normwise %.3g\n",
-                  floors ? "floors" : "no floors", use_mask ? ", masked" : "", lc, lg,
-                  std::abs(lg - lc) / std::abs(lc), worst_slice, eg);
-      if (!floors) continue;
-      SCOPED_TRACE(use_mask ? "masked" : "no mask");
-      // Measured on the H100: loss 4.4e-6 (masked 1.2e-5), worst slice 1.9e-4 (5.8e-4) of the
-      // largest, gradient 9.7e-5 (1.7e-4); without floors 0.47 (0.23), 3.5 (1.7) and 0.17 (0.12).
-      // Float sums of squared intensities (up to 250 from the tile's shift) carry an absolute
-      // error of about 1e-2 in a window variance: relative 1e-3 at the floor (6.25), so the
-      // windows just above it set these tolerances, not the 1e-5 / 1e-4 of random inputs.
-      EXPECT_LT(std::abs(lg - lc), 1e-4 * std::abs(lc));
-      EXPECT_LT(worst_slice, 3e-3);
-      EXPECT_LT(eg, 1e-3);
-      expect_written_exactly(g.grad, all);
+  // The box window with the exact gradient runs the fast kernel; Gaussian windows and ANTs'
+  // approximation run the general one.
+  for (LnccParams q : {box(2), gaussian(1.0), box(2, LnccGradient::AntsApproximation)}) {
+    for (int floors : {0, 1}) {
+      for (bool use_mask : {false, true}) {
+        q.eps = 1e-12 * std::pow(250.0, 4);
+        Pair p = make_brains({72, 80, 96}, 71);
+        if (use_mask) p.mask = random_smooth_volume(p.g, 9, 1.0, 0.4);
+        const Box all = whole_box(p.g);
+        q.min_variance_fixed = q.min_variance_warped = floors ? 2.5 * 2.5 : 0.0;
+        const LnccRun c = run_lncc(kCpu, p, q, use_mask, all), g = run_lncc(kGpu, p, q, use_mask, all);
+        const double lc = total(c.partials), lg = total(g.partials);
+        double worst_slice = 0, largest = 0;
+        for (std::size_t i = 0; i < c.partials.size(); i += 2)
+          largest = std::max(largest, std::abs(c.partials[i]));
+        for (std::size_t i = 0; i < c.partials.size(); i += 2)
+          worst_slice = std::max(worst_slice, std::abs(g.partials[i] - c.partials[i]) / largest);
+        const double eg = norm_rel_error(g.grad, c.grad, all);
+        std::printf("%s, %s%s: loss CPU %.8g CUDA %.8g (rel %.3g), worst slice %.3g of the "
+                    "largest, gradient normwise %.3g\n",
+                    describe(q, false).c_str(), floors ? "floors" : "no floors",
+                    use_mask ? ", masked" : "", lc, lg, std::abs(lg - lc) / std::abs(lc),
+                    worst_slice, eg);
+        if (!floors) continue;
+        SCOPED_TRACE(describe(q, use_mask));
+        // Measured on the H100, box window, exact gradient: loss 4.4e-6 (masked 1.2e-5), worst
+        // slice 1.9e-4 (5.8e-4) of the largest, gradient 9.7e-5 (1.7e-4); without floors 0.47
+        // (0.23), 3.5 (1.7) and 0.17 (0.12). Gaussian: 9.8e-6, 6.3e-4, 3.1e-4 at most (without
+        // floors 0.076); ANTs: 6.4e-7, 5.9e-6, 3.8e-5 (without floors 0.60).
+        // Float sums of squared intensities (up to 250 from the tile's shift) carry an absolute
+        // error of about 1e-2 in a window variance: relative 1e-3 at the floor (6.25), so the
+        // windows just above it set these tolerances, not the 1e-5 / 1e-4 of random inputs.
+        EXPECT_LT(std::abs(lg - lc), 1e-4 * std::abs(lc));
+        EXPECT_LT(worst_slice, 3e-3);
+        EXPECT_LT(eg, 1e-3);
+        expect_written_exactly(g.grad, all);
+      }
     }
+  }
 }
 
 TEST(LossCuda, LnccValueOnlyAndDeterminism) {

@@ -12,7 +12,8 @@
 //   vf = max(Sff / n - mf^2, 0), vw = max(Sww / n - mw^2, 0)      (means, not sums)
 //   cc = cross^2 / (vf vw + eps)                                    (eps: (intensity)^4 units)
 //   A window whose vf is below min_vf or whose vw is below min_vw counts as flat: cc = 0 and
-//   a = b = c = 0 (no correlation, no gradient; ANTs zeroes such windows too). The floors exist
+//   a = b = c = 0 (no correlation, no gradient; NaN where the window holds a NaN or inf). ANTs
+//   zeroes windows whose variance sums are about 0; these floors are a level. They exist
 //   for the float backend: its window variances carry an absolute rounding noise of about 1e-7
 //   times the squared intensities of the tile, so in a nearly flat window next to bright tissue
 //   (a brain's edge over background) cross and the variance are noise, and cc = cross^2 / (vf vw +
@@ -81,9 +82,12 @@ GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps,
   T vw = sww * inv_n - mw * mw;
   vf = vf > T(0) ? vf : T(0);
   vw = vw > T(0) ? vw : T(0);
-  // A flat window (a variance below its floor; never with floors of 0) has no correlation.
+  // A flat window (a variance below its floor; never with floors of 0) has no correlation. Its
+  // cross becomes 0 times itself: a NaN or inf in the window (which clamps the variances to 0)
+  // still makes cc NaN, so the loss reports it.
+  const T raw_cross = sfw * inv_n - mf * mw;
   const bool flat = vf < min_vf || vw < min_vw;
-  const T cross = flat ? T(0) : sfw * inv_n - mf * mw;
+  const T cross = flat ? raw_cross * T(0) : raw_cross;
   const bool vw_positive = vw > T(0) && !flat;
   const T inv_d = recip(vf * vw + eps);
   LnccLocal<T> r;
