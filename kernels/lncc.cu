@@ -36,7 +36,8 @@
 //      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
 // 8) floats, or (Z for H = 2: 40 floats) 4 pad floats after every 4 rows; XZ, ABC and NXY use
-// 44 floats, which also keeps the two row segments a warp of stage C spans in different banks. Measured and not kept: stage C with 4 centres per thread
+// 44 floats, which also keeps the two row segments a warp of stage C spans in different banks.
+// Measured and not kept: stage C with 4 centres per thread
 // from a transposed XZ (two 16-byte loads per quantity) on 8 warps while the other 4 warps
 // update half of Z for the next step (2.8-3.3 ms instead of 2.6: the Z update then waits for
 // its loads or, staged with 4-byte cp.async, costs 4.5 shared wavefronts per copy; with the
@@ -551,16 +552,9 @@ template <bool kFastRecip>
 __device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, float sw,
                                               float sff, float sww, float sfw, float eps,
                                               float min_vf, float min_vw) {
-  const float mf = sf * inv_n;
-  const float mw = sw * inv_n;
-  float vf = sff * inv_n - mf * mf;
-  float vw = sww * inv_n - mw * mw;
-  vf = vf > 0.0f ? vf : 0.0f;
-  vw = vw > 0.0f ? vw : 0.0f;
-  const float raw_cross = sfw * inv_n - mf * mw;
-  const bool flat = vf < min_vf || vw < min_vw;  // below a floor: no correlation (lncc_local;
-  const float cross = flat ? raw_cross * 0.0f : raw_cross;  // NaN stays NaN)
-  const bool vw_positive = vw > 0.0f && !flat;
+  const LnccMoments<float> m = lncc_moments(inv_n, sf, sw, sff, sww, sfw, min_vf, min_vw);
+  const float mf = m.mf, mw = m.mw, vf = m.vf, vw = m.vw, cross = m.cross;
+  const bool vw_positive = m.vw_positive;
   const float inv_d = std::conditional_t<kFastRecip, LnccFastRecip, LnccRecip>{}(vf * vw + eps);
   const float u = cross * inv_d;
   BoxLocal r;

@@ -129,7 +129,8 @@ void lncc_loss(VolumeView<const float> fixed, VolumeView<const float> warped,
                 for (int q = 0; q < 5; ++q) s[q] += k * in[q];
               }
               const double n = n_axis[0][std::size_t(x)] * n_axis[1][std::size_t(y)] * n_axis[2][std::size_t(z)];
-              const LnccLocal<double> l = lncc_local<double>(n, s[0], s[1], s[2], s[3], s[4], eps, min_vf, min_vw);
+              const LnccLocal<double> l =
+                  lncc_local<double>(n, s[0], s[1], s[2], s[3], s[4], eps, min_vf, min_vw);
               out[0] = l.a;
               out[1] = l.b;
               out[2] = l.c;

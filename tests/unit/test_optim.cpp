@@ -7,11 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "gigareg/device/bits.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/ops/optim.hpp"
 #include "gigareg/volume.hpp"
@@ -287,12 +287,6 @@ TEST(MaxNorm, RejectsBadArguments) {
 
 namespace {
 
-float bits_to_float(std::uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 /// The moments of a float volume rounded to bfloat16 (and the rounded values back as floats).
 Volume<bfloat16> to_bf16(const Volume<float>& x) {
   Volume<bfloat16> out(x.geometry(), x.box(), x.components());
@@ -313,10 +307,10 @@ TEST(Bfloat16, RoundsToNearestEvenAndKeepsSpecialValues) {
     EXPECT_EQ(to_float(to_bfloat16(x)), x);
   EXPECT_EQ(to_bfloat16(-0.0f).bits, 0x8000);
   // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1); just above it rounds up.
-  EXPECT_EQ(to_float(to_bfloat16(bits_to_float(0x3f808000u))), 1.0f);
-  EXPECT_EQ(to_float(to_bfloat16(bits_to_float(0x3f808001u))), 1.0f + 0.0078125f);
+  EXPECT_EQ(to_float(to_bfloat16(bits_float(0x3f808000u))), 1.0f);
+  EXPECT_EQ(to_float(to_bfloat16(bits_float(0x3f808001u))), 1.0f + 0.0078125f);
   // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to even (1 + 2^-6).
-  EXPECT_EQ(to_float(to_bfloat16(bits_to_float(0x3f818000u))), 1.0f + 0.015625f);
+  EXPECT_EQ(to_float(to_bfloat16(bits_float(0x3f818000u))), 1.0f + 0.015625f);
   // Relative error at most 2^-8 (half a unit in the last of 8 significant bits) for normal values.
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> d(-1e3f, 1e3f);
@@ -329,7 +323,7 @@ TEST(Bfloat16, RoundsToNearestEvenAndKeepsSpecialValues) {
   EXPECT_EQ(to_float(to_bfloat16(inf)), inf);
   EXPECT_EQ(to_float(to_bfloat16(-inf)), -inf);
   EXPECT_TRUE(std::isnan(to_float(to_bfloat16(std::numeric_limits<float>::quiet_NaN()))));
-  EXPECT_TRUE(std::isnan(to_float(to_bfloat16(bits_to_float(0x7f800001u)))));  // signalling NaN
+  EXPECT_TRUE(std::isnan(to_float(to_bfloat16(bits_float(0x7f800001u)))));  // signalling NaN
   EXPECT_EQ(to_float(to_bfloat16(std::numeric_limits<float>::max())), inf);
 }
 

@@ -69,6 +69,32 @@ struct LnccRecip {
   GIGAREG_HDI T operator()(T x) const { return lncc_recip(x); }
 };
 
+/// A window's means, clamped variances and cross term from its sums and 1 / n, with the
+/// variance floors applied: a flat window (a variance below its floor; never with floors of 0)
+/// has cross = 0 times itself (so a NaN or inf in the window, which clamps the variances to 0,
+/// still makes cc NaN and the loss reports it) and no b coefficient (vw_positive false).
+template <class T>
+struct LnccMoments {
+  T mf, mw, vf, vw, cross;
+  bool vw_positive;  // vw > 0 and not flat: b may be non-zero
+};
+template <class T>
+GIGAREG_HDI LnccMoments<T> lncc_moments(T inv_n, T sf, T sw, T sff, T sww, T sfw, T min_vf,
+                                        T min_vw) {
+  LnccMoments<T> m;
+  m.mf = sf * inv_n;
+  m.mw = sw * inv_n;
+  const T vf = sff * inv_n - m.mf * m.mf;
+  const T vw = sww * inv_n - m.mw * m.mw;
+  m.vf = vf > T(0) ? vf : T(0);
+  m.vw = vw > T(0) ? vw : T(0);
+  const T raw_cross = sfw * inv_n - m.mf * m.mw;
+  const bool flat = m.vf < min_vf || m.vw < min_vw;
+  m.cross = flat ? raw_cross * T(0) : raw_cross;
+  m.vw_positive = m.vw > T(0) && !flat;
+  return m;
+}
+
 /// cc and the adjoint coefficients of -cc at one centre from its window sums (n > 0). `recip`:
 /// a kernel whose arguments are known to be normal floats may pass a cheaper reciprocal that
 /// gives the same results for them.
@@ -76,19 +102,9 @@ template <class T, class Recip = LnccRecip>
 GIGAREG_HDI LnccLocal<T> lncc_local(T n, T sf, T sw, T sff, T sww, T sfw, T eps,
                                     T min_vf = T(0), T min_vw = T(0), Recip recip = {}) {
   const T inv_n = recip(n);
-  const T mf = sf * inv_n;
-  const T mw = sw * inv_n;
-  T vf = sff * inv_n - mf * mf;
-  T vw = sww * inv_n - mw * mw;
-  vf = vf > T(0) ? vf : T(0);
-  vw = vw > T(0) ? vw : T(0);
-  // A flat window (a variance below its floor; never with floors of 0) has no correlation. Its
-  // cross becomes 0 times itself: a NaN or inf in the window (which clamps the variances to 0)
-  // still makes cc NaN, so the loss reports it.
-  const T raw_cross = sfw * inv_n - mf * mw;
-  const bool flat = vf < min_vf || vw < min_vw;
-  const T cross = flat ? raw_cross * T(0) : raw_cross;
-  const bool vw_positive = vw > T(0) && !flat;
+  const LnccMoments<T> m = lncc_moments(inv_n, sf, sw, sff, sww, sfw, min_vf, min_vw);
+  const T mf = m.mf, mw = m.mw, vf = m.vf, vw = m.vw, cross = m.cross;
+  const bool vw_positive = m.vw_positive;
   const T inv_d = recip(vf * vw + eps);
   LnccLocal<T> r;
   r.cc = cross * cross * inv_d;
