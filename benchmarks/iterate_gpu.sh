@@ -4,8 +4,15 @@
 #   tests  ctest of the CUDA tests (names matching cuda)
 #   bench  bench_ops on $FILTER (default: LNCC and compose at 128^3..512^3)
 #   sass   cuobjdump -sass of the LNCC and field kernels
+#   ab     A/B of versions of one source file in one process pair: AB_FILES="name=path ..." (each
+#          a version of $AB_TARGET, default kernels/lncc.cu; the checkout's own is "tree"), each
+#          built into its own bench_ops; then $AB_ROUNDS (default 4) rounds run every version on
+#          $AB_FILTER (default the 512^3 LNCC benchmark) in turn, for each GIGAREG_BENCH_CALLS in
+#          $AB_CALLS (default 1); prints name, calls, round, median ms
+#   nsys   Nsight Systems kernel summary and trace of the 512^3 LNCC benchmark
 #   ncu    Nsight Compute (full set, per-instruction source counters, --clock-control none) of
-#          one 512^3 launch of lncc_box_kernel and of compose32_kernel
+#          one 512^3 launch of lncc_box_kernel and of compose32_kernel ($NCU_SPECS: other
+#          "kernel-regex|benchmark-filter" pairs)
 # Everything under $OUT comes back as one archive, all.tar.gz (at most 8 files come back).
 #   usage: STEPS="tests bench" bash benchmarks/iterate_gpu.sh
 set -uo pipefail
@@ -21,6 +28,9 @@ export LD_LIBRARY_PATH=/opt/itk/lib:/opt/gdeps/lib/x86_64-linux-gnu:${LD_LIBRARY
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv,noheader | tee "$out/device.txt"
 build=/tmp/gigareg-iter
 t0=$(date +%s)
+# A previous ab step on this (still warm) machine built another version of a file into $build;
+# the checkout's copy keeps its older time stamp, so make the build see it again.
+[[ -f $build/.ab_dirty ]] && touch "$(cat $build/.ab_dirty)" && rm -f $build/.ab_dirty
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_CUDA_FLAGS=-lineinfo -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" \
   -DGIGAREG_BUILD_EXAMPLES=OFF -DGIGAREG_DISTRIBUTED=OFF > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
@@ -40,12 +50,52 @@ for step in $STEPS; do
           --benchmark_out="$out/$b.json" --benchmark_out_format=json > "$out/$b.txt" 2>&1 || status=1
       done
       python3 benchmarks/summarize.py "$out"/bench_*.json ;;
+    ab)
+      target=${AB_TARGET:-kernels/lncc.cu}
+      cp "$target" /tmp/ab_tree
+      echo "$target" > $build/.ab_dirty
+      names=""
+      for spec in tree=/tmp/ab_tree ${AB_FILES:-}; do
+        name=${spec%%=*}; src=${spec#*=}
+        cp "$src" "$target"
+        cmake --build $build -j16 --target bench_ops >> "$out/build.log" 2>&1 || { echo "ab: $name does not build"; status=1; continue; }
+        cp $build/benchmarks/bench_ops /tmp/bench_ops_$name
+        names="$names $name"
+      done
+      cp /tmp/ab_tree "$target"
+      touch "$target"
+      for r in $(seq ${AB_ROUNDS:-4}); do
+        for calls in ${AB_CALLS:-1}; do
+          for name in $names; do
+            GIGAREG_BENCH_CALLS=$calls /tmp/bench_ops_$name --benchmark_filter="${AB_FILTER:-BM_LnccForwardGradient/512/}" \
+              --benchmark_min_time=0.3 --benchmark_format=json > "$out/ab_${name}_${calls}_$r.json" 2>/dev/null || status=1
+            python3 - "$name" "$r" "$calls" "$out/ab_${name}_${calls}_$r.json" <<'PY'
+import json, sys
+for b in json.load(open(sys.argv[4]))["benchmarks"]:
+    print("AB %-10s calls %-3s round %s %-40s %.4f ms  %.3fx floor" % (sys.argv[1], sys.argv[3],
+          sys.argv[2], b["name"].split("/manual_time")[0], b["median_ms"], b["x_floor"]))
+PY
+          done
+        done
+      done ;;
+    nsys)
+      # Every kernel of the LNCC benchmark at 512^3 with its own duration: what the benchmark's
+      # events time beyond lncc_box_kernel (partials_kernel, gaps).
+      if command -v nsys > /dev/null; then
+        nsys profile -o /tmp/lncc_nsys --force-overwrite true $build/benchmarks/bench_ops \
+          --benchmark_filter="${AB_FILTER:-BM_LnccForwardGradient/512/}" --benchmark_min_time=0.3 > "$out/nsys.log" 2>&1
+        nsys stats --report cuda_gpu_kern_sum,cuda_gpu_trace --format csv -o /tmp/lncc_nsys_stats /tmp/lncc_nsys.nsys-rep >> "$out/nsys.log" 2>&1
+        cp /tmp/lncc_nsys_stats*.csv "$out/" 2>/dev/null
+        head -5 /tmp/lncc_nsys_stats*kern_sum*.csv
+      else
+        echo "nsys: not installed"
+      fi ;;
     sass)
       for k in lncc field; do
         cuobjdump -sass $build/src/CMakeFiles/gigareg.dir/__/kernels/$k.cu.o | gzip > "$out/sass_$k.txt.gz"
       done ;;
     ncu)
-      for spec in "lncc_box_kernel|BM_LnccForwardGradient/512/" "compose32_kernel|BM_Compose/512/"; do
+      for spec in ${NCU_SPECS:-"lncc_box_kernel|BM_LnccForwardGradient/512/" "compose32_kernel|BM_Compose/512/"}; do
         k=${spec%%|*}; f=${spec#*|}
         ncu --clock-control none --kernel-name regex:$k --launch-skip 3 --launch-count 1 --set full \
           --import-source yes -o /tmp/$k $build/benchmarks/bench_ops --benchmark_filter="$f" \
