@@ -9,7 +9,6 @@
 #          built into its own bench_ops; then $AB_ROUNDS (default 4) rounds run every version on
 #          $AB_FILTER (default the 512^3 LNCC benchmark) in turn, for each GIGAREG_BENCH_CALLS in
 #          $AB_CALLS (default 1); prints name, calls, round, median ms
-#   nsys   Nsight Systems kernel summary and trace of the 512^3 LNCC benchmark
 #   ncu    Nsight Compute (full set, per-instruction source counters, --clock-control none) of
 #          one 512^3 launch of lncc_box_kernel and of compose32_kernel ($NCU_SPECS: other
 #          "kernel-regex|benchmark-filter" pairs)
@@ -78,18 +77,6 @@ PY
           done
         done
       done ;;
-    nsys)
-      # Every kernel of the LNCC benchmark at 512^3 with its own duration: what the benchmark's
-      # events time beyond lncc_box_kernel (partials_kernel, gaps).
-      if command -v nsys > /dev/null; then
-        nsys profile -o /tmp/lncc_nsys --force-overwrite true $build/benchmarks/bench_ops \
-          --benchmark_filter="${AB_FILTER:-BM_LnccForwardGradient/512/}" --benchmark_min_time=0.3 > "$out/nsys.log" 2>&1
-        nsys stats --report cuda_gpu_kern_sum,cuda_gpu_trace --format csv -o /tmp/lncc_nsys_stats /tmp/lncc_nsys.nsys-rep >> "$out/nsys.log" 2>&1
-        cp /tmp/lncc_nsys_stats*.csv "$out/" 2>/dev/null
-        head -5 /tmp/lncc_nsys_stats*kern_sum*.csv
-      else
-        echo "nsys: not installed"
-      fi ;;
     sass)
       for k in lncc field; do
         cuobjdump -sass $build/src/CMakeFiles/gigareg.dir/__/kernels/$k.cu.o | gzip > "$out/sass_$k.txt.gz"
