@@ -77,7 +77,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -1097,21 +1096,6 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   }
 }
 
-/// Lets lncc_box_kernel<H, kFastRecip> use its dynamic shared memory, once per device (setting
-/// the attribute at every call costs host time while the device waits).
-template <int H, bool kFastRecip>
-void box_kernel_allow_shared() {
-  static std::atomic<std::uint64_t> done{0};  // bit d: device d (devices from 64 on: every call)
-  int device = 0;
-  GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
-  const std::uint64_t bit = device < 64 ? std::uint64_t(1) << device : 0;
-  if ((done.load(std::memory_order_relaxed) & bit) != 0) return;
-  GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(lncc_box_kernel<H, kFastRecip>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(BoxTile<H>::bytes())));
-  done.fetch_or(bit, std::memory_order_relaxed);
-}
-
 /// Blocks of lncc_box_kernel<H, kFastRecip> resident on the whole device (cached; no
 /// synchronisation).
 template <int H, bool kFastRecip>
@@ -1121,7 +1105,8 @@ index_t box_resident_blocks() {
     GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
     GIGAREG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     const auto kernel = lncc_box_kernel<H, kFastRecip>;
-    box_kernel_allow_shared<H, kFastRecip>();
+    GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(BoxTile<H>::bytes())));
     GIGAREG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &per_sm, kernel, BoxTile<H>::kThreads, BoxTile<H>::bytes()));
     return index_t(std::max(1, sms * std::max(1, per_sm)));
@@ -1203,7 +1188,8 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
         loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
   try {
     const auto kernel = lncc_box_kernel<H, kFastRecip>;
-    box_kernel_allow_shared<H, kFastRecip>();
+    GIGAREG_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::bytes())));
     kernel<<<dim3(unsigned(sched.blocks_x), unsigned(chunks)), T::kThreads, T::bytes(), stream>>>(p);
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
   } catch (...) {
