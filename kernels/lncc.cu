@@ -34,6 +34,15 @@
 //   E. y pass of (a, b, c) at each thread's two outputs, then the z sum through 2H register
 //      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
 //      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
+// Staged inputs (lncc_box_kernel<2, true, true>: views whose rows, planes and tile input boxes
+// start at 16-byte boundaries, on sm_90): TMA copies step i + 1's four planes (F and W of the
+// added and the removed plane, each the R2 box of one plane) into shared memory while step i
+// runs, completing on an mbarrier, and warps 8-11, which stage C leaves idle, apply them to Z
+// (float4 groups) during stage C of step i: Z is read only by stage B. Stage A leaves the critical
+// path, and with it the 16 loads per thread in flight across stage E and their addressing. The
+// next copy is issued after the barrier that ends stage C (every thread is done with the staged
+// planes). Same arithmetic in the same order as the register path: bit-identical results. 512^3
+// on the H100: 2.16 ms against 2.28 (docs/benchmarks.md, round 9).
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
 // 8) floats, or (40 floats: Z for H = 2, XZ, ABC and NXY) 4 pad floats after every 4 rows; the
 // latter also puts the two segments a warp of stage C may span in consecutive banks.
@@ -80,11 +89,22 @@
 #include <limits>
 #include <type_traits>
 
+#include <cuda.h>  // CUtensorMap, cuTensorMapEncodeTiled's types (the function: via the runtime)
+#include <cuda/ptx>
+
 #include "cuda/check.cuh"
 #include "cuda/loss.hpp"
 
 namespace gigareg::cuda {
 namespace {
+
+// TMA and mbarriers (the staged box kernel) need sm_90; older targets compile that kernel to a
+// trap and the host never selects it there (staged_kernel_runs).
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+#define GIGAREG_LNCC_TMA 1
+#else
+#define GIGAREG_LNCC_TMA 0
+#endif
 
 constexpr int kTX = 32;
 
@@ -115,6 +135,8 @@ struct Tile {
 };
 
 struct LnccArgs {
+  // Box kernel with staged inputs: 3-D tensor maps of F and W (boxes of the R2 tile, one plane).
+  CUtensorMap fixed_map, warped_map;
   VolumeView<const float> fixed, warped, mask;
   VolumeView<float> grad;
   Box owned;
@@ -443,7 +465,7 @@ __global__ void __launch_bounds__(Tile<H, kBox>::kThreads, 2)
 template <int H>
 struct BoxTile {
   static constexpr int kThreads = 384, kWarps = kThreads / 32;
-  static constexpr int TX = kTX, TY = 2 * kWarps;
+  static constexpr int TX = kTX, TY = 2 * kWarps, K = 2 * H + 1;
   static constexpr int R2X = TX + 4 * H, R2Y = TY + 4 * H;  // tile grown by 2H: inputs
   static constexpr int R1X = TX + 2 * H, R1Y = TY + 2 * H;  // tile grown by H: centres
   static constexpr int up4(int n) { return (n + 3) / 4 * 4; }
@@ -480,7 +502,14 @@ struct BoxTile {
   static constexpr int AXQ = R1Y * PA;
   static constexpr int kZ = 0, kXZ = kZ + 5 * ZQ, kABC = kXZ + 5 * XQ, kNXY = kABC + 3 * CQ;
   static constexpr int kEnd = kNXY + CQ;
-  static constexpr std::size_t bytes() { return sizeof(float) * std::size_t(kEnd); }
+  // Staged inputs (kStaged): the four planes of one step (F and W of the added plane, F and W of
+  // the removed one) as TMA writes them, dense rows of R2X floats, each plane 128-byte aligned;
+  // stage A reads them as float4 groups of 4 positions (SG groups per plane).
+  static constexpr int SPLANE = (R2X * R2Y + 31) / 32 * 32, SG = R2X * R2Y / 4;
+  static constexpr int kStage = (kEnd + 31) / 32 * 32, kStagedEnd = kStage + 4 * SPLANE;
+  static constexpr std::size_t bytes(bool staged) {
+    return sizeof(float) * std::size_t(staged ? kStagedEnd : kEnd);
+  }
   static_assert(BL0 % 4 == 0 && BL1 > 0 && BL1 <= BL0 && 5 * 2 <= kWarps, "B segments");
   static_assert(R2Y <= 32 && R1Y <= 32, "one lane per row in B and D");
   static_assert(P1 >= R1X && P1 % 32 == 8 && XGROUP % 32 == 4, "XZ rows");
@@ -489,6 +518,10 @@ struct BoxTile {
   static_assert((NSD - 1) * SEGD + up4(SEGD + 2 * H) <= P1, "D reads inside rows");
   static_assert(3 * AXQ <= 5 * XQ, "AX must fit in XZ");
   static_assert(XROWS >= R2Y && R1X * NSC <= kThreads, "C items");
+  // Staged: stage C runs on warps 0-7 while warps 8-11 update Z for the next step.
+  static constexpr int kStageWarp = 8, kStageThreads = kThreads - 32 * kStageWarp;
+  static_assert(R1X * NSC <= 32 * kStageWarp && kStageThreads > 0 && R2X % 4 == 0,
+                "staged stage A");
   static_assert(kXZ % 4 == 0 && kABC % 4 == 0 && ZQ % 4 == 0 && XQ % 4 == 0 && CQ % 4 == 0 &&
                     AXQ % 4 == 0,
                 "16-byte aligned rows");
@@ -574,16 +607,66 @@ __device__ __forceinline__ BoxLocal box_local(float inv_n, float m2n, float sf, 
   return r;
 }
 
-/// One segment of lncc_box_kernel: output planes [oz0, oz0 + nzo) of tile `tile`.
-template <int H, bool kFastRecip>
+/// Stage A's change of z sum q (F, W, FF, WW, FW) at one position: the added plane's shifted
+/// intensities (fn, wn) in, the removed plane's (fo, wo) out. One function for both ways of
+/// loading them, so that both round alike.
+template <int q>
+__device__ __forceinline__ float z_delta(float fn, float wn, float fo, float wo) {
+  if constexpr (q == 0) return fn - fo;
+  if constexpr (q == 1) return wn - wo;
+  if constexpr (q == 2) return fn * fn - fo * fo;
+  if constexpr (q == 3) return wn * wn - wo * wo;
+  return fn * wn - fo * wo;
+}
+
+/// Staged stage A: issues the TMA copies of one step's four planes (F, W of the added plane, then
+/// of the removed plane, K planes before it) into St, completing on `bar`; geo: the coordinates of
+/// F's and W's box at step 0's added plane. A function the compiler must inline: the tensor maps
+/// are addressed in the kernel's parameter space, which a call would hide behind a generic pointer
+/// (an out-of-line copy ran into "illegal instruction").
+template <class T>
+__device__ __forceinline__ void stage_copy(const LnccArgs& p, float* St, std::uint64_t* bar,
+                                           const int* geo, int j) {
+#if GIGAREG_LNCC_TMA
+  constexpr int K = T::K, SPLANE = T::SPLANE;
+  constexpr std::uint32_t kPlaneBytes = std::uint32_t(T::R2X * T::R2Y * sizeof(float));
+  ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                         ::cuda::ptx::space_shared, bar, 4 * kPlaneBytes);
+  const int fz = geo[2] + j, wz = geo[5] + j;
+  const std::int32_t fa[3] = {geo[0], geo[1], fz}, wa[3] = {geo[3], geo[4], wz};
+  const std::int32_t fs[3] = {geo[0], geo[1], fz - K}, ws[3] = {geo[3], geo[4], wz - K};
+  using ::cuda::ptx::space_cluster;
+  using ::cuda::ptx::space_global;
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St, &p.fixed_map, fa, bar);
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + SPLANE, &p.warped_map, wa,
+                                    bar);
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + 2 * SPLANE, &p.fixed_map,
+                                    fs, bar);
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + 3 * SPLANE, &p.warped_map,
+                                    ws, bar);
+#endif
+}
+
+/// One segment of lncc_box_kernel: output planes [oz0, oz0 + nzo) of tile `tile`. kStaged: the
+/// inputs of stage A arrive in shared memory by TMA (p.fixed_map, p.warped_map) and warps 8-11
+/// apply them during stage C (see lncc_box_kernel).
+template <int H, bool kFastRecip, bool kStaged>
 __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t tile,
                                             const index_t oz0, const int nzo) {
   using T = BoxTile<H>;
   constexpr int NT = T::kThreads, K = 2 * H + 1;
-  extern __shared__ float4 sm4[];
+  // TMA writes to 128-byte aligned addresses (St = sm + kStage, kStage a multiple of 32 floats).
+  // The base stays a link-time constant (a base rounded up at run time would cost a register in
+  // every shared address: spills).
+  extern __shared__ __align__(128) float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
   __shared__ double red[T::kWarps];
   __shared__ int red_count[T::kWarps];
+  __shared__ std::uint64_t stage_full;  // kStaged: the mbarrier of the staged planes
+  // kStaged: TMA coordinates of F's and W's R2 box at step 0's added plane (x, y, z each), then
+  // the R2 positions inside the valid inputs, [x0, x1) x [y0, y1). In shared memory, read where
+  // needed, rather than in registers through the whole loop.
+  __shared__ int stage_geo[10];
   float* Z = sm + T::kZ;      // [5][R2Y][PZ]   z-window sums of the R2 columns (running)
   float* XZ = sm + T::kXZ;    // [5][XROWS][P1] ... after the x pass (R1 columns)
   float* ABC = sm + T::kABC;  // [3][CROWS][P1] adjoint coefficients at the R1 centres
@@ -610,6 +693,27 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
 
   // Zero the shared arrays (padding included: it is read, never used, and must not be NaN).
   for (int i = tid; i < T::kEnd / 4; i += NT) sm4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if constexpr (kStaged) {
+    if (tid == 0) {
+      if ((reinterpret_cast<std::uintptr_t>(sm4) & 127) != 0) __trap();  // see sm4
+      const index_t za = oz0 - H + H;  // plane zc + H of step 0 (zc = oz0 - H)
+      auto clamp_r2 = [](index_t v, int n) { return int(max(index_t(0), min(index_t(n), v))); };
+      const int geo[10] = {int(r2x0 - p.fixed.box_lo.x),       int(r2y0 - p.fixed.box_lo.y),
+                           int(za - p.fixed.box_lo.z),         int(r2x0 - p.warped.box_lo.x),
+                           int(r2y0 - p.warped.box_lo.y),      int(za - p.warped.box_lo.z),
+                           clamp_r2(p.valid.lo.x - r2x0, T::R2X), clamp_r2(vhi.x - r2x0, T::R2X),
+                           clamp_r2(p.valid.lo.y - r2y0, T::R2Y), clamp_r2(vhi.y - r2y0, T::R2Y)};
+      for (int k = 0; k < 10; ++k) stage_geo[k] = geo[k];
+    }
+    if (tid == 0) {  // one arrival (the thread that issues the copies) plus their bytes
+#if GIGAREG_LNCC_TMA
+      ::cuda::ptx::mbarrier_init(&stage_full, 1u);
+      ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+#else
+      __trap();
+#endif
+    }
+  }
   __syncthreads();
   for (int e = tid; e < T::CROWS * T::R1X; e += NT) {
     const int ey = e / T::R1X, ex = e - ey * T::R1X;
@@ -762,14 +866,78 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
       const int c = tid + k * NT;
       if ((k + 1) * NT > T::ZN && c >= T::ZN) break;
       float* zq = Z + c;
-      const float d[5] = {fn[k] - fo[k], wn[k] - wo[k], fn[k] * fn[k] - fo[k] * fo[k],
-                          wn[k] * wn[k] - wo[k] * wo[k], fn[k] * wn[k] - fo[k] * wo[k]};
+      const float d[5] = {z_delta<0>(fn[k], wn[k], fo[k], wo[k]),
+                          z_delta<1>(fn[k], wn[k], fo[k], wo[k]),
+                          z_delta<2>(fn[k], wn[k], fo[k], wo[k]),
+                          z_delta<3>(fn[k], wn[k], fo[k], wo[k]),
+                          z_delta<4>(fn[k], wn[k], fo[k], wo[k])};
 #pragma unroll
       for (int q = 0; q < 5; ++q) zq[q * T::ZQ] += d[q];
     }
   };
   auto add_ok_at = [&](int i) { return i >= add_lo && i < add_hi; };
   auto sub_ok_at = [&](int i) { return i >= sub_lo && i < sub_hi; };
+
+  // ---- A, staged (kStaged). Step j's four planes (F, W of plane zc + H, then of zc - H - 1)
+  // are copied by TMA into St, each as the R2 box of one plane (reads outside a view give zeros;
+  // positions outside the valid inputs or planes outside them contribute exactly 0, as in the
+  // register path). Phase j + 2H of stage_full completes when they have landed; the copy of
+  // step j + 1 is issued once every thread is done with step j's (after a block barrier).
+  float* St = sm + T::kStage;
+  auto stage_wait = [&](int j) {
+#if GIGAREG_LNCC_TMA
+    const std::uint32_t parity = std::uint32_t(j + 2 * H) & 1u;
+    while (!::cuda::ptx::mbarrier_try_wait_parity(&stage_full, parity)) {
+    }
+#endif
+  };
+  // Z += the staged step, by NTH threads (t = 0 .. NTH - 1), 4 consecutive positions of a row
+  // at a time (float4: a warp reads 512 consecutive bytes of each plane and of Z's rows).
+  auto zupdate_staged = [&](auto nth, int t, bool add_ok, bool sub_ok) {
+    constexpr int NTH = decltype(nth)::value, P4 = T::SPLANE / 4, Z4 = T::ZQ / 4;
+    const float4* s4 = reinterpret_cast<const float4*>(St);
+    // Not unrolled: the loads of every group would be hoisted and spill (80 registers).
+#pragma unroll 1
+    for (int g = t; g < T::SG; g += NTH) {
+      const int row = (4 * g) / T::R2X, col = 4 * g - row * T::R2X;
+      const float4 fa4 = s4[g], wa4 = s4[g + P4], fs4 = s4[g + 2 * P4], ws4 = s4[g + 3 * P4];
+      const float fa[4] = {fa4.x, fa4.y, fa4.z, fa4.w}, wa[4] = {wa4.x, wa4.y, wa4.z, wa4.w};
+      const float fs[4] = {fs4.x, fs4.y, fs4.z, fs4.w}, ws[4] = {ws4.x, ws4.y, ws4.z, ws4.w};
+      int ok_bits = 15;  // positions col .. col + 3 inside the valid inputs
+      if (!interior) {
+        const bool row_ok = row >= stage_geo[8] && row < stage_geo[9];
+        const int x0 = stage_geo[6], x1 = stage_geo[7];
+        ok_bits = 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ok_bits |= (row_ok && col + e >= x0 && col + e < x1) << e;
+      }
+      float fn[4], wn[4], fo[4], wo[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool ok = (ok_bits >> e) & 1;
+        const bool a = add_ok && ok, r = sub_ok && ok;
+        fn[e] = a ? fa[e] - shift_f : 0.0f;
+        wn[e] = a ? wa[e] - shift_w : 0.0f;
+        fo[e] = r ? fs[e] - shift_f : 0.0f;
+        wo[e] = r ? ws[e] - shift_w : 0.0f;
+      }
+      float4* zq = reinterpret_cast<float4*>(Z + T::zrow(row) + col);
+      auto add = [&](auto qc) {
+        constexpr int q = decltype(qc)::value;
+        float4 z = zq[q * Z4];
+        z.x += z_delta<q>(fn[0], wn[0], fo[0], wo[0]);
+        z.y += z_delta<q>(fn[1], wn[1], fo[1], wo[1]);
+        z.z += z_delta<q>(fn[2], wn[2], fo[2], wo[2]);
+        z.w += z_delta<q>(fn[3], wn[3], fo[3], wo[3]);
+        zq[q * Z4] = z;
+      };
+      add(std::integral_constant<int, 0>{});
+      add(std::integral_constant<int, 1>{});
+      add(std::integral_constant<int, 2>{});
+      add(std::integral_constant<int, 3>{});
+      add(std::integral_constant<int, 4>{});
+    }
+  };
   auto advance_a = [&] {
     fa += fsz;
     wa += wsz;
@@ -778,13 +946,23 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
   };
 
   // Warm-up: planes zbeg - H .. zbeg + H - 1 (iterations -2H .. -1).
-  zload_add(add_ok_at(-2 * H));
-  zload_sub(false);
-  advance_a();
-  for (int i = -2 * H; i < 0; ++i) {
-    zupdate();
-    zload(add_ok_at(i + 1), sub_ok_at(i + 1));
+  if constexpr (kStaged) {  // steps -2H .. 0 (the loop's stage A is one step ahead)
+    if (tid == 0) stage_copy<T>(p, St, &stage_full, stage_geo, -2 * H);
+    for (int j = -2 * H; j <= 0; ++j) {
+      stage_wait(j);
+      zupdate_staged(std::integral_constant<int, NT>{}, tid, add_ok_at(j), sub_ok_at(j));
+      __syncthreads();
+      if (tid == 0 && j + 1 < niter) stage_copy<T>(p, St, &stage_full, stage_geo, j + 1);
+    }
+  } else {
+    zload_add(add_ok_at(-2 * H));
+    zload_sub(false);
     advance_a();
+    for (int i = -2 * H; i < 0; ++i) {
+      zupdate();
+      zload(add_ok_at(i + 1), sub_ok_at(i + 1));
+      advance_a();
+    }
   }
 
   const float* fz = plane(p.fixed, zbeg - H);  // output plane zg = zc - H
@@ -853,7 +1031,7 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
     const bool out_plane = out_plane_at(i);
     const float fo0 = nfo0 - shift_f, wo0 = nwo0 - shift_w;  // shifted intensities
     const float fo1 = nfo1 - shift_f, wo1 = nwo1 - shift_w;
-    zupdate();  // stage A of step i, from the loads issued during step i - 1
+    if constexpr (!kStaged) zupdate();  // stage A of step i, from the loads issued in step i - 1
     float v[3][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
     const bool centre_it = i >= cen_lo && i < cen_hi;  // block-uniform: plane zc holds centres
     if (centre_it) {
@@ -935,6 +1113,13 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
             o[T::CQ] = keep ? l.b : 0.0f;
             o[2 * T::CQ] = keep ? l.c : 0.0f;
           }
+        } else if constexpr (kStaged) {
+          // ---- A of step i + 1, staged, on the warps that stage C leaves idle.
+          if (warp >= T::kStageWarp && i + 1 < niter) {
+            stage_wait(i + 1);
+            zupdate_staged(std::integral_constant<int, T::kStageThreads>{},
+                           tid - 32 * T::kStageWarp, add_ok_at(i + 1), sub_ok_at(i + 1));
+          }
         }
         if (p.tile_partials != nullptr && owned_plane) {  // uniform over the block
           // A warp holds about a hundred centres: a float shuffle tree, then double per warp.
@@ -947,6 +1132,8 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
         }
       }
       __syncthreads();
+      if constexpr (kStaged)
+        if (tid == 0 && i + 2 < niter) stage_copy<T>(p, St, &stage_full, stage_geo, i + 2);
       if (p.tile_partials != nullptr && owned_plane) pend = i;  // written during a later B
       // ---- D. x pass of (a, b, c): AX[q][R1 row][tile column]; warp (q, segment), lane = row.
       if (lane < T::R1Y) {
@@ -956,10 +1143,22 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
       }
       __syncthreads();
     }
-    // The next step's stage A loads, in flight during stage E.
-    zload(add_ok_at(i + 1), sub_ok_at(i + 1));
+    if constexpr (kStaged) {
+      if (!centre_it) {  // no stage C to hide it behind: stage A of step i + 1 on every warp
+        if (i + 1 < niter) {
+          stage_wait(i + 1);
+          zupdate_staged(std::integral_constant<int, NT>{}, tid, add_ok_at(i + 1),
+                         sub_ok_at(i + 1));
+        }
+        __syncthreads();
+        if (tid == 0 && i + 2 < niter) stage_copy<T>(p, St, &stage_full, stage_geo, i + 2);
+      }
+    } else {
+      // The next step's stage A loads, in flight during stage E.
+      zload(add_ok_at(i + 1), sub_ok_at(i + 1));
+    }
     load_out(out_plane_at(i + 1), fz + fsz, wz + wsz);
-    advance_a();
+    if constexpr (!kStaged) advance_a();
     if (centre_it) {
       // ---- E (1). y pass of (a, b, c) at this thread's two outputs.
 #pragma unroll
@@ -1016,7 +1215,7 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
 /// tiles' overlapping inputs and the re-read plane zc - H - 1 come from L2 (giving every block
 /// one run of consecutive (tile, plane) pairs lost that: L2 hits 74% -> 33%, DRAM 23% -> 59%
 /// busy, slower although it ran 8% fewer instructions).
-template <int H, bool kFastRecip>
+template <int H, bool kFastRecip, bool kStaged>
 __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     lncc_box_kernel(__grid_constant__ const LnccArgs p) {
   const index_t nz = p.owned.size.z;
@@ -1036,7 +1235,7 @@ __global__ void __launch_bounds__(BoxTile<H>::kThreads, 2)
     z0 = part * nz / p.parts;
     z1 = (part + 1) * nz / p.parts;
   }
-  box_segment<H, kFastRecip>(p, tile, p.owned.lo.z + z0, int(z1 - z0));
+  box_segment<H, kFastRecip, kStaged>(p, tile, p.owned.lo.z + z0, int(z1 - z0));
 }
 
 /// Per slice, the sum of the tiles' loss partials: one warp per slice, lane l sums tiles l,
@@ -1096,19 +1295,19 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   }
 }
 
-/// Blocks of lncc_box_kernel<H, kFastRecip> resident on the whole device (cached; no
+/// Blocks of lncc_box_kernel<H, kFastRecip, kStaged> resident on the whole device (cached; no
 /// synchronisation).
-template <int H, bool kFastRecip>
+template <int H, bool kFastRecip, bool kStaged>
 index_t box_resident_blocks() {
   static const index_t resident = [] {
     int device = 0, sms = 0, per_sm = 0;
     GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
     GIGAREG_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const auto kernel = lncc_box_kernel<H, kFastRecip>;
+    const auto kernel = lncc_box_kernel<H, kFastRecip, kStaged>;
     GIGAREG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            int(BoxTile<H>::bytes())));
+                                            int(BoxTile<H>::bytes(kStaged))));
     GIGAREG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, kernel, BoxTile<H>::kThreads, BoxTile<H>::bytes()));
+        &per_sm, kernel, BoxTile<H>::kThreads, BoxTile<H>::bytes(kStaged)));
     return index_t(std::max(1, sms * std::max(1, per_sm)));
   }();
   return resident;
@@ -1120,6 +1319,11 @@ struct BoxSchedule {
   index_t full_tiles = 0, split_tiles = 0, parts = 0;
   index_t blocks_x = 0, blocks_y = 0;
 };
+
+/// lncc_box_staging_for_testing's switch (false keeps the box kernel on its register path) and
+/// the number of staged launches (lncc_box_staged_launches_for_testing).
+std::atomic<bool> g_staging_allowed{true};
+std::atomic<index_t> g_staged_launches{0};
 
 /// lncc_box_schedule_for_testing's choice (all zero: the cost model's).
 std::atomic<index_t> g_forced_parts{0}, g_forced_zchunk{0}, g_forced_resident{0};
@@ -1167,14 +1371,14 @@ BoxSchedule box_schedule(index_t tiles, index_t nz, int H, index_t resident, ind
   return best;
 }
 
-template <int H, bool kFastRecip>
+template <int H, bool kFastRecip, bool kStaged>
 void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   using T = BoxTile<H>;
   p.tiles_x = (owned.size.x + kTX - 1) / kTX;
   p.tiles = p.tiles_x * ((owned.size.y + T::TY - 1) / T::TY);
   const index_t parts = g_forced_parts.load(), chunk = g_forced_zchunk.load();
   const index_t resident = g_forced_resident.load() > 0 ? g_forced_resident.load()
-                                                         : box_resident_blocks<H, kFastRecip>();
+                                       : box_resident_blocks<H, kFastRecip, kStaged>();
   BoxSchedule sched = box_schedule(p.tiles, owned.size.z, H, resident, parts);
   if (chunk > 0) sched = BoxSchedule{chunk, 0, 0, 0, p.tiles, (owned.size.z + chunk - 1) / chunk};
   p.full_tiles = sched.full_tiles;
@@ -1187,11 +1391,13 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
     p.tile_partials = static_cast<double*>(
         loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
   try {
-    const auto kernel = lncc_box_kernel<H, kFastRecip>;
+    const auto kernel = lncc_box_kernel<H, kFastRecip, kStaged>;
+    const std::size_t shared = T::bytes(kStaged);
     GIGAREG_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(T::bytes())));
-    kernel<<<dim3(unsigned(sched.blocks_x), unsigned(chunks)), T::kThreads, T::bytes(), stream>>>(p);
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)));
+    kernel<<<dim3(unsigned(sched.blocks_x), unsigned(chunks)), T::kThreads, shared, stream>>>(p);
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
+    if constexpr (kStaged) g_staged_launches.fetch_add(1);
   } catch (...) {
     loss_scratch_free(p.tile_partials, stream);
     p.tile_partials = nullptr;
@@ -1199,7 +1405,81 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   }
 }
 
+/// cuTensorMapEncodeTiled, from the driver through the runtime (no link to libcuda), or null.
+using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                                   const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                                   const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                   CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+EncodeTiledFn encode_tiled() {
+  static const EncodeTiledFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();  // not sticky; the register path is used instead
+      return EncodeTiledFn(nullptr);
+    }
+    return reinterpret_cast<EncodeTiledFn>(f);
+  }();
+  return fn;
+}
+
+/// A tensor map of `v` whose box is one plane's box_x x box_y elements, or false where TMA cannot
+/// read the view: its rows and planes must start at 16-byte boundaries (an x extent that is a
+/// multiple of 4 in a whole allocation), x contiguous, extents within int32 coordinates.
+bool plane_box_map(CUtensorMap* map, const VolumeView<const float>& v, int box_x, int box_y) {
+  const EncodeTiledFn encode = encode_tiled();
+  if (encode == nullptr || v.data == nullptr || v.stride.x != 1 || v.stride.y <= 0 ||
+      v.stride.z <= 0 || reinterpret_cast<std::uintptr_t>(v.data) % 16 != 0 ||
+      v.stride.y % 4 != 0 || v.stride.z % 4 != 0 || v.stride.z * 4 >= (index_t(1) << 40))
+    return false;
+  const index_t most = std::numeric_limits<std::int32_t>::max() / 2;
+  if (v.extent.x > most || v.extent.y > most || v.extent.z > most) return false;
+  const cuuint64_t dims[3] = {cuuint64_t(v.extent.x), cuuint64_t(v.extent.y),
+                              cuuint64_t(v.extent.z)};
+  const cuuint64_t strides[2] = {cuuint64_t(v.stride.y) * 4, cuuint64_t(v.stride.z) * 4};
+  const cuuint32_t box[3] = {cuuint32_t(box_x), cuuint32_t(box_y), 1}, unit[3] = {1, 1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, const_cast<float*>(v.data), dims,
+                strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
+         CUDA_SUCCESS;
+}
+
+/// Whether the staged box kernel can run here: built for sm_90 or newer (TMA) and a device that
+/// runs it (cached per device count of one; no synchronisation).
+template <int H>
+bool staged_kernel_runs() {
+  static const bool runs = [] {
+    cudaFuncAttributes a{};
+    if (cudaFuncGetAttributes(&a, lncc_box_kernel<H, true, true>) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return a.binaryVersion >= 90 && a.ptxVersion >= 80;
+  }();
+  return runs;
+}
+
+/// Fills p's tensor maps when the staged box kernel can read F and W (see plane_box_map). A TMA
+/// box must also start at a 16-byte boundary in x: the tiles' R2 boxes start at owned.lo.x - 2H
+/// plus multiples of 32, which must be a multiple of 4 elements from each view's first column
+/// (true for H = 2 on whole volumes and on shards cut in y or z).
+template <int H>
+bool use_staged(LnccArgs& p, const Box& owned) {
+  using T = BoxTile<H>;
+  auto aligned = [&](const VolumeView<const float>& v) {
+    return (((owned.lo.x - 2 * H - v.box_lo.x) % 4) + 4) % 4 == 0;
+  };
+  return g_staging_allowed.load() && aligned(p.fixed) && aligned(p.warped) &&
+         staged_kernel_runs<H>() && plane_box_map(&p.fixed_map, p.fixed, T::R2X, T::R2Y) &&
+         plane_box_map(&p.warped_map, p.warped, T::R2X, T::R2Y);
+}
+
 }  // namespace
+
+void lncc_box_staging_for_testing(bool allowed) { g_staging_allowed.store(allowed); }
+index_t lncc_box_staged_launches_for_testing() { return g_staged_launches.load(); }
 
 void lncc_box_schedule_for_testing(index_t parts, index_t zchunk, index_t resident) {
   GIGAREG_REQUIRE(parts >= 0 && zchunk >= 0 && zchunk < 65536 && resident >= 0,
@@ -1243,11 +1523,19 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
                     plane_offsets_fit(VolumeView<const float>(grad));
   if (fast) {
     // The fast reciprocal needs a normal eps (then every argument is normal; see LnccFastRecip).
+    // Staged inputs (TMA) where the views allow them, for the default 5^3 window with the fast
+    // reciprocal (a normal eps): one more kernel, not four (H = 1 would rarely qualify: its R2
+    // boxes start 2 columns before a multiple of 4 on a whole volume).
     const bool fast_recip = p.eps >= std::numeric_limits<float>::min();
     if (H == 1)
-      fast_recip ? launch_box<1, true>(p, owned, s) : launch_box<1, false>(p, owned, s);
+      fast_recip ? launch_box<1, true, false>(p, owned, s)
+                 : launch_box<1, false, false>(p, owned, s);
+    else if (!fast_recip)
+      launch_box<2, false, false>(p, owned, s);
+    else if (use_staged<2>(p, owned))
+      launch_box<2, true, true>(p, owned, s);
     else
-      fast_recip ? launch_box<2, true>(p, owned, s) : launch_box<2, false>(p, owned, s);
+      launch_box<2, true, false>(p, owned, s);
   } else if (p.box) {
     switch (H) {
       case 1: launch<1, true>(p, owned, s); break;

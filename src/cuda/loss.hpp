@@ -25,6 +25,13 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
 /// segment of a tile starts its own).
 void lncc_box_schedule_for_testing(index_t parts, index_t zchunk, index_t resident);
 
+/// Testing only: false keeps the box-window LNCC kernel on its register path (stage A loads its
+/// inputs into registers) where it would otherwise stage them through TMA (views whose rows and
+/// planes start at 16-byte boundaries, on sm_90 and newer). Both give bit-identical results.
+void lncc_box_staging_for_testing(bool allowed);
+/// Testing only: how many box-window LNCC launches so far staged their inputs through TMA.
+index_t lncc_box_staged_launches_for_testing();
+
 void mattes_histogram(void* stream, VolumeView<const float> fixed, VolumeView<const float> warped,
                       VolumeView<const float> mask, const Box& owned, const MattesAxis& fixed_axis,
                       const MattesAxis& moving_axis, std::int64_t* hist);

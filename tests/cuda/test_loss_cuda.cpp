@@ -323,6 +323,52 @@ TEST(LossCuda, LnccBoxSchedulesMatchCpu) {
   cuda::lncc_box_schedule_for_testing(0, 0, 0);
 }
 
+TEST(LossCuda, LnccStagedInputsMatchRegisterPath) {
+  REQUIRE_CUDA();
+  // The 5^3 box kernel stages its inputs through TMA where every row and plane of F and W starts
+  // at a 16-byte boundary and so do the tiles' input boxes (x extents of 72 and 68 from column 0
+  // here), else it loads them into registers (an owned box from column 3). Both must give
+  // bit-identical results (same arithmetic in the same order) and match the CPU: on the whole
+  // grid (border tiles read zeros outside the views) and on inner boxes (inputs read only inside
+  // the halo, planes not from 0), with and without a mask, under the cost model's schedule,
+  // chunks of 8 planes and tile mode with parts.
+  const Pair p = make_pair({72, 53, 45}, 71, 50.0);
+  struct Case {
+    Box owned;
+    bool staged;
+    const char* what;
+  };
+  const Case cases[] = {{whole_box(p.g), true, "whole grid"},
+                        {Box{{4, 4, 5}, {60, 45, 33}}, true, "inner box"},
+                        {Box{{3, 4, 5}, {61, 45, 33}}, false, "inner box from column 3"}};
+  struct Forced {
+    index_t parts, zchunk, resident;
+  };
+  for (const Forced f : {Forced{0, 0, 0}, Forced{0, 8, 0}, Forced{3, 0, 4}}) {
+    cuda::lncc_box_schedule_for_testing(f.parts, f.zchunk, f.resident);
+    for (bool use_mask : {false, true})
+      for (const Case& c : cases) {
+        SCOPED_TRACE("parts " + std::to_string(f.parts) + ", zchunk " + std::to_string(f.zchunk) +
+                     ", " + describe(box(2), use_mask) + ", " + c.what);
+        const index_t before = cuda::lncc_box_staged_launches_for_testing();
+        const LnccRun staged = run_lncc(kGpu, p, box(2), use_mask, c.owned);
+        EXPECT_EQ(cuda::lncc_box_staged_launches_for_testing(), before + (c.staged ? 1 : 0))
+            << "the staged kernel ran where it should not, or did not run where it should";
+        cuda::lncc_box_staging_for_testing(false);
+        const LnccRun registers = run_lncc(kGpu, p, box(2), use_mask, c.owned);
+        cuda::lncc_box_staging_for_testing(true);
+        EXPECT_EQ(cuda::lncc_box_staged_launches_for_testing(), before + (c.staged ? 1 : 0));
+        EXPECT_EQ(staged.partials, registers.partials);
+        EXPECT_EQ(std::memcmp(staged.grad.data(), registers.grad.data(),
+                              std::size_t(p.g.voxel_count()) * sizeof(float)),
+                  0)
+            << "staged and register gradients differ";
+        expect_lncc_agrees(p, box(2), use_mask, c.owned);
+      }
+  }
+  cuda::lncc_box_schedule_for_testing(0, 0, 0);
+}
+
 TEST(LossCuda, LnccLongSegmentsKeepPrecision) {
   REQUIRE_CUDA();
   // A block running the whole z extent of a tile carries its running z sums (float, over
