@@ -465,7 +465,7 @@ __global__ void __launch_bounds__(Tile<H, kBox>::kThreads, 2)
 template <int H>
 struct BoxTile {
   static constexpr int kThreads = 384, kWarps = kThreads / 32;
-  static constexpr int TX = kTX, TY = 2 * kWarps, K = 2 * H + 1;
+  static constexpr int TX = kTX, TY = 2 * kWarps;
   static constexpr int R2X = TX + 4 * H, R2Y = TY + 4 * H;  // tile grown by 2H: inputs
   static constexpr int R1X = TX + 2 * H, R1Y = TY + 2 * H;  // tile grown by H: centres
   static constexpr int up4(int n) { return (n + 3) / 4 * 4; }
@@ -628,7 +628,7 @@ template <class T>
 __device__ __forceinline__ void stage_copy(const LnccArgs& p, float* St, std::uint64_t* bar,
                                            const int* geo, int j) {
 #if GIGAREG_LNCC_TMA
-  constexpr int K = T::K, SPLANE = T::SPLANE;
+  constexpr int K = T::R2X - T::R1X + 1, SPLANE = T::SPLANE;  // 2H + 1
   constexpr std::uint32_t kPlaneBytes = std::uint32_t(T::R2X * T::R2Y * sizeof(float));
   ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
                                          ::cuda::ptx::space_shared, bar, 4 * kPlaneBytes);
