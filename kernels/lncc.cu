@@ -893,49 +893,67 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
   };
   // Z += the staged step, by NTH threads (t = 0 .. NTH - 1), 4 consecutive positions of a row
   // at a time (float4: a warp reads 512 consecutive bytes of each plane and of Z's rows).
+  // Z += the staged step's change at N consecutive positions of one R2 row (N = 4 or 2; `s`, the
+  // staging index of the first, a multiple of N): vector loads and stores, 512 (256) consecutive
+  // bytes per warp in each plane and in Z's rows.
+  auto zupdate_run = [&](auto n, int s, bool add_ok, bool sub_ok) {
+    constexpr int N = decltype(n)::value;
+    using V = std::conditional_t<N == 4, float4, float2>;
+    const int row = s / T::R2X, col = s - row * T::R2X;
+    alignas(16) float fa[N], wa[N], fs[N], ws[N];
+    *reinterpret_cast<V*>(fa) = *reinterpret_cast<const V*>(St + s);
+    *reinterpret_cast<V*>(wa) = *reinterpret_cast<const V*>(St + T::SPLANE + s);
+    *reinterpret_cast<V*>(fs) = *reinterpret_cast<const V*>(St + 2 * T::SPLANE + s);
+    *reinterpret_cast<V*>(ws) = *reinterpret_cast<const V*>(St + 3 * T::SPLANE + s);
+    int ok_bits = (1 << N) - 1;  // positions col .. col + N - 1 inside the valid inputs
+    if (!interior) {
+      const bool row_ok = row >= stage_geo[8] && row < stage_geo[9];
+      const int x0 = stage_geo[6], x1 = stage_geo[7];
+      ok_bits = 0;
+#pragma unroll
+      for (int e = 0; e < N; ++e) ok_bits |= (row_ok && col + e >= x0 && col + e < x1) << e;
+    }
+    float fn[N], wn[N], fo[N], wo[N];
+#pragma unroll
+    for (int e = 0; e < N; ++e) {
+      const bool ok = (ok_bits >> e) & 1;
+      const bool a = add_ok && ok, r = sub_ok && ok;
+      fn[e] = a ? fa[e] - shift_f : 0.0f;
+      wn[e] = a ? wa[e] - shift_w : 0.0f;
+      fo[e] = r ? fs[e] - shift_f : 0.0f;
+      wo[e] = r ? ws[e] - shift_w : 0.0f;
+    }
+    float* zq = Z + T::zrow(row) + col;
+    auto add = [&](auto qc) {
+      constexpr int q = decltype(qc)::value;
+      alignas(16) float z[N];
+      *reinterpret_cast<V*>(z) = *reinterpret_cast<const V*>(zq + q * T::ZQ);
+#pragma unroll
+      for (int e = 0; e < N; ++e) z[e] += z_delta<q>(fn[e], wn[e], fo[e], wo[e]);
+      *reinterpret_cast<V*>(zq + q * T::ZQ) = *reinterpret_cast<const V*>(z);
+    };
+    add(std::integral_constant<int, 0>{});
+    add(std::integral_constant<int, 1>{});
+    add(std::integral_constant<int, 2>{});
+    add(std::integral_constant<int, 3>{});
+    add(std::integral_constant<int, 4>{});
+  };
+  // Z += the staged step, by NTH threads (t = 0 .. NTH - 1). When the R2 positions divide into
+  // 4 k + 2 per thread (H = 2 on warps 8-11: 10), each thread takes k runs of 4 and one of 2, so
+  // that no warp does a third run of 4 while the others wait at the next barrier.
   auto zupdate_staged = [&](auto nth, int t, bool add_ok, bool sub_ok) {
-    constexpr int NTH = decltype(nth)::value, P4 = T::SPLANE / 4, Z4 = T::ZQ / 4;
-    const float4* s4 = reinterpret_cast<const float4*>(St);
-    // Not unrolled: the loads of every group would be hoisted and spill (80 registers).
+    constexpr int NTH = decltype(nth)::value, NP = T::R2X * T::R2Y;
+    // Not unrolled: the loads of every run would be hoisted and spill (80 registers).
+    if constexpr (NP % NTH == 0 && (NP / NTH) % 4 == 2) {
+      constexpr int K4 = NP / NTH / 4;
 #pragma unroll 1
-    for (int g = t; g < T::SG; g += NTH) {
-      const int row = (4 * g) / T::R2X, col = 4 * g - row * T::R2X;
-      const float4 fa4 = s4[g], wa4 = s4[g + P4], fs4 = s4[g + 2 * P4], ws4 = s4[g + 3 * P4];
-      const float fa[4] = {fa4.x, fa4.y, fa4.z, fa4.w}, wa[4] = {wa4.x, wa4.y, wa4.z, wa4.w};
-      const float fs[4] = {fs4.x, fs4.y, fs4.z, fs4.w}, ws[4] = {ws4.x, ws4.y, ws4.z, ws4.w};
-      int ok_bits = 15;  // positions col .. col + 3 inside the valid inputs
-      if (!interior) {
-        const bool row_ok = row >= stage_geo[8] && row < stage_geo[9];
-        const int x0 = stage_geo[6], x1 = stage_geo[7];
-        ok_bits = 0;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) ok_bits |= (row_ok && col + e >= x0 && col + e < x1) << e;
-      }
-      float fn[4], wn[4], fo[4], wo[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool ok = (ok_bits >> e) & 1;
-        const bool a = add_ok && ok, r = sub_ok && ok;
-        fn[e] = a ? fa[e] - shift_f : 0.0f;
-        wn[e] = a ? wa[e] - shift_w : 0.0f;
-        fo[e] = r ? fs[e] - shift_f : 0.0f;
-        wo[e] = r ? ws[e] - shift_w : 0.0f;
-      }
-      float4* zq = reinterpret_cast<float4*>(Z + T::zrow(row) + col);
-      auto add = [&](auto qc) {
-        constexpr int q = decltype(qc)::value;
-        float4 z = zq[q * Z4];
-        z.x += z_delta<q>(fn[0], wn[0], fo[0], wo[0]);
-        z.y += z_delta<q>(fn[1], wn[1], fo[1], wo[1]);
-        z.z += z_delta<q>(fn[2], wn[2], fo[2], wo[2]);
-        z.w += z_delta<q>(fn[3], wn[3], fo[3], wo[3]);
-        zq[q * Z4] = z;
-      };
-      add(std::integral_constant<int, 0>{});
-      add(std::integral_constant<int, 1>{});
-      add(std::integral_constant<int, 2>{});
-      add(std::integral_constant<int, 3>{});
-      add(std::integral_constant<int, 4>{});
+      for (int k = 0; k < K4; ++k)
+        zupdate_run(std::integral_constant<int, 4>{}, 4 * (t + k * NTH), add_ok, sub_ok);
+      zupdate_run(std::integral_constant<int, 2>{}, 4 * K4 * NTH + 2 * t, add_ok, sub_ok);
+    } else {
+#pragma unroll 1
+      for (int g = t; g < T::SG; g += NTH)
+        zupdate_run(std::integral_constant<int, 4>{}, 4 * g, add_ok, sub_ok);
     }
   };
   auto advance_a = [&] {
