@@ -41,8 +41,12 @@
 // (float4 groups) during stage C of step i: Z is read only by stage B. Stage A leaves the critical
 // path, and with it the 16 loads per thread in flight across stage E and their addressing. The
 // next copy is issued after the barrier that ends stage C (every thread is done with the staged
-// planes). Same arithmetic in the same order as the register path: bit-identical results. 512^3
-// on the H100: 2.16 ms against 2.28 (docs/benchmarks.md, round 9).
+// planes). Each thread of warps 8-11 takes 10 positions (two runs of 4, one of 2: no warp does a
+// third run of 4 while the others wait). Stage E's F and W of the output plane come the same
+// way (the output tile, copied after the step's first barrier, waited for just before use):
+// 4 registers fewer through the step and no spills. Same arithmetic in the same order as the
+// register path: bit-identical results. 512^3 on the H100: 2.10-2.13 ms against 2.28 (docs/
+// benchmarks.md, round 9).
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
 // 8) floats, or (40 floats: Z for H = 2, XZ, ABC and NXY) 4 pad floats after every 4 rows; the
 // latter also puts the two segments a warp of stage C may span in consecutive banks.
@@ -135,8 +139,9 @@ struct Tile {
 };
 
 struct LnccArgs {
-  // Box kernel with staged inputs: 3-D tensor maps of F and W (boxes of the R2 tile, one plane).
-  CUtensorMap fixed_map, warped_map;
+  // Box kernel with staged inputs: 3-D tensor maps of F and W, with boxes of one plane of the R2
+  // tile (stage A) and of the output tile (stage E).
+  CUtensorMap fixed_map, warped_map, fixed_out_map, warped_out_map;
   VolumeView<const float> fixed, warped, mask;
   VolumeView<float> grad;
   Box owned;
@@ -506,7 +511,10 @@ struct BoxTile {
   // the removed one) as TMA writes them, dense rows of R2X floats, each plane 128-byte aligned;
   // stage A reads them as float4 groups of 4 positions (SG groups per plane).
   static constexpr int SPLANE = (R2X * R2Y + 31) / 32 * 32, SG = R2X * R2Y / 4;
-  static constexpr int kStage = (kEnd + 31) / 32 * 32, kStagedEnd = kStage + 4 * SPLANE;
+  static constexpr int kStage = (kEnd + 31) / 32 * 32;
+  // ... and F, W of the output plane (the output tile, rows of TX floats) for stage E.
+  static constexpr int OPLANE = (TX * TY + 31) / 32 * 32;
+  static constexpr int kStageOut = kStage + 4 * SPLANE, kStagedEnd = kStageOut + 2 * OPLANE;
   static constexpr std::size_t bytes(bool staged) {
     return sizeof(float) * std::size_t(staged ? kStagedEnd : kEnd);
   }
@@ -647,6 +655,24 @@ __device__ __forceinline__ void stage_copy(const LnccArgs& p, float* St, std::ui
 #endif
 }
 
+/// Staged stage E: issues the TMA copies of F and W of step j's output plane (the output tile)
+/// into So, completing on `bar`; geo: the coordinates of F's and W's box at step 0's output plane.
+template <class T>
+__device__ __forceinline__ void stage_copy_out(const LnccArgs& p, float* So, std::uint64_t* bar,
+                                               const int* geo, int j) {
+#if GIGAREG_LNCC_TMA
+  constexpr std::uint32_t kPlaneBytes = std::uint32_t(T::TX * T::TY * sizeof(float));
+  ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                         ::cuda::ptx::space_shared, bar, 2 * kPlaneBytes);
+  const std::int32_t f[3] = {geo[0], geo[1], geo[2] + j}, w[3] = {geo[3], geo[4], geo[5] + j};
+  using ::cuda::ptx::space_cluster;
+  using ::cuda::ptx::space_global;
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, So, &p.fixed_out_map, f, bar);
+  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, So + T::OPLANE, &p.warped_out_map,
+                                    w, bar);
+#endif
+}
+
 /// One segment of lncc_box_kernel: output planes [oz0, oz0 + nzo) of tile `tile`. kStaged: the
 /// inputs of stage A arrive in shared memory by TMA (p.fixed_map, p.warped_map) and warps 8-11
 /// apply them during stage C (see lncc_box_kernel).
@@ -664,9 +690,11 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
   __shared__ int red_count[T::kWarps];
   __shared__ std::uint64_t stage_full;  // kStaged: the mbarrier of the staged planes
   // kStaged: TMA coordinates of F's and W's R2 box at step 0's added plane (x, y, z each), then
-  // the R2 positions inside the valid inputs, [x0, x1) x [y0, y1). In shared memory, read where
-  // needed, rather than in registers through the whole loop.
-  __shared__ int stage_geo[10];
+  // the R2 positions inside the valid inputs, [x0, x1) x [y0, y1), then the coordinates of F's
+  // and W's output box at step 0's output plane. In shared memory, read where needed, rather than
+  // in registers through the whole loop.
+  __shared__ int stage_geo[16];
+  __shared__ std::uint64_t out_full;  // kStaged: the mbarrier of the output plane's F and W
   float* Z = sm + T::kZ;      // [5][R2Y][PZ]   z-window sums of the R2 columns (running)
   float* XZ = sm + T::kXZ;    // [5][XROWS][P1] ... after the x pass (R1 columns)
   float* ABC = sm + T::kABC;  // [3][CROWS][P1] adjoint coefficients at the R1 centres
@@ -698,16 +726,20 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
       if ((reinterpret_cast<std::uintptr_t>(sm4) & 127) != 0) __trap();  // see sm4
       const index_t za = oz0 - H + H;  // plane zc + H of step 0 (zc = oz0 - H)
       auto clamp_r2 = [](index_t v, int n) { return int(max(index_t(0), min(index_t(n), v))); };
-      const int geo[10] = {int(r2x0 - p.fixed.box_lo.x),       int(r2y0 - p.fixed.box_lo.y),
+      const int geo[16] = {int(r2x0 - p.fixed.box_lo.x),       int(r2y0 - p.fixed.box_lo.y),
                            int(za - p.fixed.box_lo.z),         int(r2x0 - p.warped.box_lo.x),
                            int(r2y0 - p.warped.box_lo.y),      int(za - p.warped.box_lo.z),
                            clamp_r2(p.valid.lo.x - r2x0, T::R2X), clamp_r2(vhi.x - r2x0, T::R2X),
-                           clamp_r2(p.valid.lo.y - r2y0, T::R2Y), clamp_r2(vhi.y - r2y0, T::R2Y)};
-      for (int k = 0; k < 10; ++k) stage_geo[k] = geo[k];
+                           clamp_r2(p.valid.lo.y - r2y0, T::R2Y), clamp_r2(vhi.y - r2y0, T::R2Y),
+                           int(ox - p.fixed.box_lo.x),         int(oy - p.fixed.box_lo.y),
+                           int(oz0 - 2 * H - p.fixed.box_lo.z), int(ox - p.warped.box_lo.x),
+                           int(oy - p.warped.box_lo.y),         int(oz0 - 2 * H - p.warped.box_lo.z)};
+      for (int k = 0; k < 16; ++k) stage_geo[k] = geo[k];
     }
     if (tid == 0) {  // one arrival (the thread that issues the copies) plus their bytes
 #if GIGAREG_LNCC_TMA
       ::cuda::ptx::mbarrier_init(&stage_full, 1u);
+      ::cuda::ptx::mbarrier_init(&out_full, 1u);
       ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
 #else
       __trap();
@@ -891,6 +923,15 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
     }
 #endif
   };
+  // The output plane's F and W of step i (kStaged): copied into So once the step's first barrier
+  // has seen every thread done with step i - 1's (phase i of out_full).
+  float* So = sm + T::kStageOut;
+  auto out_wait = [&](int i) {
+#if GIGAREG_LNCC_TMA
+    while (!::cuda::ptx::mbarrier_try_wait_parity(&out_full, std::uint32_t(i) & 1u)) {
+    }
+#endif
+  };
   // Z += the staged step, by NTH threads (t = 0 .. NTH - 1), 4 consecutive positions of a row
   // at a time (float4: a warp reads 512 consecutive bytes of each plane and of Z's rows).
   // Z += the staged step's change at N consecutive positions of one R2 row (N = 4 or 2; `s`, the
@@ -1029,7 +1070,7 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
       }
     }
   };
-  load_out(out_plane_at(0), fz, wz);
+  if constexpr (!kStaged) load_out(out_plane_at(0), fz, wz);
 
   // The warps' sums of centre step `it` in index order: one partial per (slice, tile).
   auto flush_partial = [&](int it) {
@@ -1047,13 +1088,15 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
 
   for (int i = 0; i < niter; ++i) {
     const bool out_plane = out_plane_at(i);
-    const float fo0 = nfo0 - shift_f, wo0 = nwo0 - shift_w;  // shifted intensities
-    const float fo1 = nfo1 - shift_f, wo1 = nwo1 - shift_w;
+    float fo0 = nfo0 - shift_f, wo0 = nwo0 - shift_w;  // shifted intensities (register path)
+    float fo1 = nfo1 - shift_f, wo1 = nwo1 - shift_w;
     if constexpr (!kStaged) zupdate();  // stage A of step i, from the loads issued in step i - 1
     float v[3][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}, {0.0f, 0.0f}};
     const bool centre_it = i >= cen_lo && i < cen_hi;  // block-uniform: plane zc holds centres
     if (centre_it) {
       __syncthreads();
+      if constexpr (kStaged)
+        if (tid == 0) stage_copy_out<T>(p, So, &out_full, stage_geo + 10, i);
       // The last warp, idle in B, writes the block partial of the previous centre step (off
       // the critical path; red is rewritten only after the next barrier).
       if (pend >= 0) {
@@ -1169,13 +1212,16 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
                          sub_ok_at(i + 1));
         }
         __syncthreads();
-        if (tid == 0 && i + 2 < niter) stage_copy<T>(p, St, &stage_full, stage_geo, i + 2);
+        if (tid == 0) {
+          stage_copy_out<T>(p, So, &out_full, stage_geo + 10, i);
+          if (i + 2 < niter) stage_copy<T>(p, St, &stage_full, stage_geo, i + 2);
+        }
       }
     } else {
       // The next step's stage A loads, in flight during stage E.
       zload(add_ok_at(i + 1), sub_ok_at(i + 1));
+      load_out(out_plane_at(i + 1), fz + fsz, wz + wsz);
     }
-    load_out(out_plane_at(i + 1), fz + fsz, wz + wsz);
     if constexpr (!kStaged) advance_a();
     if (centre_it) {
       // ---- E (1). y pass of (a, b, c) at this thread's two outputs.
@@ -1203,6 +1249,14 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
         for (int j = 0; j + 1 < 2 * H; ++j) acc[q][r][j] = acc[q][r][j + 1] + v[q][r];
         acc[q][r][2 * H - 1] = v[q][r];
       }
+    if constexpr (kStaged) {  // the output plane's F and W, read where they are used
+      out_wait(i);
+      const float* sf = So + 2 * warp * T::TX + lane;
+      fo0 = sf[0] - shift_f;
+      fo1 = sf[T::TX] - shift_f;
+      wo0 = sf[T::OPLANE] - shift_w;
+      wo1 = sf[T::OPLANE + T::TX] - shift_w;
+    }
     if (out_plane) {
       float* gzu = opaque(gz);
       int go = goff;
@@ -1491,7 +1545,9 @@ bool use_staged(LnccArgs& p, const Box& owned) {
   };
   return g_staging_allowed.load() && aligned(p.fixed) && aligned(p.warped) &&
          staged_kernel_runs<H>() && plane_box_map(&p.fixed_map, p.fixed, T::R2X, T::R2Y) &&
-         plane_box_map(&p.warped_map, p.warped, T::R2X, T::R2Y);
+         plane_box_map(&p.warped_map, p.warped, T::R2X, T::R2Y) &&
+         plane_box_map(&p.fixed_out_map, p.fixed, T::TX, T::TY) &&
+         plane_box_map(&p.warped_out_map, p.warped, T::TX, T::TY);
 }
 
 }  // namespace
