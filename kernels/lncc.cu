@@ -37,16 +37,17 @@
 // Staged inputs (lncc_box_kernel<2, true, true>: views whose rows, planes and tile input boxes
 // start at 16-byte boundaries, on sm_90): TMA copies step i + 1's four planes (F and W of the
 // added and the removed plane, each the R2 box of one plane) into shared memory while step i
-// runs, completing on an mbarrier, and warps 8-11, which stage C leaves idle, apply them to Z
-// (float4 groups) during stage C of step i: Z is read only by stage B. Stage A leaves the critical
-// path, and with it the 16 loads per thread in flight across stage E and their addressing. The
-// next copy is issued after the barrier that ends stage C (every thread is done with the staged
-// planes). Each thread of warps 8-11 takes 10 positions (two runs of 4, one of 2: no warp does a
-// third run of 4 while the others wait). Stage E's F and W of the output plane come the same
-// way (the output tile, copied after the step's first barrier, waited for just before use):
-// 4 registers fewer through the step and no spills. Same arithmetic in the same order as the
-// register path: bit-identical results. 512^3 on the H100: 2.10-2.13 ms against 2.28 (docs/
-// benchmarks.md, round 9).
+// runs, completing on an mbarrier, and warps 0-3 apply them to Z (runs of 4 positions) during
+// stage C of step i, which runs on warps 4-11: Z is read only by stage B. Stage A leaves the
+// critical path, and with it the 16 loads per thread in flight across stage E and their
+// addressing. The next copy is issued after the barrier that ends stage C (every thread is done
+// with the staged planes). Each thread of warps 0-3 takes 10 positions (two runs of 4, one of 2:
+// no warp does a third run of 4 while the others wait). These are the lowest warps: the
+// scheduler favours them, and the barrier after stage C waits for them (1-2% faster than on
+// warps 8-11). Stage E's F and W of the output plane come the same way (the output tile, copied
+// after the step's first barrier, waited for just before use): 4 registers fewer through the
+// step and no spills. Same arithmetic in the same order as the register path: bit-identical
+// results. 512^3 on the H100: 2.07-2.10 ms against 2.28 (docs/benchmarks.md, round 9).
 // Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
 // 8) floats, or (40 floats: Z for H = 2, XZ, ABC and NXY) 4 pad floats after every 4 rows; the
 // latter also puts the two segments a warp of stage C may span in consecutive banks.
@@ -526,9 +527,9 @@ struct BoxTile {
   static_assert((NSD - 1) * SEGD + up4(SEGD + 2 * H) <= P1, "D reads inside rows");
   static_assert(3 * AXQ <= 5 * XQ, "AX must fit in XZ");
   static_assert(XROWS >= R2Y && R1X * NSC <= kThreads, "C items");
-  // Staged: stage C runs on warps 0-7 while warps 8-11 update Z for the next step.
-  static constexpr int kStageWarp = 8, kStageThreads = kThreads - 32 * kStageWarp;
-  static_assert(R1X * NSC <= 32 * kStageWarp && kStageThreads > 0 && R2X % 4 == 0,
+  // Staged: warps 0-3 update Z for the next step while stage C runs on warps 4-11.
+  static constexpr int kStageThreads = 128;
+  static_assert(R1X * NSC <= kThreads - kStageThreads && R2X % 4 == 0,
                 "staged stage A");
   static_assert(kXZ % 4 == 0 && kABC % 4 == 0 && ZQ % 4 == 0 && XQ % 4 == 0 && CQ % 4 == 0 &&
                     AXQ % 4 == 0,
@@ -674,8 +675,8 @@ __device__ __forceinline__ void stage_copy_out(const LnccArgs& p, float* So, std
 }
 
 /// One segment of lncc_box_kernel: output planes [oz0, oz0 + nzo) of tile `tile`. kStaged: the
-/// inputs of stage A arrive in shared memory by TMA (p.fixed_map, p.warped_map) and warps 8-11
-/// apply them during stage C (see lncc_box_kernel).
+/// inputs of stage A arrive in shared memory by TMA (p.fixed_map, p.warped_map) and warps 0-3
+/// apply them during stage C (see the header comment).
 template <int H, bool kFastRecip, bool kStaged>
 __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t tile,
                                             const index_t oz0, const int nzo) {
@@ -980,7 +981,7 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
     add(std::integral_constant<int, 4>{});
   };
   // Z += the staged step, by NTH threads (t = 0 .. NTH - 1). When the R2 positions divide into
-  // 4 k + 2 per thread (H = 2 on warps 8-11: 10), each thread takes k runs of 4 and one of 2, so
+  // 4 k + 2 per thread (H = 2 on warps 0-3: 10), each thread takes k runs of 4 and one of 2, so
   // that no warp does a third run of 4 while the others wait at the next barrier.
   auto zupdate_staged = [&](auto nth, int t, bool add_ok, bool sub_ok) {
     constexpr int NTH = decltype(nth)::value, NP = T::R2X * T::R2Y;
@@ -1127,8 +1128,9 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
         asm volatile("" : "+f"(inz));
         float loss_sum = 0.0f;
         int loss_count = 0;
-        if (tid < T::R1X * T::NSC) {
-          const int ex = tid % T::R1X, ey0 = (tid / T::R1X) * T::SEGC;
+        const int ct = kStaged ? tid - T::kStageThreads : tid;  // staged: C on warps 4-11
+        if (ct >= 0 && ct < T::R1X * T::NSC) {
+          const int ex = ct % T::R1X, ey0 = (ct / T::R1X) * T::SEGC;
           // Window sums of the SEGC centres, one quantity at a time (fewer live registers).
           float s[T::SEGC][5];
 #pragma unroll
@@ -1176,10 +1178,10 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
           }
         } else if constexpr (kStaged) {
           // ---- A of step i + 1, staged, on the warps that stage C leaves idle.
-          if (warp >= T::kStageWarp && i + 1 < niter) {
+          if (tid < T::kStageThreads && i + 1 < niter) {
             stage_wait(i + 1);
             zupdate_staged(std::integral_constant<int, T::kStageThreads>{},
-                           tid - 32 * T::kStageWarp, add_ok_at(i + 1), sub_ok_at(i + 1));
+                           tid, add_ok_at(i + 1), sub_ok_at(i + 1));
           }
         }
         if (p.tile_partials != nullptr && owned_plane) {  // uniform over the block
