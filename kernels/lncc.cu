@@ -99,6 +99,7 @@
 
 #include "cuda/check.cuh"
 #include "cuda/loss.hpp"
+#include "cuda/scratch_pool.hpp"
 
 namespace gigareg::cuda {
 namespace {
@@ -1354,7 +1355,7 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   GIGAREG_ASSERT(chunks <= 65535);
   if (p.tile_partials != nullptr)
     p.tile_partials = static_cast<double*>(
-        loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
+        small_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
   const std::size_t shared = T::bytes(p.exact);
   try {
     if (shared > 48 * 1024)
@@ -1363,7 +1364,7 @@ void launch(LnccArgs& p, const Box& owned, cudaStream_t stream) {
     lncc_kernel<H, kBox><<<dim3(unsigned(p.tiles), unsigned(chunks)), T::kThreads, shared, stream>>>(p);
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_kernel");
   } catch (...) {
-    loss_scratch_free(p.tile_partials, stream);
+    small_scratch_free(p.tile_partials, stream);
     p.tile_partials = nullptr;
     throw;
   }
@@ -1463,7 +1464,7 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
   GIGAREG_ASSERT(chunks <= 65535);
   if (p.tile_partials != nullptr)
     p.tile_partials = static_cast<double*>(
-        loss_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
+        small_scratch_alloc(std::size_t(owned.size.z * p.tiles * 2) * sizeof(double), stream));
   try {
     const auto kernel = lncc_box_kernel<H, kFastRecip, kStaged>;
     const std::size_t shared = T::bytes(kStaged);
@@ -1473,7 +1474,7 @@ void launch_box(LnccArgs& p, const Box& owned, cudaStream_t stream) {
     GIGAREG_CUDA_CHECK_LAUNCH("lncc_box_kernel");
     if constexpr (kStaged) g_staged_launches.fetch_add(1);
   } catch (...) {
-    loss_scratch_free(p.tile_partials, stream);
+    small_scratch_free(p.tile_partials, stream);
     p.tile_partials = nullptr;
     throw;
   }
@@ -1642,7 +1643,7 @@ void lncc_loss(void* stream, VolumeView<const float> fixed, VolumeView<const flo
     partials_kernel<<<unsigned((slices + 7) / 8), 256, 0, s>>>(p.tile_partials, slices, p.tiles,
                                                                partials.data);
     const cudaError_t e = cudaGetLastError();
-    loss_scratch_free(p.tile_partials, stream);
+    small_scratch_free(p.tile_partials, stream);
     if (e != cudaSuccess) GIGAREG_CUDA_CHECK(e);
   }
 }

@@ -1,4 +1,4 @@
-// CUDA mean-squares loss and intensity range, plus the losses' scratch helpers.
+// CUDA mean-squares loss and intensity range, plus the losses' host-copy helper.
 //
 // One block per z slice of the owned box: warp w walks rows y = w, w + 16, ..., its lanes walk x
 // (coalesced, four loads in flight per lane). Each thread accumulates in double; the block sums in a fixed order
@@ -7,8 +7,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include "cuda/check.cuh"
 #include "cuda/loss.hpp"
@@ -119,45 +117,6 @@ void intensity_range(void* stream, VolumeView<const float> image, VolumeView<con
   GIGAREG_CUDA_CHECK_LAUNCH("range_kernel");
 }
 
-namespace {
-
-/// The current device's pool for the losses' scratch (per-tile partials: 16 bytes per slice and
-/// tile, about 0.02 B/voxel). It keeps what is freed: the default pool returns freed memory to
-/// the driver at every synchronisation (release threshold 0), and mapping it again on the next
-/// allocation cost the LNCC call at 512^3 0.05-0.10 ms on the H100 (0.075 instead of 0.14 ms at
-/// 128^3). A pool of its own leaves the other ops' (larger) scratch as it was.
-cudaMemPool_t loss_pool() {
-  static std::mutex mutex;
-  static std::map<int, cudaMemPool_t> pools;
-  int device = 0;
-  GIGAREG_CUDA_CHECK(cudaGetDevice(&device));
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto it = pools.find(device); it != pools.end()) return it->second;
-  cudaMemPoolProps props{};
-  props.allocType = cudaMemAllocationTypePinned;
-  props.location.type = cudaMemLocationTypeDevice;
-  props.location.id = device;
-  cudaMemPool_t pool = nullptr;
-  GIGAREG_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
-  std::uint64_t keep = UINT64_MAX;
-  GIGAREG_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-  pools.emplace(device, pool);
-  return pool;
-}
-
-}  // namespace
-
-void* loss_scratch_alloc(std::size_t bytes, void* stream) {
-  void* p = nullptr;
-  if (bytes == 0) return p;
-  GIGAREG_CUDA_CHECK(
-      cudaMallocFromPoolAsync(&p, bytes, loss_pool(), static_cast<cudaStream_t>(stream)));
-  return p;
-}
-
-void loss_scratch_free(void* ptr, void* stream) noexcept {
-  if (ptr != nullptr) (void)cudaFreeAsync(ptr, static_cast<cudaStream_t>(stream));
-}
 
 void loss_copy_to_host(void* host, const void* device, std::size_t bytes, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);

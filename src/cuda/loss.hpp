@@ -43,9 +43,6 @@ void mattes_gradient(void* stream, VolumeView<const float> fixed, VolumeView<con
 void intensity_range(void* stream, VolumeView<const float> image, VolumeView<const float> mask,
                      const Box& owned, SlicePartials partials);
 
-/// Stream-ordered scratch (cudaMallocAsync / cudaFreeAsync on `stream`).
-void* loss_scratch_alloc(std::size_t bytes, void* stream);
-void loss_scratch_free(void* ptr, void* stream) noexcept;
 /// Copies device bytes to the host after the work queued on `stream` (synchronises).
 void loss_copy_to_host(void* host, const void* device, std::size_t bytes, void* stream);
 
