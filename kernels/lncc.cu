@@ -934,8 +934,6 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
     }
 #endif
   };
-  // Z += the staged step, by NTH threads (t = 0 .. NTH - 1), 4 consecutive positions of a row
-  // at a time (float4: a warp reads 512 consecutive bytes of each plane and of Z's rows).
   // Z += the staged step's change at N consecutive positions of one R2 row (N = 4 or 2; `s`, the
   // staging index of the first, a multiple of N): vector loads and stores, 512 (256) consecutive
   // bytes per warp in each plane and in Z's rows.
