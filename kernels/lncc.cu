@@ -631,9 +631,9 @@ __device__ __forceinline__ float z_delta(float fn, float wn, float fo, float wo)
 
 /// Staged stage A: issues the TMA copies of one step's four planes (F, W of the added plane, then
 /// of the removed plane, K planes before it) into St, completing on `bar`; geo: the coordinates of
-/// F's and W's box at step 0's added plane. A function the compiler must inline: the tensor maps
-/// are addressed in the kernel's parameter space, which a call would hide behind a generic pointer
-/// (an out-of-line copy ran into "illegal instruction").
+/// F's and W's box at step 0's added plane. The tensor maps are read where the kernel's
+/// parameters hold them (__grid_constant__). A box must start at a 16-byte boundary in x: the
+/// host checks that (use_staged); a misaligned box faults with "illegal instruction".
 template <class T>
 __device__ __forceinline__ void stage_copy(const LnccArgs& p, float* St, std::uint64_t* bar,
                                            const int* geo, int j) {
@@ -726,7 +726,8 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
   if constexpr (kStaged) {
     if (tid == 0) {
       if ((reinterpret_cast<std::uintptr_t>(sm4) & 127) != 0) __trap();  // see sm4
-      const index_t za = oz0 - H + H;  // plane zc + H of step 0 (zc = oz0 - H)
+      const index_t za = oz0;           // plane zc + H of step 0 (zc = oz0 - H)
+      const index_t zg0 = oz0 - 2 * H;  // output plane zc - H of step 0
       auto clamp_r2 = [](index_t v, int n) { return int(max(index_t(0), min(index_t(n), v))); };
       const int geo[16] = {int(r2x0 - p.fixed.box_lo.x),       int(r2y0 - p.fixed.box_lo.y),
                            int(za - p.fixed.box_lo.z),         int(r2x0 - p.warped.box_lo.x),
@@ -734,8 +735,8 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
                            clamp_r2(p.valid.lo.x - r2x0, T::R2X), clamp_r2(vhi.x - r2x0, T::R2X),
                            clamp_r2(p.valid.lo.y - r2y0, T::R2Y), clamp_r2(vhi.y - r2y0, T::R2Y),
                            int(ox - p.fixed.box_lo.x),         int(oy - p.fixed.box_lo.y),
-                           int(oz0 - 2 * H - p.fixed.box_lo.z), int(ox - p.warped.box_lo.x),
-                           int(oy - p.warped.box_lo.y),         int(oz0 - 2 * H - p.warped.box_lo.z)};
+                           int(zg0 - p.fixed.box_lo.z),        int(ox - p.warped.box_lo.x),
+                           int(oy - p.warped.box_lo.y),        int(zg0 - p.warped.box_lo.z)};
       for (int k = 0; k < 16; ++k) stage_geo[k] = geo[k];
     }
     if (tid == 0) {  // one arrival (the thread that issues the copies) plus their bytes
@@ -1519,8 +1520,9 @@ bool plane_box_map(CUtensorMap* map, const VolumeView<const float>& v, int box_x
          CUDA_SUCCESS;
 }
 
-/// Whether the staged box kernel can run here: built for sm_90 or newer (TMA) and a device that
-/// runs it (cached per device count of one; no synchronisation).
+/// Whether the staged box kernel can run here: built for sm_90 or newer (TMA; older targets
+/// compile it to a trap) and loadable on the device (cached once per process, like
+/// box_resident_blocks; no synchronisation).
 template <int H>
 bool staged_kernel_runs() {
   static const bool runs = [] {
@@ -1529,7 +1531,7 @@ bool staged_kernel_runs() {
       (void)cudaGetLastError();
       return false;
     }
-    return a.binaryVersion >= 90 && a.ptxVersion >= 80;
+    return a.binaryVersion >= 90;
   }();
   return runs;
 }
