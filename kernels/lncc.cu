@@ -629,6 +629,27 @@ __device__ __forceinline__ float z_delta(float fn, float wn, float fo, float wo)
   return fn * wn - fo * wo;
 }
 
+#if GIGAREG_LNCC_TMA
+/// Announces `bytes` of TMA copies completing on mbarrier `bar` (one arrival: the issuing thread).
+__device__ __forceinline__ void tma_expect(std::uint64_t* bar, std::uint32_t bytes) {
+  ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
+                                         ::cuda::ptx::space_shared, bar, bytes);
+}
+/// One box of `map` at coordinates c (x, y, z of the view) into dst, completing on `bar`.
+__device__ __forceinline__ void tma_box(float* dst, const CUtensorMap* map,
+                                        const std::int32_t (&c)[3], std::uint64_t* bar) {
+  ::cuda::ptx::cp_async_bulk_tensor(::cuda::ptx::space_cluster, ::cuda::ptx::space_global, dst,
+                                    map, c, bar);
+}
+#endif
+/// Waits until the phase of `bar` with this parity has completed.
+__device__ __forceinline__ void mbarrier_wait(std::uint64_t* bar, std::uint32_t parity) {
+#if GIGAREG_LNCC_TMA
+  while (!::cuda::ptx::mbarrier_try_wait_parity(bar, parity)) {
+  }
+#endif
+}
+
 /// Staged stage A: issues the TMA copies of one step's four planes (F, W of the added plane, then
 /// of the removed plane, K planes before it) into St, completing on `bar`; geo: the coordinates of
 /// F's and W's box at step 0's added plane. The tensor maps are read where the kernel's
@@ -639,21 +660,14 @@ __device__ __forceinline__ void stage_copy(const LnccArgs& p, float* St, std::ui
                                            const int* geo, int j) {
 #if GIGAREG_LNCC_TMA
   constexpr int K = T::R2X - T::R1X + 1, SPLANE = T::SPLANE;  // 2H + 1
-  constexpr std::uint32_t kPlaneBytes = std::uint32_t(T::R2X * T::R2Y * sizeof(float));
-  ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                         ::cuda::ptx::space_shared, bar, 4 * kPlaneBytes);
+  tma_expect(bar, std::uint32_t(4 * T::R2X * T::R2Y * sizeof(float)));
   const int fz = geo[2] + j, wz = geo[5] + j;
   const std::int32_t fa[3] = {geo[0], geo[1], fz}, wa[3] = {geo[3], geo[4], wz};
   const std::int32_t fs[3] = {geo[0], geo[1], fz - K}, ws[3] = {geo[3], geo[4], wz - K};
-  using ::cuda::ptx::space_cluster;
-  using ::cuda::ptx::space_global;
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St, &p.fixed_map, fa, bar);
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + SPLANE, &p.warped_map, wa,
-                                    bar);
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + 2 * SPLANE, &p.fixed_map,
-                                    fs, bar);
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, St + 3 * SPLANE, &p.warped_map,
-                                    ws, bar);
+  tma_box(St, &p.fixed_map, fa, bar);
+  tma_box(St + SPLANE, &p.warped_map, wa, bar);
+  tma_box(St + 2 * SPLANE, &p.fixed_map, fs, bar);
+  tma_box(St + 3 * SPLANE, &p.warped_map, ws, bar);
 #endif
 }
 
@@ -663,15 +677,10 @@ template <class T>
 __device__ __forceinline__ void stage_copy_out(const LnccArgs& p, float* So, std::uint64_t* bar,
                                                const int* geo, int j) {
 #if GIGAREG_LNCC_TMA
-  constexpr std::uint32_t kPlaneBytes = std::uint32_t(T::TX * T::TY * sizeof(float));
-  ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta,
-                                         ::cuda::ptx::space_shared, bar, 2 * kPlaneBytes);
+  tma_expect(bar, std::uint32_t(2 * T::TX * T::TY * sizeof(float)));
   const std::int32_t f[3] = {geo[0], geo[1], geo[2] + j}, w[3] = {geo[3], geo[4], geo[5] + j};
-  using ::cuda::ptx::space_cluster;
-  using ::cuda::ptx::space_global;
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, So, &p.fixed_out_map, f, bar);
-  ::cuda::ptx::cp_async_bulk_tensor(space_cluster, space_global, So + T::OPLANE, &p.warped_out_map,
-                                    w, bar);
+  tma_box(So, &p.fixed_out_map, f, bar);
+  tma_box(So + T::OPLANE, &p.warped_out_map, w, bar);
 #endif
 }
 
@@ -919,22 +928,11 @@ __device__ __forceinline__ void box_segment(const LnccArgs& p, const index_t til
   // register path). Phase j + 2H of stage_full completes when they have landed; the copy of
   // step j + 1 is issued once every thread is done with step j's (after a block barrier).
   float* St = sm + T::kStage;
-  auto stage_wait = [&](int j) {
-#if GIGAREG_LNCC_TMA
-    const std::uint32_t parity = std::uint32_t(j + 2 * H) & 1u;
-    while (!::cuda::ptx::mbarrier_try_wait_parity(&stage_full, parity)) {
-    }
-#endif
-  };
+  auto stage_wait = [&](int j) { mbarrier_wait(&stage_full, std::uint32_t(j + 2 * H) & 1u); };
   // The output plane's F and W of step i (kStaged): copied into So once the step's first barrier
   // has seen every thread done with step i - 1's (phase i of out_full).
   float* So = sm + T::kStageOut;
-  auto out_wait = [&](int i) {
-#if GIGAREG_LNCC_TMA
-    while (!::cuda::ptx::mbarrier_try_wait_parity(&out_full, std::uint32_t(i) & 1u)) {
-    }
-#endif
-  };
+  auto out_wait = [&](int i) { mbarrier_wait(&out_full, std::uint32_t(i) & 1u); };
   // Z += the staged step's change at N consecutive positions of one R2 row (N = 4 or 2; `s`, the
   // staging index of the first, a multiple of N): vector loads and stores, 512 (256) consecutive
   // bytes per warp in each plane and in Z's rows.
