@@ -4,6 +4,8 @@ find_package(Eigen3 3.3 REQUIRED NO_MODULE)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)   # src/io checks gzip trailers of NIfTI/MetaImage files
+# libdeflate: .nii.gz written and read as parallel gzip members (src/io/gzip_blocks.cpp).
+find_package(Libdeflate REQUIRED)  # cmake/FindLibdeflate.cmake
 
 # ITK: explicit modules, linked by name; I/O factories are registered in code
 # (src/io/itk_factories.cpp), so neither ITK_USE_FILE nor ITK_LIBRARIES is used: those pull in

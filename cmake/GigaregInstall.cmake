@@ -20,4 +20,5 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/gigaregConfig.cmake.in
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/gigaregConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/gigaregConfig.cmake ${PROJECT_BINARY_DIR}/gigaregConfigVersion.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/FindLibdeflate.cmake
         DESTINATION ${GIGAREG_CMAKE_DIR})

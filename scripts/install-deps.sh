@@ -14,6 +14,7 @@ packages=(
   libcli11-dev             # command-line parsing
   libopenmpi-dev openmpi-bin  # distributed layer (MPI bootstrap, host communicator)
   zlib1g-dev
+  libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   mricron-data             # Colin27 T1 + AAL labels for the demo
 )
 

@@ -2,7 +2,7 @@
 # Packs what the GPU machine lacks (see ../shared/device/README.md) into .devsys/, an ignored
 # folder carried with each device run:
 #   .devsys/itk.tar.gz   ITK 5.2 under /opt/itk        (made by ../shared/device/pack-itk.sh)
-#   .devsys/deps.tar.gz  Google Benchmark and CLI11 under /opt/gdeps
+#   .devsys/deps.tar.gz  Google Benchmark, CLI11 and libdeflate under /opt/gdeps
 # On the GPU machine benchmarks/run_gpu.sh unpacks both.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,8 @@ cp -a /usr/include/benchmark /usr/include/CLI "$d/include/"
 cp -a /usr/lib/x86_64-linux-gnu/libbenchmark* "$d/lib/x86_64-linux-gnu/"
 cp -a /usr/lib/x86_64-linux-gnu/cmake/benchmark "$d/lib/x86_64-linux-gnu/cmake/"
 cp -a /usr/share/cmake/CLI11 "$d/share/cmake/"
+cp -a /usr/include/libdeflate.h "$d/include/"
+cp -a /usr/lib/x86_64-linux-gnu/libdeflate.so* "$d/lib/x86_64-linux-gnu/"
 tar -czf "$root/.devsys/deps.tar.gz" -C "$stage" opt
 rm -rf "$stage"
 echo "packed $(du -h "$root/.devsys/deps.tar.gz" | cut -f1) into .devsys/deps.tar.gz"

@@ -27,12 +27,18 @@
 #include "gigareg/itk_adapters.hpp"
 #include "gigareg/memory.hpp"
 #include "io/io_internal.hpp"
+#include "io/nifti_data.hpp"
+#include "io/pixel_convert.hpp"
 
 namespace gigareg {
 
+using io_detail::dispatch;
 using io_detail::extension_of;
+using io_detail::format_index;
+using io_detail::integer_type;
 using io_detail::itk_message;
 using io_detail::StagedFile;
+using io_detail::to_integer;
 
 const char* to_string(PixelType type) {
   switch (type) {
@@ -70,35 +76,6 @@ bool is_integer(PixelType type) { return type != PixelType::Float32 && type != P
 
 namespace {
 
-// Calls f(T{}) with the C++ type of `type`.
-template <class F>
-decltype(auto) dispatch(PixelType type, F&& f) {
-  switch (type) {
-    case PixelType::UInt8: return f(std::uint8_t{});
-    case PixelType::Int8: return f(std::int8_t{});
-    case PixelType::UInt16: return f(std::uint16_t{});
-    case PixelType::Int16: return f(std::int16_t{});
-    case PixelType::UInt32: return f(std::uint32_t{});
-    case PixelType::Int32: return f(std::int32_t{});
-    case PixelType::UInt64: return f(std::uint64_t{});
-    case PixelType::Int64: return f(std::int64_t{});
-    case PixelType::Float32: return f(float{});
-    case PixelType::Float64: return f(double{});
-  }
-  throw_error(ErrorKind::Internal, "dispatch", "unknown pixel type");
-}
-
-template <class Int>
-PixelType integer_type() {
-  static_assert(std::is_integral_v<Int>);
-  switch (sizeof(Int)) {
-    case 1: return std::is_signed_v<Int> ? PixelType::Int8 : PixelType::UInt8;
-    case 2: return std::is_signed_v<Int> ? PixelType::Int16 : PixelType::UInt16;
-    case 4: return std::is_signed_v<Int> ? PixelType::Int32 : PixelType::UInt32;
-    default: return std::is_signed_v<Int> ? PixelType::Int64 : PixelType::UInt64;
-  }
-}
-
 PixelType pixel_type_of(const itk::ImageIOBase& io, const std::string& path) {
   using C = itk::IOComponentEnum;
   switch (io.GetComponentType()) {
@@ -126,13 +103,6 @@ std::size_t checked_mul(std::size_t a, std::size_t b, const std::string& path) {
   if (__builtin_mul_overflow(a, b, &r))
     throw_error(ErrorKind::OutOfMemory, path, "the image needs more than 2^64 bytes");
   return r;
-}
-
-std::string format_index(const Geometry& g, index_t i) {
-  std::ostringstream s;
-  s << "(" << i % g.size.x << ", " << (i / g.size.x) % g.size.y << ", " << i / (g.size.x * g.size.y)
-    << ")";
-  return s.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,10 +250,11 @@ void read_region(itk::ImageIOBase& io, const itk::ImageIORegion& region, void* b
   }
 }
 
-// Volume<float>(geometry, components) with allocation errors naming the file.
-Volume<float> allocate_volume(const Geometry& g, int components, const std::string& path) {
+// Host Volume<float> of a box of the grid g, with allocation errors naming the file.
+Volume<float> allocate_volume(const Geometry& g, const Box& box, int components,
+                              const std::string& path) {
   try {
-    return Volume<float>(g, components);
+    return Volume<float>(g, box, components, MemorySpace::Host);
   } catch (const Error& e) {
     throw_error(e.kind(), path, e.problem());
   }
@@ -341,8 +312,9 @@ void verify_written(const StagedFile& staged) {
   }
 }
 
+// ITK writes `image` to the staged file's temporary (compressed when the final name ends in .gz).
 template <class ImageT>
-void write_itk_image(ImageT* image, StagedFile& staged) {
+void write_itk_temporary(ImageT* image, const StagedFile& staged) {
   const itk::ImageIOBase::Pointer io = writer_io(staged);
   try {
     auto writer = itk::ImageFileWriter<ImageT>::New();
@@ -359,31 +331,84 @@ void write_itk_image(ImageT* image, StagedFile& staged) {
   } catch (const std::exception& e) {
     throw_error(ErrorKind::Io, staged.final_path(), std::string("writing failed: ") + e.what());
   }
+}
+
+template <class ImageT>
+void write_itk_image(ImageT* image, StagedFile& staged) {
+  write_itk_temporary(image, staged);
   verify_written(staged);
   staged.commit();
 }
 
-template <class T>
-T to_integer(float v, IntegerConversion conversion, const Geometry& g, index_t i,
-             const std::string& path) {
-  constexpr int digits = std::numeric_limits<T>::digits;  // value bits (without the sign)
-  const double hi = std::ldexp(1.0, digits);                // exclusive upper bound, exact
-  const double lo = std::is_signed_v<T> ? -hi : 0.0;        // inclusive lower bound
-  const double d = double(v);
-  if (conversion == IntegerConversion::Exact) {
-    if (!(d == std::trunc(d) && d >= lo && d < hi)) {
-      std::ostringstream s;
-      s << "voxel " << format_index(g, i) << " holds " << v << ", which is not an integer in the "
-        << "range of " << to_string(integer_type<T>()) << "; write it as float32 or with IntegerConversion::RoundAndClamp";
-      throw_error(ErrorKind::InvalidArgument, path, s.str());
-    }
-    return static_cast<T>(d);
+// ---------------------------------------------------------------------------------------------
+// NIfTI written directly (src/io/nifti_data.cpp): ITK writes the header, gigareg the data.
+
+// NIfTI-1 holds sizes up to 32767; the direct path also needs two planes for the header probe.
+bool direct_nifti_write(const std::string& path, const Geometry& g) {
+  const std::string ext = extension_of(path);
+  return (ext == ".nii" || ext == ".nii.gz") && g.size.z >= 2 && g.size.x <= 32767 &&
+         g.size.y <= 32767 && g.size.z <= 32767;
+}
+
+// The header and extension flag that ITK writes for an image of grid g: ITK writes a two-plane
+// image of the same spacing, origin, direction, pixel type and components (uncompressed, a
+// hidden temporary beside `path`, removed at once), and dim[3] is set to the real plane count.
+// Only dim[3] depends on the plane count (the test DirectNiftiMatchesItk compares whole files).
+// Returns false when ITK wrote something else than a 352-byte prefix (the caller then lets ITK
+// write the whole image).
+template <class ImageT>
+bool itk_nifti_prefix(const std::string& path, typename ImageT::Pointer probe, index_t planes,
+                      unsigned char* prefix) {
+  const std::string ext = extension_of(path);
+  StagedFile probe_file(path.substr(0, path.size() - ext.size()) + ".nii");
+  write_itk_temporary(probe.GetPointer(), probe_file);
+  std::FILE* f = std::fopen(probe_file.temp_path().c_str(), "rb");
+  if (f == nullptr) return false;
+  const std::size_t got = std::fread(prefix, 1, io_detail::kNiftiPrefixBytes, f);
+  std::fclose(f);
+  float vox_offset = 0;
+  std::memcpy(&vox_offset, prefix + 108, 4);
+  std::int16_t dim3 = 0;
+  std::memcpy(&dim3, prefix + 46, 2);
+  if (got != io_detail::kNiftiPrefixBytes || std::memcmp(prefix + 344, "n+1", 4) != 0 ||
+      vox_offset != float(io_detail::kNiftiPrefixBytes) || dim3 != 2)
+    return false;
+  const std::int16_t nz = std::int16_t(planes);
+  std::memcpy(prefix + 46, &nz, 2);
+  return true;
+}
+
+Geometry two_planes(Geometry g) {
+  g.size.z = 2;
+  return g;
+}
+
+// Writes `volume` through the direct path; false (nothing written) when ITK must write it.
+bool write_nifti_direct(const std::string& path, const Volume<float>& volume, PixelType pixel_type,
+                        IntegerConversion conversion) {
+  const Geometry& g = volume.geometry();
+  if (!direct_nifti_write(path, g)) return false;
+  StagedFile staged(path);  // first: its checks of the destination name the final path
+  unsigned char prefix[io_detail::kNiftiPrefixBytes];
+  bool ok = false;
+  if (volume.components() == 3) {
+    Volume<float> zeros(two_planes(g), 3, MemorySpace::Host);
+    std::fill(zeros.data(), zeros.data() + 3 * zeros.voxel_count(), 0.0f);
+    ok = itk_nifti_prefix<ItkDisplacementField>(path, to_itk_displacement_field(zeros), g.size.z,
+                                                prefix);
+  } else {
+    dispatch(pixel_type, [&](auto tag) {
+      using ImageT = itk::Image<decltype(tag), 3>;
+      typename ImageT::Pointer probe = ImageT::New();
+      set_itk_geometry(*probe, two_planes(g));
+      probe->Allocate(true);
+      ok = itk_nifti_prefix<ImageT>(path, probe, g.size.z, prefix);
+    });
   }
-  if (std::isnan(d)) return T(0);
-  const double r = std::round(d);
-  if (r < lo) return std::numeric_limits<T>::lowest();
-  if (r >= hi) return std::numeric_limits<T>::max();
-  return static_cast<T>(r);
+  if (!ok) return false;
+  io_detail::write_nifti_data(path, staged.temp_path(), prefix, volume, pixel_type, conversion);
+  staged.commit();
+  return true;
 }
 
 template <class T>
@@ -452,91 +477,6 @@ void check_writable_volume(const Volume<float>& v, int components, const std::st
 
 ImageHeader read_image_header(const std::string& path) { return open_image(path).header; }
 
-namespace {
-
-/// Reads the planes [z0, z0 + nz) of an uncompressed single-file NIfTI-1 image (.nii) straight
-/// from their byte range into `dst` (room for the slab as float), converted to float as the ITK
-/// read does (static_cast, then scl_slope / scl_inter in double when they are not the identity).
-/// Returns false, having read nothing, for anything else (.nii.gz, NIfTI-2, 4-D with several
-/// volumes, an unknown datatype): the caller then reads through ITK.
-bool read_nifti1_planes(const std::string& path, const Geometry& g, index_t z0, index_t nz, float* dst) {
-  if (extension_of(path) != ".nii") return false;
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return false;
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(f, &std::fclose);
-  unsigned char hdr[348];
-  if (std::fread(hdr, 1, sizeof hdr, f) != sizeof hdr) return false;
-  std::int32_t sizeof_hdr;
-  std::memcpy(&sizeof_hdr, hdr, 4);
-  const bool swap = sizeof_hdr != 348;
-  auto get = [&](std::size_t offset, auto value) {
-    std::memcpy(&value, hdr + offset, sizeof value);
-    if (swap) {
-      auto* b = reinterpret_cast<unsigned char*>(&value);
-      std::reverse(b, b + sizeof value);
-    }
-    return value;
-  };
-  if (get(0, std::int32_t{}) != 348 || std::memcmp(hdr + 344, "n+1", 4) != 0) return false;
-  std::int16_t dim[8];
-  for (int i = 0; i < 8; ++i) dim[i] = get(40 + 2 * std::size_t(i), std::int16_t{});
-  if (dim[0] < 1 || dim[0] > 7) return false;
-  for (int i = 4; i <= dim[0]; ++i)
-    if (dim[i] != 1) return false;
-  for (int a = 0; a < 3; ++a)
-    if (index_t(a < dim[0] ? dim[a + 1] : 1) != g.size[a]) return false;
-  const std::int16_t datatype = get(70, std::int16_t{});
-  const double vox_offset = double(get(108, float{}));
-  const double slope = double(get(112, float{})), inter = double(get(116, float{}));
-  const bool rescale = slope != 0.0 && std::isfinite(slope) && !(slope == 1.0 && inter == 0.0);
-  const index_t n = index_t(g.size.x) * g.size.y * nz;
-  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
-  auto read_as = [&](auto tag) {
-    using T = decltype(tag);
-    const std::size_t bytes = std::size_t(n) * sizeof(T);
-    const long long at = (long long)vox_offset + (long long)(std::size_t(z0) * plane * sizeof(T));
-    std::vector<unsigned char> raw(bytes);
-    if (::fseeko(f, off_t(at), SEEK_SET) != 0 || std::fread(raw.data(), 1, bytes, f) != bytes)
-      throw_error(ErrorKind::Io, path, "reading planes " + std::to_string(z0) + " to " +
-                                           std::to_string(z0 + nz - 1) + " failed (truncated file?)");
-    for (index_t i = 0; i < n; ++i) {
-      T v;
-      std::memcpy(&v, raw.data() + std::size_t(i) * sizeof(T), sizeof(T));
-      if (swap) {
-        auto* b = reinterpret_cast<unsigned char*>(&v);
-        std::reverse(b, b + sizeof(T));
-      }
-      if constexpr (std::is_integral_v<T> && std::numeric_limits<T>::digits > 24) {
-        constexpr T limit = T(1) << 24;
-        bool too_big = v > limit;
-        if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
-        if (too_big)
-          throw_error(ErrorKind::InvalidInput, path,
-                      "voxel " + format_index(g, index_t(z0 * index_t(plane)) + i) + " holds the integer " +
-                          std::to_string(v) + ", which float32 cannot represent exactly (|v| > 2^24); "
-                          "gigareg keeps voxels as float32 and does not round label values");
-      }
-      float x = static_cast<float>(v);
-      if (rescale) x = static_cast<float>(static_cast<double>(x) * slope + inter);
-      dst[i] = x;
-    }
-  };
-  switch (datatype) {
-    case 2: read_as(std::uint8_t{}); return true;
-    case 4: read_as(std::int16_t{}); return true;
-    case 8: read_as(std::int32_t{}); return true;
-    case 16: read_as(float{}); return true;
-    case 64: read_as(double{}); return true;
-    case 256: read_as(std::int8_t{}); return true;
-    case 512: read_as(std::uint16_t{}); return true;
-    case 768: read_as(std::uint32_t{}); return true;
-    case 1024: read_as(std::int64_t{}); return true;
-    case 1280: read_as(std::uint64_t{}); return true;
-    default: return false;
-  }
-}
-
-}  // namespace
 
 namespace {
 
@@ -564,21 +504,6 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
     throw_error(ErrorKind::InvalidArgument, path,
                 "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
                     ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
-  if (!whole) {
-    // Uncompressed NIfTI: the slab's bytes only (ITK 5.2's reader loads the whole file).
-    Volume<float> planes(g, Box{{0, 0, z0}, {g.size.x, g.size.y, nz}}, 1, MemorySpace::Host);
-    if (read_nifti1_planes(path, g, z0, nz, planes.data())) return {std::move(planes), h.pixel_type};
-  }
-  if (!whole && !opened.io->CanStreamRead()) {
-    // The format's reader (NRRD, PNG) reads only whole images: read it, keep the planes.
-    Image all = read_scalar_planes(path, 0, -1);
-    const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
-    Image slab{Volume<float>(g, box, 1, MemorySpace::Host), all.pixel_type};
-    const std::size_t plane = std::size_t(g.size.x * g.size.y);
-    std::memcpy(slab.voxels.data(), all.voxels.data() + std::size_t(z0) * plane,
-                std::size_t(nz) * plane * sizeof(float));
-    return slab;
-  }
   const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
   const index_t n = box.voxel_count();
   const std::size_t disk = checked_mul(std::size_t(n), size_of(h.pixel_type), path);
@@ -590,6 +515,22 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
       (size_of(h.pixel_type) > sizeof(float) && __builtin_add_overflow(need, disk, &need)))
     throw_error(ErrorKind::OutOfMemory, path, "the image needs more than 2^64 bytes");
   require_available(need, MemorySpace::Host, path);
+  {
+    // NIfTI-1 single files: only the slab's bytes, decoded on all cores (src/io/nifti_data.cpp);
+    // ITK 5.2's reader inflates the whole file on one core.
+    Volume<float> planes = allocate_volume(g, box, 1, path);
+    if (io_detail::read_nifti_planes(path, g, 1, z0, nz, planes.data()))
+      return {std::move(planes), h.pixel_type};
+  }
+  if (!whole && !opened.io->CanStreamRead()) {
+    // The format's reader (NRRD, PNG) reads only whole images: read it, keep the planes.
+    Image all = read_scalar_planes(path, 0, -1);
+    Image slab{Volume<float>(g, box, 1, MemorySpace::Host), all.pixel_type};
+    const std::size_t plane = std::size_t(g.size.x * g.size.y);
+    std::memcpy(slab.voxels.data(), all.voxels.data() + std::size_t(z0) * plane,
+                std::size_t(nz) * plane * sizeof(float));
+    return slab;
+  }
   io_detail::check_data_complete(path, *opened.io);
 
   Volume<float> voxels;
@@ -637,6 +578,7 @@ void write_image(const std::string& path, const ScalarVolume& voxels, PixelType 
   register_itk_io_factories();
   check_writable_volume(voxels, 1, path);
   require_single_file_format(path);
+  if (write_nifti_direct(path, voxels, pixel_type, conversion)) return;
   Volume<float> copy;
   const Volume<float>& host = host_volume(voxels, copy);
   StagedFile staged(path);
@@ -667,7 +609,10 @@ DisplacementField read_displacement_field(const std::string& path) {
   require_available(out + 2 * disk, MemorySpace::Host, path);
   io_detail::check_data_complete(path, *opened.io);
 
-  DisplacementField field = allocate_volume(h.geometry, 3, path);
+  DisplacementField field = allocate_volume(h.geometry, Box{{0, 0, 0}, h.geometry.size}, 3, path);
+  // NIfTI-1 single files hold the components as planes, as the field does: read them directly.
+  if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data()))
+    return field;
   HostBuffer raw = allocate_host(disk, path);
   read_voxels(*opened.io, raw.get(), path);
   float* planes = field.data();
@@ -688,6 +633,7 @@ void write_displacement_field(const std::string& path, const DisplacementField& 
   register_itk_io_factories();
   check_writable_volume(field, 3, path);
   require_single_file_format(path);
+  if (write_nifti_direct(path, field, PixelType::Float32, IntegerConversion::Exact)) return;
   Volume<float> copy;
   const Volume<float>& host = host_volume(field, copy);
   require_available(std::size_t(host.bytes()), MemorySpace::Host, path);

@@ -5,9 +5,12 @@
 #include <itkMacro.h>
 #include <itkMatrixOffsetTransformBase.h>
 
+#include <cstddef>
 #include <string>
+#include <utility>
 
 #include "gigareg/io.hpp"
+#include "gigareg/memory.hpp"
 
 namespace gigareg::io_detail {
 
@@ -50,6 +53,29 @@ class StagedFile {
   std::string final_;
   std::string temp_;
   bool committed_ = false;
+};
+
+/// An owned host byte buffer whose allocation failure names the file it is for.
+class HostBytes {
+ public:
+  HostBytes() = default;
+  HostBytes(std::size_t bytes, const std::string& path)
+      : data_(bytes ? static_cast<unsigned char*>(allocate_bytes(bytes, MemorySpace::Host, path))
+                    : nullptr),
+        size_(bytes) {}
+  ~HostBytes() { free_bytes(data_, MemorySpace::Host); }
+  HostBytes(HostBytes&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; o.size_ = 0; }
+  HostBytes& operator=(HostBytes&& o) noexcept {
+    std::swap(data_, o.data_);
+    std::swap(size_, o.size_);
+    return *this;
+  }
+  unsigned char* data() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  unsigned char* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 }  // namespace gigareg::io_detail

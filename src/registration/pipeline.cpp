@@ -366,6 +366,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     throw_error(ErrorKind::InvalidArgument, "output prefix", "no output prefix given");
   // Every process reads only the planes it needs (one process: the whole images).
   const Partition& part = partition != nullptr ? *partition : single_process();
+  PhaseClock clock;
   const Geometry fixed_grid = read_image_header(files.fixed).geometry;  // errors name the fixed first
   const Geometry moving_grid = read_image_header(files.moving).geometry;
   const InputPlanes planes = registration_input_planes(params, fixed_grid, moving_grid, part);
@@ -390,6 +391,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   };
   mask_check(fixed_mask, fixed, files.fixed_mask);
   mask_check(moving_mask, moving, files.moving_mask);
+  clock.mark("read inputs");
 
   RegistrationResult result =
       register_images(params, fixed.voxels, moving.voxels,
@@ -399,8 +401,10 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     if (written) *written = {};
     return result;  // rank 0 writes
   }
+  clock.mark("registration");
   RegistrationOutputs out =
       write_registration_outputs(result, files.output_prefix, files.warped, files.warp_extension);
+  clock.mark("write outputs");
   if (!files.inverse_warped.empty()) {
     // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
     std::vector<TransformEntry> chain;
@@ -422,6 +426,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     ensure_parent(files.inverse_warped);
     write_image(files.inverse_warped, inv);
     out.inverse_warped = files.inverse_warped;
+    clock.mark("inverse-warped image");
   }
   if (written) *written = out;
   return result;

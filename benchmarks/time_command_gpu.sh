@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Whole-command timing on the GPU machine (issue 16): where the wall time of `gigareg register`
+# goes, as a user runs it. Builds the CLI (and, with BASE=tarball, a baseline tree's CLI beside
+# it), then:
+#   256^3: cfmi sub-01 <- sub-02, `--preset greedy --device cuda`, default outputs (.nii.gz warp,
+#          inverse warp, warped image, QC picture); baseline and current alternate, RUNS each;
+#          the decompressed outputs of the two are compared byte for byte.
+#   large (LARGE=N, N = upsampling of Colin27 0.5 mm; 3 gives 1.53 Gvox): one greedy CC level of
+#          10 iterations, --no-inverse-warp, .nii warp (the issue's set-up), current tree only.
+# Prints wall seconds, peak host RSS and the phase lines of `-v 2` (read inputs, backend
+# start-up, stages, inverse, results to the host, write outputs, QC).
+# Needs .devsys/ (scripts/pack-device-deps.sh) and .devsys/data/ (cfmi brainmasks, Colin 0.5 mm).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=${OUT:-$PWD/gpu-out}
+mkdir -p "$out"
+RUNS=${RUNS:-3}
+tar -xzf .devsys/itk.tar.gz -C / --no-same-owner
+tar -xzf .devsys/deps.tar.gz -C / --no-same-owner
+export LD_LIBRARY_PATH=/opt/itk/lib:/opt/gdeps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
+nproc
+
+build_cli() {  # source dir, build dir, log
+  cmake -S "$1" -B "$2" -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TESTS=OFF -DGIGAREG_BUILD_BENCHMARKS=OFF \
+    -DGIGAREG_DISTRIBUTED=ON > "$3" 2>&1 && cmake --build "$2" --target gigareg_cli -j"$4" >> "$3" 2>&1
+}
+cur=/tmp/build-cur
+if [[ -n ${BASE:-} ]]; then
+  mkdir -p /tmp/base-src && tar -xzf "$BASE" -C /tmp/base-src
+  build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 8 &
+  base_pid=$!
+fi
+build_cli "$root" $cur "$out/build-cur.log" 8 || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
+if [[ -n ${BASE:-} ]]; then wait $base_pid || { tail -20 "$out/build-base.log"; exit 1; }; fi
+echo "built"
+cli_of() { [[ $1 == base ]] && echo /tmp/build-base/examples/gigareg || echo $cur/examples/gigareg; }
+
+# One command: wall seconds and peak RSS of the child (GiB) on the first line, its log after.
+timed() {
+  python3 - "$@" <<'EOF'
+import resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+wall = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+print(f"rc {p.returncode} wall {wall:.2f} s peak RSS {rss:.2f} GiB")
+print(p.stdout)
+EOF
+}
+
+d=$root/.devsys/data
+f=$d/cfmi_sub-01_brainmask.nii.gz
+m=$d/cfmi_sub-02_brainmask.nii.gz
+tags=(cur)
+[[ -n ${BASE:-} ]] && tags=(base cur)
+for run in $(seq 1 "$RUNS"); do
+  for tag in "${tags[@]}"; do
+    o=/tmp/cmd/$tag/
+    rm -rf $o && mkdir -p $o
+    GIGAREG_DISTRIBUTED=0 timed "$(cli_of $tag)" register --fixed $f --moving $m -o $o --preset greedy \
+      --device cuda -v 2 > "$out/256_${tag}_$run.log"
+    echo "256^3 $tag run $run: $(head -1 "$out/256_${tag}_$run.log")"
+  done
+done
+for tag in "${tags[@]}"; do
+  echo "--- 256^3 $tag phases (last run)"
+  grep -E "time:|registration done" "$out/256_${tag}_$RUNS.log"
+  ls -la /tmp/cmd/$tag/ | awk '{print $5, $9}' | tail -n +4
+done
+if [[ -n ${BASE:-} ]]; then
+  echo "--- decompressed outputs, baseline vs current"
+  python3 - /tmp/cmd/base /tmp/cmd/cur <<'EOF'
+import gzip, hashlib, os, sys
+a, b = sys.argv[1:]
+for name in sorted(os.listdir(b)):
+    if not name.endswith(".nii.gz"): continue
+    da = gzip.open(os.path.join(a, name)).read(); db = gzip.open(os.path.join(b, name)).read()
+    print(f"{name}: {'identical' if da == db else 'DIFFER'} ({len(db)} bytes; "
+          f"{os.path.getsize(os.path.join(a, name))} -> {os.path.getsize(os.path.join(b, name))} compressed)")
+EOF
+  gzip -t /tmp/cmd/cur/*.nii.gz && echo "gzip -t: all current .nii.gz pass"
+fi
+
+if [[ -n ${LARGE:-} ]]; then
+  big=/tmp/big && mkdir -p $big
+  timed "$(cli_of cur)" phantom -i $d/colin27_ch2better_0.5mm.nii.gz --upsample "$LARGE" -o $big/brain_ \
+    > "$out/large_phantom.log"
+  echo "phantom: $(head -1 "$out/large_phantom.log")"; grep -E "wrote|voxels" "$out/large_phantom.log" | head -3
+  F=$big/brain_fixed.nii; M=$big/brain_moving.nii
+  GIGAREG_DISTRIBUTED=0 timed "$(cli_of cur)" register -d 3 -o [$big/reg_,$big/warped.nii] -r [$F,$M,0] \
+    -t Greedy[0.25,1.5,0.5] -m CC[$F,$M,1,2] -c [10,1e-6,10] -f 1 -s 0vox --no-inverse-warp --no-qc \
+    --warp-extension .nii --device cuda -v 2 > "$out/large_register.log"
+  echo "large register: $(head -1 "$out/large_register.log")"
+  grep -E "time:|registration done|level" "$out/large_register.log" | head -30
+fi

@@ -1,0 +1,326 @@
+#include "io/gzip_blocks.hpp"
+
+#include <libdeflate.h>
+#include <omp.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <memory>
+
+#include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
+
+namespace gigareg::io_detail {
+namespace {
+
+// gzip member header with one extra subfield (RFC 1952, 2.3.1): ID1 ID2 CM FLG MTIME(4) XFL OS,
+// XLEN(2), then SI1 SI2 LEN(2) and the 4-byte member size. MTIME 0 and OS 255 (unknown) keep the
+// bytes independent of when and where the file was written.
+constexpr std::size_t kHeaderBytes = 10 + 2 + 4 + 4;
+constexpr std::size_t kTrailerBytes = 8;  // CRC-32, ISIZE
+constexpr unsigned char kSubfield[2] = {'G', 'R'};
+
+std::atomic<int> g_default_level{1};
+
+void put32(unsigned char* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+std::uint32_t get32(const unsigned char* p) {
+  return std::uint32_t(p[0]) | std::uint32_t(p[1]) << 8 | std::uint32_t(p[2]) << 16 |
+         std::uint32_t(p[3]) << 24;
+}
+std::uint16_t get16(const unsigned char* p) { return std::uint16_t(p[0] | p[1] << 8); }
+
+struct CompressorDeleter {
+  void operator()(libdeflate_compressor* c) const { libdeflate_free_compressor(c); }
+};
+struct DecompressorDeleter {
+  void operator()(libdeflate_decompressor* d) const { libdeflate_free_decompressor(d); }
+};
+
+// One compressor per thread and level, kept for the thread's life (allocating one costs more
+// than compressing a small block at high levels).
+libdeflate_compressor* thread_compressor(int level) {
+  thread_local std::unique_ptr<libdeflate_compressor, CompressorDeleter> c;
+  thread_local int c_level = -1;
+  if (!c || c_level != level) {
+    c.reset(libdeflate_alloc_compressor(level));
+    c_level = level;
+  }
+  return c.get();
+}
+
+libdeflate_decompressor* thread_decompressor() {
+  thread_local std::unique_ptr<libdeflate_decompressor, DecompressorDeleter> d(
+      libdeflate_alloc_decompressor());
+  return d.get();
+}
+
+// Compresses one block into a complete member.
+void compress_member(const unsigned char* in, std::size_t n, int level,
+                     std::vector<unsigned char>& member) {
+  libdeflate_compressor* c = thread_compressor(level);
+  if (c == nullptr) throw_error(ErrorKind::OutOfMemory, "gzip", "cannot allocate a compressor");
+  member.resize(kHeaderBytes + libdeflate_deflate_compress_bound(c, n) + kTrailerBytes);
+  unsigned char* h = member.data();
+  const unsigned char fixed[12] = {0x1f, 0x8b, 8, 0x04 /*FEXTRA*/, 0, 0, 0, 0, 0, 255, 8, 0};
+  std::memcpy(h, fixed, sizeof fixed);
+  h[12] = kSubfield[0];
+  h[13] = kSubfield[1];
+  h[14] = 4;
+  h[15] = 0;
+  const std::size_t body = libdeflate_deflate_compress(c, in, n, h + kHeaderBytes,
+                                                       member.size() - kHeaderBytes - kTrailerBytes);
+  if (body == 0) throw_error(ErrorKind::Internal, "gzip", "deflate output exceeded its bound");
+  const std::size_t total = kHeaderBytes + body + kTrailerBytes;
+  put32(h + 16, std::uint32_t(total));
+  put32(h + kHeaderBytes + body, libdeflate_crc32(0, in, n));
+  put32(h + kHeaderBytes + body + 4, std::uint32_t(n));
+  member.resize(total);
+}
+
+// Runs body(i) for i in [0, n) on all cores; rethrows the first exception (by index) after all
+// have finished, so an error is reported the same way whatever the scheduling.
+template <class Body>
+void parallel_for(std::size_t n, Body&& body) {
+  std::vector<std::exception_ptr> errors(n);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t i = 0; i < std::int64_t(n); ++i) {
+    try {
+      body(std::size_t(i));
+    } catch (...) {
+      errors[std::size_t(i)] = std::current_exception();
+    }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace
+
+int default_compression_level() { return g_default_level.load(); }
+
+}  // namespace gigareg::io_detail
+
+namespace gigareg {
+
+void set_compression_level(int level) {
+  if (level < 0 || level > 12)
+    throw_error(ErrorKind::InvalidArgument, "compression level",
+                std::to_string(level) + " is outside 0-12");
+  io_detail::g_default_level.store(level);
+}
+
+int compression_level() { return io_detail::g_default_level.load(); }
+
+}  // namespace gigareg
+
+namespace gigareg::io_detail {
+
+// ---------------------------------------------------------------------------------------------
+GzipBlockWriter::GzipBlockWriter(std::FILE* file, std::string path, int level)
+    : file_(file),
+      path_(std::move(path)),
+      level_(level),
+      threads_(std::size_t(std::max(1, omp_get_max_threads()))),
+      batch_(threads_ * kGzipBlockBytes),
+      members_(threads_) {
+  if (level < 0 || level > 12)
+    throw_error(ErrorKind::InvalidArgument, path_,
+                "compression level " + std::to_string(level) + " is outside 0-12");
+}
+
+void GzipBlockWriter::append(const void* data, std::size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  while (bytes > 0) {
+    if (filled_ == batch_.size()) flush_batch();
+    const std::size_t n = std::min(bytes, batch_.size() - filled_);
+    std::memcpy(batch_.data() + filled_, p, n);
+    filled_ += n;
+    p += n;
+    bytes -= n;
+  }
+}
+
+unsigned char* GzipBlockWriter::reserve(std::size_t bytes) {
+  if (bytes > kGzipBlockBytes)
+    throw_error(ErrorKind::Internal, path_, "reserve() asked for more than one block");
+  if (batch_.size() - filled_ < bytes) flush_batch();
+  return batch_.data() + filled_;
+}
+
+void GzipBlockWriter::commit(std::size_t bytes) { filled_ += bytes; }
+
+void GzipBlockWriter::flush_batch() {
+  if (filled_ == 0) return;
+  const std::size_t blocks = (filled_ + kGzipBlockBytes - 1) / kGzipBlockBytes;
+  parallel_for(blocks, [&](std::size_t b) {
+    const std::size_t at = b * kGzipBlockBytes;
+    compress_member(batch_.data() + at, std::min(kGzipBlockBytes, filled_ - at), level_, members_[b]);
+  });
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const std::vector<unsigned char>& m = members_[b];
+    if (std::fwrite(m.data(), 1, m.size(), file_) != m.size())
+      throw_error(ErrorKind::Io, path_,
+                  std::string("writing failed (disk full?): ") + std::strerror(errno));
+  }
+  filled_ = 0;
+}
+
+void GzipBlockWriter::finish() {
+  flush_batch();
+  if (std::fflush(file_) != 0)
+    throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
+}
+
+// ---------------------------------------------------------------------------------------------
+std::vector<GzipMember> find_block_members(const unsigned char* data, std::size_t size) {
+  std::vector<GzipMember> members;
+  std::uint64_t output_at = 0;
+  std::size_t p = 0;
+  while (p < size) {
+    if (size - p < kHeaderBytes + kTrailerBytes) return {};
+    const unsigned char* h = data + p;
+    if (h[0] != 0x1f || h[1] != 0x8b || h[2] != 8 || h[3] != 0x04) return {};
+    if (get16(h + 10) != 8 || h[12] != kSubfield[0] || h[13] != kSubfield[1] || get16(h + 14) != 4)
+      return {};
+    const std::size_t total = get32(h + 16);
+    if (total < kHeaderBytes + kTrailerBytes || total > size - p) return {};
+    GzipMember m;
+    m.offset = p;
+    m.size = total;
+    m.output_at = output_at;
+    m.output_size = get32(h + total - 4);
+    members.push_back(m);
+    output_at += m.output_size;
+    p += total;
+  }
+  return members;
+}
+
+namespace {
+
+// Decodes one block member in full into out (m.output_size bytes) and checks its trailer.
+void inflate_member(const unsigned char* data, const GzipMember& m, unsigned char* out,
+                    const std::string& path) {
+  const unsigned char* body = data + m.offset + kHeaderBytes;
+  const std::size_t body_size = m.size - kHeaderBytes - kTrailerBytes;
+  std::size_t produced = 0;
+  const libdeflate_result r = libdeflate_deflate_decompress(thread_decompressor(), body, body_size,
+                                                            out, m.output_size, &produced);
+  if (r != LIBDEFLATE_SUCCESS || produced != m.output_size)
+    throw_error(ErrorKind::Io, path,
+                "corrupt compressed data in the gzip member at byte " + std::to_string(m.offset));
+  const unsigned char* trailer = data + m.offset + m.size - kTrailerBytes;
+  if (libdeflate_crc32(0, out, produced) != get32(trailer))
+    throw_error(ErrorKind::Io, path,
+                "CRC-32 mismatch in the gzip member at byte " + std::to_string(m.offset) +
+                    " (the file is corrupt)");
+}
+
+void gunzip_blocks(const unsigned char* data, const std::vector<GzipMember>& members,
+                   std::uint64_t begin, std::uint64_t end, unsigned char* out,
+                   const std::string& path) {
+  const std::uint64_t total = members.back().output_at + members.back().output_size;
+  if (end > total)
+    throw_error(ErrorKind::Io, path,
+                "the decompressed data end at byte " + std::to_string(total) + ", but " +
+                    std::to_string(end) + " bytes are needed (truncated file?)");
+  std::vector<const GzipMember*> needed;
+  for (const GzipMember& m : members)
+    if (m.output_at < end && m.output_at + m.output_size > begin) needed.push_back(&m);
+  parallel_for(needed.size(), [&](std::size_t i) {
+    const GzipMember& m = *needed[i];
+    const bool inside = m.output_at >= begin && m.output_at + m.output_size <= end;
+    if (inside) {
+      inflate_member(data, m, out + (m.output_at - begin), path);
+      return;
+    }
+    std::vector<unsigned char> scratch(m.output_size);
+    inflate_member(data, m, scratch.data(), path);
+    const std::uint64_t lo = std::max(begin, m.output_at);
+    const std::uint64_t hi = std::min(end, m.output_at + m.output_size);
+    std::memcpy(out + (lo - begin), scratch.data() + (lo - m.output_at), std::size_t(hi - lo));
+  });
+}
+
+// Any gzip file, decoded from the start until `end` with zlib (multi-member aware), keeping
+// [begin, end). Used for files gigareg did not write when only part of the stream is needed or
+// the one-pass decoder cannot size its output.
+void gunzip_stream(const unsigned char* data, std::size_t size, std::uint64_t begin,
+                   std::uint64_t end, unsigned char* out, const std::string& path) {
+  z_stream z{};
+  if (inflateInit2(&z, 15 + 16) != Z_OK)
+    throw_error(ErrorKind::OutOfMemory, path, "cannot initialise zlib");
+  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&z, &inflateEnd);
+  std::vector<unsigned char> skip(std::size_t(1) << 20);
+  std::uint64_t at = 0;
+  std::size_t in_at = 0;
+  while (at < end) {
+    const bool skipping = at < begin;
+    const std::uint64_t want = skipping ? std::min<std::uint64_t>(begin - at, skip.size()) : end - at;
+    const std::size_t chunk = std::size_t(std::min<std::uint64_t>(want, 1u << 30));
+    z.next_out = skipping ? skip.data() : out + (at - begin);
+    z.avail_out = uInt(chunk);
+    const std::size_t in_chunk = std::min<std::size_t>(size - in_at, 1u << 30);
+    z.next_in = const_cast<unsigned char*>(data + in_at);
+    z.avail_in = uInt(in_chunk);
+    const int r = inflate(&z, Z_NO_FLUSH);
+    in_at += in_chunk - z.avail_in;
+    at += chunk - z.avail_out;
+    if (r == Z_STREAM_END) {
+      // Another member may follow (gzip -c a b > c): start it, or stop at the end of the data.
+      if (in_at >= size || data[in_at] != 0x1f) break;
+      if (inflateReset(&z) != Z_OK) break;
+      continue;
+    }
+    if (r != Z_OK && r != Z_BUF_ERROR)
+      throw_error(ErrorKind::Io, path,
+                  std::string("corrupt compressed data: ") + (z.msg ? z.msg : "zlib error") +
+                      " (decoded " + std::to_string(at) + " bytes)");
+    if (r == Z_BUF_ERROR && z.avail_in == 0 && in_at >= size) break;
+  }
+  if (at < end)
+    throw_error(ErrorKind::Io, path,
+                "the decompressed data end at byte " + std::to_string(at) + ", but " +
+                    std::to_string(end) + " bytes are needed (truncated file?)");
+  // When the member ends exactly here its trailer has not been read yet: read it, so that a
+  // CRC-32 or length mismatch is reported for whole-file reads too.
+  unsigned char probe[1];
+  z.next_out = probe;
+  z.avail_out = 1;
+  z.next_in = const_cast<unsigned char*>(data + in_at);
+  z.avail_in = uInt(std::min<std::size_t>(size - in_at, 1u << 30));
+  if (inflate(&z, Z_NO_FLUSH) == Z_DATA_ERROR)
+    throw_error(ErrorKind::Io, path,
+                std::string("corrupt compressed data: ") + (z.msg ? z.msg : "zlib error"));
+}
+
+}  // namespace
+
+void gunzip_range(const unsigned char* compressed, std::size_t size, std::uint64_t begin,
+                  std::uint64_t end, unsigned char* out, const std::string& path) {
+  if (end <= begin) return;
+  const std::vector<GzipMember> members = find_block_members(compressed, size);
+  if (!members.empty()) return gunzip_blocks(compressed, members, begin, end, out, path);
+  if (begin == 0 && size >= kTrailerBytes) {
+    // One member whose ISIZE (the stream length mod 2^32) says it decodes to exactly `end`
+    // bytes: libdeflate in one pass, straight into out. It checks the CRC-32 and ISIZE.
+    const std::uint32_t isize = get32(compressed + size - 4);
+    if (isize == std::uint32_t(end)) {
+      std::size_t in_used = 0, produced = 0;
+      const libdeflate_result r = libdeflate_gzip_decompress_ex(
+          thread_decompressor(), compressed, size, out, std::size_t(end), &in_used, &produced);
+      if (r == LIBDEFLATE_SUCCESS && produced == end && in_used == size) return;
+      if (r == LIBDEFLATE_BAD_DATA)
+        throw_error(ErrorKind::Io, path,
+                    "corrupt compressed data or CRC-32 mismatch (the gzip stream fails its check)");
+    }
+  }
+  gunzip_stream(compressed, size, begin, end, out, path);
+}
+
+}  // namespace gigareg::io_detail

@@ -1,0 +1,295 @@
+#include "io/nifti_data.hpp"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <vector>
+
+#include "gigareg/error.hpp"
+#include "gigareg/memory.hpp"
+#include "io/gzip_blocks.hpp"
+#include "io/io_internal.hpp"
+#include "io/pixel_convert.hpp"
+
+namespace gigareg::io_detail {
+namespace {
+
+constexpr std::size_t kNifti1HeaderBytes = 348;
+
+bool gzip_name(const std::string& path) { return extension_of(path) == ".nii.gz"; }
+
+// An open file descriptor, closed on scope exit.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// pread of the whole range, in parallel chunks for large ranges (page-cache copies are
+// memory-bound and one core does not saturate them).
+void pread_all(int fd, unsigned char* dst, std::uint64_t offset, std::size_t bytes,
+               const std::string& path) {
+  constexpr std::size_t kChunk = std::size_t(64) << 20;
+  const std::size_t chunks = (bytes + kChunk - 1) / kChunk;
+  std::vector<int> failed(chunks, 0);
+#pragma omp parallel for schedule(dynamic, 1) if (chunks > 1)
+  for (std::int64_t k = 0; k < std::int64_t(chunks); ++k) {
+    std::size_t at = std::size_t(k) * kChunk;
+    const std::size_t end = std::min(bytes, at + kChunk);
+    while (at < end) {
+      const ssize_t got = ::pread(fd, dst + at, end - at, off_t(offset + at));
+      if (got <= 0) {
+        failed[std::size_t(k)] = got == 0 ? -1 : errno;
+        break;
+      }
+      at += std::size_t(got);
+    }
+  }
+  for (int e : failed) {
+    if (e == -1) throw_error(ErrorKind::Io, path, "the file is truncated (its voxel data end early)");
+    if (e != 0) throw_error(ErrorKind::Io, path, std::string("reading failed: ") + std::strerror(e));
+  }
+}
+
+// The bytes of a file's content (decompressed for .nii.gz) in one or more ranges.
+class ContentReader {
+ public:
+  explicit ContentReader(const std::string& path) : path_(path) {
+    file_.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (file_.fd < 0) throw_error(ErrorKind::Io, path, std::string("cannot open: ") + std::strerror(errno));
+    if (gzip_name(path)) {
+      const off_t size = ::lseek(file_.fd, 0, SEEK_END);
+      if (size < 0) throw_error(ErrorKind::Io, path, "cannot determine the file size");
+      compressed_ = HostBytes(std::size_t(size), path);
+      pread_all(file_.fd, compressed_.data(), 0, std::size_t(size), path);
+    }
+  }
+  void read(std::uint64_t begin, std::size_t bytes, unsigned char* out) const {
+    if (compressed_.size() == 0) return pread_all(file_.fd, out, begin, bytes, path_);
+    gunzip_range(compressed_.data(), compressed_.size(), begin, begin + bytes, out, path_);
+  }
+
+ private:
+  std::string path_;
+  Fd file_;
+  HostBytes compressed_;
+};
+
+// What the reader needs of a NIfTI-1 header; nullopt for anything it leaves to ITK.
+struct NiftiLayout {
+  bool swap = false;
+  std::int16_t datatype = 0;
+  std::uint64_t vox_offset = 0;
+  double slope = 1.0, inter = 0.0;
+  bool rescale = false;
+};
+
+template <class T>
+T load(const unsigned char* h, std::size_t offset, bool swap) {
+  T v;
+  std::memcpy(&v, h + offset, sizeof v);
+  if (swap) {
+    auto* b = reinterpret_cast<unsigned char*>(&v);
+    std::reverse(b, b + sizeof v);
+  }
+  return v;
+}
+
+std::size_t datatype_bytes(std::int16_t datatype) {
+  switch (datatype) {
+    case 2: case 256: return 1;
+    case 4: case 512: return 2;
+    case 8: case 16: case 768: return 4;
+    case 64: case 1024: case 1280: return 8;
+    default: return 0;
+  }
+}
+
+std::optional<NiftiLayout> parse_layout(const unsigned char* h, const Geometry& g, int components) {
+  NiftiLayout l;
+  const std::int32_t sizeof_hdr = load<std::int32_t>(h, 0, false);
+  l.swap = sizeof_hdr != 348;
+  if (load<std::int32_t>(h, 0, l.swap) != 348 || std::memcmp(h + 344, "n+1", 4) != 0) return {};
+  std::int16_t dim[8];
+  for (int i = 0; i < 8; ++i) dim[i] = load<std::int16_t>(h, 40 + 2 * std::size_t(i), l.swap);
+  if (dim[0] < 1 || dim[0] > 7) return {};
+  auto extent = [&](int axis) { return axis <= dim[0] ? dim[axis] : std::int16_t(1); };
+  for (int a = 0; a < 3; ++a)
+    if (index_t(extent(a + 1)) != g.size[a]) return {};
+  // Scalars: nothing beyond z. Fields: ITK's vector layout, dim[4] = 1 and dim[5] = 3.
+  for (int axis = 4; axis <= 7; ++axis) {
+    const int expected = (components == 3 && axis == 5) ? 3 : 1;
+    if (extent(axis) != expected) return {};
+  }
+  l.datatype = load<std::int16_t>(h, 70, l.swap);
+  const std::size_t bytes = datatype_bytes(l.datatype);
+  if (bytes == 0 || load<std::int16_t>(h, 72, l.swap) != std::int16_t(8 * bytes)) return {};
+  const float vox = load<float>(h, 108, l.swap);
+  if (!(vox >= float(kNiftiPrefixBytes)) || vox > 1e15f || vox != std::floor(vox)) return {};
+  l.vox_offset = std::uint64_t(vox);
+  // As niftilib and ITK: non-finite scale fields read as 0, a zero slope means no scaling.
+  auto finite_or_zero = [](float v) { return std::isfinite(v) ? double(v) : 0.0; };
+  l.slope = finite_or_zero(load<float>(h, 112, l.swap));
+  l.inter = finite_or_zero(load<float>(h, 116, l.swap));
+  if (l.slope == 0.0) l.slope = 1.0;
+  l.rescale = !(l.slope == 1.0 && l.inter == 0.0);
+  return l;
+}
+
+// Raw values of T (file byte order) -> float, as ITK converts them; the first voxel whose
+// integer cannot be held exactly is reported (the lowest index, whatever the thread count).
+template <class T>
+void convert_values(const unsigned char* raw, float* dst, std::size_t n, const NiftiLayout& l,
+                    const Geometry& g, index_t first_voxel, const std::string& path) {
+  constexpr bool check = std::is_integral_v<T> && std::numeric_limits<T>::digits > 24;
+  std::int64_t bad = std::numeric_limits<std::int64_t>::max();
+#pragma omp parallel for schedule(static) reduction(min : bad)
+  for (std::int64_t i = 0; i < std::int64_t(n); ++i) {
+    T v = load<T>(raw, std::size_t(i) * sizeof(T), l.swap);
+    if constexpr (check) {
+      if (!fits_float_exactly(v)) {
+        bad = std::min(bad, i);
+        continue;
+      }
+    }
+    float x = static_cast<float>(v);
+    if (l.rescale) x = static_cast<float>(static_cast<double>(x) * l.slope + l.inter);
+    dst[i] = x;
+  }
+  if constexpr (check) {
+    if (bad != std::numeric_limits<std::int64_t>::max())
+      throw_error(ErrorKind::InvalidInput, path,
+                  "voxel " + format_index(g, first_voxel + index_t(bad)) + " holds the integer " +
+                      std::to_string(load<T>(raw, std::size_t(bad) * sizeof(T), l.swap)) +
+                      ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
+                      "voxels as float32 and does not round label values");
+  }
+}
+
+}  // namespace
+
+bool read_nifti_planes(const std::string& path, const Geometry& g, int components, index_t z0,
+                       index_t nz, float* dst) {
+  const std::string ext = extension_of(path);
+  if (ext != ".nii" && ext != ".nii.gz") return false;
+  ContentReader content(path);
+  unsigned char header[kNifti1HeaderBytes];
+  content.read(0, sizeof header, header);
+  const std::optional<NiftiLayout> layout = parse_layout(header, g, components);
+  if (!layout) return false;
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  const std::size_t slab = plane * std::size_t(nz);
+  const std::size_t value_bytes = datatype_bytes(layout->datatype);
+  HostBytes raw(slab * value_bytes, path);
+  for (int c = 0; c < components; ++c) {
+    const std::uint64_t first = std::uint64_t(c) * std::uint64_t(g.voxel_count()) +
+                                std::uint64_t(z0) * plane;
+    content.read(layout->vox_offset + first * value_bytes, raw.size(), raw.data());
+    float* out = dst + std::size_t(c) * slab;
+    const index_t first_voxel = z0 * index_t(plane);
+    dispatch_datatype(layout->datatype, [&](auto tag) {
+      convert_values<decltype(tag)>(raw.data(), out, slab, *layout, g, first_voxel, path);
+    });
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+// Sink for the data part of the file: plain writes or the block-gzip stream.
+class DataSink {
+ public:
+  DataSink(std::FILE* file, const std::string& path, bool gzip)
+      : file_(file), path_(path) {
+    if (gzip) gz_.emplace(file, path, default_compression_level());
+  }
+  void append(const void* data, std::size_t bytes) {
+    if (gz_) return gz_->append(data, bytes);
+    if (std::fwrite(data, 1, bytes, file_) != bytes)
+      throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
+  }
+  void finish() {
+    if (gz_) gz_->finish();
+    if (std::fflush(file_) != 0)
+      throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
+  }
+
+ private:
+  std::FILE* file_;
+  std::string path_;
+  std::optional<GzipBlockWriter> gz_;
+};
+
+// The volume's planes [z0, z0 + nz) of component c as host floats: a pointer into a host volume,
+// or a copy from the device into `staging`.
+const float* host_planes(const Volume<float>& v, int c, index_t z0, index_t nz,
+                         std::vector<float>& staging) {
+  const std::size_t plane = std::size_t(v.geometry().size.x) * std::size_t(v.geometry().size.y);
+  const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) + std::size_t(z0) * plane;
+  if (v.space() == MemorySpace::Host) return src;
+  staging.resize(plane * std::size_t(nz));
+  copy_bytes(staging.data(), MemorySpace::Host, src, v.space(), staging.size() * sizeof(float));
+  return staging.data();
+}
+
+}  // namespace
+
+void write_nifti_data(const std::string& final_path, const std::string& temp_path,
+                      const unsigned char* prefix, const Volume<float>& volume,
+                      PixelType pixel_type, IntegerConversion conversion) {
+  const Geometry& g = volume.geometry();
+  // O_EXCL | O_NOFOLLOW: the temporary is ours; never write through a link planted there.
+  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(::fdopen(fd, "wb"), &std::fclose);
+  if (!file) {
+    ::close(fd);
+    throw_error(ErrorKind::Io, final_path, "cannot open the file for writing");
+  }
+  DataSink sink(file.get(), final_path, gzip_name(final_path));
+  sink.append(prefix, kNiftiPrefixBytes);
+  // Slabs of about one gzip block: the host holds one slab of floats (device volumes) and one of
+  // converted values at a time, besides the writer's batches.
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  const index_t slab_planes =
+      std::max<index_t>(1, index_t(kGzipBlockBytes / (plane * size_of(pixel_type))));
+  std::vector<float> staging;
+  std::vector<unsigned char> converted;
+  for (int c = 0; c < volume.components(); ++c) {
+    for (index_t z0 = 0; z0 < g.size.z; z0 += slab_planes) {
+      const index_t nz = std::min(slab_planes, g.size.z - z0);
+      const float* src = host_planes(volume, c, z0, nz, staging);
+      const std::size_t n = plane * std::size_t(nz);
+      if (pixel_type == PixelType::Float32) {
+        sink.append(src, n * sizeof(float));
+        continue;
+      }
+      converted.resize(n * size_of(pixel_type));
+      const index_t first_voxel = z0 * index_t(plane);
+      dispatch(pixel_type, [&](auto tag) {
+        using T = decltype(tag);
+        convert_from_float<T>(src, reinterpret_cast<T*>(converted.data()), n, conversion, g,
+                              first_voxel, final_path);
+      });
+      sink.append(converted.data(), converted.size());
+    }
+  }
+  sink.finish();
+  std::FILE* raw = file.release();
+  if (std::fclose(raw) != 0)
+    throw_error(ErrorKind::Io, final_path, std::string("writing failed (disk full?): ") + std::strerror(errno));
+}
+
+}  // namespace gigareg::io_detail

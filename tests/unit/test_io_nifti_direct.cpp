@@ -1,0 +1,248 @@
+// The direct NIfTI path (src/io/nifti_data.cpp, src/io/gzip_blocks.cpp): files written by gigareg
+// must be what ITK writes, byte for byte once decompressed; .nii.gz must be a valid gzip stream
+// for gzip itself and for ITK; reading must give ITK's values for gigareg's block files and for
+// other gzip files, for whole images and slabs; corruption must be reported, not read as data.
+
+#include <gtest/gtest.h>
+#include <itkImageFileWriter.h>
+#include <omp.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gigareg/itk_adapters.hpp"
+#include "io/gzip_blocks.hpp"
+#include "io_test_util.hpp"
+
+namespace gigareg {
+namespace {
+
+using testing::read_bytes;
+using testing::ScratchDir;
+using testing::write_bytes;
+
+// The decompressed content of a (possibly gzip) file, through zlib's gzread (multi-member aware).
+std::string content_of(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  EXPECT_NE(f, nullptr) << path;
+  std::string out;
+  std::vector<char> buf(1 << 20);
+  int got;
+  while ((got = gzread(f, buf.data(), unsigned(buf.size()))) > 0) out.append(buf.data(), std::size_t(got));
+  gzclose(f);
+  return out;
+}
+
+// ITK's own ImageFileWriter output for the same volume and pixel type.
+void itk_write(const std::string& path, const Volume<float>& v, PixelType type) {
+  register_itk_io_factories();
+  if (v.components() == 3) {
+    auto w = itk::ImageFileWriter<ItkDisplacementField>::New();
+    w->SetFileName(path);
+    w->SetInput(to_itk_displacement_field(v));
+    w->SetUseCompression(path.size() > 3 && path.substr(path.size() - 3) == ".gz");
+    w->Update();
+    return;
+  }
+  auto write_as = [&](auto tag) {
+    using T = decltype(tag);
+    using ImageT = itk::Image<T, 3>;
+    typename ImageT::Pointer image = ImageT::New();
+    set_itk_geometry(*image, v.geometry());
+    image->Allocate();
+    for (index_t i = 0; i < v.voxel_count(); ++i) image->GetBufferPointer()[i] = static_cast<T>(v.data()[i]);
+    auto w = itk::ImageFileWriter<ImageT>::New();
+    w->SetFileName(path);
+    w->SetInput(image);
+    w->SetUseCompression(path.size() > 3 && path.substr(path.size() - 3) == ".gz");
+    w->Update();
+  };
+  switch (type) {
+    case PixelType::UInt8: return write_as(std::uint8_t{});
+    case PixelType::Int16: return write_as(std::int16_t{});
+    case PixelType::UInt16: return write_as(std::uint16_t{});
+    case PixelType::Int32: return write_as(std::int32_t{});
+    case PixelType::Float64: return write_as(double{});
+    default: return write_as(float{});
+  }
+}
+
+struct Case {
+  const char* name;
+  Index3 size;
+  PixelType type;
+  int components;
+};
+
+class DirectNifti : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DirectNifti, MatchesItkByteForByte) {
+  const Case c = GetParam();
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry(c.size);
+  const bool integers = c.type != PixelType::Float32 && c.type != PixelType::Float64;
+  const Volume<float> v = testing::random_volume(g, c.components, integers ? 0 : -50, integers ? 200 : 50, integers);
+  for (const char* ext : {".nii", ".nii.gz"}) {
+    const std::string ours = dir.file(std::string("ours") + ext);
+    const std::string itk = dir.file(std::string("itk") + ext);
+    if (c.components == 3)
+      write_displacement_field(ours, v);
+    else
+      write_image(ours, v, c.type);
+    itk_write(itk, v, c.type);
+    if (std::string(ext) == ".nii.gz") {  // written by the direct path, not by ITK
+      const std::string raw = read_bytes(ours);
+      EXPECT_FALSE(io_detail::find_block_members(reinterpret_cast<const unsigned char*>(raw.data()),
+                                                 raw.size()).empty()) << c.name;
+    }
+    const std::string a = content_of(ours), b = content_of(itk);
+    ASSERT_EQ(a.size(), b.size()) << c.name << ext;
+    EXPECT_TRUE(a == b) << c.name << ext << ": the decompressed files differ";
+  }
+  // Nothing but the two outputs of each kind is left in the directory (the header probe is gone).
+  EXPECT_EQ(dir.entries().size(), 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Geometries, DirectNifti,
+    ::testing::Values(Case{"float32", {19, 13, 11}, PixelType::Float32, 1},
+                      Case{"uint8", {17, 9, 5}, PixelType::UInt8, 1},
+                      Case{"int16", {8, 21, 3}, PixelType::Int16, 1},
+                      Case{"uint16", {5, 6, 7}, PixelType::UInt16, 1},
+                      Case{"int32", {9, 9, 2}, PixelType::Int32, 1},
+                      Case{"float64", {12, 7, 6}, PixelType::Float64, 1},
+                      Case{"field", {14, 11, 9}, PixelType::Float32, 3},
+                      // More than one gzip member per component (4 MiB blocks).
+                      Case{"field_multiblock", {128, 96, 40}, PixelType::Float32, 3}),
+    [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
+
+TEST(DirectNifti, GzipAndItkReadTheBlockFiles) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({160, 120, 64});  // 4.7 MiB per component
+  const Volume<float> v = testing::random_volume(g, 1, -1, 1, false);
+  const std::string path = dir.file("img.nii.gz");
+  write_image(path, v);
+  const std::string data = read_bytes(path);
+  EXPECT_GT(io_detail::find_block_members(reinterpret_cast<const unsigned char*>(data.data()), data.size()).size(), 1u);
+  // gzip itself: the stream (all its members) passes gzip's own test.
+  if (std::system("command -v gzip > /dev/null 2>&1") == 0) {
+    EXPECT_EQ(std::system(("gzip -t '" + path + "'").c_str()), 0);
+  } else {
+    GTEST_SKIP() << "gzip is not installed: gzip -t not run";
+  }
+  // ITK's reader gives the values written.
+  auto itk_image = testing::itk_read_float(path);
+  const float* p = itk_image->GetBufferPointer();
+  for (index_t i = 0; i < v.voxel_count(); ++i) ASSERT_EQ(p[i], v.data()[i]) << i;
+}
+
+TEST(DirectNifti, ReadsAsItkDoesForEveryFileKind) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({150, 110, 70});
+  const Volume<float> v = testing::random_volume(g, 1, -10, 10, false);
+  const std::string block = dir.file("block.nii.gz"), single = dir.file("single.nii.gz"),
+                    plain = dir.file("plain.nii");
+  write_image(block, v);
+  itk_write(single, v, PixelType::Float32);  // one zlib member, written by ITK
+  write_image(plain, v);
+  for (const std::string& path : {block, single, plain}) {
+    const Image whole = read_image(path);
+    EXPECT_TRUE(testing::same_voxels(whole.voxels, v)) << path;
+    // Slabs, including ones that start and end inside gzip members.
+    for (auto [z0, nz] : {std::pair<index_t, index_t>{0, 1}, {13, 29}, {69, 1}, {1, 68}}) {
+      const Image slab = read_image_slab(path, z0, nz);
+      const std::size_t plane = std::size_t(g.size.x * g.size.y);
+      for (std::size_t i = 0; i < plane * std::size_t(nz); ++i)
+        ASSERT_EQ(slab.voxels.data()[i], v.data()[std::size_t(z0) * plane + i]) << path << " z0 " << z0;
+    }
+  }
+  // Displacement fields, from gigareg's and from ITK's .nii.gz.
+  const Volume<float> u = testing::random_volume(g, 3, -5, 5, false);
+  write_displacement_field(dir.file("u.nii.gz"), u);
+  itk_write(dir.file("u_itk.nii.gz"), u, PixelType::Float32);
+  EXPECT_TRUE(testing::same_voxels(read_displacement_field(dir.file("u.nii.gz")), u));
+  EXPECT_TRUE(testing::same_voxels(read_displacement_field(dir.file("u_itk.nii.gz")), u));
+}
+
+TEST(DirectNifti, BytesDoNotDependOnTheThreadCount) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({128, 128, 80});
+  const Volume<float> v = testing::random_volume(g, 3, -3, 3, false);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  write_displacement_field(dir.file("one.nii.gz"), v);
+  omp_set_num_threads(std::max(3, threads));
+  write_displacement_field(dir.file("many.nii.gz"), v);
+  omp_set_num_threads(threads);
+  EXPECT_TRUE(read_bytes(dir.file("one.nii.gz")) == read_bytes(dir.file("many.nii.gz")));
+}
+
+TEST(DirectNifti, CompressionLevels) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({64, 64, 32});
+  const Volume<float> v = testing::random_volume(g, 1, 0, 100, true);
+  const int before = compression_level();
+  std::size_t previous = 0;
+  for (int level : {0, 1, 6, 12}) {
+    set_compression_level(level);
+    const std::string path = dir.file("l" + std::to_string(level) + ".nii.gz");
+    write_image(path, v);
+    EXPECT_TRUE(testing::same_voxels(read_image(path).voxels, v)) << level;
+    const std::size_t size = read_bytes(path).size();
+    if (level == 0) {
+      EXPECT_GT(size, std::size_t(v.bytes())) << "level 0 stores";
+    }
+    if (previous != 0) {
+      EXPECT_LE(size, previous) << "level " << level;
+    }
+    previous = size;
+  }
+  set_compression_level(before);
+  EXPECT_TRUE(testing::throws_error([] { set_compression_level(13); }, ErrorKind::InvalidArgument,
+                                    "compression level", "outside 0-12"));
+  EXPECT_TRUE(testing::throws_error([] { set_compression_level(-1); }, ErrorKind::InvalidArgument,
+                                    "compression level", "outside 0-12"));
+  EXPECT_EQ(compression_level(), before);
+}
+
+TEST(DirectNifti, CorruptBlockFilesAreErrorsNotData) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({128, 100, 90});
+  const Volume<float> v = testing::random_volume(g, 1, -1, 1, false);
+  const std::string good = dir.file("good.nii.gz");
+  write_image(good, v);
+  const std::string bytes = read_bytes(good);
+  const auto members = io_detail::find_block_members(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  ASSERT_GE(members.size(), 2u);
+  // A flipped CRC byte in the second member's trailer.
+  std::string crc = bytes;
+  crc[members[1].offset + members[1].size - 8] ^= 0x5a;
+  write_bytes(dir.file("crc.nii.gz"), crc);
+  EXPECT_TRUE(testing::throws_error([&] { read_image(dir.file("crc.nii.gz")); }, ErrorKind::Io,
+                                    dir.file("crc.nii.gz"), "CRC-32"));
+  // A flipped byte inside the compressed data of the second member.
+  std::string body = bytes;
+  body[members[1].offset + members[1].size / 2] ^= 0x10;
+  write_bytes(dir.file("body.nii.gz"), body);
+  EXPECT_THROW(read_image(dir.file("body.nii.gz")), Error);
+  // The last member cut off.
+  write_bytes(dir.file("short.nii.gz"), bytes.substr(0, members.back().offset));
+  EXPECT_THROW(read_image(dir.file("short.nii.gz")), Error);
+}
+
+TEST(DirectNifti, CorruptSingleMemberGzipIsAnError) {
+  ScratchDir dir;
+  const Geometry g = testing::oblique_geometry({40, 30, 20});
+  const Volume<float> v = testing::random_volume(g, 1, -1, 1, false);
+  const std::string good = dir.file("itk.nii.gz");
+  itk_write(good, v, PixelType::Float32);
+  std::string bytes = read_bytes(good);
+  bytes[bytes.size() - 6] ^= 0x01;  // the CRC-32 in the trailer
+  write_bytes(dir.file("crc.nii.gz"), bytes);
+  EXPECT_THROW(read_image(dir.file("crc.nii.gz")), Error);
+}
+
+}  // namespace
+}  // namespace gigareg
