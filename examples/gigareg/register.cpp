@@ -310,14 +310,21 @@ int run_register(const RegisterOptions& o) {
     if (!reporting) return 0;
 
     std::vector<std::string> extra;
+    // register_files leaves the volumes in the backend's memory; these writers take host volumes.
+    auto on_host = [](const Volume<float>& v, Volume<float>& copy) -> const Volume<float>& {
+      if (v.empty() || v.space() == MemorySpace::Host) return v;
+      copy = v.to(MemorySpace::Host);
+      return copy;
+    };
+    Volume<float> warp_copy, inverse_copy, warped_copy;
     if (o.composite == 1) {
       const ItkAffine a = itk_affine(r);
       const std::string forward = out.prefix + "Composite.h5";
-      write_composite_transform(forward, a, &r.warp);
+      write_composite_transform(forward, a, &on_host(r.warp, warp_copy));
       extra.push_back(forward);
       if (r.warp.empty() || !r.inverse_warp.empty()) {
         const std::string inverse = out.prefix + "InverseComposite.h5";
-        write_inverse_composite_transform(inverse, a, &r.inverse_warp);
+        write_inverse_composite_transform(inverse, a, &on_host(r.inverse_warp, inverse_copy));
         extra.push_back(inverse);
       }
     }
@@ -327,7 +334,7 @@ int run_register(const RegisterOptions& o) {
       // The fixed image again (register_files keeps no copy); the warped image is on its grid.
       const Image fixed = read_image(files.fixed);
       make_parent_directory(qc_path);
-      write_qc_picture(qc_path, fixed.voxels, r.warped);
+      write_qc_picture(qc_path, fixed.voxels, on_host(r.warped, warped_copy));
       extra.push_back(qc_path);
     }
     print_summary(p, r, written, extra);

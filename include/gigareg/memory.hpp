@@ -3,6 +3,7 @@
 // the distributed layer use them for scratch buffers.
 
 #include <cstddef>
+#include <future>
 #include <string>
 
 namespace gigareg {
@@ -13,6 +14,12 @@ const char* to_string(MemorySpace space);
 
 /// True when the library was built with CUDA and a device is visible.
 bool cuda_available();
+
+/// Creates the CUDA context of the calling thread's current device on a background thread (the
+/// first CUDA call of a process costs 0.2-0.5 s), so that the caller can read files meanwhile;
+/// the returned future is ready when the context exists. Without CUDA or a device it does
+/// nothing; errors are left for the first real CUDA call to report.
+std::future<void> start_cuda_context();
 
 /// Bytes that can still be allocated in `space` (host: MemAvailable; device: cudaMemGetInfo).
 std::size_t available_bytes(MemorySpace space);

@@ -261,6 +261,9 @@ struct RegistrationOutputs {
 };
 
 /// With a partition, every process reads the inputs and rank 0 alone writes the outputs.
+/// The returned warp, inverse warp and warped image are in the backend's memory (device volumes
+/// after a one-process CUDA registration: the files are written from the GPU by slabs, and the
+/// host never holds them whole); host volumes on the CPU backend and on rank 0 of a partition.
 RegistrationResult register_files(const RegistrationParams& params, const RegistrationFiles& files,
                                   RegistrationOutputs* written = nullptr,
                                   const Partition* partition = nullptr);

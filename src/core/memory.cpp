@@ -46,6 +46,23 @@ bool cuda_available() {
 #endif
 }
 
+std::future<void> start_cuda_context() {
+#if GIGAREG_WITH_CUDA
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return std::async(std::launch::deferred, [] {});
+  }
+  // A new thread starts on device 0: set the caller's device (a rank's GPU) before touching it.
+  return std::async(std::launch::async, [device] {
+    if (cudaSetDevice(device) != cudaSuccess || cudaFree(nullptr) != cudaSuccess)
+      (void)cudaGetLastError();
+  });
+#else
+  return std::async(std::launch::deferred, [] {});
+#endif
+}
+
 std::size_t available_bytes(MemorySpace space) {
   if (space == MemorySpace::Host) {
     std::ifstream meminfo("/proc/meminfo");

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <utility>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -207,30 +209,6 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// Sink for the data part of the file: plain writes or the block-gzip stream.
-class DataSink {
- public:
-  DataSink(std::FILE* file, const std::string& path, bool gzip)
-      : file_(file), path_(path) {
-    if (gzip) gz_.emplace(file, path, default_compression_level());
-  }
-  void append(const void* data, std::size_t bytes) {
-    if (gz_) return gz_->append(data, bytes);
-    if (std::fwrite(data, 1, bytes, file_) != bytes)
-      throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
-  }
-  void finish() {
-    if (gz_) gz_->finish();
-    if (std::fflush(file_) != 0)
-      throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
-  }
-
- private:
-  std::FILE* file_;
-  std::string path_;
-  std::optional<GzipBlockWriter> gz_;
-};
-
 // The volume's planes [z0, z0 + nz) of component c as host floats: a pointer into a host volume,
 // or a copy from the device into `staging`.
 const float* host_planes(const Volume<float>& v, int c, index_t z0, index_t nz,
@@ -243,25 +221,89 @@ const float* host_planes(const Volume<float>& v, int c, index_t z0, index_t nz,
   return staging.data();
 }
 
-}  // namespace
-
-void write_nifti_data(const std::string& final_path, const std::string& temp_path,
-                      const unsigned char* prefix, const Volume<float>& volume,
-                      PixelType pixel_type, IntegerConversion conversion) {
+// One slab of the file's data: planes [z0, z0 + nz) of component c in the file's pixel type.
+// Returns the bytes (in `staging` or `converted`, or the host volume itself).
+std::pair<const void*, std::size_t> file_slab(const Volume<float>& volume, int c, index_t z0,
+                                              index_t nz, PixelType pixel_type,
+                                              IntegerConversion conversion, const std::string& path,
+                                              std::vector<float>& staging,
+                                              std::vector<unsigned char>& converted) {
   const Geometry& g = volume.geometry();
-  // O_EXCL | O_NOFOLLOW: the temporary is ours; never write through a link planted there.
-  const int fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(::fdopen(fd, "wb"), &std::fclose);
-  if (!file) {
-    ::close(fd);
-    throw_error(ErrorKind::Io, final_path, "cannot open the file for writing");
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  const std::size_t n = plane * std::size_t(nz);
+  const float* src = host_planes(volume, c, z0, nz, staging);
+  if (pixel_type == PixelType::Float32) return {src, n * sizeof(float)};
+  converted.resize(n * size_of(pixel_type));
+  dispatch(pixel_type, [&](auto tag) {
+    using T = decltype(tag);
+    convert_from_float<T>(src, reinterpret_cast<T*>(converted.data()), n, conversion, g,
+                          z0 * index_t(plane), path);
+  });
+  return {converted.data(), converted.size()};
+}
+
+[[noreturn]] void write_failed(const std::string& path, int error) {
+  throw_error(ErrorKind::Io, path, std::string("writing failed (disk full?): ") + std::strerror(error));
+}
+
+void pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset,
+                const std::string& path) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  while (bytes > 0) {
+    const ssize_t put = ::pwrite(fd, p, bytes, off_t(offset));
+    if (put <= 0) write_failed(path, put == 0 ? ENOSPC : errno);
+    p += put;
+    bytes -= std::size_t(put);
+    offset += std::uint64_t(put);
   }
-  DataSink sink(file.get(), final_path, gzip_name(final_path));
-  sink.append(prefix, kNiftiPrefixBytes);
-  // Slabs of about one gzip block: the host holds one slab of floats (device volumes) and one of
-  // converted values at a time, besides the writer's batches.
+}
+
+// .nii: slabs converted and written at their offsets by all cores (page-cache writes of tens of
+// GB are memory-bound; one writer thread reaches a fraction of the bandwidth).
+void write_plain(int fd, const std::string& path, const Volume<float>& volume, PixelType pixel_type,
+                 IntegerConversion conversion) {
+  const Geometry& g = volume.geometry();
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  const std::size_t value = size_of(pixel_type);
+  const index_t slab_planes = std::max<index_t>(1, index_t((std::size_t(16) << 20) / (plane * value)));
+  const index_t slabs_per_component = (g.size.z + slab_planes - 1) / slab_planes;
+  const std::int64_t slabs = std::int64_t(slabs_per_component) * volume.components();
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(slabs));
+#pragma omp parallel
+  {
+    std::vector<float> staging;
+    std::vector<unsigned char> converted;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t k = 0; k < slabs; ++k) {
+      try {
+        const int c = int(k / slabs_per_component);
+        const index_t z0 = (k % slabs_per_component) * slab_planes;
+        const index_t nz = std::min(slab_planes, g.size.z - z0);
+        const auto [data, bytes] =
+            file_slab(volume, c, z0, nz, pixel_type, conversion, path, staging, converted);
+        const std::uint64_t at = kNiftiPrefixBytes +
+                                 (std::uint64_t(c) * std::uint64_t(g.voxel_count()) +
+                                  std::uint64_t(z0) * plane) * value;
+        pwrite_all(fd, data, bytes, at, path);
+      } catch (...) {
+        errors[std::size_t(k)] = std::current_exception();
+      }
+    }
+  }
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// .nii.gz: slabs of one gzip block produced in order; the writer compresses batches of blocks on
+// all cores. The host holds one slab of floats (device volumes), one converted slab and the
+// writer's batches.
+void write_gzip(int fd, const std::string& path, const unsigned char* prefix,
+                const Volume<float>& volume, PixelType pixel_type, IntegerConversion conversion) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(::fdopen(::dup(fd), "wb"), &std::fclose);
+  if (!file) throw_error(ErrorKind::Io, path, "cannot open the file for writing");
+  GzipBlockWriter gz(file.get(), path, default_compression_level());
+  gz.append(prefix, kNiftiPrefixBytes);
+  const Geometry& g = volume.geometry();
   const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
   const index_t slab_planes =
       std::max<index_t>(1, index_t(kGzipBlockBytes / (plane * size_of(pixel_type))));
@@ -270,26 +312,34 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   for (int c = 0; c < volume.components(); ++c) {
     for (index_t z0 = 0; z0 < g.size.z; z0 += slab_planes) {
       const index_t nz = std::min(slab_planes, g.size.z - z0);
-      const float* src = host_planes(volume, c, z0, nz, staging);
-      const std::size_t n = plane * std::size_t(nz);
-      if (pixel_type == PixelType::Float32) {
-        sink.append(src, n * sizeof(float));
-        continue;
-      }
-      converted.resize(n * size_of(pixel_type));
-      const index_t first_voxel = z0 * index_t(plane);
-      dispatch(pixel_type, [&](auto tag) {
-        using T = decltype(tag);
-        convert_from_float<T>(src, reinterpret_cast<T*>(converted.data()), n, conversion, g,
-                              first_voxel, final_path);
-      });
-      sink.append(converted.data(), converted.size());
+      const auto [data, bytes] =
+          file_slab(volume, c, z0, nz, pixel_type, conversion, path, staging, converted);
+      gz.append(data, bytes);
     }
   }
-  sink.finish();
-  std::FILE* raw = file.release();
-  if (std::fclose(raw) != 0)
-    throw_error(ErrorKind::Io, final_path, std::string("writing failed (disk full?): ") + std::strerror(errno));
+  gz.finish();
+  if (std::fclose(file.release()) != 0) write_failed(path, errno);
+}
+
+}  // namespace
+
+void write_nifti_data(const std::string& final_path, const std::string& temp_path,
+                      const unsigned char* prefix, const Volume<float>& volume,
+                      PixelType pixel_type, IntegerConversion conversion) {
+  // O_EXCL | O_NOFOLLOW: the temporary is ours; never write through a link planted there.
+  Fd file;
+  file.fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (file.fd < 0)
+    throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
+  if (gzip_name(final_path)) {
+    write_gzip(file.fd, final_path, prefix, volume, pixel_type, conversion);
+  } else {
+    pwrite_all(file.fd, prefix, kNiftiPrefixBytes, 0, final_path);
+    write_plain(file.fd, final_path, volume, pixel_type, conversion);
+  }
+  const int fd = file.fd;
+  file.fd = -1;
+  if (::close(fd) != 0) write_failed(final_path, errno);
 }
 
 }  // namespace gigareg::io_detail

@@ -165,9 +165,35 @@ InputPlanes registration_input_planes(const RegistrationParams& params, const Ge
   return p;
 }
 
+namespace {
+
+/// Where register_images leaves the warp, inverse warp and warped image.
+enum class ResultMemory {
+  Host,     // the public API: host volumes (rank 0 gathers them under a partition)
+  Backend,  // one process: left in the backend's memory, so that files are written from the GPU
+            // by slabs without a whole host copy (register_files); partitions gather as Host
+};
+
+RegistrationResult register_images_to(ResultMemory memory, const RegistrationParams& params,
+                                      const Volume<float>& fixed, const Volume<float>& moving,
+                                      const Volume<float>* fixed_mask,
+                                      const Volume<float>* moving_mask, const Partition* partition);
+
+}  // namespace
+
 RegistrationResult register_images(const RegistrationParams& params, const Volume<float>& fixed,
                                    const Volume<float>& moving, const Volume<float>* fixed_mask,
                                    const Volume<float>* moving_mask, const Partition* partition) {
+  return register_images_to(ResultMemory::Host, params, fixed, moving, fixed_mask, moving_mask,
+                            partition);
+}
+
+namespace {
+
+RegistrationResult register_images_to(ResultMemory memory, const RegistrationParams& params,
+                                      const Volume<float>& fixed, const Volume<float>& moving,
+                                      const Volume<float>* fixed_mask,
+                                      const Volume<float>* moving_mask, const Partition* partition) {
   const auto t0 = std::chrono::steady_clock::now();
   PhaseClock clock;
   params.validate();
@@ -255,6 +281,8 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
   warp(ctx, w, warped.view(), owned);
 
   clock.mark("full-resolution field and warped image");
+  const bool in_backend = memory == ResultMemory::Backend && part.size() == 1;
+  auto gather = [&](Volume<float>&& v) { return in_backend ? std::move(v) : collect(part, std::move(v)); };
   if (!field.empty() && params.compute_inverse) {
     // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
     // size, then no communication until the residual.
@@ -273,18 +301,20 @@ RegistrationResult register_images(const RegistrationParams& params, const Volum
     const double unconverged = reduce_slices(ctx, all)[1];
     log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
                             " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
-    result.inverse_warp = collect(part, std::move(inverse));
+    result.inverse_warp = gather(std::move(inverse));
   }
   result.affine = state.affine;
   result.center = state.center;
   clock.mark("inverse warp");
-  result.warp = collect(part, std::move(field));
-  result.warped = collect(part, std::move(warped));
-  clock.mark("results to the host");
+  result.warp = gather(std::move(field));
+  result.warped = gather(std::move(warped));
+  clock.mark(in_backend ? "results kept in the backend" : "results to the host");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   log(LogLevel::Info, "registration done in " + reg::fmt(result.seconds, 4) + " s");
   return result;
 }
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 namespace {
@@ -367,6 +397,9 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   // Every process reads only the planes it needs (one process: the whole images).
   const Partition& part = partition != nullptr ? *partition : single_process();
   PhaseClock clock;
+  // The CUDA context is created while the inputs are read (joined before the registration).
+  std::future<void> context =
+      params.device != DeviceChoice::Cpu ? start_cuda_context() : std::future<void>();
   const Geometry fixed_grid = read_image_header(files.fixed).geometry;  // errors name the fixed first
   const Geometry moving_grid = read_image_header(files.moving).geometry;
   const InputPlanes planes = registration_input_planes(params, fixed_grid, moving_grid, part);
@@ -391,12 +424,13 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   };
   mask_check(fixed_mask, fixed, files.fixed_mask);
   mask_check(moving_mask, moving, files.moving_mask);
+  if (context.valid()) context.get();
   clock.mark("read inputs");
 
   RegistrationResult result =
-      register_images(params, fixed.voxels, moving.voxels,
-                      fixed_mask.voxels.empty() ? nullptr : &fixed_mask.voxels,
-                      moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels, partition);
+      register_images_to(ResultMemory::Backend, params, fixed.voxels, moving.voxels,
+                         fixed_mask.voxels.empty() ? nullptr : &fixed_mask.voxels,
+                         moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels, partition);
   if (partition != nullptr && partition->rank() != 0) {
     if (written) *written = {};
     return result;  // rank 0 writes
@@ -411,10 +445,15 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     TransformEntry a;
     a.affine = invert_affine(result.affine);
     chain.push_back(a);
+    Volume<float> inverse_on_host;  // apply_transforms takes host fields
     if (!result.inverse_warp.empty()) {
       TransformEntry f;
       f.is_field = true;
       f.field = &result.inverse_warp;
+      if (result.inverse_warp.space() != MemorySpace::Host) {
+        inverse_on_host = result.inverse_warp.to(MemorySpace::Host);
+        f.field = &inverse_on_host;
+      }
       chain.push_back(f);
     }
     // Rank 0 of a distributed run holds only planes of the fixed image: read it whole here.

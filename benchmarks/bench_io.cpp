@@ -1,0 +1,111 @@
+// File I/O of a 256^3 displacement field (192 MiB of float32, the size of a registration's Warp
+// output): gigareg's writer at several deflate levels and its reader, against ITK's own writer
+// and reader of the same file (zlib on one core). Wall time (real time), median of repetitions;
+// counters: uncompressed MB/s and the compressed size over the raw size. The files go to
+// $TMPDIR (or /tmp): page-cache speed, as a registration's outputs usually are.
+// The floor of a write is not the disk but deflate itself: libdeflate's per-core speed at the
+// level times the cores (docs/io.md records both).
+#include <benchmark/benchmark.h>
+#include <itkImageFileReader.h>
+#include <itkImageFileWriter.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "gigareg/io.hpp"
+#include "gigareg/itk_adapters.hpp"
+#include "gigareg/phantom.hpp"
+
+namespace {
+
+using namespace gigareg;
+
+const Volume<float>& field() {
+  static const Volume<float> u = [] {
+    Geometry g;
+    g.size = {256, 256, 256};
+    g.spacing = {1, 1, 1};
+    SmoothDeformationSpec spec;
+    spec.max_displacement_mm = 6.0;
+    spec.wavelength_mm = 40.0;
+    return make_smooth_deformation(g, spec);
+  }();
+  return u;
+}
+
+std::string scratch(const std::string& name) {
+  const char* t = std::getenv("TMPDIR");
+  return std::string(t && *t ? t : "/tmp") + "/gigareg_bench_io_" + name;
+}
+
+void report(benchmark::State& state, const std::string& path) {
+  const double raw = double(field().bytes());
+  state.counters["MB/s"] = benchmark::Counter(raw / 1e6, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["size/raw"] = double(std::filesystem::file_size(path)) / raw;
+}
+
+void BM_WriteField(benchmark::State& state) {
+  const int level = int(state.range(0));
+  const std::string path = scratch(level < 0 ? "w.nii" : "w.nii.gz");
+  const int before = compression_level();
+  if (level >= 0) set_compression_level(level);
+  for (auto _ : state) write_displacement_field(path, field());
+  set_compression_level(before);
+  report(state, path);
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_WriteField)->ArgName("level")->Arg(-1)->Arg(0)->Arg(1)->Arg(3)->Arg(6)->Arg(9)
+    ->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)->Repetitions(3)
+    ->ReportAggregatesOnly(true);
+
+void BM_WriteFieldItk(benchmark::State& state) {
+  register_itk_io_factories();
+  const std::string path = scratch("itk.nii.gz");
+  auto image = to_itk_displacement_field(field());
+  for (auto _ : state) {
+    auto w = itk::ImageFileWriter<ItkDisplacementField>::New();
+    w->SetFileName(path);
+    w->SetInput(image);
+    w->SetUseCompression(true);
+    w->Update();
+  }
+  report(state, path);
+}
+BENCHMARK(BM_WriteFieldItk)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)
+    ->Repetitions(3)->ReportAggregatesOnly(true);
+
+// Reads: gigareg's block file (parallel members), ITK's single-member file through gigareg
+// (libdeflate in one pass) and through ITK's reader.
+void BM_ReadField(benchmark::State& state) {
+  const bool itk_file = state.range(0) == 1;
+  const std::string path = scratch(itk_file ? "itk.nii.gz" : "r.nii.gz");
+  if (!itk_file) write_displacement_field(path, field());
+  if (!std::filesystem::exists(path)) {
+    state.SkipWithError("run BM_WriteFieldItk first (it writes the ITK file)");
+    return;
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(read_displacement_field(path).data());
+  report(state, path);
+}
+BENCHMARK(BM_ReadField)->ArgName("itk_file")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Iterations(1)->Repetitions(3)->ReportAggregatesOnly(true);
+
+void BM_ReadFieldItk(benchmark::State& state) {
+  register_itk_io_factories();
+  const std::string path = scratch("itk.nii.gz");
+  for (auto _ : state) {
+    auto r = itk::ImageFileReader<ItkDisplacementField>::New();
+    r->SetFileName(path);
+    r->Update();
+    benchmark::DoNotOptimize(r->GetOutput()->GetBufferPointer());
+  }
+  report(state, path);
+  std::filesystem::remove(path);
+}
+BENCHMARK(BM_ReadFieldItk)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1)
+    ->Repetitions(3)->ReportAggregatesOnly(true);
+
+}  // namespace
+
+BENCHMARK_MAIN();
