@@ -1,7 +1,8 @@
-// gigareg register: antsRegistration's command line (and a short form with presets). The
-// options are parsed into gigareg::RegistrationParams / RegistrationFiles; the library does the
-// work (register_files) and writes what antsRegistration writes, then the QC picture
-// (prefixQC.png) and, on request, the composite transforms (prefixComposite.h5).
+// gigareg register: antsRegistration's command line (and a short form with presets). The library
+// parses the registration options (register_command.hpp) and does the work (register_files,
+// which writes what antsRegistration writes); this file adds what only the tool does: the
+// progress display and verbosity, the QC picture (prefixQC.png), the composite transforms
+// (prefixComposite.h5) on request, the launch as one process or MPI ranks, and the summary.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -15,6 +16,7 @@
 #include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
 #include "gigareg/qc.hpp"
+#include "gigareg/register_command.hpp"
 #include "gigareg/registration.hpp"
 #include "launch.hpp"
 #include "progress.hpp"
@@ -23,23 +25,10 @@ namespace gigareg::cli {
 namespace {
 
 struct RegisterOptions {
-  int dimensionality = 3;
-  std::string output;
-  std::string initial;
-  std::vector<std::string> transforms, metrics, convergence, shrink, sigmas, masks;
-  std::string preset, fixed, moving;
-  std::string device = "auto";
-  std::string interpolation = "Linear";
-  int collapse = 1, composite = 0, histogram_matching = 0;
-  std::string winsorize;
-  int float_precision = 0;
+  CLI::App* app = nullptr;  // its remaining arguments are the registration's (parse_register_command)
+  int composite = 0;
   CLI::Option* verbose = nullptr;
   std::string progress = "auto";
-  int inverse_iterations = 50;
-  std::string field_optimizer;
-  std::string adam_moments;
-  std::string warp_extension = ".nii.gz";
-  bool no_inverse_warp = false;
   std::string qc;
   bool no_qc = false;
 };
@@ -50,19 +39,6 @@ constexpr int kDefaultVerbosity = -1;
 
 [[noreturn]] void usage_error(const std::string& option, const std::string& what) {
   throw_error(ErrorKind::InvalidArgument, option, what);
-}
-
-FieldOptimizer field_optimizer(const std::string& name) {
-  if (name == "adam") return FieldOptimizer::Adam;
-  if (name == "gd") return FieldOptimizer::GradientDescent;
-  if (name == "auto") return FieldOptimizer::Auto;
-  usage_error("--field-optimizer", "expected adam, gd or auto, got '" + name + "'");
-}
-
-bool bfloat16_moments(const std::string& name) {
-  if (name == "bfloat16") return true;
-  if (name == "float32") return false;
-  usage_error("--adam-moments", "expected bfloat16 or float32, got '" + name + "'");
 }
 
 int verbosity(const CLI::Option* opt) {
@@ -114,50 +90,6 @@ ItkAffine itk_affine(const RegistrationResult& r) {
   return a;
 }
 
-/// The stages of the ANTs form: each -t takes the -m, -c, -f, -s of the same position.
-void build_stages(const RegisterOptions& o, RegistrationParams& p, RegistrationFiles& files) {
-  const std::size_t n = o.transforms.size();
-  auto count = [&](const std::vector<std::string>& v, const char* opt) {
-    if (v.size() != n)
-      usage_error(opt, "given " + std::to_string(v.size()) + " times for " + std::to_string(n) +
-                           " stage(s) (-t): each stage takes one -m, -c, -f and -s, in order "
-                           "(several metrics per stage are not supported)");
-  };
-  count(o.metrics, "-m/--metric");
-  count(o.convergence, "-c/--convergence");
-  count(o.shrink, "-f/--shrink-factors");
-  count(o.sigmas, "-s/--smoothing-sigmas");
-  for (std::size_t s = 0; s < n; ++s) {
-    StageParams st;
-    ants::parse_transform(o.transforms[s], st);
-    const ants::MetricSpec m = ants::parse_metric(o.metrics[s]);
-    st.metric = m.params;
-    if (s == 0) {
-      files.fixed = m.fixed;
-      files.moving = m.moving;
-    } else if (m.fixed != files.fixed || m.moving != files.moving) {
-      usage_error("-m " + o.metrics[s],
-                  "every stage must register the same pair (" + files.fixed + ", " + files.moving + ")");
-    }
-    st.convergence = ants::parse_convergence(o.convergence[s]);
-    st.shrink_factors = ants::parse_x_list(o.shrink[s]);
-    const ants::Sigmas sg = ants::parse_smoothing_sigmas(o.sigmas[s]);
-    st.smoothing_sigmas = sg.values;
-    st.sigmas_in_mm = sg.in_mm;
-    const std::size_t levels = st.convergence.iterations.size();
-    if (st.shrink_factors.size() != levels || st.smoothing_sigmas.size() != levels)
-      usage_error("stage " + std::to_string(s + 1),
-                  "-c has " + std::to_string(levels) + " levels, -f " +
-                      std::to_string(st.shrink_factors.size()) + " and -s " +
-                      std::to_string(st.smoothing_sigmas.size()) + ": they must agree");
-    for (double f : st.shrink_factors)
-      if (f < 1) usage_error("-f " + o.shrink[s], "shrink factors must be >= 1");
-    if (!o.field_optimizer.empty()) st.optimizer = field_optimizer(o.field_optimizer);
-    if (!o.adam_moments.empty()) st.adam_bfloat16_moments = bfloat16_moments(o.adam_moments);
-    p.stages.push_back(st);
-  }
-}
-
 void print_summary(const RegistrationParams& p, const RegistrationResult& r,
                    const RegistrationOutputs& out, const std::vector<std::string>& extra) {
   std::printf("gigareg register: %zu stage(s) on the %s backend, %.2f s\n", p.stages.size(),
@@ -179,95 +111,17 @@ void print_summary(const RegistrationParams& p, const RegistrationResult& r,
 }
 
 int run_register(const RegisterOptions& o) {
-  if (o.dimensionality != 3) usage_error("-d", "only 3-D registration is supported");
-  if (o.collapse != 1)
-    usage_error("--collapse-output-transforms", "gigareg always collapses the output transforms (1)");
   if (o.composite != 0 && o.composite != 1) usage_error("--write-composite-transform", "expected 0 or 1");
   if (o.no_qc && !o.qc.empty()) usage_error("--qc", "give either --qc PATH or --no-qc");
   if (!o.qc.empty() && std::filesystem::path(o.qc).extension() != ".png")
     usage_error("--qc " + o.qc, "the QC picture is a PNG: give a name ending in .png");
-  if (o.histogram_matching != 0 && o.histogram_matching != 1)
-    usage_error("--use-histogram-matching", "expected 0 or 1");
-  if (o.histogram_matching == 1)
-    usage_error("--use-histogram-matching", "histogram matching is not supported (use 0)");
-  if (!o.winsorize.empty()) {
-    const ants::Call c = ants::parse_call(o.winsorize);
-    if (!(c.args.size() == 2 && std::stod(c.args[0]) == 0.0 && std::stod(c.args[1]) == 1.0))
-      usage_error("--winsorize-image-intensities", "winsorizing is not supported (only [0,1])");
-  }
-  if (ants::parse_interpolation(o.interpolation) != Interpolation::Linear)
-    usage_error("--interpolation", "the warped output is resampled linearly (use gigareg apply for "
-                                    "other interpolators)");
-  if (o.output.empty()) usage_error("-o/--output", "an output prefix is required");
-
-  RegistrationParams p;
-  RegistrationFiles files;
-  if (!o.preset.empty()) {
-    if (!o.transforms.empty() || !o.convergence.empty() || !o.sigmas.empty())
-      usage_error("--preset", "a preset replaces -t/-c/-s: give either a preset or the stages");
-    p = registration_preset(o.preset);
-    files.fixed = !o.fixed.empty() ? o.fixed : (o.shrink.size() == 1 ? o.shrink[0] : "");
-    files.moving = !o.moving.empty() ? o.moving : (o.metrics.size() == 1 ? o.metrics[0] : "");
-    if (o.shrink.size() > 1 || o.metrics.size() > 1 || (!o.fixed.empty() && !o.shrink.empty()) ||
-        (!o.moving.empty() && !o.metrics.empty()))
-      usage_error("--preset", "give one fixed image (-f/--fixed) and one moving image (-m/--moving)");
-    if (files.fixed.empty() || files.moving.empty())
-      usage_error("--preset", "the short form needs -f fixed.nii.gz -m moving.nii.gz");
-  } else {
-    if (o.transforms.empty())
-      usage_error("-t/--transform", "no stage given: use -t/-m/-c/-f/-s per stage (antsRegistration) "
-                                    "or --preset affine|greedy|syn with -f fixed -m moving");
-    if (!o.fixed.empty() || !o.moving.empty())
-      usage_error("--fixed/--moving", "the images come from -m Metric[fixed,moving,...] in the "
-                                       "stage form; --fixed/--moving are for --preset");
-    build_stages(o, p, files);
-  }
-  if (!o.preset.empty() && !o.field_optimizer.empty())
-    for (StageParams& st : p.stages) st.optimizer = field_optimizer(o.field_optimizer);
-  if (!o.preset.empty() && !o.adam_moments.empty())
-    for (StageParams& st : p.stages) st.adam_bfloat16_moments = bfloat16_moments(o.adam_moments);
-  p.device = ants::parse_device(o.device);
-  p.inverse_iterations = o.inverse_iterations;
-  p.compute_inverse = !o.no_inverse_warp;
-
-  if (!o.initial.empty()) {
-    const ants::InitialSpec init = ants::parse_initial_transform(o.initial);
-    if (init.type == InitialTransformType::Given) {
-      files.initial_transform = init.file;
-      files.invert_initial_transform = init.invert;
-    } else {
-      p.initial.type = init.type;
-    }
-  } else if (o.preset.empty()) {
-    p.initial.type = InitialTransformType::Identity;  // antsRegistration without -r
-  }
-
-  const ants::OutputSpec out = ants::parse_output(o.output);
-  files.output_prefix = out.prefix;
-  files.warped = out.warped;
-  files.inverse_warped = out.inverse_warped;
-  files.warp_extension = o.warp_extension;
-  if (o.no_inverse_warp && !files.inverse_warped.empty())
-    usage_error("--no-inverse-warp", "the inverse warped image (the third -o entry) needs the inverse warp");
-  if (o.preset.size() && files.warped.empty()) files.warped = out.prefix + "Warped.nii.gz";
-
-  if (!o.masks.empty()) {
-    if (o.masks.size() != 1 && o.masks.size() != p.stages.size())
-      usage_error("-x/--masks", "give it once, or once per stage");
-    const ants::MaskSpec m0 = ants::parse_masks(o.masks[0]);
-    for (const std::string& x : o.masks) {
-      const ants::MaskSpec m = ants::parse_masks(x);
-      if (m.fixed != m0.fixed || m.moving != m0.moving)
-        usage_error("-x " + x, "gigareg uses one mask pair for all stages");
-    }
-    files.fixed_mask = m0.fixed;
-    files.moving_mask = m0.moving;
-  }
+  RegisterCommand command = parse_register_command(o.app->remaining());
+  RegistrationParams& p = command.params;
+  const RegistrationFiles& files = command.files;
 
   const int verbose = verbosity(o.verbose);
   const ProgressStyle style = progress_style(o.progress);
-  p.validate();
-  const std::string qc_path = o.no_qc ? "" : (!o.qc.empty() ? o.qc : out.prefix + "QC.png");
+  const std::string qc_path = o.no_qc ? "" : (!o.qc.empty() ? o.qc : files.output_prefix + "QC.png");
 
   // stderr: the progress display, and the library's messages printed through it so that they do
   // not break the bar. Declared before the sink guard: the sink refers to it.
@@ -312,11 +166,11 @@ int run_register(const RegisterOptions& o) {
     std::vector<std::string> extra;
     if (o.composite == 1) {
       const ItkAffine a = itk_affine(r);
-      const std::string forward = out.prefix + "Composite.h5";
+      const std::string forward = files.output_prefix + "Composite.h5";
       write_composite_transform(forward, a, &r.warp);
       extra.push_back(forward);
       if (r.warp.empty() || !r.inverse_warp.empty()) {
-        const std::string inverse = out.prefix + "InverseComposite.h5";
+        const std::string inverse = files.output_prefix + "InverseComposite.h5";
         write_inverse_composite_transform(inverse, a, &r.inverse_warp);
         extra.push_back(inverse);
       }
@@ -352,57 +206,12 @@ Command add_register_command(CLI::App& app) {
       "PREFIXInverseComposite.h5 with --write-composite-transform 1, and the QC picture\n"
       "PREFIXQC.png (fixed, warped and their checkerboard in three planes); apply them with\n"
       "  gigareg apply -i moving.nii.gz -r fixed.nii.gz -o out.nii.gz -t PREFIX1Warp.nii.gz -t PREFIX0GenericAffine.mat");
-  app.add_option("-d,--dimensionality", o->dimensionality, "image dimension (3)")->capture_default_str();
-  app.add_option("-o,--output", o->output,
-                 "PREFIX or [PREFIX,warped.nii.gz(,inverseWarped.nii.gz)]; a PREFIX ending in '/' "
-                 "writes into that directory")
-      ->required()
-      ->allow_extra_args(false);
-  app.add_option("-r,--initial-moving-transform", o->initial,
-                 "an affine file, [file,useInverse], or [fixed,moving,feature] with feature 0 "
-                 "(image centres), 1 (centres of mass), 2 (origins), 3 (moments: centres of mass "
-                 "and principal axes, a proper rotation)")
-      ->allow_extra_args(false);
-  app.add_option("-t,--transform", o->transforms,
-                 "a stage: Translation[g], Rigid[g], Affine[g], Greedy[g,sigmaGrad,sigmaWarp] "
-                 "(sigmas in voxels), GaussianDisplacementField[g,varGrad,varWarp] or "
-                 "SyN[g,varGrad,varWarp] (ANTs' variances in voxels^2). g: the step, in voxels "
-                 "of the level")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-m,--metric", o->metrics,
-                 "per stage: CC[fixed,moving,weight,radius], MI[fixed,moving,weight,bins] or "
-                 "MeanSquares[fixed,moving,weight]; with --preset: the moving image")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-c,--convergence", o->convergence,
-                 "per stage: [iterations per level,threshold,window], e.g. [100x70x50,1e-6,10]: "
-                 "a level stops when the slope of the last `window` normalised loss values is "
-                 "below threshold")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-f,--shrink-factors", o->shrink,
-                 "per stage: shrink factors per level, e.g. 4x2x1; with --preset: the fixed image")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-s,--smoothing-sigmas", o->sigmas,
-                 "per stage: Gaussian sigmas per level, e.g. 2x1x0vox (voxels) or 2x1x0mm / 2x1x0 (mm)")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("-x,--masks", o->masks, "[fixedMask,movingMask] or fixedMask (NULL for none); once, or once per stage")
-      ->expected(1)
-      ->take_all()
-      ->allow_extra_args(false);
-  app.add_option("--preset", o->preset, "short form: rigid, affine, greedy or syn (with -f/--fixed and -m/--moving)");
-  app.add_option("--fixed", o->fixed, "short form: the fixed image");
-  app.add_option("--moving", o->moving, "short form: the moving image");
-  app.add_option("--device", o->device, "cpu, cuda or auto (cuda when a GPU is available)")
-      ->capture_default_str();
+  app.footer(app.get_footer() + "\n\nRegistration options (parsed by the library, register_command.hpp):\n" +
+             register_command_help());
+  // The registration options are not declared here: CLI11 passes them through, in order, to
+  // parse_register_command.
+  app.allow_extras();
+  o->app = &app;
   o->verbose = app.add_option("-v,--verbose",
                               "stderr: 0 nothing but errors; not given: a progress bar per level "
                               "(iteration, loss, time left) and warnings; 1 (or -v alone): also "
@@ -416,35 +225,11 @@ Command add_register_command(CLI::App& app) {
                                 "their checkerboard through the centre of the fixed image, in "
                                 "axial, coronal and sagittal planes");
   app.add_flag("--no-qc", o->no_qc, "do not write the QC picture");
-  app.add_option("-n,--interpolation", o->interpolation, "interpolation of the warped output (Linear)")
-      ->capture_default_str();
-  app.add_option("--float", o->float_precision, "accepted for ANTs compatibility (gigareg computes in float32)");
-  app.add_option("--collapse-output-transforms", o->collapse, "accepted for ANTs compatibility (1)");
   app.add_option("--write-composite-transform", o->composite,
                  "1: also write PREFIXComposite.h5 (the affine and the warp as one ITK "
                  "CompositeTransform, fixed -> moving, for antsApplyTransforms -t) and "
                  "PREFIXInverseComposite.h5 (moving -> fixed); 0: do not")
       ->capture_default_str();
-  app.add_option("--use-histogram-matching", o->histogram_matching, "accepted for ANTs compatibility (0)");
-  app.add_option("--winsorize-image-intensities", o->winsorize, "accepted for ANTs compatibility ([0,1])")
-      ->allow_extra_args(false);
-  app.add_option("--field-optimizer", o->field_optimizer,
-                 "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or "
-                 "auto (adam for Greedy, gd for SyN and GaussianDisplacementField)");
-  app.add_option("--adam-moments", o->adam_moments,
-                 "storage of Adam's moments in deformable stages: bfloat16 (default; half the "
-                 "memory, float arithmetic) or float32");
-  app.add_option("--warp-extension", o->warp_extension,
-                 ".nii.gz (as ANTs) or .nii for prefix1Warp and prefix1InverseWarp (uncompressed: "
-                 "written at disk speed, for gigavoxel fields)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({".nii.gz", ".nii"}));
-  app.add_flag("--no-inverse-warp", o->no_inverse_warp,
-               "do not compute or write prefix1InverseWarp (nor the inverse warped image)");
-  app.add_option("--inverse-iterations", o->inverse_iterations,
-                 "fixed-point iterations of the inverse warp")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1000));
   return [o] { return run_register(*o); };
 }
 

@@ -119,7 +119,7 @@ TEST(Cli, BadOptionsGiveClearErrorsAndNonZeroExits) {
   };
   const Case cases[] = {
       {"register -o out/ --bogus", "bogus"},
-      {"register -t Affine[0.1]", "--output is required"},
+      {"register -t Affine[0.1]", "an output prefix is required"},
       {"register -o out/", "no stage given"},
       {"register -o out/ -t Foo[1] -m CC[a,b,1,2] -c 10 -f 1 -s 0", "unknown transform 'Foo'"},
       {"register -o out/ -t Affine[0.1] -m CC[a,b,1,2] -c [10x5,1e-6,5] -f 2 -s 1x0vox", "must agree"},
