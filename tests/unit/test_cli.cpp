@@ -4,7 +4,7 @@
 // grammar) turns back into the warped image.
 //
 // The tool is found through $GIGAREG_CLI, else the compile definition GIGAREG_CLI_PATH (when the
-// build sets it), else next to this test in the build tree (<build>/examples/gigareg); the tests
+// build sets it), else next to this test in the build tree (<build>/tools/gigareg); the tests
 // skip with a message when it is not built.
 #include <gtest/gtest.h>
 
