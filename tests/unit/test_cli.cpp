@@ -206,3 +206,26 @@ TEST_F(CliFiles, PresetShortForm) {
   EXPECT_FALSE(fs::exists(out + "1Warp.nii.gz"));
   EXPECT_NE(r.all().find("Affine"), std::string::npos) << r.all();
 }
+
+// -v 1 logs the run as a command (register_command.hpp); running that command again writes the
+// same bytes: the printed command is the whole registration, presets written out stage by stage.
+TEST_F(CliFiles, LoggedCommandRepeatsTheRun) {
+  REQUIRE_CLI();
+  const std::string first = (dir / "logged_a").string() + "/", second = (dir / "logged_b").string() + "/";
+  const ToolRun r = run("register -f " + fixed + " -m " + moving + " -o " + first +
+                        " --preset affine --device cpu --no-qc -v 1");
+  ASSERT_EQ(r.rc, 0) << r.all();
+  const std::string tag = "command: gigareg register ";
+  const std::size_t at = r.err.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  std::string args = r.err.substr(at + tag.size(), r.err.find('\n', at) - at - tag.size());
+  EXPECT_EQ(args.find("--preset"), std::string::npos) << args;  // the stages written out
+  for (std::size_t p = args.find(first); p != std::string::npos; p = args.find(first, p + second.size()))
+    args.replace(p, first.size(), second);
+  const ToolRun again = run("register " + args + " --no-qc -v 0");
+  ASSERT_EQ(again.rc, 0) << args << "\n" << again.all();
+  for (const char* file : {"0GenericAffine.mat", "Warped.nii.gz"}) {
+    ASSERT_TRUE(fs::exists(second + file)) << file;
+    EXPECT_EQ(gigareg::test::slurp(first + file), gigareg::test::slurp(second + file)) << file;
+  }
+}
