@@ -9,7 +9,7 @@ tar -xzf .devsys/deps.tar.gz -C / --no-same-owner
 export LD_LIBRARY_PATH=/opt/itk/lib:/opt/gdeps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 build=/tmp/gigareg-build
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=ON -DGIGAREG_BUILD_TESTS=OFF \
+  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TOOLS=ON -DGIGAREG_BUILD_TESTS=OFF \
   -DGIGAREG_BUILD_BENCHMARKS=OFF -DGIGAREG_DISTRIBUTED=ON > /tmp/configure.log 2>&1 || { tail -30 /tmp/configure.log; exit 1; }
 cmake --build $build --target gigareg_cli -j"$(nproc)" > /tmp/build.log 2>&1 || { grep error /tmp/build.log | head; exit 1; }
 d=$root/.devsys/data/brain_labelled
