@@ -32,7 +32,7 @@ t0=$(date +%s)
 [[ -f $build/.ab_dirty ]] && touch "$(cat $build/.ab_dirty)" && rm -f $build/.ab_dirty
 cmake -S . -B $build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCMAKE_CUDA_FLAGS=-lineinfo -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" \
-  -DGIGAREG_BUILD_EXAMPLES=OFF -DGIGAREG_DISTRIBUTED=OFF > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+  -DGIGAREG_BUILD_TOOLS=OFF -DGIGAREG_BUILD_EXAMPLES=OFF -DGIGAREG_DISTRIBUTED=OFF > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 targets="bench_ops bench_copy $(cd tests/cuda && ls test_*.cpp | sed 's/\.cpp$//' | tr '\n' ' ')"
 cmake --build $build -j16 --target $targets > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
 echo "build ok in $(( $(date +%s) - t0 )) s"

@@ -24,7 +24,7 @@ date -u +%Y-%m-%dT%H:%MZ | tee "$out/date.txt"
 
 build=/tmp/gigareg-accuracy
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=OFF -DGIGAREG_DISTRIBUTED=OFF \
+  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TOOLS=OFF -DGIGAREG_BUILD_EXAMPLES=OFF -DGIGAREG_DISTRIBUTED=OFF \
   -DGIGAREG_BUILD_BENCHMARKS=OFF -DGIGAREG_SHARED_DATA="$root/.devsys/data" > "$out/configure.log" 2>&1 \
   || { tail -40 "$out/configure.log"; exit 1; }
 cmake --build $build --target test_accuracy_brain test_accuracy_multimodal -j16 > "$out/build.log" 2>&1 \

@@ -24,11 +24,11 @@ ngpu=$(nvidia-smi -L | wc -l)
 build=/tmp/gigareg-build
 data=$root/.devsys/data
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=ON -DGIGAREG_DISTRIBUTED=ON \
+  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TOOLS=ON -DGIGAREG_DISTRIBUTED=ON \
   -DGIGAREG_SHARED_DATA="$data" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 cmake --build $build -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -40; exit 1; }
 echo "build ok"
-cli=$build/examples/gigareg
+cli=$build/tools/gigareg
 mpi="mpirun --allow-run-as-root --oversubscribe"
 
 status=0

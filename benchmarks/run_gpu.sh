@@ -21,7 +21,7 @@ git rev-parse --short HEAD 2>/dev/null | tee "$out/commit.txt" || true
 
 build=/tmp/gigareg-build
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=ON -DGIGAREG_DISTRIBUTED=ON \
+  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TOOLS=ON -DGIGAREG_DISTRIBUTED=ON \
   -DGIGAREG_SHARED_DATA="$root/.devsys/data" > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 cmake --build $build -j16 > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -40; tail -20 "$out/build.log"; exit 1; }
 echo "build ok"

@@ -37,10 +37,10 @@ ngpu=$(nvidia-smi -L | wc -l)
 build=${BUILD:-/tmp/gigareg-multigpu-build}  # BUILD: reuse a configured build folder
 t0=$(date +%s)
 cmake -S . -B $build -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_EXAMPLES=ON -DGIGAREG_DISTRIBUTED=ON \
+  -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TOOLS=ON -DGIGAREG_DISTRIBUTED=ON \
   -DGIGAREG_BUILD_TESTS=OFF -DGIGAREG_BUILD_BENCHMARKS=OFF > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build $build --target gigareg_cli -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
-cli=$build/examples/gigareg
+cli=$build/tools/gigareg
 echo "build ok ($(( $(date +%s) - t0 )) s)"
 mpi="mpirun --allow-run-as-root --oversubscribe --bind-to none"
 

@@ -4,90 +4,24 @@
 //
 // Two kernels. lncc_box_kernel (box window, exact gradient, H <= 2, F and W with the same x-y
 // strides: the default 5^3 LNCC) is the fast path; lncc_kernel handles everything else
-// (Gaussian windows, H > 2, ANTs' approximation, the value only).
-//
-// lncc_box_kernel. A block (384 threads, two per SM) owns an output tile of 32 x 24 columns and
-// a segment of z: the tile's whole z extent, or a part of it for the tiles left over after the
-// full rounds of resident blocks, or a chunk of 8..64 planes (the cheapest of these by a cost
-// model; see lncc_box_kernel and box_schedule); it marches along z.
-// Iteration i handles window-centre plane zc and completes output plane zg = zc - H:
-//   A. Z[5][R2] (R2: tile grown by 2H): running z-window sums of (F, W, FF, WW, FW) over shifted
-//      intensities; each thread owns fixed positions of Z's rows (consecutive threads,
-//      consecutive words: no bank conflicts), adds plane zc + H and subtracts plane
-//      zc - H - 1 (re-read from L2). No barrier between steps. The loads of step i + 1 (and
-//      those of the output plane's F and W, used in E) are issued before stage E of step i, so
-//      they land while E runs, and are first used at the top of step i + 1. In an interior tile
-//      (R2 inside the valid inputs in x and y, about 80% of the tiles at 512^3) with both planes
-//      valid, these loads (and E's stores) carry no per-column or per-row test: a pad column of
-//      Z (never read) takes its row's last column so that every position has a valid offset.
-//   B. x pass (lane = row, float4 loads): XZ over R2 rows x R1 columns (R1: tile grown by H).
-//      Meanwhile the last warp (idle in B) writes the block's loss partial of the previous
-//      centre plane (after the loop for the last one): off the critical path of stage D.
-//   C. y pass (4 centres per thread, running sums), cc and the adjoint coefficients (a, b, c) at
-//      the R1 centres (zero outside the centre box, the grid or the mask, branch-free); -cc of
-//      the owned centres is reduced per warp, then per block in warp order (one partial per
-//      slice and tile). 1 / n comes from a table of +-1 / (n_x n_y) (0: no centre, which makes
-//      every coefficient an exact 0; negative: owned in x and y) times 1 / n_z; with a normal
-//      eps the reciprocal of D is the bare hardware reciprocal (LnccFastRecip: same results,
-//      4 instructions fewer).
-//   D. x pass of (a, b, c) (lane = row, float4 loads).
-//   E. y pass of (a, b, c) at each thread's two outputs, then the z sum through 2H register
-//      accumulators per quantity and output (acc[j] += v, shifted each plane, no ring), and
-//      grad(zg) = A F + B W + C with F, W of plane zg loaded at the start of the iteration.
-// Staged inputs (lncc_box_kernel<2, true, true>: views whose rows, planes and tile input boxes
-// start at 16-byte boundaries, on sm_90): TMA copies step i + 1's four planes (F and W of the
-// added and the removed plane, each the R2 box of one plane) into shared memory while step i
-// runs, completing on an mbarrier, and warps 0-3 apply them to Z (runs of 4 positions) during
-// stage C of step i, which runs on warps 4-11: Z is read only by stage B. Stage A leaves the
-// critical path, and with it the 16 loads per thread in flight across stage E and their
-// addressing. The next copy is issued after the barrier that ends stage C (every thread is done
-// with the staged planes). Each thread of warps 0-3 takes 10 positions (two runs of 4, one of 2:
-// no warp does a third run of 4 while the others wait). These are the lowest warps: the
-// scheduler favours them, and the barrier after stage C waits for them (1-2% faster than on
-// warps 8-11). Stage E's F and W of the output plane come the same way (the output tile, copied
-// after the step's first barrier, waited for just before use): 4 registers fewer through the
-// step and no spills. Same arithmetic in the same order as the register path: bit-identical
-// results. 512^3 on the H100: 2.07-2.10 ms against 2.28 (docs/benchmarks.md, round 9).
-// Four barriers per centre plane. Pitches: rows read with 16-byte loads have pitches of 4 (mod
-// 8) floats, or (40 floats: Z for H = 2, XZ, ABC and NXY) 4 pad floats after every 4 rows; the
-// latter also puts the two segments a warp of stage C may span in consecutive banks.
-// Stage C takes 4 centres per thread on 8 warps: against 3 centres on all 12 warps over rows of
-// 44 floats, 6% fewer shared wavefronts and no padded centre rows, but only 0.5-1% less time.
-// Measured and not kept: stage C with 4 centres per thread
-// from a transposed XZ (two 16-byte loads per quantity) on 8 warps while the other 4 warps
-// update half of Z for the next step (2.8-3.3 ms instead of 2.6: the Z update then waits for
-// its loads or, staged with 4-byte cp.async, costs 4.5 shared wavefronts per copy; with the
-// loads in registers across stage B it spills).
-//
-// lncc_kernel. A block (512 threads for H <= 2, else 256) owns an output tile of 32 x TY columns
-// (TY = 16 for H <= 2, else 8) of the owned box and a chunk of z (at most 64 planes); it marches
-// along z one window-centre plane zc at a time. Per-block tables (in-plane offsets of the tile's
-// columns, window weight totals) are built once; the tile geometry is a compile-time constant
-// per H.
-//   1. Z sums (shared Z[5][R2]): for every column of the tile grown by 2H (R2), the z-window
-//      sums of (F, W, FF, WW, FW) at plane zc. Box window: running sums (add plane zc + H,
-//      subtract plane zc - H - 1, the latter re-read from global memory, where L1/L2 still hold
-//      it); Gaussian: the direct weighted sum over 2H + 1 planes. Intensities are shifted by the
-//      tile's first owned F and W values (cc is shift-invariant): float keeps more digits.
-//   2. x pass (XZ[5], tile grown by H in x, by 2H in y) and 3. y pass (S[5], tile grown by H):
-//      a work item is (quantity, row or column, segment): SEG + 2H inputs go to registers and the
-//      SEG outputs are running sums (box) or 2H + 1 products each (Gaussian).
-//   4. At every centre of the tile grown by H: cc and the adjoint coefficients (a, b, c) of -cc
-//      (zero for a centre outside the grid, outside owned grown by H, or unmasked); -cc of the
-//      owned centres is summed per block in a fixed order (one partial per slice and tile).
-//      ANTs' approximation writes its gradient here, at the centre, and stops.
-//   5. x pass and 6. y pass of (a, b, c) onto the tile; the result goes into a ring of 2H + 1
-//      planes in shared memory.
-//   7. Once the ring holds planes zg - H .. zg + H (zg = zc - H), the z pass gives (A, B, C) and
-//      grad(zg) = A F + B W + C, reading F and W of the output plane once more (L2 hits).
-// Borders (both kernels): inputs are read only inside owned grown by the halo (2H, or H for
-// ANTs / value only) and clipped to the grid; everything outside is zero, which is the clipped
-// window. Centres outside owned grown by H contribute nothing (their sums would be incomplete).
-// Precision: float sums over shifted intensities; the running z sums accumulate a few ulps over
-// a segment (lncc_kernel: at most 64 planes; the box kernel: up to a tile's whole z extent, the
-// gradient's normwise error against the double CPU reference 1.4e-6 over 1400 planes, 5.9e-7 in
-// chunks of 64: LossCuda.LnccLongSegmentsKeepPrecision). The per-slice loss partial is the sum
-// over tiles in a fixed order (per-lane strided sums, then a shuffle tree).
+// (Gaussian windows, H > 2, ANTs' approximation, the value only). Both march along z one
+// window-centre plane at a time over a tile of columns, so that every input plane is read from
+// DRAM about once and the window sums are running sums, not recomputed per centre:
+//   z sums of (F, W, FF, WW, FW) over the tile grown by 2H -> x pass -> y pass -> cc and the
+//   adjoint coefficients (a, b, c) at the centres -> x and y passes of (a, b, c) -> z sum ->
+//   grad = A F + B W + C on the output plane H behind the centre plane.
+// The box kernel's shape (tile and block sizes, which warps do what, TMA-staged input planes,
+// padded shared rows) was chosen by measurement: docs/benchmarks.md ("LNCC kernels, stage by
+// stage", and the rounds under "LNCC") says what each stage does, why, and what was tried and
+// dropped; read it before changing the schedule. The staged and register paths do the same
+// arithmetic in the same order: bit-identical results.
+// Borders: inputs are read only inside owned grown by the halo (2H, or H for ANTs / value only)
+// and clipped to the grid; everything outside is zero, which is the clipped window. Centres
+// outside owned grown by H contribute nothing (their sums would be incomplete).
+// Precision: float sums over intensities shifted by the tile's first owned F and W (cc is
+// shift-invariant); the running z sums accumulate a few ulps over a segment (tested over 1400
+// planes: LossCuda.LnccLongSegmentsKeepPrecision). The per-slice loss partial is the sum over
+// tiles in a fixed order.
 
 #include <algorithm>
 #include <atomic>

@@ -11,4 +11,4 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then 
 echo "run-demo: building the gigareg tool (preset $preset)"
 cmake --preset "$preset" > /dev/null
 cmake --build --preset "$preset" -j "$(nproc)" --target gigareg_cli
-exec "build/$preset/examples/gigareg" demo --output out/demo "$@"
+exec "build/$preset/tools/gigareg" demo --output out/demo "$@"

@@ -13,7 +13,7 @@
 
 namespace gigareg::test {
 
-/// The tool: $GIGAREG_CLI, else the build's (GIGAREG_CLI_PATH), else examples/gigareg next to the
+/// The tool: $GIGAREG_CLI, else the build's (GIGAREG_CLI_PATH), else tools/gigareg next to the
 /// test's own directory; empty when none exists.
 inline std::string cli_path() {
   namespace fs = std::filesystem;
@@ -24,7 +24,7 @@ inline std::string cli_path() {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
-  const fs::path candidate = self.parent_path().parent_path() / "examples" / "gigareg";
+  const fs::path candidate = self.parent_path().parent_path() / "tools" / "gigareg";
   return fs::exists(candidate) ? candidate.string() : std::string();
 }
 
@@ -48,14 +48,14 @@ struct ToolRun {
   std::string all() const { return out + err; }
 };
 
-/// Runs the tool with `args` (already quoted where needed), stdout and stderr captured
+/// Runs `program` with `args` (already quoted where needed), stdout and stderr captured
 /// separately (stderr is a file, not a terminal).
-inline ToolRun run_cli(const std::string& args) {
+inline ToolRun run_program(const std::string& program, const std::string& args) {
   namespace fs = std::filesystem;
   static int counter = 0;
   const std::string stem = (fs::temp_directory_path() / ("gigareg_cli_" + std::to_string(::getpid()) + "_" +
                                                          std::to_string(counter++))).string();
-  const std::string cmd = quote(cli_path()) + " " + args + " > " + quote(stem + ".out") + " 2> " + quote(stem + ".err");
+  const std::string cmd = quote(program) + " " + args + " > " + quote(stem + ".out") + " 2> " + quote(stem + ".err");
   const int status = std::system(cmd.c_str());
   ToolRun r;
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -65,6 +65,9 @@ inline ToolRun run_cli(const std::string& args) {
   fs::remove(stem + ".err");
   return r;
 }
+
+/// Runs the gigareg tool with `args`.
+inline ToolRun run_cli(const std::string& args) { return run_program(cli_path(), args); }
 
 }  // namespace gigareg::test
 

@@ -53,9 +53,9 @@ std::size_t size_of(PixelType type);    // bytes per value
 bool is_integer(PixelType type);
 
 /// The deflate level of every .nii.gz gigareg writes from now on, in this process: 0 (stored, no
-/// compression) to 12 (smallest, slowest), libdeflate's scale. Default 1: the fastest level,
-/// about 2.5x faster than 6 for 5% larger displacement fields (docs/io.md). InvalidArgument
-/// outside 0-12. Thread-safe; writes already under way keep their level.
+/// compression) to 12 (smallest, slowest), libdeflate's scale. Default 1: the fastest level;
+/// float displacement fields compress little at any level (docs/io.md has the measurements).
+/// InvalidArgument outside 0-12. Thread-safe; writes already under way keep their level.
 void set_compression_level(int level);
 int compression_level();
 

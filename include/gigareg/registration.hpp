@@ -10,10 +10,10 @@
 // field on the fixed grid (deformable stages). That is antsApplyTransforms' order for
 // `-t prefix1Warp.nii.gz -t prefix0GenericAffine.mat`, and the warp op's T(x) = A(x + u(x)).
 //
-// The CLI (`gigareg register`, `gigareg apply`) only parses antsRegistration / antsApplyTransforms
-// options into the structs below (the parsers of that grammar live in namespace ants, so an
-// embedding program can accept the same strings); the library does the work. docs/registration.md
-// describes the algorithm, the parameters and the output files.
+// The command line of `gigareg register` is parsed into the structs below, and printed back, by
+// gigareg/register_command.hpp; the parsers of single antsRegistration / antsApplyTransforms
+// option values live in namespace ants below, so an embedding program accepts the same strings.
+// docs/registration.md describes the algorithm, the parameters and the output files.
 
 #include <chrono>
 #include <functional>

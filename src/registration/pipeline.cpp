@@ -16,6 +16,7 @@
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/warp.hpp"
+#include "gigareg/register_command.hpp"
 #include "registration/internal.hpp"
 
 namespace gigareg {
@@ -394,6 +395,12 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   params.validate();
   if (files.output_prefix.empty())
     throw_error(ErrorKind::InvalidArgument, "output prefix", "no output prefix given");
+  // How to repeat this run (register_command.hpp); parameters set through the API may hold more
+  // than the command line can say, and the line says so.
+  log(LogLevel::Info, "command: " + format_register_command(params_in, files) +
+                          (register_command_reproduces(params_in, files)
+                               ? std::string()
+                               : " (not exact: the parameters hold settings that no option sets)"));
   // Every process reads only the planes it needs (one process: the whole images).
   const Partition& part = partition != nullptr ? *partition : single_process();
   PhaseClock clock;

@@ -2,8 +2,9 @@
 // every rank when any rank sees no device). Run with one rank per GPU:
 //   mpirun -np P dist_tests --gtest_filter='DistNccl*'
 // Communicator results are exact (integer-valued and dyadic data), halo exchanges bitwise; the
-// sharded CUDA ops are compared with the single-process CPU reference within the CUDA ops'
-// stated tolerances (loss 1e-5, gradients 1e-4 normwise), the Mattes histogram exactly.
+// registration's sharded path on CUDA is compared with the single-process CPU reference within
+// the CUDA ops' stated tolerances (loss 1e-5, gradients 1e-4 normwise), ranges and max-norms
+// exactly.
 
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
@@ -13,12 +14,15 @@
 #include <memory>
 #include <vector>
 
-#include "gigareg/distributed/sharded_ops.hpp"
+#include "gigareg/distributed/halo.hpp"
+#include "gigareg/distributed/partition.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/memory.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/optim.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "mpi_test.hpp"
+#include "registration/internal.hpp"
 #include "test_util.hpp"
 
 namespace gigareg::dist {
@@ -105,74 +109,77 @@ TEST_F(DistNccl, DeviceHaloExchangeAndGatherBitwise) {
   EXPECT_ALL_RANKS(c.rank() != 0 || bitwise_equal(to_host(gathered), whole, whole.box()));
 }
 
-TEST_F(DistNccl, ShardedCudaOpsMatchTheCpuReference) {
-  Communicator& c = *nccl_;
+/// The registration's sharded path on CUDA: a ShardPartition over NCCL fills the halos and
+/// combines the global numbers; reg::Metric, reg::global_range and reg::global_max_norm as
+/// register_images calls them. Compared with one CPU process.
+TEST_F(DistNccl, ShardedCudaPathMatchesTheCpuReference) {
+  const ShardPartition part(*nccl_);
   const Geometry g = oblique_geometry({40, 36, 48});
-  const Shard shard(kGpu, c, g.size);
-  const Box own = shard.owned();
+  const Box own = part.owned(g.size);
   const Volume<float> fixed = random_smooth_volume(g, 81, 1.0, 0.2, 2.0);
   Volume<float> warped = random_smooth_volume(g, 82, 1.0, -0.1, 2.0);
   const Volume<float> noise = random_volume(g, 83, -0.2, 0.2);
   for (index_t e = 0; e < g.voxel_count(); ++e)
     warped.data()[e] = 0.7f * fixed.data()[e] + 0.5f * warped.data()[e] + noise.data()[e];
   const Volume<float> mask = random_smooth_volume(g, 84, 1.0, 0.6);
+  // A device shard of `whole` with `halo` around the owned slab, filled by the partition.
+  auto device_shard = [&](const Volume<float>& whole, Index3 halo) {
+    Volume<float> v = to_device(poisoned_shard(whole, part.halo_box(g.size, halo), own));
+    part.exchange_halos({&v}, halo);
+    return v;
+  };
 
-  // LNCC, exact gradient, with a mask.
-  LnccParams q;
-  std::vector<double> part(std::size_t(g.size.z) * kLossTerms);
-  Volume<float> ref_grad(g);
-  gigareg::lncc_loss(kCpu, fixed.view(), warped.view(), mask.view(), whole_box(g), q,
-                     {part.data(), g.size.z, kLossTerms}, ref_grad.view());
-  const LossValue ref = gigareg::reduce_loss(kCpu, {part.data(), g.size.z, kLossTerms});
-  Volume<float> f = to_device(poisoned_shard(fixed, shard.halo_box(lncc_image_halo(q)), own));
-  Volume<float> w = to_device(poisoned_shard(warped, shard.halo_box(lncc_image_halo(q)), own));
-  Volume<float> m = to_device(poisoned_shard(mask, shard.halo_box(lncc_mask_halo(q)), own));
-  Volume<float> grad(g, own, 1, MemorySpace::Device);
-  const LossValue v = lncc_loss(shard, f, w, &m, q, grad.view());
-  EXPECT_ALL_RANKS(rel(v.value(), ref.value()) < 1e-5 && v.count == ref.count);
-  EXPECT_ALL_RANKS(max_rel_error(to_host(grad), ref_grad, own) < 1e-4);
+  // CC with a mask, then MI: histogram-exact ranges, value and gradient within tolerance.
+  MetricParams cc, mi;
+  cc.type = MetricType::CC;
+  cc.radius = 2;
+  mi.type = MetricType::MI;
+  for (const MetricParams& m : {cc, mi}) {
+    const bool use_mask = m.type == MetricType::CC;
+    const IntensityRange fr1 = reg::global_range(kCpu, single_process(), fixed.view(),
+                                                 use_mask ? mask.view() : VolumeView<const float>{}, whole_box(g));
+    const IntensityRange wr1 = reg::global_range(kCpu, single_process(), warped.view(), {}, whole_box(g));
+    Volume<float> w1 = poisoned_shard(warped, whole_box(g), whole_box(g));
+    Volume<float> ref_grad(g);
+    reg::Metric one(kCpu, single_process(), m, g, whole_box(g), fr1, wr1);
+    one.launch(fixed.view(), w1, use_mask ? mask.view() : VolumeView<const float>{}, ref_grad.view());
+    const LossValue ref = one.value();
 
-  // Mattes MI: histogram exactly the CPU one, value and gradient within tolerance.
-  MattesParams mp;
-  const Volume<float> fo = to_device(extract_box(fixed, own)), wo = to_device(extract_box(warped, own));
-  const IntensityRange fr = intensity_range(shard, fo.view(), {}), wr = intensity_range(shard, wo.view(), {});
-  mp.fixed_min = float(fr.min);
-  mp.fixed_max = float(fr.max);
-  mp.moving_min = float(wr.min);
-  mp.moving_max = float(wr.max);
-  std::vector<std::int64_t> ref_hist(std::size_t(mp.bins * mp.bins));
-  gigareg::mattes_histogram(kCpu, fixed.view(), warped.view(), {}, whole_box(g), mp,
-                            {ref_hist.data(), mp.bins});
-  double ref_mi[2];
-  Volume<float> ref_mi_grad(g);
-  gigareg::mattes_mi(kCpu, fixed.view(), warped.view(), {}, whole_box(g), mp, {ref_mi, 1, kLossTerms},
-                     ref_mi_grad.view());
-  std::vector<std::int64_t> hist;
-  Volume<float> mi_grad(g, own, 1, MemorySpace::Device);
-  const LossValue mi = mattes_mi(shard, fo.view(), wo.view(), {}, mp, mi_grad.view(), &hist);
-  EXPECT_ALL_RANKS(hist == ref_hist);
-  EXPECT_ALL_RANKS(rel(mi.value(), LossValue{ref_mi[0], ref_mi[1]}.value()) < 1e-5);
-  EXPECT_ALL_RANKS(max_rel_error(to_host(mi_grad), ref_mi_grad, own) < 1e-4);
+    const Index3 image_halo = reg::metric_image_halo(m);
+    const Volume<float> f = device_shard(fixed, image_halo);
+    const Volume<float> mk = device_shard(mask, reg::metric_mask_halo(m));
+    const VolumeView<const float> mv = use_mask ? mk.view() : VolumeView<const float>{};
+    const Volume<float> wo = to_device(extract_box(warped, own));
+    const IntensityRange fr = reg::global_range(kGpu, part, f.view(), mv, own);
+    const IntensityRange wr = reg::global_range(kGpu, part, wo.view(), {}, own);
+    EXPECT_ALL_RANKS(fr.min == fr1.min && fr.max == fr1.max && wr.min == wr1.min && wr.max == wr1.max);
+    reg::Metric sharded(kGpu, part, m, g, own, fr, wr);
+    Volume<float> w = to_device(poisoned_shard(warped, part.halo_box(g.size, image_halo), own));
+    Volume<float> grad(g, own, 1, MemorySpace::Device);
+    sharded.launch(f.view(), w, mv, grad.view());
+    const LossValue v = sharded.value();
+    EXPECT_ALL_RANKS(rel(v.value(), ref.value()) < 1e-5 && v.count == ref.count);
+    EXPECT_ALL_RANKS(max_rel_error(to_host(grad), ref_grad, own) < 1e-4);
+  }
 
-  // Smoothing a field, then the compositive update with its displacement halo.
+  // Smoothing a field, then the compositive update with the displacement's halo.
   const Volume<float> u = random_smooth_field(g, 85, 2.0, 2.0), vfield = random_smooth_field(g, 86, 3.0, 2.0);
   const Vec3d sigma{1.0, 1.0, 1.0};
   Volume<float> ref_s(g, 3);
   gigareg::gaussian_smooth(kCpu, u.view(), ref_s.view(), sigma, whole_box(g));
-  Volume<float> us = to_device(poisoned_shard(u, shard.halo_box(smoothing_halo(sigma)), own));
+  const Volume<float> us = device_shard(u, gaussian_radii(sigma));
   Volume<float> smoothed(g, own, 3, MemorySpace::Device);
-  gaussian_smooth(shard, us, smoothed.view(), sigma);
+  gigareg::gaussian_smooth(kGpu, us.view(), smoothed.view(), sigma, own);
   EXPECT_ALL_RANKS(max_rel_error(to_host(smoothed), ref_s, own) < 1e-5);
   Volume<float> ref_c(g, 3);
   gigareg::compose_fields(kCpu, vfield.view(), g, u.view(), g, ref_c.view(), whole_box(g));
   const Volume<float> vo = to_device(extract_box(vfield, own));
-  Volume<float> uo = to_device(extract_box(u, own));
+  const double bound = reg::global_max_norm(kGpu, part, vo, own);
+  EXPECT_ALL_RANKS(bound == reg::global_max_norm(kCpu, single_process(), vfield, whole_box(g)));
+  const Volume<float> uh = device_shard(u, reg::displacement_halo(g, bound));
   Volume<float> composed(g, own, 3, MemorySpace::Device);
-  compose_fields(shard, vo.view(), g, uo, composed.view());
+  gigareg::compose_fields(kGpu, vo.view(), g, uh.view(), g, composed.view(), own);
   EXPECT_ALL_RANKS(max_rel_error(to_host(composed), ref_c, own) < 1e-5);
-  std::vector<double> np(std::size_t(g.size.z));
-  gigareg::max_norm_partials(kCpu, vfield.view(), whole_box(g), {np.data(), g.size.z, 1});
-  EXPECT_ALL_RANKS(max_norm(shard, vo.view()) == gigareg::reduce_slices_max(kCpu, {np.data(), g.size.z, 1}));
 }
 
 }  // namespace

@@ -1,9 +1,12 @@
-// Sharded ops against the single-process ops on the whole volume (CPU backend, MPI host
-// communicator): per-voxel outputs on each rank's owned slab bitwise equal, global loss values
-// and counts bitwise equal, the Mattes joint histogram identical. With P = 1 this is the
-// invariant "one rank is the single process"; with P = 2, 3, 4 it is the sharding invariant.
-// Every rank also computes the whole-volume reference (small volumes), so each rank checks its
-// own slab, and all ranks agree on the outcome.
+// The ops as the sharded registration runs them (CPU backend, MPI host communicator): a
+// ShardPartition owns each rank's z-slab and fills the halos the registration asks for
+// (reg::metric_image_halo and metric_mask_halo, reg::displacement_halo, gaussian_radii), and the
+// registration's own pieces combine the global numbers (reg::Metric for the losses,
+// reg::global_range, reg::global_max_norm, Partition::gather_slices). Per-voxel outputs on each
+// rank's owned slab must equal the single process's bitwise, and so must global values and the
+// Mattes joint histogram. With P = 1 this is the invariant "one rank is the single process"; with
+// P = 2, 3, 4 it is the sharding invariant. Every rank also computes the single-process reference
+// (small volumes), checks its own slab, and all ranks agree on the outcome.
 
 #include <gtest/gtest.h>
 
@@ -12,11 +15,14 @@
 #include <cstring>
 #include <vector>
 
-#include "gigareg/distributed/sharded_ops.hpp"
+#include "gigareg/distributed/halo.hpp"
+#include "gigareg/distributed/partition.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/optim.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "mpi_test.hpp"
+#include "registration/internal.hpp"
 #include "test_util.hpp"
 
 namespace gigareg::dist {
@@ -29,6 +35,7 @@ using gigareg::test::poison;
 using gigareg::test::random_smooth_field;
 using gigareg::test::random_smooth_volume;
 using gigareg::test::random_volume;
+using gigareg::test::whole_box;
 using test::poisoned_shard;
 using test::world;
 
@@ -38,15 +45,6 @@ bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; 
 bool same_bits(const LossValue& a, const LossValue& b) {
   return same_bits(a.sum, b.sum) && same_bits(a.count, b.count);
 }
-
-/// Whole-volume loss partials summed by reduce_slices (the single-process number).
-struct WholeLoss {
-  explicit WholeLoss(index_t nz) : partials(std::size_t(nz) * kLossTerms), slices(nz) {}
-  SlicePartials view() { return {partials.data(), slices, kLossTerms}; }
-  LossValue value() { return gigareg::reduce_loss(kCpu, view()); }
-  std::vector<double> partials;
-  index_t slices;
-};
 
 /// Images for the loss tests: smooth plus noise (so windows are not degenerate), a mask with
 /// holes, sized so that each of 4 ranks owns several slices.
@@ -67,224 +65,161 @@ Images make_images(std::uint64_t seed) {
   return im;
 }
 
+/// What a process of the registration holds of `whole` before an op that reads `halo` around
+/// its slab: the owned voxels, the halo filled by the partition (NaN before the exchange, so a
+/// voxel the exchange misses shows).
+Volume<float> shard_with_halo(const Partition& part, const Volume<float>& whole, Index3 halo) {
+  const Index3 n = whole.geometry().size;
+  Volume<float> v = poisoned_shard(whole, part.halo_box(n, halo), part.owned(n));
+  part.exchange_halos({&v}, halo);
+  return v;
+}
+
 // -------------------------------------------------------------------------------------------
 TEST(DistOps, GaussianSmoothingScalarAndFieldBitwise) {
-  Communicator& c = world();
+  const ShardPartition part(world());
   const Geometry g = oblique_geometry({26, 22, 40});
-  const Shard shard(kCpu, c, g.size);
+  const Box own = part.owned(g.size);
   for (int components : {1, 3}) {
     const Volume<float> whole = components == 1 ? random_volume(g, 11, -1, 1)
                                                 : random_smooth_field(g, 12, 2.0, 3.0);
     const Vec3d sigma{1.2, 0.8, 1.5};  // radii 4, 3, 5
     Volume<float> ref(g, components);
-    gigareg::gaussian_smooth(kCpu, whole.view(), ref.view(), sigma, gigareg::test::whole_box(g));
-    const Index3 halo = smoothing_halo(sigma);
+    gigareg::gaussian_smooth(kCpu, whole.view(), ref.view(), sigma, whole_box(g));
+    const Index3 halo = gaussian_radii(sigma);
     EXPECT_EQ(halo.z, 5);
-    Volume<float> in = poisoned_shard(whole, shard.halo_box(halo), shard.owned());
-    Volume<float> out(g, shard.owned(), components);
+    const Volume<float> in = shard_with_halo(part, whole, halo);
+    Volume<float> out(g, own, components);
     poison(out);
-    gaussian_smooth(shard, in, out.view(), sigma);
-    EXPECT_ALL_RANKS(bitwise_equal(out, ref, shard.owned()));
+    gigareg::gaussian_smooth(kCpu, in.view(), out.view(), sigma, own);
+    EXPECT_ALL_RANKS(bitwise_equal(out, ref, own));
   }
 }
 
-TEST(DistOps, MeanSquaresLossAndGradientBitwise) {
-  Communicator& c = world();
+/// The stage metric of every type, with and without a mask, sharded against one process: the
+/// registration's reg::Metric on both sides, so the loss path (halo exchange of the warped
+/// image, gathered slice partials, the all-reduced MI histogram) is the one register_images runs.
+TEST(DistOps, StageMetricsMatchOneProcessBitwise) {
+  const ShardPartition part(world());
   const Images im = make_images(21);
-  const Shard shard(kCpu, c, im.g.size);
-  for (bool use_mask : {false, true}) {
-    const VolumeView<const float> mw = use_mask ? im.mask.view() : VolumeView<const float>{};
-    WholeLoss whole(im.g.size.z);
-    Volume<float> ref(im.g);
-    gigareg::mse_loss(kCpu, im.fixed.view(), im.warped.view(), mw, gigareg::test::whole_box(im.g),
-                      whole.view(), ref.view());
-    const Box own = shard.owned();
-    const Volume<float> f = extract_box(im.fixed, own), w = extract_box(im.warped, own),
-                        m = extract_box(im.mask, own);
-    Volume<float> grad(im.g, own, 1);
-    poison(grad);
-    const LossValue v = mse_loss(shard, f.view(), w.view(),
-                                 use_mask ? m.view() : VolumeView<const float>{}, grad.view());
-    EXPECT_ALL_RANKS(same_bits(v, whole.value()));
-    EXPECT_ALL_RANKS(bitwise_equal(grad, ref, own));
-  }
-}
-
-TEST(DistOps, LnccLossAndExactGradientBitwise) {
-  Communicator& c = world();
-  const Images im = make_images(31);
-  const Shard shard(kCpu, c, im.g.size);
-  LnccParams box;
-  box.radius = 2;
-  LnccParams gauss;
-  gauss.window = LnccWindow::Gaussian;
-  gauss.sigma = 0.8;  // H = 3
-  LnccParams ants = box;
-  ants.gradient = LnccGradient::AntsApproximation;
+  const Geometry& g = im.g;
+  const Box own = part.owned(g.size);
+  MetricParams mse, cc, mi;
+  mse.type = MetricType::MeanSquares;
+  cc.type = MetricType::CC;
+  cc.radius = 2;
+  mi.type = MetricType::MI;
+  mi.bins = 24;
   int n = 0;
-  for (const LnccParams& q : {box, gauss, ants})
+  for (const MetricParams& m : {mse, cc, mi})
     for (bool use_mask : {false, true}) {
       ++n;
-      WholeLoss whole(im.g.size.z);
-      Volume<float> ref(im.g);
-      gigareg::lncc_loss(kCpu, im.fixed.view(), im.warped.view(),
-                         use_mask ? im.mask.view() : VolumeView<const float>{},
-                         gigareg::test::whole_box(im.g), q, whole.view(), ref.view());
-      const Box own = shard.owned();
-      Volume<float> f = poisoned_shard(im.fixed, shard.halo_box(lncc_image_halo(q)), own);
-      Volume<float> w = poisoned_shard(im.warped, shard.halo_box(lncc_image_halo(q)), own);
-      Volume<float> m = poisoned_shard(im.mask, shard.halo_box(lncc_mask_halo(q)), own);
-      Volume<float> grad(im.g, own, 1);
-      poison(grad);
-      const LossValue v = lncc_loss(shard, f, w, use_mask ? &m : nullptr, q, grad.view());
-      EXPECT_ALL_RANKS(same_bits(v, whole.value()));
-      EXPECT_ALL_RANKS(bitwise_equal(grad, ref, own));
-      // The next iteration: only the warped image changes; Refresh::Varying exchanges it alone.
-      Volume<float> w2 = poisoned_shard(im.fixed, w.box(), own);  // W := F
-      Volume<float> ref2(im.g);
-      WholeLoss whole2(im.g.size.z);
-      gigareg::lncc_loss(kCpu, im.fixed.view(), im.fixed.view(),
-                         use_mask ? im.mask.view() : VolumeView<const float>{},
-                         gigareg::test::whole_box(im.g), q, whole2.view(), ref2.view());
-      const LossValue v2 = lncc_loss(shard, f, w2, use_mask ? &m : nullptr, q, grad.view(),
-                                     Refresh::Varying);
-      EXPECT_ALL_RANKS(same_bits(v2, whole2.value()));
-      EXPECT_ALL_RANKS(bitwise_equal(grad, ref2, own));
+      // The ranges the level computes: global over the masked fixed image and the moving one.
+      const VolumeView<const float> whole_mask = use_mask ? im.mask.view() : VolumeView<const float>{};
+      const IntensityRange fr1 = reg::global_range(kCpu, single_process(), im.fixed.view(), whole_mask, whole_box(g));
+      const IntensityRange wr1 = reg::global_range(kCpu, single_process(), im.warped.view(), {}, whole_box(g));
+      const Index3 image_halo = reg::metric_image_halo(m), mask_halo = reg::metric_mask_halo(m);
+      const Volume<float> f = shard_with_halo(part, im.fixed, image_halo);
+      const Volume<float> mk = shard_with_halo(part, im.mask, mask_halo);
+      const VolumeView<const float> mask = use_mask ? mk.view() : VolumeView<const float>{};
+      const IntensityRange fr = reg::global_range(kCpu, part, f.view(), mask, own);
+      const IntensityRange wr = reg::global_range(kCpu, part, im.warped.view(), {}, own);
+      EXPECT_ALL_RANKS(same_bits(fr.min, fr1.min) && same_bits(fr.max, fr1.max));
+      EXPECT_ALL_RANKS(same_bits(wr.min, wr1.min) && same_bits(wr.max, wr1.max));
+
+      reg::Metric one(kCpu, single_process(), m, g, whole_box(g), fr1, wr1);
+      reg::Metric sharded(kCpu, part, m, g, own, fr, wr);
+      // Two iterations: the warped image changes (W := F in the second), the fixed image and the
+      // mask do not; the metric refreshes the warped image's halo itself.
+      for (const Volume<float>* source : {&im.warped, &im.fixed}) {
+        Volume<float> w1 = poisoned_shard(*source, whole_box(g), whole_box(g));
+        Volume<float> ref(g);
+        one.launch(im.fixed.view(), w1, whole_mask, ref.view());
+        const LossValue expected = one.value();
+        Volume<float> w = poisoned_shard(*source, part.halo_box(g.size, image_halo), own);
+        Volume<float> grad(g, own, 1);
+        poison(grad);
+        sharded.launch(f.view(), w, mask, grad.view());
+        EXPECT_ALL_RANKS(same_bits(sharded.value(), expected));
+        EXPECT_ALL_RANKS(bitwise_equal(grad, ref, own));
+      }
     }
   EXPECT_EQ(n, 6);
 }
 
-TEST(DistOps, MattesHistogramValueAndGradientBitwise) {
-  Communicator& c = world();
-  const Images im = make_images(41);
-  const Shard shard(kCpu, c, im.g.size);
-  const Box own = shard.owned();
-  const Volume<float> f = extract_box(im.fixed, own), w = extract_box(im.warped, own),
-                      m = extract_box(im.mask, own);
-  for (bool use_mask : {false, true}) {
-    const VolumeView<const float> mw = use_mask ? im.mask.view() : VolumeView<const float>{};
-    const VolumeView<const float> ms = use_mask ? m.view() : VolumeView<const float>{};
-    // Intensity ranges: global min / max, exactly the whole volume's.
-    MattesParams params;
-    params.bins = 24;
-    for (int which = 0; which < 2; ++which) {
-      const Volume<float>& img = which == 0 ? im.fixed : im.warped;
-      std::vector<double> part(std::size_t(im.g.size.z) * kRangeTerms);
-      gigareg::intensity_range(kCpu, img.view(), mw, gigareg::test::whole_box(im.g),
-                               {part.data(), im.g.size.z, kRangeTerms});
-      const IntensityRange ref =
-          gigareg::reduce_intensity_range(kCpu, {part.data(), im.g.size.z, kRangeTerms});
-      const IntensityRange got = intensity_range(shard, which == 0 ? f.view() : w.view(), ms);
-      EXPECT_ALL_RANKS(same_bits(got.min, ref.min) && same_bits(got.max, ref.max));
-      (which == 0 ? params.fixed_min : params.moving_min) = float(got.min);
-      (which == 0 ? params.fixed_max : params.moving_max) = float(got.max);
-    }
-    for (ParzenWindow fw : {ParzenWindow::Box, ParzenWindow::CubicBSpline}) {
-      params.fixed_window = fw;
-      const int bins = params.bins;
-      std::vector<std::int64_t> ref_hist(std::size_t(bins * bins));
-      gigareg::mattes_histogram(kCpu, im.fixed.view(), im.warped.view(), mw,
-                                gigareg::test::whole_box(im.g), params, {ref_hist.data(), bins});
-      double ref_value[2] = {0, 0};
-      Volume<float> ref(im.g);
-      gigareg::mattes_mi(kCpu, im.fixed.view(), im.warped.view(), mw,
-                         gigareg::test::whole_box(im.g), params, {ref_value, 1, kLossTerms},
-                         ref.view());
-      Volume<float> grad(im.g, own, 1);
-      poison(grad);
-      std::vector<std::int64_t> hist;
-      const LossValue v = mattes_mi(shard, f.view(), w.view(), ms, params, grad.view(), &hist);
-      EXPECT_ALL_RANKS(hist == ref_hist);
-      EXPECT_ALL_RANKS(same_bits(v, LossValue{ref_value[0], ref_value[1]}));
-      EXPECT_ALL_RANKS(bitwise_equal(grad, ref, own));
-    }
-  }
-}
-
-TEST(DistOps, MaxNormIsExact) {
-  Communicator& c = world();
+TEST(DistOps, GlobalMaxNormIsExact) {
+  const ShardPartition part(world());
   const Geometry g = make_geometry({20, 18, 24});
-  const Shard shard(kCpu, c, g.size);
   const Volume<float> u = random_volume(g, 51, -3, 3, 3);
-  std::vector<double> part(std::size_t(g.size.z));
-  gigareg::max_norm_partials(kCpu, u.view(), gigareg::test::whole_box(g), {part.data(), g.size.z, 1});
-  const double ref = gigareg::reduce_slices_max(kCpu, {part.data(), g.size.z, 1});
-  const Volume<float> mine = extract_box(u, shard.owned());
-  EXPECT_ALL_RANKS(same_bits(max_norm(shard, mine.view()), ref));
+  const double ref = reg::global_max_norm(kCpu, single_process(), u, whole_box(g));
+  const Volume<float> mine = extract_box(u, part.owned(g.size));
+  EXPECT_ALL_RANKS(same_bits(reg::global_max_norm(kCpu, part, mine, part.owned(g.size)), ref));
 }
 
+/// The compositive update as the greedy stage runs it: the field's halo from the bound of the
+/// displacement it is sampled along (reg::displacement_halo), filled by the partition.
 TEST(DistOps, ComposeFieldsWithDisplacementHaloBitwise) {
-  Communicator& c = world();
+  const ShardPartition part(world());
   const Geometry g = oblique_geometry({24, 22, 32});  // spacing_z 1.6 mm, slabs of 8 at P = 4
-  const Shard shard(kCpu, c, g.size);
-  const Box own = shard.owned();
+  const Box own = part.owned(g.size);
   for (double max_mm : {0.7, 3.0, 14.0}) {  // the last: a halo thicker than a slab at P = 4
     const Volume<float> v = random_smooth_field(g, 61, max_mm, 2.0);
     const Volume<float> u = random_smooth_field(g, 62, 2.0, 2.0);
     Volume<float> ref(g, 3);
-    gigareg::compose_fields(kCpu, v.view(), g, u.view(), g, ref.view(), gigareg::test::whole_box(g));
+    gigareg::compose_fields(kCpu, v.view(), g, u.view(), g, ref.view(), whole_box(g));
     const Volume<float> vs = extract_box(v, own);
-    Volume<float> us = poisoned_shard(u, own, own);  // no halo yet: compose grows it
+    const double bound = reg::global_max_norm(kCpu, part, vs, own);
+    const Index3 halo = reg::displacement_halo(g, bound);
+    const Volume<float> us = shard_with_halo(part, u, halo);
     Volume<float> out(g, own, 3);
     poison(out);
-    const Index3 halo = compose_fields(shard, vs.view(), g, us, out.view());
+    gigareg::compose_fields(kCpu, vs.view(), g, us.view(), g, out.view(), own);
     EXPECT_ALL_RANKS(bitwise_equal(out, ref, own));
-    EXPECT_ALL_RANKS(us.box() == shard.halo_box(halo));
     // The halo bound: ceil(max|v| / spacing_z) + 1 (oblique but orthonormal direction).
-    double vmax = 0;
-    for (index_t e = 0; e < g.voxel_count(); ++e) {
-      const double x = v.data()[e], y = v.data()[e + g.voxel_count()],
-                   z = v.data()[e + 2 * g.voxel_count()];
-      vmax = std::max(vmax, std::sqrt(x * x + y * y + z * z));
-    }
-    EXPECT_GE(halo.z, index_t(std::ceil(vmax / g.spacing.z)) + 1);
-    EXPECT_LE(halo.z, index_t(std::ceil(vmax / g.spacing.z)) + 2);
+    EXPECT_GE(halo.z, index_t(std::ceil(bound / g.spacing.z)) + 1);
+    EXPECT_LE(halo.z, index_t(std::ceil(bound / g.spacing.z)) + 2);
   }
+  EXPECT_THROW(reg::displacement_halo(g, std::nan("")), Error);
 }
 
 TEST(DistOps, JacobianDeterminantAndFoldCountBitwise) {
-  Communicator& c = world();
+  const ShardPartition part(world());
   const Geometry g = oblique_geometry({22, 20, 32});
-  const Shard shard(kCpu, c, g.size);
-  const Box own = shard.owned();
+  const Box own = part.owned(g.size);
   const Volume<float> u = random_smooth_field(g, 71, 4.0, 3.0);  // strong enough to fold somewhere
   Volume<float> ref(g);
-  std::vector<double> part(std::size_t(g.size.z));
-  gigareg::jacobian_determinant(kCpu, u.view(), g, ref.view(), gigareg::test::whole_box(g),
-                                {part.data(), g.size.z, 1});
-  const double folds = gigareg::reduce_slices(kCpu, {part.data(), g.size.z, 1})[0];
-  Volume<float> us = poisoned_shard(u, shard.halo_box(jacobian_halo()), own);
+  std::vector<double> slices(std::size_t(g.size.z));
+  gigareg::jacobian_determinant(kCpu, u.view(), g, ref.view(), whole_box(g), {slices.data(), g.size.z, 1});
+  const double folds = gigareg::reduce_slices(kCpu, {slices.data(), g.size.z, 1})[0];
+  const Volume<float> us = shard_with_halo(part, u, {1, 1, 1});  // the op's halo (ops/field.hpp)
   Volume<float> det(g, own, 1);
   poison(det);
-  const std::int64_t count = jacobian_determinant(shard, us, g, det.view());
+  std::vector<double> mine(std::size_t(own.size.z));
+  gigareg::jacobian_determinant(kCpu, us.view(), g, det.view(), own, {mine.data(), own.size.z, 1});
+  std::vector<double> all = part.gather_host_slices(mine, g.size.z, 1);
   EXPECT_ALL_RANKS(bitwise_equal(det, ref, own));
-  EXPECT_EQ(double(count), folds);
-  EXPECT_GT(count, 0);  // the field does fold: the count is exercised
+  EXPECT_EQ(gigareg::reduce_slices(kCpu, {all.data(), g.size.z, 1})[0], folds);
+  EXPECT_GT(folds, 0);  // the field does fold: the count is exercised
 }
 
 TEST(DistOps, LossSumsGatherSlicesInGlobalOrder) {
   // Per-slice partials with wildly different magnitudes: any other summation order would change
-  // the bits; the sharded sum must equal reduce_slices over the whole volume's slices.
-  Communicator& c = world();
+  // the bits; the gathered sum must equal reduce_slices over the whole volume's slices.
+  const ShardPartition part(world());
   const Geometry g = make_geometry({4, 4, 23});
-  const Shard shard(kCpu, c, g.size);
   std::vector<double> all(std::size_t(g.size.z) * 2);
   for (index_t k = 0; k < g.size.z; ++k) {
     all[std::size_t(2 * k)] = std::ldexp(1.0 + 0.1 * double(k), int(k % 7) * 9 - 30) * (k % 2 ? -1 : 1);
     all[std::size_t(2 * k + 1)] = 1.0 / double(k + 3);
   }
   const std::vector<double> ref = gigareg::reduce_slices(kCpu, {all.data(), g.size.z, 2});
-  const Box own = shard.owned();
+  const Box own = part.owned(g.size);
   std::vector<double> mine(all.begin() + 2 * own.lo.z, all.begin() + 2 * own.hi().z);
-  const std::vector<double> got = reduce_slices(shard, {mine.data(), own.size.z, 2});
+  std::vector<double> gathered(all.size());
+  part.gather_slices({mine.data(), own.size.z, 2}, g.size.z, {gathered.data(), g.size.z, 2},
+                     MemorySpace::Host);
+  const std::vector<double> got = gigareg::reduce_slices(kCpu, {gathered.data(), g.size.z, 2});
   EXPECT_ALL_RANKS(same_bits(got[0], ref[0]) && same_bits(got[1], ref[1]));
-}
-
-TEST(DistOps, ShardChecksItsArguments) {
-  Communicator& c = world();
-  EXPECT_THROW(Shard(kCpu, c, Decomposition::slabs({4, 4, 8}, c.size() + 1)), Error);
-  EXPECT_THROW(Shard(Context::cuda(), c, Index3{4, 4, 8}), Error);  // host communicator
-  EXPECT_THROW(compose_halo(make_geometry({4, 4, 4}), std::nan("")), Error);
 }
 
 }  // namespace

@@ -4,7 +4,7 @@
 // grammar) turns back into the warped image.
 //
 // The tool is found through $GIGAREG_CLI, else the compile definition GIGAREG_CLI_PATH (when the
-// build sets it), else next to this test in the build tree (<build>/examples/gigareg); the tests
+// build sets it), else next to this test in the build tree (<build>/tools/gigareg); the tests
 // skip with a message when it is not built.
 #include <gtest/gtest.h>
 
@@ -119,7 +119,7 @@ TEST(Cli, BadOptionsGiveClearErrorsAndNonZeroExits) {
   };
   const Case cases[] = {
       {"register -o out/ --bogus", "bogus"},
-      {"register -t Affine[0.1]", "--output is required"},
+      {"register -t Affine[0.1]", "an output prefix is required"},
       {"register -o out/", "no stage given"},
       {"register -o out/ -t Foo[1] -m CC[a,b,1,2] -c 10 -f 1 -s 0", "unknown transform 'Foo'"},
       {"register -o out/ -t Affine[0.1] -m CC[a,b,1,2] -c [10x5,1e-6,5] -f 2 -s 1x0vox", "must agree"},
@@ -205,4 +205,27 @@ TEST_F(CliFiles, PresetShortForm) {
   EXPECT_TRUE(fs::exists(out + "Warped.nii.gz"));
   EXPECT_FALSE(fs::exists(out + "1Warp.nii.gz"));
   EXPECT_NE(r.all().find("Affine"), std::string::npos) << r.all();
+}
+
+// -v 1 logs the run as a command (register_command.hpp); running that command again writes the
+// same bytes: the printed command is the whole registration, presets written out stage by stage.
+TEST_F(CliFiles, LoggedCommandRepeatsTheRun) {
+  REQUIRE_CLI();
+  const std::string first = (dir / "logged_a").string() + "/", second = (dir / "logged_b").string() + "/";
+  const ToolRun r = run("register -f " + fixed + " -m " + moving + " -o " + first +
+                        " --preset affine --device cpu --no-qc -v 1");
+  ASSERT_EQ(r.rc, 0) << r.all();
+  const std::string tag = "command: gigareg register ";
+  const std::size_t at = r.err.find(tag);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  std::string args = r.err.substr(at + tag.size(), r.err.find('\n', at) - at - tag.size());
+  EXPECT_EQ(args.find("--preset"), std::string::npos) << args;  // the stages written out
+  for (std::size_t p = args.find(first); p != std::string::npos; p = args.find(first, p + second.size()))
+    args.replace(p, first.size(), second);
+  const ToolRun again = run("register " + args + " --no-qc -v 0");
+  ASSERT_EQ(again.rc, 0) << args << "\n" << again.all();
+  for (const char* file : {"0GenericAffine.mat", "Warped.nii.gz"}) {
+    ASSERT_TRUE(fs::exists(second + file)) << file;
+    EXPECT_EQ(gigareg::test::slurp(first + file), gigareg::test::slurp(second + file)) << file;
+  }
 }

@@ -11,7 +11,7 @@
 //    ITK's ResampleImageFilter reproduces the warped and inverse-warped images.
 //
 // The tool is found through $GIGAREG_CLI, else the compile definition GIGAREG_CLI_PATH, else next
-// to this test in the build tree (<build>/examples/gigareg); the tests skip when it is not built.
+// to this test in the build tree (<build>/tools/gigareg); the tests skip when it is not built.
 #include <gtest/gtest.h>
 
 #include <itkAffineTransform.h>

@@ -14,11 +14,17 @@ int main(int argc, char** argv) {
   CLI::App app{"gigareg: registration of 3-D medical images up to gigavoxel size"};
   app.set_version_flag("--version", std::string("gigareg ") + GIGAREG_VERSION);
   app.require_subcommand(1);
-  app.fallthrough();  // before the subcommands, which inherit it: global options after a command
   std::map<CLI::App*, gigareg::cli::Command> commands;
+  // Options every command takes (given after the command's name, as ANTs users write them).
+  int compression = gigareg::compression_level();
   auto add = [&](auto adder, const char* name, const char* description) {
     CLI::App* sub = app.add_subcommand(name, description);
     commands[sub] = adder(*sub);
+    sub->add_option("--compression-level", compression,
+                    "deflate level of every .nii.gz written: 0 (stored) to 12 (smallest, slowest); "
+                    "1, the default, is the fastest (docs/io.md); also GIGAREG_COMPRESSION_LEVEL")
+        ->check(CLI::Range(0, 12))
+        ->envname("GIGAREG_COMPRESSION_LEVEL");
   };
   add(gigareg::cli::add_info_command, "info", "Print an image's header: geometry and pixel type");
   add(gigareg::cli::add_demo_command, "demo",
@@ -34,13 +40,6 @@ int main(int argc, char** argv) {
   add(gigareg::cli::add_phantom_command, "phantom",
       "Make a (large) registration pair with a known transform from a real image");
 
-  // Global options, accepted after the command's name too (fallthrough).
-  int compression = gigareg::compression_level();
-  app.add_option("--compression-level", compression,
-                 "deflate level of every .nii.gz written: 0 (stored) to 12 (smallest, slowest); "
-                 "1, the default, is the fastest and costs about 5% in size against 6 (docs/io.md)")
-      ->check(CLI::Range(0, 12))
-      ->envname("GIGAREG_COMPRESSION_LEVEL");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -47,9 +47,16 @@ struct Partials {
   SlicePartials view;
 };
 
-/// The field in the backend's memory (the host copy itself on the CPU).
-Volume<float> on_backend(const Context& ctx, Volume<float>&& host) {
-  return ctx.backend == Backend::Cpu ? std::move(host) : host.to(ctx.memory_space());
+/// A displacement field file in the backend's memory (the host copy itself on the CPU), and its
+/// grid.
+struct Field {
+  Geometry grid;
+  Volume<float> values;
+};
+Field load_field(const Context& ctx, const std::string& path) {
+  DisplacementField host = read_displacement_field(path);
+  const Geometry grid = host.geometry();
+  return {grid, ctx.backend == Backend::Cpu ? std::move(host) : host.to(ctx.memory_space())};
 }
 
 std::string describe_grid(const Geometry& g) {
@@ -67,13 +74,11 @@ struct JacobianOptions {
 
 int run_jacobian(const JacobianOptions& o) {
   const Context ctx = context_for(o.device);
-  DisplacementField host_field = read_displacement_field(o.input);
-  const Geometry grid = host_field.geometry();
-  const Box owned{{0, 0, 0}, grid.size};
-  const Volume<float> field = on_backend(ctx, std::move(host_field));
+  const Field field = load_field(ctx, o.input);
+  const Geometry& grid = field.grid;
   Volume<float> det(grid, 1, ctx.memory_space());
   Partials nonpositive(ctx, grid.size.z, 1);
-  jacobian_determinant(ctx, field.view(), grid, det.view(), owned, nonpositive.view);
+  jacobian_determinant(ctx, field.values.view(), grid, det.view(), {{0, 0, 0}, grid.size}, nonpositive.view);
   const double count = reduce_slices(ctx, nonpositive.view)[0];
   const Volume<float> det_host = det.space() == MemorySpace::Host ? std::move(det) : det.to(MemorySpace::Host);
 
@@ -111,16 +116,15 @@ struct InvertOptions {
 
 int run_invert(const InvertOptions& o) {
   const Context ctx = context_for(o.device);
-  DisplacementField host_field = read_displacement_field(o.input);
-  const Geometry grid = host_field.geometry();
-  const Box owned{{0, 0, 0}, grid.size};
-  const Volume<float> field = on_backend(ctx, std::move(host_field));
+  const Field field = load_field(ctx, o.input);
+  const Geometry& grid = field.grid;
   Volume<float> inverse(grid, 3, ctx.memory_space());
   InverseOptions options;
   options.iterations = o.iterations;
   options.tolerance = o.tolerance;
   Partials residual(ctx, grid.size.z, 2);
-  invert_field(ctx, field.view(), grid, grid, inverse.view(), owned, options, {}, residual.view);
+  invert_field(ctx, field.values.view(), grid, grid, inverse.view(), {{0, 0, 0}, grid.size}, options, {},
+               residual.view);
   const double largest = max_over_slices(ctx, residual.view, 0);
   const double unconverged = reduce_slices(ctx, residual.view)[1];
   write_displacement_field(o.output, inverse);
