@@ -7,6 +7,7 @@
 #include "commands.hpp"
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
+#include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
 
 int main(int argc, char** argv) {
@@ -37,6 +38,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Ctrl-C, or mpirun ending the job: no hidden temporary of a write in progress stays behind.
+  gigareg::install_temporary_cleanup_handlers();
   try {
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();

@@ -16,6 +16,7 @@
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/warp.hpp"
+#include "registration/input_agreement.hpp"
 #include "registration/internal.hpp"
 
 namespace gigareg {
@@ -358,6 +359,24 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
   return out;
 }
 
+namespace {
+
+/// check_output_path for every file register_files will write.
+void check_registration_outputs(const RegistrationParams& params, const RegistrationFiles& files) {
+  if (files.warp_extension != ".nii.gz" && files.warp_extension != ".nii")
+    throw_error(ErrorKind::InvalidArgument, files.output_prefix,
+                "the warp extension must be .nii.gz or .nii, got '" + files.warp_extension + "'");
+  const std::string prefix = ensure_prefix_directory(files.output_prefix);
+  check_output_path(prefix + "0GenericAffine.mat", OutputKind::Transform);
+  const bool deformable = std::any_of(params.stages.begin(), params.stages.end(),
+                                      [](const StageParams& s) { return !is_linear(s.transform); });
+  if (deformable) check_output_path(prefix + "1Warp" + files.warp_extension, OutputKind::Image);
+  for (const std::string* image : {&files.warped, &files.inverse_warped})
+    if (!image->empty()) check_output_path(*image, OutputKind::Image);
+}
+
+}  // namespace
+
 RegistrationResult register_files(const RegistrationParams& params_in, const RegistrationFiles& files,
                                   RegistrationOutputs* written, const Partition* partition) {
   RegistrationParams params = params_in;
@@ -366,8 +385,12 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     throw_error(ErrorKind::InvalidArgument, "output prefix", "no output prefix given");
   // Every process reads only the planes it needs (one process: the whole images).
   const Partition& part = partition != nullptr ? *partition : single_process();
+  // The outputs can be written (names, formats, directories) before hours of work, not after.
+  if (part.rank() == 0) check_registration_outputs(params, files);
   const Geometry fixed_grid = read_image_header(files.fixed).geometry;  // errors name the fixed first
   const Geometry moving_grid = read_image_header(files.moving).geometry;
+  reg::require_same_inputs(part, {files.fixed, files.moving, files.fixed_mask, files.moving_mask,
+                                  files.initial_transform});
   const InputPlanes planes = registration_input_planes(params, fixed_grid, moving_grid, part);
   auto read = [&](const std::string& path, const Box& p) {
     return part.size() == 1 ? read_image(path) : read_image_slab(path, p.lo.z, p.size.z);
@@ -399,6 +422,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     if (written) *written = {};
     return result;  // rank 0 writes
   }
+  OutputSet set;  // all of them or none (joins the caller's set, if one is open)
   RegistrationOutputs out =
       write_registration_outputs(result, files.output_prefix, files.warped, files.warp_extension);
   if (!files.inverse_warped.empty()) {
@@ -423,6 +447,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     write_image(files.inverse_warped, inv);
     out.inverse_warped = files.inverse_warped;
   }
+  set.commit();
   if (written) *written = out;
   return result;
 }
@@ -495,6 +520,7 @@ void apply_transform_files(const ApplyFiles& files) {
   if (files.input.empty()) throw_error(ErrorKind::InvalidArgument, "-i", "no input image given");
   if (files.reference.empty()) throw_error(ErrorKind::InvalidArgument, "-r", "no reference image given");
   if (files.output.empty()) throw_error(ErrorKind::InvalidArgument, "-o", "no output image given");
+  check_output_path(files.output, OutputKind::Image);  // before the work
   const Image input = read_image(files.input);
   const ImageHeader ref = read_image_header(files.reference);
   // Fields live in a list (stable addresses) that the chain points into.
