@@ -18,7 +18,10 @@ find_package(ITK 5 REQUIRED COMPONENTS ${GIGAREG_ITK_COMPONENTS})
 set(GIGAREG_ITK_LIBRARIES
   ITKCommon ITKIOImageBase ITKIONIFTI ITKIONRRD ITKIOMeta ITKIOPNG
   ITKIOTransformBase ITKIOTransformMatlab ITKIOTransformInsightLegacy ITKIOTransformHDF5
-  ITKTransform)
+  ITKTransform
+  # libpng itself (ITK's own, ITKPNG): the QC picture is encoded in memory with it
+  # (src/registration/qc.cpp), since ITK's PNG writer crashes when the disk is full.
+  ${ITKPNG_LIBRARIES})
 
 find_package(CLI11 QUIET CONFIG)
 

@@ -21,8 +21,9 @@
 // cores; other .nii.gz files are read with libdeflate in one pass. docs/io.md has the layout.
 //
 // Every write goes to a temporary file in the destination directory (same extension, so ITK picks
-// the same writer: `dir/.name.tmp-<pid>-<n>.nii.gz`) and is renamed over the final name only after
-// ITK succeeded; on failure the temporary is removed. No partial file ever exists under the final
+// the same writer: `dir/.name.tmp-<host>-<pid>-<n>.nii.gz`) and is renamed over the final name only
+// after ITK succeeded and the file was checked; on failure the temporary is removed (see
+// OutputSet for several files written as one set). No partial file ever exists under the final
 // name. Two-file formats (.mhd, .nhdr, .hdr/.img) are readable but not writable for that reason.
 //
 // Every entry point registers ITK's I/O factories first (register_itk_io_factories), so programs
@@ -146,5 +147,47 @@ void write_affine_transform(const std::string& path, const ItkAffine& transform)
 /// linear subclass: Euler, Similarity, VersorRigid, ...), float or double, 3-D; also a composite
 /// transform holding exactly one such transform. Anything else is InvalidInput.
 ItkAffine read_affine_transform(const std::string& path);
+
+/// The files written by this process while an OutputSet is open form one set that appears under
+/// its final names together, or not at all (the whole process's writes, from every thread, while it
+/// is open). Each write still goes to its own temporary (created
+/// with O_EXCL, never through a link) and is checked there, but is not renamed when it returns:
+/// commit() flushes every temporary to disk (fsync), then renames them all and syncs their
+/// directories. Destroying the set without commit() (an exception in a later write or in the work
+/// between writes) removes every temporary of the set, so that no output of a failed command
+/// remains.
+/// A set opened while another is open joins it: its commit() does nothing and the outer set
+/// renames (or removes) everything. A crash between two renames of commit() leaves the files
+/// renamed so far (each complete).
+class OutputSet {
+ public:
+  OutputSet();
+  ~OutputSet();
+  OutputSet(const OutputSet&) = delete;
+  OutputSet& operator=(const OutputSet&) = delete;
+  void commit();
+
+ private:
+  bool outer_ = false;
+};
+
+/// The kinds of file that gigareg writes, for check_output_path.
+enum class OutputKind { Image, Transform, CompositeTransform, Png };
+
+/// Checks, before the work that produces it, that `path` can be written as `kind`: an extension
+/// gigareg writes as one file (Image: .nii.gz, .nii, .nrrd, .mha; Transform: .mat, .txt, .tfm,
+/// .h5; CompositeTransform: .h5; Png: .png), not a directory, and a directory (created if
+/// missing) in which a file can be created (a probe file is created and removed: a read-only
+/// mount or a missing permission fails here). Throws Error naming `path`.
+void check_output_path(const std::string& path, OutputKind kind);
+
+/// Removes the temporaries of the writes in progress. Async-signal-safe: for signal handlers.
+/// A process killed by SIGKILL cannot do this; the temporaries it leaves (hidden names
+/// `.name.tmp-<host>-<pid>-<n>.ext`) are removed by the next write of the same name on that host.
+void remove_pending_temporaries() noexcept;
+
+/// Installs handlers of SIGINT, SIGTERM and SIGHUP (those still at their default action) that call
+/// remove_pending_temporaries() and then end the process by the same signal. For programs.
+void install_temporary_cleanup_handlers();
 
 }  // namespace gigareg

@@ -6,12 +6,13 @@
 // header announces with what the file holds; they run before every NIfTI/MetaImage read and
 // after every write, on the temporary, before it is renamed into place.
 //
-// Costs: a plain file is checked by its size. A gzip file is checked by its trailer (ISIZE, the
-// uncompressed length modulo 2^32, which a truncated file lacks) and only when that does not match
-// (multi-member gzip, trailing data, truncation) by inflating it once with zlib.
+// Costs: a plain file is checked by its size. A gzip file is inflated once with zlib to its end,
+// which also verifies every member's CRC-32 and length (a corrupt .nii.gz of the right length is
+// otherwise read as good data: ITK stops before the checksum).
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -54,8 +55,9 @@ std::string read_prefix(const std::string& path, std::size_t n) {
   return buf;
 }
 
-/// Throws Error(Io) unless the content of `path` (inflated if gzip) holds at least `needed` bytes.
-void require_content(const std::string& path, u64 needed, const std::string& what) {
+/// Throws Error(Io) unless the content of `path` (inflated if gzip) holds at least `needed` bytes
+/// and, with `verify`, a gzip file's checksums match.
+void require_content(const std::string& path, u64 needed, const std::string& what, bool verify) {
   if (!is_gzip(path)) {
     const u64 size = file_size(path);
     if (size < needed)
@@ -64,8 +66,9 @@ void require_content(const std::string& path, u64 needed, const std::string& wha
                       " bytes but the file holds only " + std::to_string(size));
     return;
   }
-  // Fast path: a complete single-member gzip file ends with its uncompressed length (mod 2^32).
-  {
+  if (!verify) {
+    // A file gigareg has just written: only a short write is possible, and a complete
+    // single-member gzip file ends with its uncompressed length (mod 2^32), which it lacks.
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     const auto end = in.tellg();
     if (end >= 4) {
@@ -77,23 +80,70 @@ void require_content(const std::string& path, u64 needed, const std::string& wha
       if (in && isize == std::uint32_t(needed)) return;
     }
   }
-  // Slow path: inflate until `needed` bytes have come out or the stream ends.
+  // Inflate the whole stream, not just the `needed` bytes: zlib checks each member's CRC-32 and
+  // length only at its end, and ITK's reader stops reading before it, so a corrupt file whose
+  // length still matches would otherwise be read as good data.
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) throw_error(ErrorKind::Io, path, "cannot open the file");
   gzbuffer(f, 1u << 18);
   std::vector<char> chunk(1u << 20);
   u64 seen = 0;
   int got = 0;
-  while (seen < needed && (got = gzread(f, chunk.data(), unsigned(chunk.size()))) > 0) seen += u64(got);
+  while ((got = gzread(f, chunk.data(), unsigned(chunk.size()))) > 0) seen += u64(got);
   int zerr = Z_OK;
   const char* zmsg = gzerror(f, &zerr);
-  const std::string detail = (got < 0 || (zerr != Z_OK && zerr != Z_STREAM_END)) && zmsg ? zmsg : "";
+  const bool failed = got < 0 || (zerr != Z_OK && zerr != Z_STREAM_END);
+  const std::string detail = failed && zmsg ? zmsg : "";
   gzclose(f);
+  if (failed)  // zlib's count of what came out before the error is not reliable: no numbers
+    throw_error(ErrorKind::Io, path,
+                "the file is truncated or its compressed data is corrupt (" + detail +
+                    "): the gzip stream does not decompress to its end with a matching checksum "
+                    "and length");
   if (seen < needed)
     throw_error(ErrorKind::Io, path,
-                "the file is truncated or its compressed data is corrupt: " + what + " needs " +
-                    std::to_string(needed) + " bytes but only " + std::to_string(seen) +
-                    " could be decompressed" + (detail.empty() ? "" : " (" + detail + ")"));
+                "the file is truncated: " + what + " needs " + std::to_string(needed) +
+                    " bytes but only " + std::to_string(seen) + " are in the decompressed stream");
+}
+
+/// Throws Error(Io) unless the `compressed` bytes at `offset` of `path` are one complete zlib
+/// stream (as MetaIO writes CompressedData) that inflates to exactly `expected` bytes with a
+/// matching checksum. MetaIO only prints "Uncompress failed" and returns zeros otherwise (a wrong
+/// CompressedDataSize, corrupt data).
+void require_zlib_stream(const std::string& path, u64 offset, u64 compressed, u64 expected) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(std::streamoff(offset));
+  z_stream z{};
+  if (inflateInit(&z) != Z_OK) throw_error(ErrorKind::OutOfMemory, path, "zlib cannot start");
+  std::vector<unsigned char> input(1u << 18), output(1u << 20);
+  u64 left = compressed, produced = 0;
+  int ret = Z_OK;
+  while (ret == Z_OK) {
+    if (z.avail_in == 0 && left > 0) {
+      const std::size_t n = std::size_t(std::min<u64>(left, input.size()));
+      in.read(reinterpret_cast<char*>(input.data()), std::streamsize(n));
+      if (std::size_t(in.gcount()) != n) break;
+      left -= n;
+      z.next_in = input.data();
+      z.avail_in = unsigned(n);
+    }
+    z.next_out = output.data();
+    z.avail_out = unsigned(output.size());
+    ret = inflate(&z, Z_NO_FLUSH);
+    produced += u64(output.size() - z.avail_out);
+    if (ret == Z_BUF_ERROR && z.avail_in == 0 && left > 0) ret = Z_OK;  // more input to come
+  }
+  const std::string zmsg = z.msg ? z.msg : "";
+  const bool consumed_all = left == 0 && z.avail_in == 0;
+  inflateEnd(&z);
+  if (ret != Z_STREAM_END || !consumed_all || produced != expected)
+    throw_error(ErrorKind::Io, path,
+                "the compressed voxel data is corrupt or CompressedDataSize is wrong: the header's " +
+                    std::to_string(compressed) + " compressed bytes " +
+                    (ret != Z_STREAM_END ? "are not a complete zlib stream" + (zmsg.empty() ? "" : " (" + zmsg + ")")
+                     : !consumed_all     ? std::string("hold more than the zlib stream")
+                                         : "inflate to " + std::to_string(produced) + " bytes") +
+                    "; the image needs " + std::to_string(expected));
 }
 
 template <class T>
@@ -161,7 +211,7 @@ std::string existing(const std::vector<std::string>& candidates) {
   return "";
 }
 
-void check_nifti(const std::string& path) {
+void check_nifti(const std::string& path, bool verify) {
   const std::string ext = extension_of(path);
   const std::string stem = path.substr(0, path.size() - ext.size());
   std::string header_file = path, data_file = path;
@@ -176,10 +226,11 @@ void check_nifti(const std::string& path) {
   if (__builtin_add_overflow(offset, bytes, &needed)) return;
   require_content(data_file, needed,
                   "the header's " + std::to_string(bytes) + " bytes of voxel data at offset " +
-                      std::to_string(offset));
+                      std::to_string(offset),
+                  verify);
 }
 
-void check_metaimage(const std::string& path, const itk::ImageIOBase& io) {
+void check_metaimage(const std::string& path, const itk::ImageIOBase& io, bool verify) {
   std::ifstream in(path, std::ios::binary);
   std::string header(1u << 16, '\0');
   in.read(header.data(), std::streamsize(header.size()));
@@ -214,7 +265,13 @@ void check_metaimage(const std::string& path, const itk::ImageIOBase& io) {
   if (data_offset == std::string::npos) return;
   u64 bytes = 0;
   if (compressed) {
-    if (compressed_size <= 0) return;  // size unknown: nothing to compare with
+    if (compressed_size <= 0) {
+      // MetaIO then takes the rest of the data file as the compressed data.
+      if (data_file != "LOCAL") return;
+      const u64 size = file_size(path);
+      if (size <= u64(data_offset)) return;  // no data at all: the size check below reports it
+      compressed_size = (long long)(size - u64(data_offset));
+    }
     bytes = u64(compressed_size);
   } else {
     bytes = u64(io.GetImageSizeInBytes());
@@ -222,7 +279,8 @@ void check_metaimage(const std::string& path, const itk::ImageIOBase& io) {
   const std::string what = "the header's " + std::to_string(bytes) + " bytes of " +
                            (compressed ? "compressed " : "") + "voxel data";
   if (data_file == "LOCAL") {
-    require_content(path, u64(data_offset) + bytes, what + " at offset " + std::to_string(data_offset));
+    require_content(path, u64(data_offset) + bytes, what + " at offset " + std::to_string(data_offset), verify);
+    if (compressed) require_zlib_stream(path, u64(data_offset), bytes, u64(io.GetImageSizeInBytes()));
     return;
   }
   if (data_file.find('%') != std::string::npos || data_file.rfind("LIST", 0) == 0) return;
@@ -230,15 +288,18 @@ void check_metaimage(const std::string& path, const itk::ImageIOBase& io) {
   if (data.is_relative()) data = fs::path(path).parent_path() / data;
   if (!fs::is_regular_file(data))
     throw_error(ErrorKind::Io, path, "its data file '" + data.string() + "' does not exist");
-  require_content(data.string(), u64(header_size > 0 ? header_size : 0) + bytes, what);
+  require_content(data.string(), u64(header_size > 0 ? header_size : 0) + bytes, what, verify);
+  if (compressed)
+    require_zlib_stream(data.string(), u64(header_size > 0 ? header_size : 0), bytes,
+                        u64(io.GetImageSizeInBytes()));
 }
 
 }  // namespace
 
-void check_data_complete(const std::string& path, const itk::ImageIOBase& io) {
+void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bool verify) {
   const std::string cls = io.GetNameOfClass();
-  if (cls == "NiftiImageIO") check_nifti(path);
-  else if (cls == "MetaImageIO") check_metaimage(path, io);
+  if (cls == "NiftiImageIO") check_nifti(path, verify);
+  else if (cls == "MetaImageIO") check_metaimage(path, io, verify);
   // NRRD (teem) and PNG (libpng) readers fail on short data themselves.
 }
 

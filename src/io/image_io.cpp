@@ -127,6 +127,7 @@ OpenedImage open_image(const std::string& path) {
                 "not an image file ITK can read (no NIfTI, NRRD, MetaImage or PNG reader "
                 "recognises its name and header)");
   io->SetFileName(path);
+  io_detail::check_nifti_header(path);  // before ITK parses it: some bad fields crash ITK
   try {
     io->ReadImageInformation();
   } catch (const itk::ExceptionObject& e) {
@@ -213,6 +214,19 @@ void narrow(const T* src, float* dst, index_t n, const Geometry& g, const std::s
     }
     dst[i] = static_cast<float>(v);
   }
+}
+
+// No operation of gigareg can use an infinite voxel (it spreads to NaN through interpolation and
+// every sum). They come from a NIfTI scl_slope / scl_inter that scales stored values beyond
+// float32's range (ITK applies it without a check), or from a float file holding them.
+void reject_infinite(const float* v, index_t n, const Geometry& g, index_t z0, const std::string& path) {
+  for (index_t i = 0; i < n; ++i)
+    if (std::isinf(v[i]))
+      throw_error(ErrorKind::InvalidInput, path,
+                  "voxel " + format_index(g, z0 * g.size.x * g.size.y + i) + " is " +
+                      (v[i] > 0 ? "+" : "-") +
+                      "infinite (a NIfTI scl_slope / scl_inter scaling the stored value beyond the "
+                      "float32 range, or an infinite value in the file); gigareg needs finite voxels");
 }
 
 using HostBuffer = std::unique_ptr<void, void (*)(void*)>;
@@ -305,7 +319,7 @@ void verify_written(const StagedFile& staged) {
     throw_error(ErrorKind::Io, staged.final_path(),
                 "the written file cannot be read back (disk full?)");
   try {
-    io_detail::check_data_complete(tmp, *io);
+    io_detail::check_data_complete(tmp, *io, /*verify=*/false);  // its own output: length only
   } catch (const Error& e) {
     throw_error(ErrorKind::Io, staged.final_path(),
                 "the write was incomplete (disk full or file size limit?): " + e.problem());
@@ -519,8 +533,10 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
     // NIfTI-1 single files: only the slab's bytes, decoded on all cores (src/io/nifti_data.cpp);
     // ITK 5.2's reader inflates the whole file on one core.
     Volume<float> planes = allocate_volume(g, box, 1, path);
-    if (io_detail::read_nifti_planes(path, g, 1, z0, nz, planes.data()))
+    if (io_detail::read_nifti_planes(path, g, 1, z0, nz, planes.data())) {
+      reject_infinite(planes.data(), planes.voxel_count(), g, z0, path);
       return {std::move(planes), h.pixel_type};
+    }
   }
   if (!whole && !opened.io->CanStreamRead()) {
     // The format's reader (NRRD, PNG) reads only whole images: read it, keep the planes.
@@ -561,6 +577,7 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
       narrow<T>(static_cast<const T*>(raw.get()), dst, n, g, path);
     }
   });
+  reject_infinite(dst, n, g, z0, path);
   return image;
 }
 

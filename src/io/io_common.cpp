@@ -1,13 +1,22 @@
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "gigareg/error.hpp"
 #include "io/io_internal.hpp"
@@ -59,6 +68,114 @@ std::string extension_of(const std::string& path) {
   return tail;
 }
 
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Temporaries in progress, for signal handlers: fixed slots that a handler can read without
+// locks or allocation (async-signal-safe). A slot is 0 free, 1 being filled or emptied, 2 in use.
+// More temporaries than slots at once are not registered (the next run's clean-up still finds
+// them).
+constexpr int kSlots = 64;
+constexpr std::size_t kPathMax = 4096;
+struct PendingSlot {
+  std::atomic<int> state{0};
+  char path[kPathMax];
+};
+PendingSlot g_pending[kSlots];
+
+int register_pending(const std::string& path) {
+  if (path.size() >= kPathMax) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    int expected = 0;
+    if (!g_pending[i].state.compare_exchange_strong(expected, 1)) continue;
+    std::memcpy(g_pending[i].path, path.c_str(), path.size() + 1);
+    g_pending[i].state.store(2);
+    return i;
+  }
+  return -1;
+}
+
+void unregister_pending(int slot) {
+  if (slot < 0) return;
+  g_pending[slot].state.store(1);
+  g_pending[slot].path[0] = '\0';
+  g_pending[slot].state.store(0);
+}
+
+int slot_of(const std::string& path) {
+  for (int i = 0; i < kSlots; ++i)
+    if (g_pending[i].state.load() == 2 && path == g_pending[i].path) return i;
+  return -1;
+}
+
+/// A short tag of this host in temporary names: a process id means something only on its host
+/// (output directories may be shared between hosts).
+const std::string& host_tag() {
+  static const std::string tag = [] {
+    char name[256] = {0};
+    if (::gethostname(name, sizeof name - 1) != 0) name[0] = '\0';
+    std::uint32_t h = 2166136261u;  // FNV-1a: a stable tag, not a secure hash
+    for (const char* c = name; *c; ++c) h = (h ^ std::uint8_t(*c)) * 16777619u;
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", h);
+    return std::string(hex);
+  }();
+  return tag;
+}
+
+/// Removes temporaries of `stem`/`ext` in `dir` left by processes of this host that no longer
+/// exist (killed while writing: SIGKILL cannot be caught). Only regular files owned by this user
+/// are removed, never what a link points to.
+void remove_stale_temporaries(const fs::path& dir, const std::string& stem, const std::string& ext) {
+  const std::string head = "." + stem + ".tmp-" + host_tag() + "-";
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) return;
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) return;
+    const std::string name = it->path().filename().string();
+    if (name.size() <= head.size() + ext.size() || name.compare(0, head.size(), head) != 0 ||
+        name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
+      continue;
+    // <pid>-<n> between the head and the extension.
+    const std::string middle = name.substr(head.size(), name.size() - head.size() - ext.size());
+    const auto dash = middle.find('-');
+    if (dash == std::string::npos || dash == 0 || dash + 1 == middle.size() ||
+        middle.find_first_not_of("0123456789-") != std::string::npos ||
+        middle.find('-', dash + 1) != std::string::npos)
+      continue;
+    const long pid = std::strtol(middle.substr(0, dash).c_str(), nullptr, 10);
+    if (pid <= 0 || pid == long(::getpid())) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
+      continue;
+    ::unlink(it->path().c_str());
+  }
+}
+
+/// fsync(2) of a file or directory; the error text, empty on success.
+std::string sync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (directory ? O_DIRECTORY : 0));
+  if (fd < 0) return std::strerror(errno);
+  std::string err;
+  if (::fsync(fd) != 0 && !(directory && (errno == EINVAL || errno == EROFS))) err = std::strerror(errno);
+  ::close(fd);
+  return err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The open output set (at most one per process), shared by all threads: the images of a
+// registration are written concurrently.
+struct OpenSet {
+  std::mutex mutex;
+  bool open = false;
+  std::vector<std::pair<std::string, std::string>> staged;  // temporary, final
+};
+OpenSet g_set;
+
+}  // namespace
+
 StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   const fs::path p(final_);
   if (p.filename().empty()) throw_error(ErrorKind::Io, final_, "the path names no file");
@@ -75,13 +192,29 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   const std::size_t ext_len = extension_of(final_).size();
   const std::string stem = name.substr(0, name.size() - ext_len);
   const std::string ext = name.substr(name.size() - ext_len);  // original case
-  temp_ = (dir / ("." + stem + ".tmp-" + std::to_string(::getpid()) + "-" +
-                  std::to_string(counter.fetch_add(1)) + ext))
-              .string();
+  remove_stale_temporaries(dir, stem, ext);
+  // Created here, exclusively and without following links: a file or link planted under the
+  // name makes the next name be tried, never written through.
+  for (int attempt = 0;; ++attempt) {
+    temp_ = (dir / ("." + stem + ".tmp-" + host_tag() + "-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(counter.fetch_add(1)) + ext))
+                .string();
+    const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+      ::close(fd);
+      break;
+    }
+    const int err = errno;
+    if (err == EEXIST && attempt < 100) continue;
+    throw_error(ErrorKind::Io, final_,
+                "cannot create a file in '" + dir.string() + "': " + std::strerror(err));
+  }
+  register_pending(temp_);
 }
 
 StagedFile::~StagedFile() {
   if (!committed_) {
+    unregister_pending(slot_of(temp_));
     std::error_code ec;
     fs::remove(temp_, ec);  // best effort: nothing may be left under any name
   }
@@ -89,11 +222,167 @@ StagedFile::~StagedFile() {
 
 void StagedFile::commit() {
   std::error_code ec;
-  if (!fs::is_regular_file(temp_, ec))
+  if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
+  {
+    std::lock_guard<std::mutex> lock(g_set.mutex);
+    if (g_set.open) {  // the set renames it with the others
+      g_set.staged.emplace_back(temp_, final_);
+      committed_ = true;
+      return;
+    }
+  }
+  const std::string err = sync_path(temp_, false);
+  if (!err.empty()) throw_error(ErrorKind::Io, final_, "flushing the written file to disk failed: " + err);
   fs::rename(temp_, final_, ec);
   if (ec) throw_error(ErrorKind::Io, final_, "cannot move the written file into place: " + ec.message());
+  unregister_pending(slot_of(temp_));
   committed_ = true;
 }
 
+void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
+  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
+  const auto* p = static_cast<const char*>(bytes);
+  std::size_t left = size;
+  int err = 0;
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    p += n;
+    left -= std::size_t(n);
+  }
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0)
+    throw_error(ErrorKind::Io, staged.final_path(),
+                std::string("writing failed (disk full or file size limit?): ") + std::strerror(err));
+  staged.commit();
+}
+
 }  // namespace gigareg::io_detail
+
+namespace gigareg {
+namespace fs = std::filesystem;
+
+OutputSet::OutputSet() {
+  std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+  outer_ = !io_detail::g_set.open;  // an inner set joins the open one
+  if (outer_) {
+    io_detail::g_set.open = true;
+    io_detail::g_set.staged.clear();
+  }
+}
+
+OutputSet::~OutputSet() {
+  if (!outer_) return;  // the outer set decides
+  std::vector<std::pair<std::string, std::string>> left;
+  {
+    std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+    left.swap(io_detail::g_set.staged);
+    io_detail::g_set.open = false;
+  }
+  for (const auto& [temp, final_name] : left) {  // not committed: none of the set may appear
+    io_detail::unregister_pending(io_detail::slot_of(temp));
+    std::error_code ec;
+    fs::remove(temp, ec);
+  }
+}
+
+void OutputSet::commit() {
+  if (!outer_) return;
+  std::vector<std::pair<std::string, std::string>> files;
+  {
+    std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+    files = io_detail::g_set.staged;
+  }
+  // Everything on disk before the first rename: a crash afterwards leaves complete files only.
+  for (const auto& [temp, final_name] : files) {
+    const std::string err = io_detail::sync_path(temp, false);
+    if (!err.empty()) throw_error(ErrorKind::Io, final_name, "flushing the written file to disk failed: " + err);
+  }
+  std::vector<std::string> renamed;
+  for (const auto& [temp, final_name] : files) {
+    std::error_code ec;
+    fs::rename(temp, final_name, ec);
+    if (ec) {
+      // The set is broken: the files already renamed stay (a rename cannot be undone safely);
+      // the rest are removed by the destructor.
+      throw_error(ErrorKind::Io, final_name, "cannot move the written file into place: " + ec.message() +
+                                                 (renamed.empty() ? "" : " (" + std::to_string(renamed.size()) +
+                                                                            " file(s) of the set were already in place)"));
+    }
+    io_detail::unregister_pending(io_detail::slot_of(temp));
+    renamed.push_back(final_name);
+    std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+    auto& v = io_detail::g_set.staged;
+    v.erase(std::remove(v.begin(), v.end(), std::make_pair(temp, final_name)), v.end());
+  }
+  for (const auto& [temp, final_name] : files) {  // the renames themselves
+    const fs::path d = fs::path(final_name).has_parent_path() ? fs::path(final_name).parent_path() : fs::path(".");
+    io_detail::sync_path(d.string(), true);
+  }
+  std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+  io_detail::g_set.open = false;
+}
+
+void check_output_path(const std::string& path, OutputKind kind) {
+  if (path.empty()) throw_error(ErrorKind::InvalidArgument, "output", "an output file name is empty");
+  const std::string ext = io_detail::extension_of(path);
+  std::vector<std::string> allowed;
+  const char* what = "";
+  switch (kind) {
+    case OutputKind::Image: allowed = {".nii.gz", ".nii", ".nrrd", ".mha"}; what = "a 3-D image"; break;
+    case OutputKind::Transform: allowed = {".mat", ".txt", ".tfm", ".h5"}; what = "an affine transform"; break;
+    case OutputKind::CompositeTransform: allowed = {".h5"}; what = "a composite transform"; break;
+    case OutputKind::Png: allowed = {".png"}; what = "the QC picture"; break;
+  }
+  if (std::find(allowed.begin(), allowed.end(), ext) == allowed.end()) {
+    std::string list;
+    for (const std::string& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    const bool two_file = ext == ".mhd" || ext == ".nhdr" || ext == ".hdr" || ext == ".img" ||
+                          ext == ".hdr.gz" || ext == ".img.gz";
+    throw_error(ErrorKind::InvalidArgument, path,
+                (ext.empty() ? std::string("the name has no extension") : "'" + ext + "' is not a format gigareg writes") +
+                    " for " + what + (two_file ? " (a two-file format: the pair cannot appear in one rename)" : "") +
+                    "; use " + list);
+  }
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw_error(ErrorKind::Io, path, "cannot create its directory '" + dir.string() + "': " + ec.message());
+  // The probe: the temporary a write would create, created and removed again.
+  io_detail::StagedFile probe(path);
+}
+
+void remove_pending_temporaries() noexcept {
+  for (auto& slot : io_detail::g_pending)
+    if (slot.state.load() == 2) ::unlink(slot.path);
+}
+
+namespace {
+extern "C" void gigareg_cleanup_on_signal(int sig) {
+  remove_pending_temporaries();
+  ::signal(sig, SIG_DFL);  // then die of the signal as if there were no handler
+  ::raise(sig);
+}
+}  // namespace
+
+void install_temporary_cleanup_handlers() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0) continue;
+    if (old.sa_handler != SIG_DFL || (old.sa_flags & SA_SIGINFO)) continue;  // someone else's
+    struct sigaction sa {};
+    sa.sa_handler = gigareg_cleanup_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    ::sigaction(sig, &sa, nullptr);
+  }
+}
+
+}  // namespace gigareg

@@ -6,6 +6,7 @@
 #include <itkMatrixOffsetTransformBase.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -25,19 +26,38 @@ void require_readable_file(const std::string& path);
 
 /// Throws Error(Io) naming `path` if the voxel data of a NIfTI or MetaImage file (as opened by
 /// `io`, header read) is shorter than its header announces: ITK's readers and writers for these
-/// formats do not notice (src/io/completeness.cpp). Other formats: nothing to do.
-void check_data_complete(const std::string& path, const itk::ImageIOBase& io);
+/// formats do not notice (src/io/completeness.cpp), or, with `verify` (reads), if compressed data
+/// is corrupt (gzip CRC-32 or length, a MetaImage zlib stream): ITK reads those without noticing.
+/// Other formats: nothing to do.
+void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bool verify = true);
+
+/// Throws Error(InvalidInput) naming `path` if it is a NIfTI file whose header holds values that
+/// ITK's NIfTI reader mishandles (crash, undefined behaviour or silently wrong voxels): a
+/// non-finite qform/sform in use, a vox_offset that is not a non-negative whole number, a bitpix
+/// that contradicts the datatype (src/io/nifti_checks.cpp). Anything else: nothing to do.
+void check_nifti_header(const std::string& path);
+
+/// A 64-bit fingerprint of the file's size and sampled bytes (headers, trailer and blocks spread
+/// over the file; a few hundred kB read): equal for the same file, different for files that differ
+/// in size, header or content (src/io/fingerprint.cpp).
+std::uint64_t file_fingerprint(const std::string& path);
 
 /// The file name's extension in lower case, including a compression suffix: "x.nii.gz" ->
 /// ".nii.gz", "y.MHA" -> ".mha", "z" -> "".
 std::string extension_of(const std::string& path);
 
 /// A write that appears under its final name only once complete: the writer writes temp_path()
-/// (same directory, same extension, hidden name `.stem.tmp-<pid>-<n>.ext`), then commit() renames
-/// it over the final path. If commit() is not reached, the destructor removes the temporary.
+/// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<n>.ext`, created empty
+/// here with O_EXCL | O_NOFOLLOW so that no planted file or link is written through), then
+/// commit() flushes it to disk (fsync) and renames it over the final path, or, while an OutputSet
+/// is open, hands it to the set, which renames all its files together. If commit() is not reached,
+/// the destructor removes the temporary. Temporaries are also removed by
+/// remove_pending_temporaries() (signal handlers), and ones left by a killed process of this host
+/// are removed the next time the same final name is written.
 class StagedFile {
  public:
-  /// Throws Error(Io) naming `final_path` if its directory does not exist or it is a directory.
+  /// Throws Error(Io) naming `final_path` if its directory does not exist, is not writable, or it
+  /// is a directory.
   explicit StagedFile(std::string final_path);
   ~StagedFile();
   StagedFile(const StagedFile&) = delete;
@@ -45,8 +65,8 @@ class StagedFile {
 
   const std::string& temp_path() const { return temp_; }
   const std::string& final_path() const { return final_; }
-  /// Renames the temporary into place; throws Error(Io) if the writer left no file or the rename
-  /// fails (the temporary is then removed).
+  /// Renames the temporary into place (or hands it to the open OutputSet); throws Error(Io) if
+  /// the writer left no file or flushing / renaming fails (the temporary is then removed).
   void commit();
 
  private:
@@ -77,5 +97,9 @@ class HostBytes {
   unsigned char* data_ = nullptr;
   std::size_t size_ = 0;
 };
+
+/// Writes `bytes` to the temporary of `staged` with checked write(2) calls (a full disk or a file
+/// size limit is an Error(Io) naming the final path), then commits it.
+void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size);
 
 }  // namespace gigareg::io_detail

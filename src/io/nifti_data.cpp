@@ -326,9 +326,9 @@ void write_gzip(int fd, const std::string& path, const unsigned char* prefix,
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
                       const unsigned char* prefix, const Volume<float>& volume,
                       PixelType pixel_type, IntegerConversion conversion) {
-  // O_EXCL | O_NOFOLLOW: the temporary is ours; never write through a link planted there.
+  // StagedFile created the temporary exclusively; O_NOFOLLOW: never write through a link.
   Fd file;
-  file.fd = ::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  file.fd = ::open(temp_path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
   if (file.fd < 0)
     throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
   if (gzip_name(final_path)) {

@@ -34,8 +34,8 @@ inline constexpr std::size_t kNiftiPrefixBytes = 352;
 /// Writes `prefix` (kNiftiPrefixBytes, from ITK) and then the voxel data of a whole host or
 /// device volume (1 component: a scalar image converted to `pixel_type`; 3: a displacement
 /// field, float32 component planes as ITK lays them out) to `temp_path`, gzip-compressed in
-/// blocks when `final_path` ends in .nii.gz. The temporary is created exclusively (never through
-/// an existing file or link); the caller renames it. Errors name final_path.
+/// blocks when `final_path` ends in .nii.gz. The temporary (made by StagedFile) is opened without
+/// following links; the caller commits it. Errors name final_path.
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
                       const unsigned char* prefix, const Volume<float>& volume,
                       PixelType pixel_type, IntegerConversion conversion);

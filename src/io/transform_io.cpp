@@ -7,6 +7,7 @@
 #include <itkTransformFileWriter.h>
 #include <itkTransformIOFactory.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "gigareg/error.hpp"
@@ -70,6 +71,23 @@ void write_affine_transform(const std::string& path, const Mat3d& matrix, const 
   } catch (const std::exception& e) {
     throw_error(ErrorKind::Io, path, std::string("writing the transform failed: ") + e.what());
   }
+  // ITK's .mat and .txt writers use std::ofstream without checking it: a full disk or a file size
+  // limit gives a short or empty file and no error. Read it back and compare (the .txt format
+  // keeps 16 significant digits, hence the tolerance).
+  ItkAffine back;
+  try {
+    back = read_affine_transform(staged.temp_path());
+  } catch (const Error& e) {
+    throw_error(ErrorKind::Io, path,
+                "the written transform cannot be read back (disk full or file size limit?): " + e.problem());
+  }
+  auto close = [](double a, double b) { return std::abs(a - b) <= 1e-14 * std::max(1.0, std::abs(a)); };
+  bool same = true;
+  for (int r = 0; r < 3; ++r) {
+    same = same && close(translation[r], back.translation[r]) && close(center[r], back.center[r]);
+    for (int k = 0; k < 3; ++k) same = same && close(matrix(r, k), back.matrix(r, k));
+  }
+  if (!same) throw_error(ErrorKind::Io, path, "the written transform reads back with other values");
   staged.commit();
 }
 

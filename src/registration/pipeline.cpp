@@ -17,6 +17,7 @@
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
+#include "registration/input_agreement.hpp"
 #include "registration/internal.hpp"
 
 namespace gigareg {
@@ -389,6 +390,24 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
   return out;
 }
 
+namespace {
+
+/// check_output_path for every file register_files will write.
+void check_registration_outputs(const RegistrationParams& params, const RegistrationFiles& files) {
+  if (files.warp_extension != ".nii.gz" && files.warp_extension != ".nii")
+    throw_error(ErrorKind::InvalidArgument, files.output_prefix,
+                "the warp extension must be .nii.gz or .nii, got '" + files.warp_extension + "'");
+  const std::string prefix = ensure_prefix_directory(files.output_prefix);
+  check_output_path(prefix + "0GenericAffine.mat", OutputKind::Transform);
+  const bool deformable = std::any_of(params.stages.begin(), params.stages.end(),
+                                      [](const StageParams& s) { return !is_linear(s.transform); });
+  if (deformable) check_output_path(prefix + "1Warp" + files.warp_extension, OutputKind::Image);
+  for (const std::string* image : {&files.warped, &files.inverse_warped})
+    if (!image->empty()) check_output_path(*image, OutputKind::Image);
+}
+
+}  // namespace
+
 RegistrationResult register_files(const RegistrationParams& params_in, const RegistrationFiles& files,
                                   RegistrationOutputs* written, const Partition* partition) {
   RegistrationParams params = params_in;
@@ -403,12 +422,16 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
                                : " (not exact: the parameters hold settings that no option sets)"));
   // Every process reads only the planes it needs (one process: the whole images).
   const Partition& part = partition != nullptr ? *partition : single_process();
+  // The outputs can be written (names, formats, directories) before hours of work, not after.
+  if (part.rank() == 0) check_registration_outputs(params, files);
   PhaseClock clock;
   // The CUDA context is created while the inputs are read (joined before the registration).
   std::future<void> context =
       params.device != DeviceChoice::Cpu ? start_cuda_context() : std::future<void>();
   const Geometry fixed_grid = read_image_header(files.fixed).geometry;  // errors name the fixed first
   const Geometry moving_grid = read_image_header(files.moving).geometry;
+  reg::require_same_inputs(part, {files.fixed, files.moving, files.fixed_mask, files.moving_mask,
+                                  files.initial_transform});
   const InputPlanes planes = registration_input_planes(params, fixed_grid, moving_grid, part);
   auto read = [&](const std::string& path, const Box& p) {
     return part.size() == 1 ? read_image(path) : read_image_slab(path, p.lo.z, p.size.z);
@@ -443,6 +466,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     return result;  // rank 0 writes
   }
   clock.mark("registration");
+  OutputSet set;  // all of them or none (joins the caller's set, if one is open)
   RegistrationOutputs out =
       write_registration_outputs(result, files.output_prefix, files.warped, files.warp_extension);
   clock.mark("write outputs");
@@ -474,6 +498,8 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     out.inverse_warped = files.inverse_warped;
     clock.mark("inverse-warped image");
   }
+  set.commit();
+  clock.mark("outputs flushed and renamed");
   if (written) *written = out;
   return result;
 }
@@ -546,6 +572,7 @@ void apply_transform_files(const ApplyFiles& files) {
   if (files.input.empty()) throw_error(ErrorKind::InvalidArgument, "-i", "no input image given");
   if (files.reference.empty()) throw_error(ErrorKind::InvalidArgument, "-r", "no reference image given");
   if (files.output.empty()) throw_error(ErrorKind::InvalidArgument, "-o", "no output image given");
+  check_output_path(files.output, OutputKind::Image);  // before the work
   const Image input = read_image(files.input);
   const ImageHeader ref = read_image_header(files.reference);
   // Fields live in a list (stable addresses) that the chain points into.

@@ -1,14 +1,13 @@
 // The QC picture of a registration (include/gigareg/qc.hpp): three orthogonal physical slices of
 // the fixed image, the warped moving image and their checkerboard, windowed and written as PNG.
 
-#include <itkImage.h>
-#include <itkImageFileWriter.h>
-#include <itkImportImageContainer.h>
-#include <itkPNGImageIO.h>
+#include <png.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <vector>
 
 #include "gigareg/device/interpolate.hpp"
 #include "gigareg/error.hpp"
@@ -187,33 +186,27 @@ void write_png(const std::string& path, const QcPicture& picture) {
   if (picture.width <= 0 || picture.height <= 0 ||
       picture.pixels.size() != std::size_t(picture.width) * std::size_t(picture.height))
     throw_error(ErrorKind::InvalidArgument, path, "the picture is empty or its size does not match its pixels");
-  register_itk_io_factories();
+  register_itk_io_factories();  // as every gigareg writer: callers read the PNG back through ITK
 
-  using Image2 = itk::Image<std::uint8_t, 2>;
-  auto image = Image2::New();
-  Image2::RegionType region;
-  region.SetSize(0, itk::SizeValueType(picture.width));
-  region.SetSize(1, itk::SizeValueType(picture.height));
-  image->SetRegions(region);
-  auto container = Image2::PixelContainer::New();
-  // ITK only reads the buffer while writing; it does not take ownership.
-  container->SetImportPointer(const_cast<std::uint8_t*>(picture.pixels.data()),
-                              itk::SizeValueType(picture.pixels.size()), false);
-  image->SetPixelContainer(container);
-
+  // Encoded in memory by libpng's simplified API (its errors come back as a return value), then
+  // written with checked write(2) calls. ITK's PNGImageIO is not used: when the disk fills up it
+  // frees memory it did not allocate inside its setjmp error path (SIGSEGV).
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = png_uint_32(picture.width);
+  image.height = png_uint_32(picture.height);
+  image.format = PNG_FORMAT_GRAY;
+  png_alloc_size_t size = 0;
+  const png_int_32 stride = png_int_32(picture.width);
+  if (!png_image_write_get_memory_size(image, size, 0, picture.pixels.data(), stride, nullptr))
+    throw_error(ErrorKind::Io, path, std::string("encoding the PNG failed: ") + image.message);
+  std::vector<unsigned char> bytes(size);
+  if (!png_image_write_to_memory(&image, bytes.data(), &size, 0, picture.pixels.data(), stride, nullptr))
+    throw_error(ErrorKind::Io, path, std::string("encoding the PNG failed: ") + image.message);
+  png_image_free(&image);
   io_detail::StagedFile staged(path);
-  try {
-    auto writer = itk::ImageFileWriter<Image2>::New();
-    writer->SetImageIO(itk::PNGImageIO::New());
-    writer->SetFileName(staged.temp_path());
-    writer->SetInput(image);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    throw_error(ErrorKind::Io, path, "writing the PNG failed: " + io_detail::itk_message(e));
-  } catch (const std::exception& e) {
-    throw_error(ErrorKind::Io, path, std::string("writing the PNG failed: ") + e.what());
-  }
-  staged.commit();
+  io_detail::write_staged_bytes(staged, bytes.data(), std::size_t(size));
 }
 
 void write_qc_picture(const std::string& path, const Volume<float>& fixed, const Volume<float>& warped,

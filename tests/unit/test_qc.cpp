@@ -7,7 +7,11 @@
 #include <itkImage.h>
 #include <itkImageFileReader.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
 
 #include <filesystem>
 #include <string>
@@ -173,5 +177,42 @@ TEST(QcPicture, WritesAPngThatItkReads) {
   EXPECT_THROW(make_qc_picture(f, other), Error);
   EXPECT_THROW(write_qc_picture((dir / "missing_dir" / "qc.png").string(), f, f), Error);
   for (const auto& entry : fs::directory_iterator(dir)) EXPECT_EQ(entry.path().filename(), "qc.png");
+  fs::remove_all(dir);
+}
+
+// Issue 18, item 2: a QC picture written to a full disk (here: a file size limit, in a child
+// process) ends with an error naming the file and leaves nothing, not a crash inside ITK's PNG
+// writer (which freed memory it did not allocate) and a hidden temporary.
+TEST(QcPictureDeathTest, FullDiskIsAnErrorAndLeavesNothing) {
+  const fs::path dir = fs::temp_directory_path() / ("gigareg_qc_full_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  QcPicture pic;
+  pic.width = 400;
+  pic.height = 300;
+  std::uint32_t x = 12345;
+  for (int i = 0; i < pic.width * pic.height; ++i) {
+    x = x * 1664525u + 1013904223u;  // noise: it does not compress below the limit
+    pic.pixels.push_back(std::uint8_t(x >> 24));
+  }
+  const std::string path = (dir / "qc.png").string();
+  auto child = [&] {
+    std::signal(SIGXFSZ, SIG_IGN);  // writes past the limit fail with EFBIG instead of a signal
+    rlimit limit{};
+    limit.rlim_cur = 20000;
+    limit.rlim_max = RLIM_INFINITY;
+    setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      write_png(path, pic);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      std::_Exit(std::string(e.what()).find(path) != std::string::npos ? 0 : 2);
+    }
+    std::_Exit(1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
+  EXPECT_TRUE(fs::is_empty(dir));
+  // Without the limit the same picture is written.
+  write_png(path, pic);
+  EXPECT_TRUE(fs::exists(path));
   fs::remove_all(dir);
 }

@@ -45,6 +45,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Ctrl-C, or mpirun ending the job: no hidden temporary of a write in progress stays behind.
+  gigareg::install_temporary_cleanup_handlers();
   try {
     gigareg::set_compression_level(compression);
     for (auto& [sub, run] : commands)

@@ -158,6 +158,18 @@ int run_register(const RegisterOptions& o) {
       p.progress = nullptr;
       display.reset();
     }
+    // Rank 0 writes every output as one set: all appear at the end, or none (a QC picture that
+    // cannot be written does not leave the transforms and warps of a failed command behind). The
+    // names are checked first, before the work.
+    std::optional<OutputSet> set;
+    if (reporting) {
+      if (!qc_path.empty()) check_output_path(qc_path, OutputKind::Png);
+      if (o.composite == 1) {
+        check_output_path(files.output_prefix + "Composite.h5", OutputKind::CompositeTransform);
+        check_output_path(files.output_prefix + "InverseComposite.h5", OutputKind::CompositeTransform);
+      }
+      set.emplace();
+    }
     RegistrationOutputs written;
     const RegistrationResult r = register_files(p, files, &written, partition);
     if (display) display->finish();
@@ -191,6 +203,7 @@ int run_register(const RegisterOptions& o) {
       write_qc_picture(qc_path, fixed.voxels, on_host(r.warped, warped_copy));
       extra.push_back(qc_path);
     }
+    set->commit();
     print_summary(p, r, written, extra);
     return 0;
   });

@@ -1,0 +1,163 @@
+// Checks of a NIfTI header that must run before ITK parses it.
+//
+// ITK 5.2's NiftiImageIO (and the NIfTI library under it) trusts fields that a damaged or
+// hand-made header can set to anything: a NaN in the sform reaches vnl and aborts the process,
+// a NaN vox_offset is cast to an integer (undefined behaviour), a negative one is used as a file
+// position, and a bitpix that does not match the datatype makes ITK read the wrong number of
+// bytes per voxel and return zeros without an error. These fields are checked here, from the raw
+// header bytes (inflated when the file is gzip), so that such files fail with a message naming
+// the file and the field instead.
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "gigareg/error.hpp"
+#include "io/io_internal.hpp"
+
+namespace gigareg::io_detail {
+namespace {
+
+/// Up to 540 bytes (a NIfTI-2 header) of the file's content, inflated if it is gzip. A plain file
+/// is read with one read(2) of exactly those bytes: a rank of a distributed run reads only its
+/// slab of a .nii, and buffered readers would read kilobytes more.
+std::string header_bytes(const std::string& path) {
+  std::string buf(540, '\0');
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t got = ::read(fd, buf.data(), buf.size());
+  ::close(fd);
+  buf.resize(got > 0 ? std::size_t(got) : 0);
+  if (buf.size() < 2 || static_cast<unsigned char>(buf[0]) != 0x1f || static_cast<unsigned char>(buf[1]) != 0x8b)
+    return buf;
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (!f) return {};
+  buf.assign(540, '\0');
+  const int n = gzread(f, buf.data(), unsigned(buf.size()));
+  gzclose(f);
+  buf.resize(n > 0 ? std::size_t(n) : 0);
+  return buf;
+}
+
+template <class T>
+T field(const std::string& h, std::size_t offset, bool swap) {
+  T v;
+  std::memcpy(&v, h.data() + offset, sizeof(T));
+  if (swap) {
+    auto* p = reinterpret_cast<unsigned char*>(&v);
+    for (std::size_t i = 0; i < sizeof(T) / 2; ++i) std::swap(p[i], p[sizeof(T) - 1 - i]);
+  }
+  return v;
+}
+
+/// Bits per voxel of the NIfTI datatypes; 0 for a code the standard does not define (ITK
+/// reports those itself).
+int datatype_bits(int datatype) {
+  switch (datatype) {
+    case 1: return 1;        // binary
+    case 2: case 256: return 8;
+    case 4: case 512: return 16;
+    case 128: return 24;     // RGB
+    case 8: case 16: case 768: case 2304: return 32;  // int32, float32, uint32, RGBA
+    case 32: case 64: case 1024: case 1280: return 64;  // complex64, float64, int64, uint64
+    case 1536: case 1792: return 128;  // float128, complex128
+    case 2048: return 256;   // complex256
+    default: return 0;
+  }
+}
+
+[[noreturn]] void bad(const std::string& path, const std::string& what) {
+  throw_error(ErrorKind::InvalidInput, path, "invalid NIfTI header: " + what);
+}
+
+template <class Real>
+void require_finite(const std::string& path, const std::string& h, std::size_t offset, int count,
+                    bool swap, const char* name) {
+  for (int i = 0; i < count; ++i) {
+    const double v = double(field<Real>(h, offset + std::size_t(i) * sizeof(Real), swap));
+    if (!std::isfinite(v))
+      bad(path, std::string(name) + (count > 1 ? "[" + std::to_string(i) + "]" : "") + " is " +
+                    (std::isnan(v) ? "NaN" : "infinite"));
+  }
+}
+
+/// Field offsets of the two header versions (the standard's nifti1.h / nifti2.h layouts).
+struct Layout {
+  std::size_t datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
+  bool wide;  // NIfTI-2: 8-byte floats and codes of 4 bytes
+};
+constexpr Layout kNifti1{70, 72, 108, 252, 254, 256, 280, false};
+constexpr Layout kNifti2{12, 14, 168, 344, 348, 352, 400, true};
+
+}  // namespace
+
+void check_nifti_header(const std::string& path) {
+  std::string header_file = path;
+  const std::string ext = extension_of(path);
+  if (ext == ".img" || ext == ".img.gz") {  // a file pair: the header is in .hdr
+    const std::string stem = path.substr(0, path.size() - ext.size());
+    for (const char* e : {".hdr", ".hdr.gz", ".HDR", ".HDR.GZ"})
+      if (std::filesystem::is_regular_file(stem + e)) {
+        header_file = stem + e;
+        break;
+      }
+  }
+  const std::string h = header_bytes(header_file);
+  if (h.size() < 348) return;  // not a NIfTI header: ITK decides what it is
+  const std::int32_t raw = field<std::int32_t>(h, 0, false);
+  const std::int32_t swapped = field<std::int32_t>(h, 0, true);
+  const bool swap = raw != 348 && raw != 540;
+  const std::int32_t sizeof_hdr = swap ? swapped : raw;
+  Layout L;
+  if (sizeof_hdr == 348) {
+    L = kNifti1;
+  } else if (sizeof_hdr == 540 && h.size() >= 540) {
+    L = kNifti2;
+  } else {
+    return;
+  }
+  // Analyze 7.5 headers (no NIfTI magic) hold other things at these offsets.
+  const std::size_t magic_at = L.wide ? 4 : 344;
+  const bool single_file = std::memcmp(h.data() + magic_at, "n+", 2) == 0;
+  if (!single_file && std::memcmp(h.data() + magic_at, "ni", 2) != 0) return;
+
+  const int datatype = field<std::int16_t>(h, L.datatype, swap);
+  const int bitpix = field<std::int16_t>(h, L.bitpix, swap);
+  const int bits = datatype_bits(datatype);
+  if (bits != 0 && bitpix != bits)
+    bad(path, "datatype " + std::to_string(datatype) + " has " + std::to_string(bits) +
+                  " bits per voxel but bitpix says " + std::to_string(bitpix));
+
+  // The NIfTI library casts vox_offset to an integer file position: it must be a finite,
+  // non-negative whole number (and, in a single file, not inside the header).
+  const double vox_offset = L.wide ? double(field<std::int64_t>(h, L.vox_offset, swap))
+                                   : double(field<float>(h, L.vox_offset, swap));
+  if (!std::isfinite(vox_offset)) bad(path, "vox_offset is " + std::string(std::isnan(vox_offset) ? "NaN" : "infinite"));
+  if (vox_offset < 0) bad(path, "vox_offset " + std::to_string(vox_offset) + " is negative");
+  if (vox_offset != std::floor(vox_offset) || vox_offset > 1e15)
+    bad(path, "vox_offset " + std::to_string(vox_offset) + " is not a file position");
+
+  const int qform_code = L.wide ? field<std::int32_t>(h, L.qform_code, swap) : field<std::int16_t>(h, L.qform_code, swap);
+  const int sform_code = L.wide ? field<std::int32_t>(h, L.sform_code, swap) : field<std::int16_t>(h, L.sform_code, swap);
+  // Only the transforms that are used (code > 0) matter; their numbers reach vnl's matrix code.
+  if (qform_code > 0) {
+    if (L.wide)
+      require_finite<double>(path, h, L.quatern, 6, swap, "quatern_b/c/d, qoffset_x/y/z");
+    else
+      require_finite<float>(path, h, L.quatern, 6, swap, "quatern_b/c/d, qoffset_x/y/z");
+  }
+  if (sform_code > 0) {
+    if (L.wide)
+      require_finite<double>(path, h, L.srow, 12, swap, "srow_x/y/z");
+    else
+      require_finite<float>(path, h, L.srow, 12, swap, "srow_x/y/z");
+  }
+}
+
+}  // namespace gigareg::io_detail

@@ -1,0 +1,406 @@
+// Issue 18: malformed inputs that ITK reads without complaint (or crashes on), checked by gigareg
+// before anything is used; failed or partial output sets; temporaries left by killed writers.
+// Every malformed file is made here, at run time, from a valid one.
+#include <gtest/gtest.h>
+#include <itkImageFileWriter.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+#include <regex>
+
+#include "gigareg/io.hpp"
+#include "gigareg/itk_adapters.hpp"
+#include "io/io_internal.hpp"  // StagedFile: a writer killed half-way
+#include "io_test_util.hpp"
+
+using namespace gigareg;
+using namespace gigareg::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+/// A 6x5x8 int16 .nii with values 1..240 (no zero: data read from the wrong place shows).
+std::string int16_volume_bytes(const nifti_1_header& h) {
+  std::string data;
+  for (int i = 0; i < 6 * 5 * 8; ++i) {
+    const std::int16_t v = std::int16_t(3 * i + 1);
+    data.append(reinterpret_cast<const char*>(&v), 2);
+  }
+  return nifti_file(h, data);
+}
+
+nifti_1_header int16_header() { return nifti_header(6, 5, 8, NIFTI_TYPE_INT16, 16); }
+
+std::string gzip(const std::string& bytes) {
+  std::string out(compressBound(uLong(bytes.size())) + 64, '\0');
+  z_stream z{};
+  deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);  // +16: a gzip wrapper
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
+  z.avail_in = uInt(bytes.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = uInt(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+/// The planes of read_image_slab, in slabs of `nz`, against read_image: what a distributed run's
+/// ranks read against what one process reads.
+::testing::AssertionResult slabs_match_whole(const std::string& path, index_t nz) {
+  const Image whole = read_image(path);
+  const Geometry& g = whole.voxels.geometry();
+  const index_t plane = g.size.x * g.size.y;
+  for (index_t z0 = 0; z0 < g.size.z; z0 += nz) {
+    const index_t n = std::min(nz, g.size.z - z0);
+    const Image slab = read_image_slab(path, z0, n);
+    for (index_t i = 0; i < n * plane; ++i) {
+      const float a = whole.voxels.data()[z0 * plane + i], b = slab.voxels.data()[i];
+      if (std::memcmp(&a, &b, sizeof a) != 0)
+        return ::testing::AssertionFailure() << path << ": voxel " << z0 * plane + i << " is " << a
+                                             << " read whole but " << b << " read in slabs of " << nz;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Item 1: non-finite qform / sform reach vnl and abort the process.
+
+TEST(IoHardening, NonFiniteSformOrQformIsAnErrorNotAnAbort) {
+  ScratchDir dir;
+  {
+    nifti_1_header h = int16_header();
+    h.sform_code = NIFTI_XFORM_SCANNER_ANAT;
+    h.srow_x[0] = h.srow_y[1] = h.srow_z[2] = 1.0f;
+    h.srow_x[0] = kNaN;  // byte 280 of the header
+    const std::string path = dir.file("sform_nan.nii");
+    write_bytes(path, int16_volume_bytes(h));
+    EXPECT_TRUE(throws_error([&] { read_image_header(path); }, ErrorKind::InvalidInput, path, "srow"));
+    EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::InvalidInput, path, "srow"));
+    // The same inside a .nii.gz.
+    const std::string gz = dir.file("sform_nan.nii.gz");
+    write_bytes(gz, gzip(int16_volume_bytes(h)));
+    EXPECT_TRUE(throws_error([&] { read_image(gz); }, ErrorKind::InvalidInput, gz, "srow"));
+  }
+  {
+    nifti_1_header h = int16_header();
+    h.quatern_c = std::numeric_limits<float>::infinity();
+    const std::string path = dir.file("qform_inf.nii");
+    write_bytes(path, int16_volume_bytes(h));
+    EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::InvalidInput, path, "quatern"));
+  }
+  {
+    // A NaN in a transform that is not used (code 0) is no reason to refuse the file.
+    nifti_1_header h = int16_header();
+    h.sform_code = 0;
+    h.srow_x[0] = kNaN;
+    const std::string path = dir.file("unused_sform_nan.nii");
+    write_bytes(path, int16_volume_bytes(h));
+    EXPECT_EQ(read_image(path).voxels.data()[5], 16.0f);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Item 5: wrong data accepted as good.
+
+TEST(IoHardening, GzipWithWrongChecksumIsCorrupt) {
+  ScratchDir dir;
+  // Large enough that ITK's header read does not reach the gzip trailer (a tiny file fails
+  // ITK's format detection instead, which is also an error naming it).
+  std::string data;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 64 * 64 * 40; ++i) {
+    const std::int16_t v = std::int16_t(rng() % 2000);
+    data.append(reinterpret_cast<const char*>(&v), 2);
+  }
+  const std::string good = gzip(nifti_file(nifti_header(64, 64, 40, NIFTI_TYPE_INT16, 16), data));
+  const std::string ok_path = dir.file("ok.nii.gz");
+  write_bytes(ok_path, good);
+  EXPECT_EQ(read_image(ok_path).voxels.data()[7], float(*reinterpret_cast<const std::int16_t*>(data.data() + 14)));
+  // The CRC-32 in the trailer (the length still matches): ITK stops reading before it.
+  std::string bad = good;
+  bad[bad.size() - 8] = char(bad[bad.size() - 8] ^ 0x5a);
+  const std::string path = dir.file("bad_crc.nii.gz");
+  write_bytes(path, bad);
+  EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::Io, path, "corrupt"));
+  // A flipped bit in the compressed voxels: whatever zlib makes of it, not good data.
+  std::string flipped = good;
+  flipped[flipped.size() / 2] = char(flipped[flipped.size() / 2] ^ 0x01);
+  const std::string path2 = dir.file("flipped.nii.gz");
+  write_bytes(path2, flipped);
+  EXPECT_TRUE(throws_error([&] { read_image(path2); }, ErrorKind::Io, path2, "corrupt"));
+}
+
+TEST(IoHardening, BitpixContradictingDatatype) {
+  ScratchDir dir;
+  nifti_1_header h = int16_header();
+  h.datatype = NIFTI_TYPE_FLOAT64;  // bitpix stays 16
+  const std::string path = dir.file("f64_bitpix16.nii");
+  write_bytes(path, int16_volume_bytes(h));
+  EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::InvalidInput, path, "bitpix"));
+  EXPECT_TRUE(throws_error([&] { read_image_header(path); }, ErrorKind::InvalidInput, path, "bitpix"));
+}
+
+TEST(IoHardening, MetaImageWithWrongCompressedSize) {
+  ScratchDir dir;
+  register_itk_io_factories();
+  Geometry g;
+  g.size = {16, 12, 10};
+  Volume<float> v = random_volume(g, 1, -5, 5, false);
+  const std::string zmha = dir.file("compressed.mha");
+  auto writer = itk::ImageFileWriter<ItkScalarImage>::New();
+  writer->SetFileName(zmha);
+  writer->SetInput(to_itk_image(v));
+  writer->SetUseCompression(true);
+  writer->Update();
+  ASSERT_TRUE(same_voxels(read_image(zmha).voxels, v));
+  const std::string bytes = read_bytes(zmha);
+  const std::smatch m = [&] {
+    std::smatch r;
+    std::regex_search(bytes, r, std::regex("CompressedDataSize = ([0-9]+)"));
+    return r;
+  }();
+  ASSERT_FALSE(m.empty());
+  const long long size = std::stoll(m[1].str());
+  // Smaller than the stream (the file is long enough: the old size check passes).
+  for (long long wrong : {size - 10, size / 2}) {
+    const std::string path = dir.file("wrong_" + std::to_string(wrong) + ".mha");
+    std::string patched = bytes;
+    patched.replace(std::size_t(m.position(1)), std::size_t(m.length(1)), std::to_string(wrong));
+    patched.append(std::string(std::size_t(std::max<long long>(0, std::to_string(size).size() - std::to_string(wrong).size())), '\0'));
+    write_bytes(path, patched);
+    EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::Io, path, "CompressedDataSize")) << wrong;
+  }
+}
+
+TEST(IoHardening, SclSlopeOverflowingFloatIsAnError) {
+  ScratchDir dir;
+  nifti_1_header h = int16_header();
+  h.scl_slope = 1e38f;  // 1e38 * 718 is beyond float32
+  const std::string path = dir.file("slope.nii");
+  write_bytes(path, int16_volume_bytes(h));
+  EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::InvalidInput, path, "infinite"));
+  EXPECT_TRUE(throws_error([&] { read_image_slab(path, 2, 3); }, ErrorKind::InvalidInput, path, "infinite"));
+  // Large but finite is fine.
+  h.scl_slope = 1e30f;
+  const std::string fine = dir.file("large.nii");
+  write_bytes(fine, int16_volume_bytes(h));
+  EXPECT_FLOAT_EQ(read_image(fine).voxels.data()[1], 4e30f);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Item 6: the planes a rank reads must be the planes one process reads, whatever the header.
+
+TEST(IoHardening, OddHeadersReadTheSameInSlabsAsWhole) {
+  ScratchDir dir;
+  struct Case {
+    const char* name;
+    void (*patch)(nifti_1_header&);
+  };
+  const Case same[] = {
+      {"vox_offset_0.nii", [](nifti_1_header& h) { h.vox_offset = 0.0f; }},
+      {"scl_inter_nan.nii", [](nifti_1_header& h) { h.scl_inter = kNaN; }},
+      {"scl_inter_nan_slope2.nii", [](nifti_1_header& h) { h.scl_slope = 2.0f; h.scl_inter = kNaN; }},
+      {"scl_slope_nan.nii", [](nifti_1_header& h) { h.scl_slope = kNaN; h.scl_inter = 3.0f; }},
+      {"scl_slope_inf.nii", [](nifti_1_header& h) { h.scl_slope = std::numeric_limits<float>::infinity(); }},
+      {"plain.nii", [](nifti_1_header&) {}},
+  };
+  for (const Case& c : same) {
+    SCOPED_TRACE(c.name);
+    nifti_1_header h = int16_header();
+    c.patch(h);
+    const std::string path = dir.file(c.name);
+    write_bytes(path, int16_volume_bytes(h));
+    for (index_t nz : {1, 3, 5}) EXPECT_TRUE(slabs_match_whole(path, nz)) << nz;
+  }
+  // Offsets that are no file position: refused, whole or in slabs (a NaN one would be cast to an
+  // integer; a negative one read in one process but failed on two ranks).
+  const Case refused[] = {
+      {"vox_offset_nan.nii", [](nifti_1_header& h) { h.vox_offset = kNaN; }},
+      {"vox_offset_-352.nii", [](nifti_1_header& h) { h.vox_offset = -352.0f; }},
+      {"vox_offset_352.5.nii", [](nifti_1_header& h) { h.vox_offset = 352.5f; }},
+  };
+  for (const Case& c : refused) {
+    nifti_1_header h = int16_header();
+    c.patch(h);
+    const std::string path = dir.file(c.name);
+    write_bytes(path, int16_volume_bytes(h));
+    EXPECT_TRUE(throws_error([&] { read_image(path); }, ErrorKind::InvalidInput, path, "vox_offset")) << c.name;
+    EXPECT_TRUE(throws_error([&] { read_image_slab(path, 1, 2); }, ErrorKind::InvalidInput, path, "vox_offset"))
+        << c.name;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Item 3: a transform write that fails half-way (full disk; here a file size limit in a child)
+// must not pass: ITK's .mat / .txt writers do not check their stream.
+
+TEST(IoHardeningDeathTest, TransformWriteOnAFullDiskFails) {
+  ScratchDir dir;
+  Mat3d m = Mat3d::identity();
+  m(0, 1) = 0.1;
+  for (const char* name : {"a.mat", "a.txt"}) {
+    const std::string path = dir.file(name);
+    auto child = [&] {
+      std::signal(SIGXFSZ, SIG_IGN);
+      rlimit limit{};
+      limit.rlim_cur = 16;  // a few bytes: the file is cut short
+      limit.rlim_max = RLIM_INFINITY;
+      setrlimit(RLIMIT_FSIZE, &limit);
+      try {
+        write_affine_transform(path, m, {1, 2, 3}, {4, 5, 6});
+      } catch (const Error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        std::_Exit(e.kind() == ErrorKind::Io && std::string(e.what()).find(path) != std::string::npos ? 0 : 2);
+      }
+      std::_Exit(1);
+    };
+    EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "") << name;
+    EXPECT_TRUE(dir.entries().empty()) << name;
+    write_affine_transform(path, m, {1, 2, 3}, {4, 5, 6});  // without the limit
+    EXPECT_DOUBLE_EQ(read_affine_transform(path).matrix(0, 1), 0.1);
+    std::filesystem::remove(path);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Item 8: outputs as one set; names checked before the work; temporaries of killed writers.
+
+TEST(IoHardening, OutputSetWritesAllOrNothing) {
+  ScratchDir dir;
+  Geometry g;
+  g.size = {4, 4, 4};
+  const Volume<float> v = random_volume(g, 1, 0, 10, true);
+  {
+    OutputSet set;
+    write_affine_transform(dir.file("0GenericAffine.mat"), Mat3d::identity(), {0, 0, 0});
+    write_image(dir.file("warped.nii.gz"), v);
+    EXPECT_EQ(dir.entries().size(), 2u);  // the two temporaries, hidden
+    for (const std::string& e : dir.entries()) EXPECT_EQ(e[0], '.') << e;
+    // An error before commit (a later output that cannot be written): nothing remains.
+    EXPECT_THROW(write_image(dir.file("qc.hdr"), v), Error);
+  }
+  EXPECT_TRUE(dir.entries().empty());
+  {
+    OutputSet set;
+    write_affine_transform(dir.file("0GenericAffine.mat"), Mat3d::identity(), {0, 0, 0});
+    {
+      OutputSet inner;  // joins the outer set: its commit does nothing
+      write_image(dir.file("warped.nii.gz"), v);
+      inner.commit();
+    }
+    EXPECT_FALSE(fs::exists(dir.file("warped.nii.gz")));
+    set.commit();
+  }
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{"0GenericAffine.mat", "warped.nii.gz"}));
+  EXPECT_TRUE(same_voxels(read_image(dir.file("warped.nii.gz")).voxels, v));
+}
+
+TEST(IoHardening, OutputNamesAreCheckedBeforeTheWork) {
+  ScratchDir dir;
+  struct Case {
+    std::string name;
+    OutputKind kind;
+    ErrorKind error;
+    const char* needle;
+  };
+  const Case cases[] = {
+      {"w.xyz", OutputKind::Image, ErrorKind::InvalidArgument, "'.xyz'"},
+      {"w.hdr", OutputKind::Image, ErrorKind::InvalidArgument, "two-file"},
+      {"w.img.gz", OutputKind::Image, ErrorKind::InvalidArgument, "two-file"},
+      {"w", OutputKind::Image, ErrorKind::InvalidArgument, "no extension"},
+      {"a.nii.gz", OutputKind::Transform, ErrorKind::InvalidArgument, ".mat"},
+      {"qc.jpg", OutputKind::Png, ErrorKind::InvalidArgument, ".png"},
+      {"c.mat", OutputKind::CompositeTransform, ErrorKind::InvalidArgument, ".h5"},
+  };
+  for (const Case& c : cases)
+    EXPECT_TRUE(throws_error([&] { check_output_path(dir.file(c.name), c.kind); }, c.error, dir.file(c.name),
+                             c.needle))
+        << c.name;
+  check_output_path(dir.file("sub/dir/w.nii.gz"), OutputKind::Image);  // creates the directory
+  EXPECT_TRUE(fs::is_directory(dir.file("sub/dir")));
+  EXPECT_TRUE(fs::is_empty(dir.file("sub/dir")));  // the probe is gone
+  // A directory where no file can be created: read-only to this user, or (root ignores
+  // permissions) /proc, where nobody creates files.
+  std::string unwritable = "/proc/gigareg_qc.png";
+  if (::geteuid() != 0) {
+    fs::create_directory(dir.file("ro"));
+    fs::permissions(dir.file("ro"), fs::perms::owner_read | fs::perms::owner_exec);
+    unwritable = dir.file("ro/qc.png");
+  }
+  EXPECT_TRUE(throws_error([&] { check_output_path(unwritable, OutputKind::Png); }, ErrorKind::Io, unwritable,
+                           "cannot create a file"));
+  if (::geteuid() != 0) fs::permissions(dir.file("ro"), fs::perms::owner_all);
+}
+
+TEST(IoHardening, TemporariesOfKilledWritersAreRemovedByTheNextWrite) {
+  ScratchDir dir;
+  Geometry g;
+  g.size = {4, 4, 4};
+  const Volume<float> v = random_volume(g, 1, 0, 10, true);
+  // A writer killed with SIGKILL while writing leaves its temporary (nothing can remove it then).
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    io_detail::StagedFile staged(dir.file("warped.nii.gz"));
+    write_bytes(staged.temp_path(), "partial");
+    ::kill(::getpid(), SIGKILL);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  ASSERT_EQ(dir.entries().size(), 1u);
+  const std::string left = dir.entries()[0];
+  EXPECT_NE(left.find(".warped.tmp-"), std::string::npos) << left;
+  // A temporary of a live process (this one's parent: pid 1 or the runner) of the same name, and
+  // another file: both untouched.
+  const std::string live = left.substr(0, left.find('-', left.find(".tmp-") + 5) + 1) +
+                           std::to_string(::getppid()) + "-0.nii.gz";
+  write_bytes(dir.file(live), "x");
+  write_bytes(dir.file("other.nii.gz"), "y");
+  write_image(dir.file("warped.nii.gz"), v);
+  EXPECT_EQ(dir.entries(), (std::vector<std::string>{live, "other.nii.gz", "warped.nii.gz"}));
+}
+
+TEST(IoHardeningDeathTest, SignalsRemoveTemporariesInProgress) {
+  ScratchDir dir;
+  auto child = [&] {
+    install_temporary_cleanup_handlers();
+    io_detail::StagedFile staged(dir.file("warp.nii.gz"));
+    write_bytes(staged.temp_path(), "half of a warp");
+    std::raise(SIGTERM);  // mpirun ending the job, or Ctrl-C (SIGINT)
+    std::_Exit(3);
+  };
+  EXPECT_EXIT(child(), ::testing::KilledBySignal(SIGTERM), "");
+  EXPECT_TRUE(dir.entries().empty());
+}
+
+TEST(IoHardening, NoWriteThroughAPlantedLink) {
+  ScratchDir dir;
+  // Whatever name the temporary gets, it is created exclusively: a link planted at a predictable
+  // name is skipped, its target untouched.
+  const std::string target = dir.file("target.txt");
+  write_bytes(target, "keep");
+  io_detail::StagedFile first(dir.file("x.nii"));
+  const std::string next = first.temp_path().substr(0, first.temp_path().rfind('-') + 1);
+  for (int n = 0; n < 50; ++n) {
+    const std::string name = next + std::to_string(std::stoi(first.temp_path().substr(next.size())) + 1 + n) + ".nii";
+    fs::create_symlink(target, name);
+  }
+  Geometry g;
+  g.size = {4, 4, 4};
+  write_image(dir.file("x.nii"), random_volume(g, 1, 0, 10, true));
+  EXPECT_EQ(read_bytes(target), "keep");
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir.file("x.nii"))));
+}
