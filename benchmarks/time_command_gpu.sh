@@ -22,21 +22,25 @@ export LD_LIBRARY_PATH=/opt/itk/lib:/opt/gdeps/lib/x86_64-linux-gnu:${LD_LIBRARY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 nproc
 
-build_cli() {  # source dir, build dir, log
-  cmake -S "$1" -B "$2" -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TESTS=OFF -DGIGAREG_BUILD_BENCHMARKS=OFF \
-    -DGIGAREG_DISTRIBUTED=ON > "$3" 2>&1 && cmake --build "$2" --target gigareg_cli -j"$4" >> "$3" 2>&1
+build_cli() {  # source dir, build dir, log, jobs, targets...
+  local src=$1 dir=$2 log=$3 jobs=$4; shift 4
+  cmake -S "$src" -B "$dir" -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TESTS=OFF -DGIGAREG_BUILD_BENCHMARKS=ON \
+    -DGIGAREG_DISTRIBUTED=ON > "$log" 2>&1 && cmake --build "$dir" --target "$@" -j"$jobs" >> "$log" 2>&1
+}
+cli_path() {  # the tool moved from examples/ to tools/
+  if [[ -x $1/tools/gigareg ]]; then echo $1/tools/gigareg; else echo $1/examples/gigareg; fi
 }
 cur=/tmp/build-cur
 if [[ -n ${BASE:-} ]]; then
   mkdir -p /tmp/base-src && tar -xzf "$BASE" -C /tmp/base-src
-  build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 8 &
+  build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 8 gigareg_cli &
   base_pid=$!
 fi
-build_cli "$root" $cur "$out/build-cur.log" 8 || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
+build_cli "$root" $cur "$out/build-cur.log" 8 gigareg_cli bench_io || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
 if [[ -n ${BASE:-} ]]; then wait $base_pid || { tail -20 "$out/build-base.log"; exit 1; }; fi
 echo "built"
-cli_of() { [[ $1 == base ]] && echo /tmp/build-base/examples/gigareg || echo $cur/examples/gigareg; }
+cli_of() { [[ $1 == base ]] && cli_path /tmp/build-base || cli_path $cur; }
 
 # One command: wall seconds and peak RSS of the child (GiB) on the first line, its log after.
 timed() {
@@ -83,6 +87,10 @@ for name in sorted(os.listdir(b)):
 EOF
   gzip -t /tmp/cmd/cur/*.nii.gz && echo "gzip -t: all current .nii.gz pass"
 fi
+
+echo "--- file I/O of a 256^3 field (bench_io, $(nproc) cores)"
+TMPDIR=/tmp $cur/benchmarks/bench_io --benchmark_format=console 2>&1 | grep -E "median" | \
+  sed -E 's/\/iterations:1\/repeats:3\/real_time_median//' | tee "$out/bench_io.txt"
 
 if [[ -n ${LARGE:-} ]]; then
   big=/tmp/big && mkdir -p $big
