@@ -58,6 +58,20 @@ GIGAREG_HDI double rn_add(double a, double b) {
   return a + b;
 #endif
 }
+GIGAREG_HDI double rn_sub(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+GIGAREG_HDI double rn_div(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
 GIGAREG_HDI double rn_sqrt(double a) {
 #if defined(__CUDA_ARCH__)
   return __dsqrt_rn(a);
