@@ -8,12 +8,16 @@
 #include <limits>
 #include <vector>
 
+#include "gigareg/config.hpp"
 #include "gigareg/log.hpp"
 #include "gigareg/ops/optim.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "registration/internal.hpp"
+#if GIGAREG_WITH_CUDA
+#include "cuda/texture_mask.hpp"
+#endif
 
 namespace gigareg::reg {
 
@@ -165,6 +169,22 @@ void MovingWindow::serve() {
 }
 
 // ---------------------------------------------------------------------------------------------
+Volume<float> texture_mask(const Context& ctx, const Volume<float>& image, const Volume<float>* mask,
+                           const Box& out_box, int radius, double min_variance) {
+  if (ctx.backend == Backend::Cpu) return texture_mask(image, mask, out_box, radius, min_variance);
+  const Box region = out_box.grown_within(Index3{radius, radius, radius}, image.geometry().size);
+  GIGAREG_REQUIRE(image.box().contains(region), "texture_mask: the image does not cover the windows");
+  GIGAREG_REQUIRE(mask == nullptr || mask->box().contains(out_box), "texture_mask: the mask does not cover the box");
+  Volume<float> out(image.geometry(), out_box, 1, ctx.memory_space());
+#if GIGAREG_WITH_CUDA
+  cuda::texture_mask(ctx.stream, image.view(), mask ? mask->view() : VolumeView<const float>{}, out.view(),
+                     out_box, radius, min_variance);
+#else
+  throw_error(ErrorKind::Cuda, "texture_mask", "gigareg was built without CUDA");
+#endif
+  return out;
+}
+
 Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, const Box& out_box,
                            int radius, double min_variance) {
   const Geometry& g = image.geometry();
@@ -315,23 +335,18 @@ Level make_level(const Inputs& in, const StageParams& stage, int lv) {
                                                 moving_geometry, moving_sigma);
 
   if (stage.metric.type == MetricType::CC && stage.metric.cc_min_std > 0) {
-    // Computed on the host (one pass per level; a download and an upload on CUDA), on the mask
-    // box, from the fixed image on the image box (mask box + radius). The threshold is relative
-    // to the global range of the fixed image within its mask.
-    const bool host = ctx.backend == Backend::Cpu;
-    Volume<float> fixed_host, mask_host;
-    const Volume<float>& f = host ? level.fixed.get() : (fixed_host = level.fixed.get().to(MemorySpace::Host));
-    const Volume<float>* m = nullptr;
-    if (level.fixed_mask.present())
-      m = host ? &level.fixed_mask.get() : &(mask_host = level.fixed_mask.get().to(MemorySpace::Host));
-    const IntensityRange r = global_range(Context::cpu(), part, f.view(),
+    // Computed in the backend (on CUDA: gigareg/device/texture.hpp per voxel, the same bits as
+    // the host's separable sums), on the mask box, from the fixed image on the image box (mask box
+    // + radius). The threshold is relative to the global range of the fixed image within its mask.
+    const Volume<float>& f = level.fixed.get();
+    const Volume<float>* m = level.fixed_mask.present() ? &level.fixed_mask.get() : nullptr;
+    const IntensityRange r = global_range(ctx, part, f.view(),
                                           m ? m->view() : VolumeView<const float>{}, level.owned);
     // A constant image has no texture anywhere.
     const double t = stage.metric.cc_min_std * (r.max - r.min);
     const double min_variance = r.max > r.min ? t * t : std::numeric_limits<double>::infinity();
-    Volume<float> tm = texture_mask(f, m, mask_box, stage.metric.radius, min_variance);
     LevelImage combined;
-    combined.owned = host ? std::move(tm) : tm.to(ctx.memory_space());
+    combined.owned = texture_mask(ctx, f, m, mask_box, stage.metric.radius, min_variance);
     level.fixed_mask = std::move(combined);
   }
   // Metric ranges: the fixed image within its (level) mask; the moving image over its whole level

@@ -183,6 +183,10 @@ Index3 metric_mask_halo(const MetricParams& m);
 /// by separable passes, so every voxel's value is independent of out_box.
 Volume<float> texture_mask(const Volume<float>& image, const Volume<float>* mask, const Box& out_box,
                            int radius, double min_variance);
+/// texture_mask in the context's backend: the CUDA kernel gives the host's mask bit for bit
+/// (tests/cuda/test_texture_mask_cuda.cpp); the result is in the backend's memory.
+Volume<float> texture_mask(const Context& ctx, const Volume<float>& image, const Volume<float>* mask,
+                           const Box& out_box, int radius, double min_variance);
 
 /// The halo a field on `g` needs to be sampled at x + d(x), |d| <= bound_mm: per axis, the
 /// bound in voxels of that axis (rounded up, with a relative margin for float rounding) and one
