@@ -25,7 +25,7 @@ nproc
 build_cli() {  # source dir, build dir, log, jobs, targets...
   local src=$1 dir=$2 log=$3 jobs=$4; shift 4
   cmake -S "$src" -B "$dir" -G "Unix Makefiles" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TESTS=OFF -DGIGAREG_BUILD_BENCHMARKS=ON \
+    -DCMAKE_PREFIX_PATH="/opt/itk;/opt/gdeps" -DGIGAREG_BUILD_TESTS=${TESTS:+ON} -DGIGAREG_BUILD_BENCHMARKS=ON \
     -DGIGAREG_DISTRIBUTED=ON > "$log" 2>&1 && cmake --build "$dir" --target "$@" -j"$jobs" >> "$log" 2>&1
 }
 cli_path() {  # the tool moved from examples/ to tools/
@@ -37,9 +37,19 @@ if [[ -n ${BASE:-} ]]; then
   build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 8 gigareg_cli &
   base_pid=$!
 fi
-build_cli "$root" $cur "$out/build-cur.log" 8 gigareg_cli bench_io || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
+start=$SECONDS
+targets=(gigareg_cli bench_io)
+# TESTS=1: also build the tests and run the CUDA ones (and the texture-mask / I/O tests) first.
+if [[ -n ${TESTS:-} ]]; then targets=(all); fi
+build_cli "$root" $cur "$out/build-cur.log" 8 "${targets[@]}" || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
 if [[ -n ${BASE:-} ]]; then wait $base_pid || { tail -20 "$out/build-base.log"; exit 1; }; fi
-echo "built"
+echo "built at $((SECONDS - start)) s"
+if [[ -n ${TESTS:-} ]]; then
+  (cd $cur && ctest -R "Cuda|CUDA|cuda|Nccl|dist_|DirectNifti|TextureMask|Mask" --output-on-failure -j4 --timeout 300) \
+    > "$out/ctest_cuda.log" 2>&1
+  grep -E "tests passed|tests failed|\(Failed\)|\(SEGFAULT\)|\(Timeout\)" "$out/ctest_cuda.log" | head -20
+  echo "tests done at $((SECONDS - start)) s"
+fi
 cli_of() { [[ $1 == base ]] && cli_path /tmp/build-base || cli_path $cur; }
 
 # One command: wall seconds and peak RSS of the child (GiB) on the first line, its log after.
@@ -92,7 +102,9 @@ echo "--- file I/O of a 256^3 field (bench_io, $(nproc) cores)"
 TMPDIR=/tmp $cur/benchmarks/bench_io --benchmark_format=console 2>&1 | grep -E "median" | \
   sed -E 's/\/iterations:1\/repeats:3\/real_time_median//' | tee "$out/bench_io.txt"
 
-if [[ -n ${LARGE:-} ]]; then
+if [[ -n ${LARGE:-} && $((SECONDS - start)) -gt ${LARGE_UNLESS_AFTER:-99999} ]]; then
+  echo "large run skipped: $((SECONDS - start)) s already used"
+elif [[ -n ${LARGE:-} ]]; then
   big=/tmp/big && mkdir -p $big
   timed "$(cli_of cur)" phantom -i $d/colin27_ch2better_0.5mm.nii.gz --upsample "$LARGE" -o $big/brain_ \
     > "$out/large_phantom.log"
