@@ -224,6 +224,10 @@ void StagedFile::commit() {
   std::error_code ec;
   if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
+  // Flushed here, by the thread that wrote it: the outputs of a registration are written
+  // concurrently, and so their flushes overlap (a set renames them later, all on disk already).
+  const std::string err = sync_path(temp_, false);
+  if (!err.empty()) throw_error(ErrorKind::Io, final_, "flushing the written file to disk failed: " + err);
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
     if (g_set.open) {  // the set renames it with the others
@@ -232,8 +236,6 @@ void StagedFile::commit() {
       return;
     }
   }
-  const std::string err = sync_path(temp_, false);
-  if (!err.empty()) throw_error(ErrorKind::Io, final_, "flushing the written file to disk failed: " + err);
   fs::rename(temp_, final_, ec);
   if (ec) throw_error(ErrorKind::Io, final_, "cannot move the written file into place: " + ec.message());
   unregister_pending(slot_of(temp_));
@@ -299,11 +301,8 @@ void OutputSet::commit() {
     std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
     files = io_detail::g_set.staged;
   }
-  // Everything on disk before the first rename: a crash afterwards leaves complete files only.
-  for (const auto& [temp, final_name] : files) {
-    const std::string err = io_detail::sync_path(temp, false);
-    if (!err.empty()) throw_error(ErrorKind::Io, final_name, "flushing the written file to disk failed: " + err);
-  }
+  // Everything is on disk before the first rename (StagedFile::commit flushed each file): a
+  // crash afterwards leaves complete files only.
   std::vector<std::string> renamed;
   for (const auto& [temp, final_name] : files) {
     std::error_code ec;
