@@ -39,6 +39,7 @@
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/phantom.hpp"
 #include "gigareg/registration.hpp"
+#include "result_digest.hpp"
 
 using namespace gigareg;
 namespace fs = std::filesystem;
@@ -466,6 +467,7 @@ TEST(Registration, AffineStagesRecoverAKnownAffine) {
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult r = register_images(p, fixed, moving);
   const double secs = seconds_since(t0);
+  test::record_result_digest(r);
   const double before = rms_point_error(fg, Affined::identity(), truth);
   const double after = rms_point_error(fg, r.affine, truth);
   const double mse_before = loss_of(MetricType::MeanSquares, fixed, warp_image(moving, fg, Affined::identity()));
@@ -551,6 +553,7 @@ void check_deformable(TransformType type, double min_error_reduction) {
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult r = register_images(p, w.fixed, w.moving);
   const double secs = seconds_since(t0);
+  test::record_result_digest(r, to_string(type));
   ASSERT_FALSE(r.warp.empty());
   ASSERT_FALSE(r.inverse_warp.empty());
   const double err0 = field_error(w, nullptr), err1 = field_error(w, &r.warp);
@@ -637,6 +640,7 @@ TEST(RegistrationFiles, ItkReadsTheOutputsAndReproducesTheWarpedImage) {
   files.inverse_warped = (dir / "out" / "inverse_warped.nii.gz").string();
   RegistrationOutputs out;
   const RegistrationResult r = register_files(p, files, &out);
+  test::record_result_digest(r);
   ASSERT_EQ(out.affine, files.output_prefix + "0GenericAffine.mat");
   ASSERT_EQ(out.warp, files.output_prefix + "1Warp.nii.gz");
   ASSERT_EQ(out.inverse_warp, files.output_prefix + "1InverseWarp.nii.gz");
@@ -789,6 +793,7 @@ TEST(RegistrationCuda, MatchesTheCpuPipeline) {
   p.device = DeviceChoice::Cpu;
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult cpu = register_images(p, base, moving, &fmask, &mmask);
+  test::record_result_digest(cpu, "cpu");
   const double t_cpu = seconds_since(t0);
   p.device = DeviceChoice::Cuda;
   const auto t1 = std::chrono::steady_clock::now();
@@ -846,6 +851,7 @@ TEST(RegistrationCuda, FirstCcLossMatchesTheCpuOnAnUnalignedPair) {
   p.stages[0].smoothing_sigmas = {1, 0};
   p.device = DeviceChoice::Cpu;
   const RegistrationResult cpu = register_images(p, base, moving);
+  test::record_result_digest(cpu, "cpu");
   p.device = DeviceChoice::Cuda;
   const RegistrationResult gpu = register_images(p, base, moving);
   ASSERT_EQ(cpu.levels.size(), 2u);
