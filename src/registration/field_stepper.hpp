@@ -10,7 +10,7 @@
 #include "gigareg/ops/context.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/partition.hpp"
-#include "gigareg/registration.hpp"
+#include "gigareg/registration_params.hpp"
 #include "gigareg/volume.hpp"
 #include "registration/buffers.hpp"
 #include "registration/level_image.hpp"

@@ -4,7 +4,7 @@
 // Gaussian smoothing's.
 
 #include "gigareg/geometry.hpp"
-#include "gigareg/registration.hpp"
+#include "gigareg/registration_params.hpp"
 
 namespace gigareg::reg {
 

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "gigareg/ops/loss.hpp"
-#include "gigareg/registration.hpp"
+#include "gigareg/registration_params.hpp"
 #include "registration/level_image.hpp"
 #include "registration/moving_window.hpp"
 

@@ -7,7 +7,7 @@
 #include "gigareg/ops/context.hpp"
 #include "gigareg/ops/loss.hpp"
 #include "gigareg/partition.hpp"
-#include "gigareg/registration.hpp"
+#include "gigareg/registration_params.hpp"
 #include "gigareg/volume.hpp"
 #include "registration/buffers.hpp"
 
