@@ -2,6 +2,7 @@
 
 #include "registration/loss_mask.hpp"
 
+#include "gigareg/ops/mask.hpp"
 #include "gigareg/ops/warp.hpp"
 
 namespace gigareg::reg {
@@ -33,24 +34,11 @@ void MaskCombiner::update(const Affined& affine, VolumeView<const float> displac
   w.interpolation = Interpolation::Linear;
   w.boundary = Boundary::Zero;
   warp(ctx_, w, sampled_.view(), owned_);
-  // The logical AND of the two masks on the owned box. There is no element-wise op for it, so on
-  // CUDA the masks make a round trip through the host (moving masks are rare; this costs two
-  // copies of one fixed-level slab per iteration). The halo comes from the neighbours.
-  const bool host = ctx_.backend == Backend::Cpu;
-  Volume<float> s = host ? Volume<float>() : sampled_.to(MemorySpace::Host);
-  Volume<float> f;
+  // The logical AND of the two masks on the owned box, where they live (no host round trip on
+  // CUDA); the halo comes from the neighbours.
   const bool has_fixed = fixed_mask_ != nullptr && fixed_mask_->present();
-  if (!host && has_fixed) f = fixed_mask_->get().to(MemorySpace::Host);
-  Volume<float> c = host ? Volume<float>() : combined_.to(MemorySpace::Host);
-  const VolumeView<const float> sv = host ? sampled_.view() : s.view();
-  const VolumeView<const float> fv = has_fixed ? (host ? fixed_mask_->view() : f.view()) : VolumeView<const float>{};
-  VolumeView<float> cv = host ? combined_.view() : c.view();
-#pragma omp parallel for schedule(static)
-  for (index_t k = owned_.lo.z; k < owned_.lo.z + owned_.size.z; ++k)
-    for (index_t j = owned_.lo.y; j < owned_.lo.y + owned_.size.y; ++j)
-      for (index_t i = owned_.lo.x; i < owned_.lo.x + owned_.size.x; ++i)
-        cv.at(i, j, k) = (sv.at(i, j, k) > 0.5f && (!has_fixed || fv.at(i, j, k) > 0.5f)) ? 1.0f : 0.0f;
-  if (!host) copy_bytes(combined_.data(), MemorySpace::Device, c.data(), MemorySpace::Host, c.bytes());
+  combine_masks(ctx_, sampled_.view(), has_fixed ? fixed_mask_->view() : VolumeView<const float>{},
+                combined_.view(), owned_);
   part_->exchange_halos({&combined_}, halo_);
 }
 
