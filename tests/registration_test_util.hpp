@@ -17,18 +17,14 @@
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/phantom.hpp"
 #include "gigareg/registration.hpp"
+#include "test_util.hpp"
 
 namespace gigareg::test {
 
 inline Box whole(const Geometry& g) { return {{0, 0, 0}, g.size}; }
 
 inline Geometry grid(Index3 size, Vec3d spacing, Vec3d origin = {0, 0, 0}, Mat3d dir = Mat3d::identity()) {
-  Geometry g;
-  g.size = size;
-  g.spacing = spacing;
-  g.origin = origin;
-  g.direction = dir;
-  return g;
+  return make_geometry(size, spacing, origin, dir);
 }
 
 inline Vec3d grid_center(const Geometry& g) {
@@ -80,6 +76,18 @@ inline Volume<float> warp_image(const Volume<float>& moving, const Geometry& out
   Volume<float> out(out_grid);
   warp(Context::cpu(), in, out.view(), whole(out_grid));
   return out;
+}
+
+/// `image` resampled onto `out` through a known transform A(x + u(x)): u a smooth warp on `out`
+/// of up to 3 mm (wavelength 45 mm), A the affine of these rotations (degrees), scales and
+/// translation (mm) about the centre of `out`.
+inline Volume<float> known_transform_of(const Volume<float>& image, const Geometry& out, Vec3d rotation_deg,
+                                        Vec3d scale, Vec3d translation_mm) {
+  SmoothDeformationSpec spec;
+  spec.max_displacement_mm = 3.0;
+  spec.wavelength_mm = 45.0;
+  const Volume<float> u = make_smooth_deformation(out, spec);
+  return warp_image(image, out, make_affine(rotation_deg, scale, translation_mm, grid_center(out)), &u);
 }
 
 inline double mean_abs_diff(const Volume<float>& a, const Volume<float>& b) {

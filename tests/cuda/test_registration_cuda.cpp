@@ -28,12 +28,7 @@ TEST(RegistrationCuda, MatchesTheCpuPipeline) {
   QuietLogs quiet;
   const Geometry fg = grid({40, 44, 36}, {2, 2, 2}, {-40, -44, -36});
   const Volume<float> base = blob_phantom(fg, 13);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 3.0;
-  spec.wavelength_mm = 45.0;
-  const Volume<float> u_true = make_smooth_deformation(fg, spec);
-  const Affined a_true = make_affine({3, -2, 4}, {1.02, 0.98, 1.0}, {2, -1, 1.5}, grid_center(fg));
-  const Volume<float> moving = warp_image(base, fg, a_true, &u_true);
+  const Volume<float> moving = known_transform_of(base, fg, {3, -2, 4}, {1.02, 0.98, 1.0}, {2, -1, 1.5});
   // Masks: everything but a corner slab, to run the mask paths (the moving one goes through the
   // host on CUDA).
   Volume<float> fmask(fg), mmask(fg);

@@ -430,12 +430,7 @@ TEST(RegistrationFiles, ItkReadsTheOutputsAndReproducesTheWarpedImage) {
                            make_affine({2, 3, -4}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}).matrix);
   const Geometry mg = grid({34, 38, 30}, {2.2, 2.1, 2.3}, {-37, -40, -34});
   const Volume<float> base = blob_phantom(mg, 21);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 3.0;
-  spec.wavelength_mm = 45.0;
-  const Volume<float> u_true = make_smooth_deformation(fg, spec);
-  const Affined a_true = make_affine({3, -2, 2}, {1.02, 0.98, 1.0}, {2, -1, 1.5}, grid_center(fg));
-  const Volume<float> fixed = warp_image(base, fg, a_true, &u_true);  // fixed(x) = base(A(x + u))
+  const Volume<float> fixed = known_transform_of(base, fg, {3, -2, 2}, {1.02, 0.98, 1.0}, {2, -1, 1.5});
   const std::string fixed_path = (dir / "fixed.nii.gz").string(), moving_path = (dir / "moving.nii.gz").string();
   write_image(fixed_path, fixed);
   write_image(moving_path, base);
