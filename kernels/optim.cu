@@ -15,37 +15,12 @@
 
 #include "cuda/check.cuh"
 #include "cuda/optim.hpp"
+#include "elementwise.cuh"
 
 namespace gigareg::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-struct RowLaunch {
-  dim3 grid;
-  index_t rows;
-};
-
-/// Grid for the element-wise kernels: x = rows of (y, z, component) (grid-stride beyond 2^31 - 1),
-/// y = tiles of 256 elements along x. One element per thread. (Measured on H100 against a 3-D
-/// grid and against one thread per voxel looping over its components: this shape was fastest.)
-RowLaunch row_launch(const Box& owned, int components) {
-  const index_t rows = owned.size.y * owned.size.z * components;
-  const index_t tiles = (owned.size.x + kThreads - 1) / kThreads;
-  GIGAREG_REQUIRE(tiles <= 65535, "the owned box is too wide");
-  return {dim3(unsigned(std::min<index_t>(rows, 0x7fffffff)), unsigned(tiles)), rows};
-}
-
-/// The element (i, j, k, c) of this thread for block row `row`; false when i is past the box.
-__device__ __forceinline__ bool element(const Box& owned, index_t row, index_t& i, index_t& j,
-                                        index_t& k, int& c) {
-  i = owned.lo.x + index_t(blockIdx.y) * kThreads + threadIdx.x;
-  j = owned.lo.y + row % owned.size.y;
-  const index_t zc = row / owned.size.y;
-  k = owned.lo.z + zc % owned.size.z;
-  c = int(zc / owned.size.z);
-  return i < owned.lo.x + owned.size.x;
-}
+constexpr int kThreads = kElementThreads;  // the element-wise launch shape (elementwise.cuh)
 
 __global__ void adam_moments_kernel(VolumeView<const float> grad, VolumeView<float> m,
                                     VolumeView<float> v, AdamCoefficients co, Box owned,

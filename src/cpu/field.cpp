@@ -1,10 +1,11 @@
-// CPU reference of the displacement-field ops (OpenMP over rows, deliberately plain). The per-voxel
-// formulas are those of include/gigareg/device/field.hpp, shared with the kernels. Per-slice
-// reductions (maxima and counts) are order-independent, hence identical for any thread count and
-// any split into z-slabs.
+// CPU reference of the displacement-field ops (OpenMP over rows through cpu/elementwise.hpp,
+// deliberately plain). The per-voxel formulas are those of include/gigareg/device/field.hpp,
+// shared with the kernels. Per-slice reductions (maxima and counts) are order-independent, hence
+// identical for any thread count and any split into z-slabs.
 
 #include "cpu/field.hpp"
 
+#include "cpu/elementwise.hpp"
 #include <cmath>
 #include <vector>
 
@@ -25,17 +26,10 @@ float max_nan(float a, float b) { return (b > a || std::isnan(b)) && !std::isnan
 void compose(const ComposePlan& plan, VolumeView<const float> v, VolumeView<const float> u,
              VolumeView<float> out, const Box& owned, Boundary boundary) {
   const bool has_v = v.data != nullptr;
-  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t kk = 0; kk < nz; ++kk)
-    for (index_t jj = 0; jj < ny; ++jj) {
-      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
-      for (index_t ii = 0; ii < nx; ++ii) {
-        const index_t i = owned.lo.x + ii;
-        const Vec3f vv = has_v ? load_vec3(v, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-        store3(out, i, j, k, compose_voxel(plan, u, i, j, k, vv, boundary));
-      }
-    }
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    const Vec3f vv = has_v ? load_vec3(v, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+    store3(out, i, j, k, compose_voxel(plan, u, i, j, k, vv, boundary));
+  });
 }
 
 void exp_field(const ComposePlan& plan, VolumeView<const float> v, int steps, VolumeView<float> out,
@@ -52,11 +46,9 @@ void exp_field(const ComposePlan& plan, VolumeView<const float> v, int steps, Vo
   VolumeView<float> next = (steps % 2 == 0) ? scratch : out;
 
   const float scale = float(std::ldexp(1.0, -steps));
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t k = 0; k < e.z; ++k)
-    for (index_t j = 0; j < e.y; ++j)
-      for (index_t i = 0; i < e.x; ++i)
-        for (int c = 0; c < 3; ++c) cur.at(i, j, k, c) = scale * v.at(i, j, k, c);
+  for_each_element(whole, 3, [&](index_t i, index_t j, index_t k, int c) {
+    cur.at(i, j, k, c) = scale * v.at(i, j, k, c);
+  });
 
   for (int s = 0; s < steps; ++s) {
     compose(plan, cur, cur, next, whole, boundary);
@@ -70,28 +62,24 @@ void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const
             VolumeView<float> out, const Box& owned, int iterations, float tolerance,
             Boundary boundary, double* residual) {
   const bool has_init = initial.data != nullptr;
-  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
+  const index_t ny = owned.size.y, nz = owned.size.z;
   std::vector<float> row_max(residual ? std::size_t(ny * nz) : 0);
   std::vector<double> row_count(residual ? std::size_t(ny * nz) : 0);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t kk = 0; kk < nz; ++kk)
-    for (index_t jj = 0; jj < ny; ++jj) {
-      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
-      float m = 0.f;
-      double count = 0;
-      for (index_t ii = 0; ii < nx; ++ii) {
-        const index_t i = owned.lo.x + ii;
-        const Vec3f w0 = has_init ? load_vec3(initial, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-        float r = 0.f;
-        store3(out, i, j, k, invert_voxel(plan, u, i, j, k, w0, iterations, tolerance, boundary, r));
-        m = max_nan(m, r);
-        if (!(r <= tolerance)) count += 1;
-      }
-      if (residual) {
-        row_max[std::size_t(kk * ny + jj)] = m;
-        row_count[std::size_t(kk * ny + jj)] = count;
-      }
+  for_each_row(owned, [&](index_t j, index_t k, index_t row) {
+    float m = 0.f;
+    double count = 0;
+    for (index_t i = owned.lo.x; i < owned.lo.x + owned.size.x; ++i) {
+      const Vec3f w0 = has_init ? load_vec3(initial, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+      float r = 0.f;
+      store3(out, i, j, k, invert_voxel(plan, u, i, j, k, w0, iterations, tolerance, boundary, r));
+      m = max_nan(m, r);
+      if (!(r <= tolerance)) count += 1;
     }
+    if (residual) {
+      row_max[std::size_t(row)] = m;
+      row_count[std::size_t(row)] = count;
+    }
+  });
   if (residual)
     for (index_t kk = 0; kk < nz; ++kk) {
       float m = 0.f;
@@ -107,21 +95,17 @@ void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const
 
 void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,
                           VolumeView<float> det, const Box& owned, double* nonpositive) {
-  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
+  const index_t ny = owned.size.y, nz = owned.size.z;
   std::vector<double> row_count(nonpositive ? std::size_t(ny * nz) : 0);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t kk = 0; kk < nz; ++kk)
-    for (index_t jj = 0; jj < ny; ++jj) {
-      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
-      double count = 0;
-      for (index_t ii = 0; ii < nx; ++ii) {
-        const index_t i = owned.lo.x + ii;
-        const float d = jacobian_determinant_voxel(u, inverse_index_map, Index3{i, j, k});
-        if (det.data) det.at(i, j, k) = d;
-        if (!(d > 0.f)) count += 1;
-      }
-      if (nonpositive) row_count[std::size_t(kk * ny + jj)] = count;
+  for_each_row(owned, [&](index_t j, index_t k, index_t row) {
+    double count = 0;
+    for (index_t i = owned.lo.x; i < owned.lo.x + owned.size.x; ++i) {
+      const float d = jacobian_determinant_voxel(u, inverse_index_map, Index3{i, j, k});
+      if (det.data) det.at(i, j, k) = d;
+      if (!(d > 0.f)) count += 1;
     }
+    if (nonpositive) row_count[std::size_t(row)] = count;
+  });
   if (nonpositive)
     for (index_t kk = 0; kk < nz; ++kk) {
       double count = 0;

@@ -7,6 +7,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/elementwise.hpp"
 #include "gigareg/ops/loss.hpp"
 
 namespace gigareg::cpu {
@@ -66,16 +67,12 @@ void mattes_table(const std::int64_t* hist, int bins, float* table, double* valu
 void mattes_gradient(VolumeView<const float> fixed, VolumeView<const float> warped,
                      VolumeView<const float> mask, const Box& owned, const MattesAxis& fixed_axis,
                      const MattesAxis& moving_axis, const float* table, VolumeView<float> grad) {
-#pragma omp parallel for schedule(static) collapse(2)
-  for (index_t z = owned.lo.z; z < owned.lo.z + owned.size.z; ++z)
-    for (index_t y = owned.lo.y; y < owned.lo.y + owned.size.y; ++y)
-      for (index_t x = owned.lo.x; x < owned.lo.x + owned.size.x; ++x) {
-        float g = 0.0f;
-        if (mask.data == nullptr || mask.at(x, y, z) > 0.5f)
-          g = mattes_voxel_gradient(fixed.at(x, y, z), warped.at(x, y, z), fixed_axis, moving_axis,
-                                    table);
-        grad.at(x, y, z) = g;
-      }
+  for_each_element(owned, 1, [&](index_t x, index_t y, index_t z, int) {
+    float g = 0.0f;
+    if (mask.data == nullptr || mask.at(x, y, z) > 0.5f)
+      g = mattes_voxel_gradient(fixed.at(x, y, z), warped.at(x, y, z), fixed_axis, moving_axis, table);
+    grad.at(x, y, z) = g;
+  });
 }
 
 void intensity_range(VolumeView<const float> image, VolumeView<const float> mask, const Box& owned,

@@ -1,27 +1,12 @@
-// CPU reference of the optimiser ops (OpenMP over rows of the owned box, deliberately plain).
+// CPU reference of the optimiser ops (element-wise ones through cpu::for_each_element).
 // The element-wise math is device/adam.hpp's, shared with kernels/optim.cu.
 
 #include <algorithm>
 
+#include "cpu/elementwise.hpp"
 #include "gigareg/device/adam.hpp"
 
 namespace gigareg::cpu {
-namespace {
-
-/// Calls f(i, j, k, c) for every voxel of `owned` and every component, rows in parallel.
-template <class F>
-void for_each_element(const Box& owned, int components, F f) {
-  const index_t rows = owned.size.y * owned.size.z * components;
-#pragma omp parallel for schedule(static)
-  for (index_t row = 0; row < rows; ++row) {
-    const index_t j = owned.lo.y + row % owned.size.y;
-    const index_t k = owned.lo.z + (row / owned.size.y) % owned.size.z;
-    const int c = int(row / (owned.size.y * owned.size.z));
-    for (index_t i = owned.lo.x; i < owned.lo.x + owned.size.x; ++i) f(i, j, k, c);
-  }
-}
-
-}  // namespace
 
 void adam_moments(VolumeView<const float> grad, VolumeView<float> m, VolumeView<float> v,
                   const AdamCoefficients& c, const Box& owned) {

@@ -1,5 +1,6 @@
-// CPU reference of the warp and its gradient (OpenMP over rows, deliberately plain). The per-voxel
-// formulas are those of include/gigareg/device/{warp,interpolate}.hpp, shared with the kernels.
+// CPU reference of the warp and its gradient (OpenMP over rows through cpu/elementwise.hpp,
+// deliberately plain). The per-voxel formulas are those of
+// include/gigareg/device/{warp,interpolate}.hpp, shared with the kernels.
 //
 // Reductions: each row (y, z) of the owned box accumulates its affine terms in double, x in order;
 // a slice's partial is the sum of its rows in y order. The result depends neither on the thread
@@ -7,6 +8,7 @@
 
 #include "cpu/warp.hpp"
 
+#include "cpu/elementwise.hpp"
 #include <vector>
 
 namespace gigareg::cpu {
@@ -17,17 +19,10 @@ void warp_rows(const WarpPlan& plan, VolumeView<const float> moving,
                VolumeView<const float> displacement, VolumeView<float> out, const Box& owned,
                Boundary boundary) {
   const bool has_u = displacement.data != nullptr;
-  const index_t nx = owned.size.x, ny = owned.size.y, nz = owned.size.z;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (index_t kk = 0; kk < nz; ++kk)
-    for (index_t jj = 0; jj < ny; ++jj) {
-      const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
-      for (index_t ii = 0; ii < nx; ++ii) {
-        const index_t i = owned.lo.x + ii;
-        const Vec3f u = has_u ? load_vec3(displacement, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-        out.at(i, j, k) = sample<I>(moving, warp_position(plan, i, j, k, u), boundary);
-      }
-    }
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    const Vec3f u = has_u ? load_vec3(displacement, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+    out.at(i, j, k) = sample<I>(moving, warp_position(plan, i, j, k, u), boundary);
+  });
 }
 
 }  // namespace
@@ -58,29 +53,24 @@ void warp_backward(const WarpPlan& plan, VolumeView<const float> moving,
 
   if (want_u || want_affine) {
     std::vector<double> rows(want_affine ? std::size_t(ny * nz * kAffineTerms) : 0);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (index_t kk = 0; kk < nz; ++kk)
-      for (index_t jj = 0; jj < ny; ++jj) {
-        const index_t k = owned.lo.z + kk, j = owned.lo.y + jj;
-        double acc[kAffineTerms] = {};
-        for (index_t ii = 0; ii < nx; ++ii) {
-          const index_t i = owned.lo.x + ii;
-          const Vec3f u = has_u ? load_vec3(displacement, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-          Vec3f gm;
-          (void)sample_linear_grad(moving, warp_position(plan, i, j, k, u), boundary, gm);
-          const float g = grad_out.at(i, j, k);
-          if (want_u) {
-            const Vec3f du = warp_grad_displacement(plan, gm, g);
-            grad_u.at(i, j, k, 0) = du.x;
-            grad_u.at(i, j, k, 1) = du.y;
-            grad_u.at(i, j, k, 2) = du.z;
-          }
-          if (want_affine) warp_accumulate_affine(plan, gm, g, i, j, k, u, acc);
+    for_each_row(owned, [&](index_t j, index_t k, index_t row) {
+      double acc[kAffineTerms] = {};
+      for (index_t i = owned.lo.x; i < owned.lo.x + nx; ++i) {
+        const Vec3f u = has_u ? load_vec3(displacement, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+        Vec3f gm;
+        (void)sample_linear_grad(moving, warp_position(plan, i, j, k, u), boundary, gm);
+        const float g = grad_out.at(i, j, k);
+        if (want_u) {
+          const Vec3f du = warp_grad_displacement(plan, gm, g);
+          grad_u.at(i, j, k, 0) = du.x;
+          grad_u.at(i, j, k, 1) = du.y;
+          grad_u.at(i, j, k, 2) = du.z;
         }
-        if (want_affine)
-          for (int t = 0; t < kAffineTerms; ++t)
-            rows[std::size_t((kk * ny + jj) * kAffineTerms + t)] = acc[t];
+        if (want_affine) warp_accumulate_affine(plan, gm, g, i, j, k, u, acc);
       }
+      if (want_affine)
+        for (int t = 0; t < kAffineTerms; ++t) rows[std::size_t(row * kAffineTerms + t)] = acc[t];
+    });
     if (want_affine)
       for (index_t kk = 0; kk < nz; ++kk)
         for (int t = 0; t < kAffineTerms; ++t) {

@@ -9,7 +9,7 @@
 
 #include "gigareg/error.hpp"
 #include "gigareg/log.hpp"
-#include "registration/internal.hpp"
+#include "registration/level_report.hpp"
 
 namespace gigareg {
 

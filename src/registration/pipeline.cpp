@@ -17,8 +17,14 @@
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
+#include "registration/buffers.hpp"
+#include "registration/halos.hpp"
 #include "registration/input_agreement.hpp"
-#include "registration/internal.hpp"
+#include "registration/level_image.hpp"
+#include "registration/level_report.hpp"
+#include "registration/moving_window.hpp"
+#include "registration/reductions.hpp"
+#include "registration/stages.hpp"
 
 namespace gigareg {
 namespace {
@@ -245,13 +251,8 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   clock.mark("inputs to the backend");
   RegistrationResult result;
   result.backend = ctx.backend;
-  for (std::size_t s = 0; s < params.stages.size(); ++s) {
-    const StageParams& stage = params.stages[s];
-    if (is_linear(stage.transform))
-      reg::run_linear_stage(in, stage, int(s), params, state, result.levels);
-    else
-      reg::run_deformable_stage(in, stage, int(s), params, state, result.levels);
-  }
+  for (std::size_t s = 0; s < params.stages.size(); ++s)
+    reg::run_stage(in, params.stages[s], int(s), params, state, result.levels);
 
   clock.mark("stages");
   // Outputs at full resolution on the fixed grid, on the owned box.

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "gigareg/memory.hpp"
-#include "registration/internal.hpp"
+#include "registration/texture_mask.hpp"
 #include "test_util.hpp"
 
 namespace gigareg {

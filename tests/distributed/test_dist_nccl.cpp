@@ -22,7 +22,9 @@
 #include "gigareg/ops/optim.hpp"
 #include "gigareg/ops/smooth.hpp"
 #include "mpi_test.hpp"
-#include "registration/internal.hpp"
+#include "registration/halos.hpp"
+#include "registration/metric.hpp"
+#include "registration/reductions.hpp"
 #include "test_util.hpp"
 
 namespace gigareg::dist {

@@ -17,6 +17,7 @@
 #include "gigareg/distributed/partition.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/registration.hpp"
+#include "result_digest.hpp"
 #include "mpi_test.hpp"
 #include "test_util.hpp"
 
@@ -120,6 +121,10 @@ TEST(ShardedRegistration, SyntheticPairOnDifferentGridsIsTheSingleProcessBitwise
   const RegistrationResult sharded =
       register_images(p, fixed, moving, &fixed_mask, &moving_mask, &part);
   expect_same_result(sharded, single);
+  if (part.rank() == 0) {
+    gigareg::test::record_result_digest(single, "single");
+    gigareg::test::record_result_digest(sharded, "sharded " + std::to_string(part.size()));
+  }
 }
 
 TEST(ShardedRegistration, RealPairMomentsAffineGreedyIsTheSingleProcessBitwise) {
@@ -142,6 +147,10 @@ TEST(ShardedRegistration, RealPairMomentsAffineGreedyIsTheSingleProcessBitwise) 
   const RegistrationResult sharded =
       register_images(p, fixed.voxels, moving.voxels, nullptr, nullptr, &part);
   expect_same_result(sharded, single);
+  if (part.rank() == 0) {
+    gigareg::test::record_result_digest(single, "single");
+    gigareg::test::record_result_digest(sharded, "sharded " + std::to_string(part.size()));
+  }
 }
 
 using gigareg::test::bytes_read_so_far;
@@ -186,6 +195,10 @@ TEST(ShardedRegistration, EachRankReadsOnlyItsPlanes) {
       register_images(p, read_image(dir + "/f.nii").voxels, read_image(dir + "/m.nii").voxels);
   const RegistrationResult sharded = register_images(p, f.voxels, m.voxels, nullptr, nullptr, &part);
   expect_same_result(sharded, single);
+  if (part.rank() == 0) {
+    gigareg::test::record_result_digest(single, "single");
+    gigareg::test::record_result_digest(sharded, "sharded " + std::to_string(part.size()));
+  }
   world().barrier();
   if (world().rank() == 0) std::filesystem::remove_all(dir);
 }

@@ -30,6 +30,7 @@
 #include "gigareg/log.hpp"
 #include "gigareg/memory.hpp"
 #include "gigareg/registration.hpp"
+#include "result_digest.hpp"
 
 using namespace gigareg;
 namespace fs = std::filesystem;
@@ -130,6 +131,7 @@ void stroke_case(const char* fixed_name) {
   p.device = device();
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult res = register_images(p, fixed.voxels, moving);
+  test::record_result_digest(res, fixed_name);
   const double secs = seconds_since(t0);
   const PointError before = point_error(fixed.voxels, 0.0f, Affined::identity(), truth);
   const Initialization com = initialize_transform(p.initial, fixed.voxels, moving);
@@ -169,6 +171,8 @@ TEST(AccuracyMultimodal, ChrisT1PdRigidRoundTrip) {
   const auto t1s = std::chrono::steady_clock::now();
   const RegistrationResult bwd = register_images(p, pd.voxels, t1.voxels);  // PD point -> T1 point
   const double t_bwd = seconds_since(t1s);
+  test::record_result_digest(fwd, "forward");
+  test::record_result_digest(bwd, "backward");
   const Affined round = compose(bwd.affine, fwd.affine);
   const float threshold = 0.1f * max_of(t1.voxels);
   const PointError e = point_error(t1.voxels, threshold, round, Affined::identity());

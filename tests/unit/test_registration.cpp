@@ -4,7 +4,7 @@
 // known affine (linear stages) and of a known smooth warp (greedy and SyN), and the output files
 // read back by ITK: the .mat and the warp resample the moving image, through ITK's own
 // ResampleImageFilter with a composite transform in antsApplyTransforms' order, into the image
-// gigareg wrote.
+// gigareg wrote. The CUDA pipeline against this one: tests/cuda/test_registration_cuda.cpp.
 #include <gtest/gtest.h>
 
 #include <itkAffineTransform.h>
@@ -39,154 +39,12 @@
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/phantom.hpp"
 #include "gigareg/registration.hpp"
+#include "registration_test_util.hpp"
+#include "result_digest.hpp"
 
 using namespace gigareg;
+using namespace gigareg::test;
 namespace fs = std::filesystem;
-
-namespace {
-
-Box whole(const Geometry& g) { return {{0, 0, 0}, g.size}; }
-
-Geometry grid(Index3 size, Vec3d spacing, Vec3d origin = {0, 0, 0}, Mat3d dir = Mat3d::identity()) {
-  Geometry g;
-  g.size = size;
-  g.spacing = spacing;
-  g.origin = origin;
-  g.direction = dir;
-  return g;
-}
-
-Vec3d grid_center(const Geometry& g) {
-  return g.index_to_physical({0.5 * double(g.size.x - 1), 0.5 * double(g.size.y - 1), 0.5 * double(g.size.z - 1)});
-}
-
-/// A head-like phantom: random Gaussian blobs inside a smooth ellipsoid, 0 near the borders.
-Volume<float> blob_phantom(const Geometry& g, std::uint64_t seed, int blobs = 150) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> unit(-1.0, 1.0), size(2.5, 6.0), amp(-60.0, 120.0);
-  const Vec3d c = grid_center(g);
-  const BoundingBox bb = g.physical_bounds();
-  const Vec3d semi{0.36 * (bb.max.x - bb.min.x), 0.33 * (bb.max.y - bb.min.y), 0.34 * (bb.max.z - bb.min.z)};
-  struct Blob { Vec3d p; double s, a; };
-  std::vector<Blob> list;
-  for (int b = 0; b < blobs; ++b) {
-    Vec3d p{unit(rng), unit(rng), unit(rng)};
-    const double n = std::sqrt(dot(p, p));
-    if (n > 0.8) p = (0.8 / n) * p;
-    list.push_back({Vec3d{c.x + p.x * semi.x, c.y + p.y * semi.y, c.z + p.z * semi.z}, size(rng), amp(rng)});
-  }
-  Volume<float> v(g);
-  for (index_t k = 0; k < g.size.z; ++k)
-    for (index_t j = 0; j < g.size.y; ++j)
-      for (index_t i = 0; i < g.size.x; ++i) {
-        const Vec3d p = g.index_to_physical({double(i), double(j), double(k)});
-        const Vec3d q{(p.x - c.x) / semi.x, (p.y - c.y) / semi.y, (p.z - c.z) / semi.z};
-        const double r = std::sqrt(dot(q, q));
-        const double env = 1.0 / (1.0 + std::exp((r - 1.0) / 0.04));
-        double s = 100.0;
-        for (const Blob& b : list) {
-          const Vec3d d = p - b.p;
-          s += b.a * std::exp(-dot(d, d) / (2 * b.s * b.s));
-        }
-        v(i, j, k) = float(env * std::max(s, 0.0));
-      }
-  return v;
-}
-
-Volume<float> warp_image(const Volume<float>& moving, const Geometry& out_grid, const Affined& a,
-                         const Volume<float>* u = nullptr, Interpolation interp = Interpolation::Linear) {
-  WarpInputs in;
-  in.moving = moving.view();
-  in.moving_geometry = moving.geometry();
-  in.fixed_geometry = out_grid;
-  in.affine = a;
-  if (u) in.displacement = u->view();
-  in.interpolation = interp;
-  Volume<float> out(out_grid);
-  warp(Context::cpu(), in, out.view(), whole(out_grid));
-  return out;
-}
-
-double mean_abs_diff(const Volume<float>& a, const Volume<float>& b) {
-  double s = 0;
-  for (index_t n = 0; n < a.voxel_count(); ++n) s += std::abs(double(a.data()[n]) - b.data()[n]);
-  return s / double(a.voxel_count());
-}
-
-double intensity_span(const Volume<float>& a) {
-  float lo = a.data()[0], hi = lo;
-  for (index_t n = 0; n < a.voxel_count(); ++n) {
-    lo = std::min(lo, a.data()[n]);
-    hi = std::max(hi, a.data()[n]);
-  }
-  return double(hi) - double(lo);
-}
-
-/// RMS over the fixed voxels of |a(x) - b(x)| in voxels of the fixed grid (smallest spacing).
-double rms_point_error(const Geometry& g, const Affined& a, const Affined& b) {
-  double s = 0;
-  for (index_t k = 0; k < g.size.z; ++k)
-    for (index_t j = 0; j < g.size.y; ++j)
-      for (index_t i = 0; i < g.size.x; ++i) {
-        const Vec3d x = g.index_to_physical({double(i), double(j), double(k)});
-        const Vec3d d = a(x) - b(x);
-        s += dot(d, d);
-      }
-  const double h = std::min(g.spacing.x, std::min(g.spacing.y, g.spacing.z));
-  return std::sqrt(s / double(g.voxel_count())) / h;
-}
-
-double loss_of(MetricType type, const Volume<float>& f, const Volume<float>& w) {
-  const Geometry& g = f.geometry();
-  std::vector<double> part(std::size_t(g.size.z) * kLossTerms);
-  SlicePartials p{part.data(), g.size.z, kLossTerms};
-  if (type == MetricType::MeanSquares) {
-    mse_loss(Context::cpu(), f.view(), w.view(), {}, whole(g), p, {});
-  } else {
-    LnccParams lp;
-    lp.radius = 2;
-    lncc_loss(Context::cpu(), f.view(), w.view(), {}, whole(g), lp, p, {});
-  }
-  return reduce_loss(Context::cpu(), p).value();
-}
-
-StageParams stage(TransformType t, MetricType m, std::vector<int> iterations, std::vector<double> shrink,
-                  std::vector<double> sigmas, double step) {
-  StageParams s;
-  s.transform = t;
-  s.metric.type = m;
-  s.metric.radius = 2;
-  s.metric.bins = 32;
-  s.convergence.iterations = std::move(iterations);
-  s.convergence.threshold = 1e-6;
-  s.convergence.window = 10;
-  s.shrink_factors = std::move(shrink);
-  s.smoothing_sigmas = std::move(sigmas);
-  s.sigmas_in_mm = false;
-  s.step = step;
-  return s;
-}
-
-template <class F>
-bool throws_invalid_argument(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.kind() == ErrorKind::InvalidArgument;
-  }
-  return false;
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-struct QuietLogs {
-  QuietLogs() { set_log_level(LogLevel::Error); }
-  ~QuietLogs() { set_log_level(LogLevel::Warning); }
-};
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // The ANTs grammar.
@@ -466,6 +324,7 @@ TEST(Registration, AffineStagesRecoverAKnownAffine) {
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult r = register_images(p, fixed, moving);
   const double secs = seconds_since(t0);
+  test::record_result_digest(r);
   const double before = rms_point_error(fg, Affined::identity(), truth);
   const double after = rms_point_error(fg, r.affine, truth);
   const double mse_before = loss_of(MetricType::MeanSquares, fixed, warp_image(moving, fg, Affined::identity()));
@@ -482,50 +341,6 @@ TEST(Registration, AffineStagesRecoverAKnownAffine) {
 }
 
 namespace {
-
-struct WarpPhantom {
-  Geometry g;
-  Volume<float> fixed, moving, truth;  // truth: the displacement u with moving(x + u(x)) = fixed(x)
-};
-
-WarpPhantom warp_phantom() {
-  WarpPhantom w;
-  w.g = grid({48, 48, 48}, {2, 2, 2}, {-48, -48, -48});
-  w.fixed = blob_phantom(w.g, 5);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 5.0;  // 2.5 voxels
-  spec.wavelength_mm = 50.0;
-  spec.seed = 9;
-  w.truth = make_smooth_deformation(w.g, spec);
-  // moving = fixed o (x + truth)^-1, so that moving(x + truth(x)) = fixed(x).
-  Volume<float> inv(w.g, 3);
-  InverseOptions o;
-  o.iterations = 100;
-  o.tolerance = 1e-5;
-  invert_field(Context::cpu(), w.truth.view(), w.g, w.g, inv.view(), whole(w.g), o);
-  w.moving = warp_image(w.fixed, w.g, Affined::identity(), &inv);
-  return w;
-}
-
-/// RMS of |a - b| over the voxels where the fixed image has structure (> 10% of its maximum).
-double field_error(const WarpPhantom& w, const Volume<float>* u) {
-  const index_t n = w.g.voxel_count();
-  float fmax = 0;
-  for (index_t i = 0; i < n; ++i) fmax = std::max(fmax, w.fixed.data()[i]);
-  double s = 0;
-  index_t count = 0;
-  for (index_t i = 0; i < n; ++i) {
-    if (w.fixed.data()[i] < 0.1f * fmax) continue;
-    double d2 = 0;
-    for (int c = 0; c < 3; ++c) {
-      const double d = double(w.truth.data()[c * n + i]) - (u ? double(u->data()[c * n + i]) : 0.0);
-      d2 += d * d;
-    }
-    s += d2;
-    ++count;
-  }
-  return std::sqrt(s / double(count));
-}
 
 void check_deformable(TransformType type, double min_error_reduction) {
   QuietLogs quiet;
@@ -551,6 +366,7 @@ void check_deformable(TransformType type, double min_error_reduction) {
   const auto t0 = std::chrono::steady_clock::now();
   const RegistrationResult r = register_images(p, w.fixed, w.moving);
   const double secs = seconds_since(t0);
+  test::record_result_digest(r, to_string(type));
   ASSERT_FALSE(r.warp.empty());
   ASSERT_FALSE(r.inverse_warp.empty());
   const double err0 = field_error(w, nullptr), err1 = field_error(w, &r.warp);
@@ -614,12 +430,7 @@ TEST(RegistrationFiles, ItkReadsTheOutputsAndReproducesTheWarpedImage) {
                            make_affine({2, 3, -4}, {1, 1, 1}, {0, 0, 0}, {0, 0, 0}).matrix);
   const Geometry mg = grid({34, 38, 30}, {2.2, 2.1, 2.3}, {-37, -40, -34});
   const Volume<float> base = blob_phantom(mg, 21);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 3.0;
-  spec.wavelength_mm = 45.0;
-  const Volume<float> u_true = make_smooth_deformation(fg, spec);
-  const Affined a_true = make_affine({3, -2, 2}, {1.02, 0.98, 1.0}, {2, -1, 1.5}, grid_center(fg));
-  const Volume<float> fixed = warp_image(base, fg, a_true, &u_true);  // fixed(x) = base(A(x + u))
+  const Volume<float> fixed = known_transform_of(base, fg, {3, -2, 2}, {1.02, 0.98, 1.0}, {2, -1, 1.5});
   const std::string fixed_path = (dir / "fixed.nii.gz").string(), moving_path = (dir / "moving.nii.gz").string();
   write_image(fixed_path, fixed);
   write_image(moving_path, base);
@@ -637,6 +448,7 @@ TEST(RegistrationFiles, ItkReadsTheOutputsAndReproducesTheWarpedImage) {
   files.inverse_warped = (dir / "out" / "inverse_warped.nii.gz").string();
   RegistrationOutputs out;
   const RegistrationResult r = register_files(p, files, &out);
+  test::record_result_digest(r);
   ASSERT_EQ(out.affine, files.output_prefix + "0GenericAffine.mat");
   ASSERT_EQ(out.warp, files.output_prefix + "1Warp.nii.gz");
   ASSERT_EQ(out.inverse_warp, files.output_prefix + "1InverseWarp.nii.gz");
@@ -752,200 +564,5 @@ TEST(RegistrationFiles, BadInputsGiveClearErrors) {
     } catch (const Error& e) {
       EXPECT_EQ(e.kind(), ErrorKind::Cuda);
     }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// CUDA: the same pipeline through the same ops on device volumes (skips without a GPU).
-
-TEST(RegistrationCuda, MatchesTheCpuPipeline) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  QuietLogs quiet;
-  const Geometry fg = grid({40, 44, 36}, {2, 2, 2}, {-40, -44, -36});
-  const Volume<float> base = blob_phantom(fg, 13);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 3.0;
-  spec.wavelength_mm = 45.0;
-  const Volume<float> u_true = make_smooth_deformation(fg, spec);
-  const Affined a_true = make_affine({3, -2, 4}, {1.02, 0.98, 1.0}, {2, -1, 1.5}, grid_center(fg));
-  const Volume<float> moving = warp_image(base, fg, a_true, &u_true);
-  // Masks: everything but a corner slab, to run the mask paths (the moving one goes through the
-  // host on CUDA).
-  Volume<float> fmask(fg), mmask(fg);
-  for (index_t k = 0; k < fg.size.z; ++k)
-    for (index_t j = 0; j < fg.size.y; ++j)
-      for (index_t i = 0; i < fg.size.x; ++i) {
-        fmask(i, j, k) = (i < 3 && j < 3) ? 0.0f : 1.0f;
-        mmask(i, j, k) = (k > fg.size.z - 3) ? 0.0f : 1.0f;
-      }
-  RegistrationParams p;
-  p.initial.type = InitialTransformType::CenterOfMass;
-  p.stages = {stage(TransformType::Rigid, MetricType::MI, {20, 10}, {2, 1}, {1, 0}, 0.2),
-              stage(TransformType::Affine, MetricType::MeanSquares, {20, 10}, {2, 1}, {1, 0}, 0.1),
-              registration_preset("greedy").stages.back()};
-  p.stages[2].convergence.iterations = {20, 10};
-  p.stages[2].shrink_factors = {2, 1};
-  p.stages[2].smoothing_sigmas = {1, 0};
-  p.device = DeviceChoice::Cpu;
-  const auto t0 = std::chrono::steady_clock::now();
-  const RegistrationResult cpu = register_images(p, base, moving, &fmask, &mmask);
-  const double t_cpu = seconds_since(t0);
-  p.device = DeviceChoice::Cuda;
-  const auto t1 = std::chrono::steady_clock::now();
-  const RegistrationResult gpu = register_images(p, base, moving, &fmask, &mmask);
-  const double t_gpu = seconds_since(t1);
-  EXPECT_EQ(gpu.backend, Backend::Cuda);
-  ASSERT_EQ(cpu.levels.size(), gpu.levels.size());
-  for (std::size_t l = 0; l < cpu.levels.size(); ++l) {
-    const double a = cpu.levels[l].final_loss, b = gpu.levels[l].final_loss;
-    EXPECT_NEAR(a, b, 0.02 * std::abs(a) + 1e-3) << "level " << l;
-  }
-  double dm = 0;
-  for (int i = 0; i < 9; ++i) dm = std::max(dm, std::abs(cpu.affine.matrix.m[i] - gpu.affine.matrix.m[i]));
-  EXPECT_LT(dm, 5e-3);
-  EXPECT_LT(rms_point_error(fg, cpu.affine, gpu.affine), 0.1);
-  double du = 0;
-  for (index_t i = 0; i < cpu.warp.element_count(); ++i) {
-    const double d = double(cpu.warp.data()[i]) - gpu.warp.data()[i];
-    du += d * d;
-  }
-  du = std::sqrt(du / double(cpu.warp.voxel_count()));
-  const double mad = mean_abs_diff(cpu.warped, gpu.warped) / intensity_span(cpu.warped);
-  std::printf("  CUDA vs CPU pipeline: affine max |dM| %.2e, warp RMS diff %.3f mm, warped mean |diff| "
-              "%.2e of the range; %.2f s (cpu) vs %.2f s (cuda)\n", dm, du, mad, t_cpu, t_gpu);
-  EXPECT_LT(du, 0.1);
-  EXPECT_LT(mad, 0.01);
-  EXPECT_LT(gpu.inverse_residual_mm, 0.01);
-
-  // apply_transforms on the device gives the CPU's resampling.
-  std::vector<TransformEntry> chain(2);
-  chain[0].is_field = true;
-  chain[0].field = &cpu.warp;
-  chain[1].affine = cpu.affine;
-  const Volume<float> a_cpu = apply_transforms(moving, fg, chain, Interpolation::Linear, DeviceChoice::Cpu);
-  const Volume<float> a_gpu = apply_transforms(moving, fg, chain, Interpolation::Linear, DeviceChoice::Cuda);
-  EXPECT_LT(mean_abs_diff(a_cpu, a_gpu), 1e-5 * intensity_span(a_cpu));
-}
-
-TEST(RegistrationCuda, FirstCcLossMatchesTheCpuOnAnUnalignedPair) {
-  // The head phantom against itself shifted by 10 mm, no initialisation: the brain's edge lies over
-  // the other image's zero background, where CC windows are nearly flat. The first loss of each
-  // level is computed at the identity (level 0) or after one step (level 1): the backends must
-  // agree on it. (Before the LNCC variance floors the CUDA float sums made such windows correlate:
-  // an unaligned brain pair's first loss was -0.693 on CUDA against -0.214 on the CPU.)
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  QuietLogs quiet;
-  const Geometry fg = grid({48, 52, 44}, {2, 2, 2}, {-48, -52, -44});
-  const Volume<float> base = blob_phantom(fg, 29);
-  const Volume<float> moving = warp_image(base, fg, make_affine({0, 0, 0}, {1, 1, 1}, {10, -6, 4}, grid_center(fg)));
-  RegistrationParams p;
-  p.initial.type = InitialTransformType::Identity;
-  p.stages = {registration_preset("greedy").stages.back()};
-  p.stages[0].convergence.iterations = {1, 1};
-  p.stages[0].shrink_factors = {2, 1};
-  p.stages[0].smoothing_sigmas = {1, 0};
-  p.device = DeviceChoice::Cpu;
-  const RegistrationResult cpu = register_images(p, base, moving);
-  p.device = DeviceChoice::Cuda;
-  const RegistrationResult gpu = register_images(p, base, moving);
-  ASSERT_EQ(cpu.levels.size(), 2u);
-  ASSERT_EQ(gpu.levels.size(), 2u);
-  for (std::size_t l = 0; l < 2; ++l) {
-    const double a = cpu.levels[l].initial_loss, b = gpu.levels[l].initial_loss;
-    std::printf("  level %zu first CC loss: CPU %.8f, CUDA %.8f\n", l, a, b);
-    EXPECT_LT(a, -0.01) << "level " << l;  // some correlation, not the empty mask's 0
-    EXPECT_NEAR(b, a, 1e-4 * std::abs(a)) << "level " << l;
-  }
-  // For the record, not a check: with cc_min_std = 0 (no texture mask, no floors) the float
-  // sums of the flat background decide the CUDA value.
-  p.stages[0].metric.cc_min_std = 0.0;
-  const double open_gpu = register_images(p, base, moving).levels[0].initial_loss;
-  p.device = DeviceChoice::Cpu;
-  const double open_cpu = register_images(p, base, moving).levels[0].initial_loss;
-  std::printf("  cc_min_std 0, level 0 first CC loss: CPU %.8f, CUDA %.8f\n", open_cpu, open_gpu);
-}
-
-TEST(RegistrationCuda, SynAndGreedyRecoverAKnownWarp) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  QuietLogs quiet;
-  const WarpPhantom w = warp_phantom();
-  for (const char* preset : {"greedy", "syn"}) {
-    RegistrationParams p;
-    p.device = DeviceChoice::Cuda;
-    p.stages = {registration_preset(preset).stages.back()};
-    p.stages[0].convergence.iterations = {60, 40, 25};
-    p.stages[0].smoothing_sigmas = {1, 0.5, 0};
-    const auto t0 = std::chrono::steady_clock::now();
-    const RegistrationResult r = register_images(p, w.fixed, w.moving);
-    const double secs = seconds_since(t0);
-    const double err0 = field_error(w, nullptr), err1 = field_error(w, &r.warp);
-    std::printf("  cuda %s: displacement RMS error %.3f -> %.3f mm, %.2f s\n", preset, err0, err1, secs);
-    EXPECT_LT(err1, 0.5 * err0);
-  }
-}
-
-TEST(RegistrationCuda, LargeVolumeGreedyTiming) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  QuietLogs quiet;
-  // 192^3 (7 Mvox): the time per full-resolution greedy iteration (LNCC radius 2, Adam).
-  const Geometry g = grid({192, 192, 192}, {1, 1, 1}, {-96, -96, -96});
-  const Volume<float> f = blob_phantom(g, 3, 40);
-  SmoothDeformationSpec spec;
-  spec.max_displacement_mm = 4.0;
-  spec.wavelength_mm = 60.0;
-  const Volume<float> u = make_smooth_deformation(g, spec);
-  const Volume<float> m = warp_image(f, g, Affined::identity(), &u);
-  RegistrationParams p;
-  p.device = DeviceChoice::Cuda;
-  p.compute_inverse = false;
-  StageParams s = registration_preset("greedy").stages.back();
-  s.convergence = {{50}, -1.0, 10};  // exactly 50 iterations
-  s.shrink_factors = {1};
-  s.smoothing_sigmas = {0};
-  p.stages = {s};
-  const RegistrationResult r = register_images(p, f, m);
-  ASSERT_EQ(r.levels.size(), 1u);
-  std::printf("  cuda greedy 192^3: %d iterations in %.3f s (%.2f ms per iteration), loss %.4f -> %.4f\n",
-              r.levels[0].iterations, r.levels[0].seconds, 1e3 * r.levels[0].seconds / r.levels[0].iterations,
-              r.levels[0].initial_loss, r.levels[0].final_loss);
-  EXPECT_LT(r.levels[0].final_loss, r.levels[0].initial_loss);
-}
-
-TEST(RegistrationCuda, RealBrainPairDice) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  const std::string dir = std::string(GIGAREG_SHARED_DATA) + "/brain_labelled/";
-  const std::string f = dir + "cfmi_sub-01_brainmask.nii.gz", m = dir + "cfmi_sub-02_brainmask.nii.gz";
-  const std::string fl = dir + "cfmi_sub-01_aseg.nii.gz", ml = dir + "cfmi_sub-02_aseg.nii.gz";
-  for (const std::string& p : {f, m, fl, ml})
-    if (!fs::exists(p)) GTEST_SKIP() << "real data not found: " << p;
-  QuietLogs quiet;
-  const Image fixed = read_image(f), moving = read_image(m), fixed_labels = read_image(fl), moving_labels = read_image(ml);
-  for (const char* preset : {"affine", "greedy", "syn"}) {
-    RegistrationParams p = registration_preset(preset);
-    p.device = DeviceChoice::Cuda;
-    const RegistrationResult r = register_images(p, fixed.voxels, moving.voxels);
-    std::vector<TransformEntry> chain;
-    if (!r.warp.empty()) {
-      TransformEntry e;
-      e.is_field = true;
-      e.field = &r.warp;
-      chain.push_back(e);
-    }
-    TransformEntry a;
-    a.affine = r.affine;
-    chain.push_back(a);
-    const Volume<float> warped_labels = apply_transforms(moving_labels.voxels, fixed.voxels.geometry(), chain,
-                                                         Interpolation::Label, DeviceChoice::Cuda);
-    const Volume<float> unreg = apply_transforms(moving_labels.voxels, fixed.voxels.geometry(), {},
-                                                 Interpolation::Label, DeviceChoice::Cuda);
-    const double before = mean_dice(dice_per_label(fixed_labels.voxels, unreg));
-    const double after = mean_dice(dice_per_label(fixed_labels.voxels, warped_labels));
-    std::printf("  cuda preset %s, cfmi sub-02 -> sub-01 (256^3): mean aseg Dice %.3f -> %.3f, %.2f s\n", preset,
-                before, after, r.seconds);
-    for (const LevelReport& l : r.levels)
-      std::printf("    stage %d level %d %lldx%lldx%lld: %d it%s, loss %.5g -> %.5g, %.2f s\n", l.stage + 1, l.level + 1,
-                  (long long)l.size.x, (long long)l.size.y, (long long)l.size.z, l.iterations,
-                  l.converged ? " (converged)" : "", l.initial_loss, l.final_loss, l.seconds);
-    EXPECT_GT(after, before + 0.1);
   }
 }

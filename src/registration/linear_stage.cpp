@@ -1,5 +1,6 @@
 // Linear stages (translation, rigid, affine): Adam on the transform parameters with the gradient
-// of the metric through warp_backward's 12 affine partials, level by level.
+// of the metric through warp_backward's 12 affine partials, level by level (the hooks of the
+// level driver).
 //
 // Parameterisation about the centre c (ITK's fixed parameters): y = M (x - c) + c + t.
 //   Translation: t (3).  Rigid: M = M0 exp([w]x), parameters w (3) and t (3), M0 the matrix at
@@ -12,13 +13,14 @@
 // rotation about axis k by about sqrt(s_i^2 + s_j^2). With learning rate g * (smallest level
 // spacing), each parameter moves points by at most about g level voxels per iteration.
 
-#include <chrono>
 #include <cmath>
+#include <memory>
+#include <optional>
 #include <vector>
 
-#include "gigareg/log.hpp"
 #include "gigareg/ops/warp.hpp"
-#include "registration/internal.hpp"
+#include "registration/reductions.hpp"
+#include "registration/stages.hpp"
 
 namespace gigareg::reg {
 namespace {
@@ -180,70 +182,82 @@ class HostAdam {
   int t_ = 0;
 };
 
+/// The hooks of a linear stage: per level a fresh parameterisation about the centre, starting at
+/// the affine so far, and Adam on its parameters.
+class LinearLevels final : public StageLevels {
+ public:
+  LinearLevels(const StageRun& run, PipelineState& state) : run_(run), state_(state) {}
+
+  void initialize_level(LevelRun& run) override {
+    const Context& ctx = run_.in.ctx;
+    const Geometry& fg = run.level.fixed_geometry;
+    grad_ = Volume<float>(fg, run.level.owned, 1, ctx.memory_space());
+    affine_grad_.emplace(ctx, *run_.in.part, fg, run.level.owned, kAffineTerms);
+    model_.emplace(run_.stage.transform, state_.affine, state_.center);
+    scale_ = model_->scales(rms_extent(fg, state_.center));
+    adam_.emplace(model_->size());
+    lr_ = run_.stage.step * run.level.min_spacing;
+  }
+
+  /// Warp, loss and dL/dA (12 terms); reads the loss and the gathered gradient.
+  LossValue iterate(LevelRun& run, int) override {
+    const Context& ctx = run_.in.ctx;
+    MovingWindow& window = *run.level.moving;
+    const Box owned = run.level.owned;
+    const Affined a = model_->affine();
+    window.cover(a, 0.0);
+    WarpInputs w;
+    w.moving = window.image().view();
+    w.moving_geometry = window.geometry();
+    w.fixed_geometry = run.level.fixed_geometry;
+    w.affine = a;
+    w.interpolation = Interpolation::Linear;
+    w.boundary = Boundary::Zero;
+    run.mask.update(a, {});
+    warp(ctx, w, run.warped.view(), owned);
+    run.metric.launch(run.level.fixed.view(), run.warped, run.mask.view(), grad_.view());
+    WarpGradients wg;
+    wg.affine = affine_grad_->local();
+    warp_backward(ctx, w, grad_.view(), owned, wg);
+    loss_ = run.metric.value();
+    g12_ = reduce_slices(ctx, affine_grad_->gather());
+    return loss_;
+  }
+
+  /// The parameters' Adam step (on the host: it needs the loss's voxel count and the gradient).
+  void update(LevelRun&) override {
+    for (double& g : g12_) g /= loss_.count;  // record_iteration() checked that count > 0
+    // Adam in scaled parameters q = p * scale: dL/dq = dL/dp / scale, dp = dq / scale.
+    std::vector<double> g = model_->gradient(g12_);
+    for (std::size_t i = 0; i < g.size(); ++i) g[i] /= scale_[i];
+    const std::vector<double> dq = adam_->step(g, lr_);
+    std::vector<double>& p = model_->parameters();
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] += dq[i] / scale_[i];
+  }
+
+  void finish_level(LevelRun&) override {
+    state_.affine = model_->affine();
+    grad_ = Volume<float>();
+    affine_grad_.reset();
+  }
+
+ private:
+  StageRun run_;
+  PipelineState& state_;
+  Volume<float> grad_;                          // dS/dW on the owned box
+  std::optional<GatheredPartials> affine_grad_;  // warp_backward's 12 affine terms per slice
+  std::optional<LinearModel> model_;
+  std::vector<double> scale_;
+  std::optional<HostAdam> adam_;
+  double lr_ = 0;
+  LossValue loss_{};
+  std::vector<double> g12_;
+};
+
 }  // namespace
 
-void run_linear_stage(const Inputs& in, const StageParams& stage, int stage_index,
-                      const RegistrationParams& params, PipelineState& state,
-                      std::vector<LevelReport>& reports) {
-  const Context& ctx = in.ctx;
-  const Partition& part = *in.part;
-  const int levels = int(stage.convergence.iterations.size());
-  for (int lv = 0; lv < levels; ++lv) {
-    const auto t0 = std::chrono::steady_clock::now();
-    Level level = make_level(in, stage, lv);
-    const Geometry& fg = level.fixed_geometry;
-    const Box owned = level.owned;
-    MovingWindow& window = *level.moving;
-    MaskCombiner mask(ctx, part, fg, owned, level.mask_halo, &level.fixed_mask, &window);
-    Metric metric(ctx, part, stage.metric, fg, owned, level.fixed_range, level.moving_range);
-    Volume<float> warped(fg, part.halo_box(fg.size, level.image_halo), 1, ctx.memory_space());
-    Volume<float> grad(fg, owned, 1, ctx.memory_space());
-    GatheredPartials affine_grad(ctx, part, fg, owned, kAffineTerms);
-
-    LinearModel model(stage.transform, state.affine, state.center);
-    const std::vector<double> scale = model.scales(rms_extent(fg, state.center));
-    HostAdam adam(model.size());
-    const double lr = stage.step * level.min_spacing;
-    ConvergenceMonitor monitor(stage.convergence.window);
-
-    LevelReport report;
-    report.stage = stage_index;
-    report.level = lv;
-    report.size = fg.size;
-    const int max_iterations = stage.convergence.iterations[std::size_t(lv)];
-    for (int it = 0; it < max_iterations; ++it) {
-      const Affined a = model.affine();
-      window.cover(a, 0.0);
-      WarpInputs w;
-      w.moving = window.image().view();
-      w.moving_geometry = window.geometry();
-      w.fixed_geometry = fg;
-      w.affine = a;
-      w.interpolation = Interpolation::Linear;
-      w.boundary = Boundary::Zero;
-      mask.update(a, {});
-      warp(ctx, w, warped.view(), owned);
-      metric.launch(level.fixed.view(), warped, mask.view(), grad.view());
-      WarpGradients wg;
-      wg.affine = affine_grad.local();
-      warp_backward(ctx, w, grad.view(), owned, wg);
-      const LossValue loss = metric.value();
-      std::vector<double> g12 = reduce_slices(ctx, affine_grad.gather());
-      if (record(loss, it, lv, levels, stage_index, stage, params, monitor, report)) {
-        report.converged = true;
-        break;
-      }
-      for (double& g : g12) g /= loss.count;  // record() checked that count > 0
-      // Adam in scaled parameters q = p * scale: dL/dq = dL/dp / scale, dp = dq / scale.
-      std::vector<double> g = model.gradient(g12);
-      for (std::size_t i = 0; i < g.size(); ++i) g[i] /= scale[i];
-      const std::vector<double> dq = adam.step(g, lr);
-      std::vector<double>& p = model.parameters();
-      for (std::size_t i = 0; i < p.size(); ++i) p[i] += dq[i] / scale[i];
-    }
-    state.affine = model.affine();
-    finish_level(report, stage, stage_index, lv, levels, t0, reports);
-  }
+std::unique_ptr<StageLevels> linear_stage(const StageRun& run, PipelineState& state) {
+  return std::make_unique<LinearLevels>(run, state);
 }
 
 }  // namespace gigareg::reg
