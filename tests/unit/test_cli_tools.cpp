@@ -198,8 +198,16 @@ TEST_F(CliTools, InverseOfALinearField) {
   const ToolRun r = run("invert -i " + path("u.nii.gz") + " -o " + path("w.nii.gz") +
                         " --iterations 200 --tolerance 1e-4 --device cpu");
   ASSERT_EQ(r.rc, 0) << r.all();
-  const double residual = number_after(r.out, "largest residual |w(x) + u(x + w(x))|: ");
+  const double residual = number_after(r.out, "largest ");
   EXPECT_LT(residual, 1e-3) << r.out;
+  // Percentiles over the voxels, in order; every voxel converged, so no warning.
+  const double median = number_after(r.out, "median "), p99 = number_after(r.out, " 99% "),
+               p999 = number_after(r.out, "99.9% ");
+  EXPECT_LE(median, p99) << r.out;
+  EXPECT_LE(p99, p999) << r.out;
+  EXPECT_LE(p999, residual) << r.out;
+  EXPECT_EQ(number_after(r.out, "voxels above the tolerance: "), 0.0) << r.out;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
 
   // x + u(x) = c + (I + B)(x - c), so w(x) = ((I + B)^-1 - I)(x - c) wherever x + w(x) stays in
   // the grid (outside it u is extended by its edge values, no longer linear).
@@ -223,6 +231,35 @@ TEST_F(CliTools, InverseOfALinearField) {
       }
   EXPECT_GT(checked, g.voxel_count() / 3);
   EXPECT_LT(worst, 1e-3) << "mm, over " << checked << " voxels";
+}
+
+TEST_F(CliTools, InvertReportsResidualPercentilesAndWarnsWhereItDoesNotConverge) {
+  REQUIRE_CLI();
+  // u(x) = a sin(k x_1) e_1 with a k = 1.57: x -> x + u(x) folds (d/dx_1 = 1 + a k cos < 0 where
+  // cos < -0.64), so it has no inverse there, and the fixed-point iteration cannot converge.
+  const Geometry g = field_grid();
+  DisplacementField u(g, 3);
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < g.size.y; ++j)
+      for (index_t i = 0; i < g.size.x; ++i) {
+        const Vec3d x = g.index_to_physical({double(i), double(j), double(k)});
+        u(i, j, k, 0) = float(3.0 * std::sin(x.x / 1.91));
+        u(i, j, k, 1) = u(i, j, k, 2) = 0.f;
+      }
+  write_displacement_field(path("u.nii.gz"), u);
+  const ToolRun r = run("invert -i " + path("u.nii.gz") + " -o " + path("w.nii.gz") + " --iterations 20 --device cpu");
+  ASSERT_EQ(r.rc, 0) << r.all();  // the inverse is still written: a warning, not an error
+  EXPECT_TRUE(fs::exists(path("w.nii.gz")));
+  const double above = number_after(r.out, "voxels above the tolerance: ");
+  EXPECT_GT(above, 0.1 * double(g.voxel_count())) << r.out;
+  const double largest = number_after(r.out, "largest ");
+  EXPECT_GT(largest, 0.5) << r.out;
+  EXPECT_GE(largest, number_after(r.out, "99.9% ")) << r.out;
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path("w.nii.gz") + ": the inverse did not converge at " +
+                       std::to_string((long long)above) + " voxels"),
+            std::string::npos)
+      << r.err;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,6 +370,40 @@ TEST_F(CliTools, RegisterQuietProgressAndQcPicture) {
       << bar.err;
   EXPECT_NE(bar.err.find("stage 2/2 Greedy CC level 2/2 [####################]"), std::string::npos) << bar.err;
   EXPECT_FALSE(fs::exists(path("bar/reg_QC.png")));
+}
+
+TEST_F(CliTools, RegisterWarnsWhenTheWarpFolds) {
+  REQUIRE_CLI();
+  make_pair();
+  // A moderate greedy stage: no folds, the summary says so and nothing warns.
+  const std::string p0 = path("smooth/reg_");
+  const ToolRun smooth = run(register_args(p0, "--no-qc"));
+  ASSERT_EQ(smooth.rc, 0) << smooth.all();
+  EXPECT_NE(smooth.out.find("warp: non-positive Jacobian determinant at 0 voxels (fraction 0)"), std::string::npos)
+      << smooth.out;
+  EXPECT_EQ(smooth.err.find("warning"), std::string::npos) << smooth.err;
+
+  // Steps of 2 voxels without any smoothing fold the warp: a warning naming the file and the
+  // fraction, and the same count as `gigareg jacobian` finds in the written warp.
+  const std::string pair = fixed + "," + moving, p1 = path("fold/reg_");
+  const ToolRun fold = run("register -d 3 --device cpu --no-qc -o " + p1 + " -r [" + pair +
+                           ",1] -t Affine[0.1] -m MeanSquares[" + pair + ",1] -c [20x10,1e-6,10] -f 2x1 -s 1x0vox "
+                           "-t Greedy[2,0,0] -m CC[" + pair + ",1,2] -c [10x5,1e-6,10] -f 2x1 -s 1x0vox");
+  ASSERT_EQ(fold.rc, 0) << fold.all();
+  const ToolRun jac = run("jacobian -i " + p1 + "1Warp.nii.gz --device cpu");
+  ASSERT_EQ(jac.rc, 0) << jac.all();
+  const double folds = number_after(jac.out, "non-positive determinants: ");
+  ASSERT_GT(folds, 0.0) << jac.out;
+  EXPECT_NE(fold.err.find("gigareg: warning: " + p1 + "1Warp.nii.gz folds: non-positive Jacobian determinant at " +
+                          std::to_string((long long)folds) + " of "),
+            std::string::npos)
+      << fold.err;
+  EXPECT_EQ(number_after(fold.out, "warp: non-positive Jacobian determinant at "), folds) << fold.out;
+  // -v 0: errors only, so the warning is not printed (stderr stays empty).
+  const ToolRun quiet = run("register -v 0 -d 3 --device cpu --no-qc -o " + path("quiet/reg_") + " -r [" + pair +
+                            ",1] -t Greedy[2,0,0] -m CC[" + pair + ",1,2] -c [10x5,1e-6,10] -f 2x1 -s 1x0vox");
+  ASSERT_EQ(quiet.rc, 0) << quiet.all();
+  EXPECT_EQ(quiet.err, "");
 }
 
 TEST_F(CliTools, CompositeTransformsReproduceTheWarpedImages) {
