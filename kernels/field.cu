@@ -139,7 +139,8 @@ __device__ __forceinline__ Taps32 axis_taps32(float p, int view_lo, int view_n, 
                                               int stride, Boundary boundary) {
   Taps32 t{0, 0, 0.f, 0.f, false, false};
   int i0 = 0, i1 = 0;
-  if (boundary == Boundary::Border) {
+  if (boundary == Boundary::FieldTransform && !(p >= -0.5f && p < float(grid_n) - 0.5f)) return t;
+  if (boundary != Boundary::Zero) {
     const float hi = float(grid_n - 1);
     const float pc = fminf(fmaxf(p, 0.f), hi);
     const float f = floorf(pc);

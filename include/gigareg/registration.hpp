@@ -161,7 +161,9 @@ Initialization initialize_transform(const InitialTransform& init, const Volume<f
 
 /// Resamples `moving` into `reference`'s grid through the transform list of antsApplyTransforms:
 /// transforms[0] is applied FIRST to a reference point (so {warp, affine} gives A(x + u(x))).
-/// Each entry is an affine (optionally inverted) or a displacement field (on any grid).
+/// Each entry is an affine (optionally inverted) or a displacement field (on any grid). A field
+/// moves a point as itk::DisplacementFieldTransform does: trilinearly inside its grid, edge value
+/// over the last half voxel, and not at all (zero displacement) beyond it.
 struct TransformEntry {
   bool is_field = false;
   Affined affine = Affined::identity();    // when !is_field (already inverted if requested)

@@ -535,8 +535,10 @@ Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& refe
     Volume<float> u_store;
     const Volume<float>* u = in_backend(ctx, t.field, u_store);
     Volume<float> next(reference, 3, ctx.memory_space());
+    // A written field is a transform of points: ITK's rule outside its grid (zero displacement
+    // beyond the last half voxel), so that this matches antsApplyTransforms there too.
     compose_fields(ctx, d.empty() ? VolumeView<const float>{} : d.view(), reference, pending, u->view(),
-                   ug, next.view(), owned);
+                   ug, next.view(), owned, Boundary::FieldTransform);
     d = std::move(next);
     pending = Affined::identity();
   }

@@ -113,9 +113,7 @@ class CliTools : public ::testing::Test {
   std::string path(const std::string& name) const { return (dir / name).string(); }
 
   /// A small pair for registrations: smooth blobs, the moving image shifted and scaled a little.
-  /// Both fall to about 0 well inside the grid: ITK's DisplacementFieldTransform is 0 outside its
-  /// grid where gigareg replicates the edge displacement, so only images that vanish there can be
-  /// compared across the two.
+  /// Both fall to about 0 well inside the grid.
   void make_pair() {
     const Geometry g = test::make_geometry({24, 26, 22}, {2, 2, 2}, {-24, -26, -22});
     Volume<float> f(g), m(g);
@@ -200,8 +198,16 @@ TEST_F(CliTools, InverseOfALinearField) {
   const ToolRun r = run("invert -i " + path("u.nii.gz") + " -o " + path("w.nii.gz") +
                         " --iterations 200 --tolerance 1e-4 --device cpu");
   ASSERT_EQ(r.rc, 0) << r.all();
-  const double residual = number_after(r.out, "largest residual |w(x) + u(x + w(x))|: ");
+  const double residual = number_after(r.out, "largest ");
   EXPECT_LT(residual, 1e-3) << r.out;
+  // Percentiles over the voxels, in order; every voxel converged, so no warning.
+  const double median = number_after(r.out, "median "), p99 = number_after(r.out, " 99% "),
+               p999 = number_after(r.out, "99.9% ");
+  EXPECT_LE(median, p99) << r.out;
+  EXPECT_LE(p99, p999) << r.out;
+  EXPECT_LE(p999, residual) << r.out;
+  EXPECT_EQ(number_after(r.out, "voxels above the tolerance: "), 0.0) << r.out;
+  EXPECT_EQ(r.err.find("warning"), std::string::npos) << r.err;
 
   // x + u(x) = c + (I + B)(x - c), so w(x) = ((I + B)^-1 - I)(x - c) wherever x + w(x) stays in
   // the grid (outside it u is extended by its edge values, no longer linear).
@@ -225,6 +231,35 @@ TEST_F(CliTools, InverseOfALinearField) {
       }
   EXPECT_GT(checked, g.voxel_count() / 3);
   EXPECT_LT(worst, 1e-3) << "mm, over " << checked << " voxels";
+}
+
+TEST_F(CliTools, InvertReportsResidualPercentilesAndWarnsWhereItDoesNotConverge) {
+  REQUIRE_CLI();
+  // u(x) = a sin(k x_1) e_1 with a k = 1.57: x -> x + u(x) folds (d/dx_1 = 1 + a k cos < 0 where
+  // cos < -0.64), so it has no inverse there, and the fixed-point iteration cannot converge.
+  const Geometry g = field_grid();
+  DisplacementField u(g, 3);
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < g.size.y; ++j)
+      for (index_t i = 0; i < g.size.x; ++i) {
+        const Vec3d x = g.index_to_physical({double(i), double(j), double(k)});
+        u(i, j, k, 0) = float(3.0 * std::sin(x.x / 1.91));
+        u(i, j, k, 1) = u(i, j, k, 2) = 0.f;
+      }
+  write_displacement_field(path("u.nii.gz"), u);
+  const ToolRun r = run("invert -i " + path("u.nii.gz") + " -o " + path("w.nii.gz") + " --iterations 20 --device cpu");
+  ASSERT_EQ(r.rc, 0) << r.all();  // the inverse is still written: a warning, not an error
+  EXPECT_TRUE(fs::exists(path("w.nii.gz")));
+  const double above = number_after(r.out, "voxels above the tolerance: ");
+  EXPECT_GT(above, 0.1 * double(g.voxel_count())) << r.out;
+  const double largest = number_after(r.out, "largest ");
+  EXPECT_GT(largest, 0.5) << r.out;
+  EXPECT_GE(largest, number_after(r.out, "99.9% ")) << r.out;
+  EXPECT_NE(r.err.find("warning"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(path("w.nii.gz") + ": the inverse did not converge at " +
+                       std::to_string((long long)above) + " voxels"),
+            std::string::npos)
+      << r.err;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +370,40 @@ TEST_F(CliTools, RegisterQuietProgressAndQcPicture) {
       << bar.err;
   EXPECT_NE(bar.err.find("stage 2/2 Greedy CC level 2/2 [####################]"), std::string::npos) << bar.err;
   EXPECT_FALSE(fs::exists(path("bar/reg_QC.png")));
+}
+
+TEST_F(CliTools, RegisterWarnsWhenTheWarpFolds) {
+  REQUIRE_CLI();
+  make_pair();
+  // A moderate greedy stage: no folds, the summary says so and nothing warns.
+  const std::string p0 = path("smooth/reg_");
+  const ToolRun smooth = run(register_args(p0, "--no-qc"));
+  ASSERT_EQ(smooth.rc, 0) << smooth.all();
+  EXPECT_NE(smooth.out.find("warp: non-positive Jacobian determinant at 0 voxels (fraction 0)"), std::string::npos)
+      << smooth.out;
+  EXPECT_EQ(smooth.err.find("warning"), std::string::npos) << smooth.err;
+
+  // Steps of 2 voxels without any smoothing fold the warp: a warning naming the file and the
+  // fraction, and the same count as `gigareg jacobian` finds in the written warp.
+  const std::string pair = fixed + "," + moving, p1 = path("fold/reg_");
+  const ToolRun fold = run("register -d 3 --device cpu --no-qc -o " + p1 + " -r [" + pair +
+                           ",1] -t Affine[0.1] -m MeanSquares[" + pair + ",1] -c [20x10,1e-6,10] -f 2x1 -s 1x0vox "
+                           "-t Greedy[2,0,0] -m CC[" + pair + ",1,2] -c [10x5,1e-6,10] -f 2x1 -s 1x0vox");
+  ASSERT_EQ(fold.rc, 0) << fold.all();
+  const ToolRun jac = run("jacobian -i " + p1 + "1Warp.nii.gz --device cpu");
+  ASSERT_EQ(jac.rc, 0) << jac.all();
+  const double folds = number_after(jac.out, "non-positive determinants: ");
+  ASSERT_GT(folds, 0.0) << jac.out;
+  EXPECT_NE(fold.err.find("gigareg: warning: " + p1 + "1Warp.nii.gz folds: non-positive Jacobian determinant at " +
+                          std::to_string((long long)folds) + " of "),
+            std::string::npos)
+      << fold.err;
+  EXPECT_EQ(number_after(fold.out, "warp: non-positive Jacobian determinant at "), folds) << fold.out;
+  // -v 0: errors only, so the warning is not printed (stderr stays empty).
+  const ToolRun quiet = run("register -v 0 -d 3 --device cpu --no-qc -o " + path("quiet/reg_") + " -r [" + pair +
+                            ",1] -t Greedy[2,0,0] -m CC[" + pair + ",1,2] -c [10x5,1e-6,10] -f 2x1 -s 1x0vox");
+  ASSERT_EQ(quiet.rc, 0) << quiet.all();
+  EXPECT_EQ(quiet.err, "");
 }
 
 TEST_F(CliTools, CompositeTransformsReproduceTheWarpedImages) {
@@ -455,6 +524,104 @@ TEST_F(CliTools, CompositeTransformsReproduceTheWarpedImages) {
   EXPECT_NE(bad.err.find("Composite.h5"), std::string::npos) << bad.err;
   EXPECT_NE(bad.err.find("InverseComposite.h5"), std::string::npos) << bad.err;
   EXPECT_FALSE(fs::exists(path("out/bad.nii.gz")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply: a warp evaluated beyond its grid
+
+TEST_F(CliTools, ApplyOntoAGridLargerThanTheWarpMatchesItk) {
+  REQUIRE_CLI();
+  // The warp: a small oblique grid, displacements of 2-6 mm, so that ITK's rule beyond its grid
+  // (zero displacement) and carrying the edge value outwards differ by millimetres.
+  const Geometry wg = test::make_geometry({12, 11, 10}, {2.0, 2.2, 2.5}, {0, 0, 0}, test::rotation(0.15, -0.2, 0.1));
+  DisplacementField u(wg, 3);
+  for (index_t k = 0; k < wg.size.z; ++k)
+    for (index_t j = 0; j < wg.size.y; ++j)
+      for (index_t i = 0; i < wg.size.x; ++i) {
+        u(i, j, k, 0) = float(4.0 + 1.5 * std::sin(0.6 * double(i) + 0.2 * double(k)));
+        u(i, j, k, 1) = float(-3.0 + std::cos(0.5 * double(j) - 0.3 * double(i)));
+        u(i, j, k, 2) = float(2.5 + std::sin(0.4 * double(k)) * std::cos(0.3 * double(j)));
+      }
+  // The reference grid reaches about 10 mm beyond the warp's on every side, the moving image's
+  // 15 mm beyond the reference's (every sample lands well inside it: only the warp's edge counts).
+  auto centred = [](Geometry g, const Vec3d& at) {
+    const Vec3d c = g.index_to_physical({0.5 * double(g.size.x - 1), 0.5 * double(g.size.y - 1), 0.5 * double(g.size.z - 1)});
+    g.origin = g.origin + (at - c);
+    return g;
+  };
+  const Vec3d centre = grid_centre(wg);
+  const Geometry rg = centred(test::make_geometry({31, 32, 33}, {1.5, 1.5, 1.5}, {0, 0, 0}, test::rotation(-0.1, 0.05, 0.2)), centre);
+  const Geometry mg = centred(test::make_geometry({64, 64, 64}, {1.2, 1.2, 1.2}), centre);
+  Volume<float> m(mg), r(rg);
+  for (index_t k = 0; k < mg.size.z; ++k)
+    for (index_t j = 0; j < mg.size.y; ++j)
+      for (index_t i = 0; i < mg.size.x; ++i) {
+        const Vec3d p = mg.index_to_physical({double(i), double(j), double(k)}) - centre;
+        m(i, j, k) = float(500 + 200 * std::sin(0.25 * p.x + 0.1 * p.z) + 150 * std::cos(0.2 * p.y - 0.15 * p.x));
+      }
+  r.fill(0.f);
+  write_displacement_field(path("warp.nii.gz"), u);
+  write_image(path("moving.nii.gz"), m);
+  write_image(path("reference.nii.gz"), r);
+  const ToolRun a = run("apply -i " + path("moving.nii.gz") + " -r " + path("reference.nii.gz") + " -o " +
+                        path("out.nii.gz") + " -t " + path("warp.nii.gz"));
+  ASSERT_EQ(a.rc, 0) << a.all();
+  const Volume<float> ours = read_image(path("out.nii.gz")).voxels;
+
+  // ITK, as antsApplyTransforms: the warp file read as a vector image of doubles, applied by a
+  // DisplacementFieldTransform, the moving image resampled linearly.
+  register_itk_io_factories();
+  using FloatImage = itk::Image<float, 3>;
+  using VectorImage = itk::Image<itk::Vector<double, 3>, 3>;
+  auto field_reader = itk::ImageFileReader<VectorImage>::New();
+  field_reader->SetFileName(path("warp.nii.gz"));
+  field_reader->Update();
+  auto transform = itk::DisplacementFieldTransform<double, 3>::New();
+  transform->SetDisplacementField(field_reader->GetOutput());
+  auto image_reader = itk::ImageFileReader<FloatImage>::New();
+  image_reader->SetFileName(path("moving.nii.gz"));
+  auto reference_reader = itk::ImageFileReader<FloatImage>::New();
+  reference_reader->SetFileName(path("reference.nii.gz"));
+  reference_reader->Update();
+  auto filter = itk::ResampleImageFilter<FloatImage, FloatImage, double>::New();
+  filter->SetInput(image_reader->GetOutput());
+  filter->SetReferenceImage(reference_reader->GetOutput());
+  filter->UseReferenceImageOn();
+  filter->SetTransform(transform);
+  filter->SetInterpolator(itk::LinearInterpolateImageFunction<FloatImage, double>::New());
+  filter->Update();
+  const FloatImage* itk_out = filter->GetOutput();
+
+  double lo = 1e30, hi = -1e30;
+  for (index_t i = 0; i < m.voxel_count(); ++i) {
+    lo = std::min(lo, double(m.data()[i]));
+    hi = std::max(hi, double(m.data()[i]));
+  }
+  index_t outside = 0, compared = 0;
+  double worst = 0, worst_outside = 0;
+  for (index_t k = 0; k < rg.size.z; ++k)
+    for (index_t j = 0; j < rg.size.y; ++j)
+      for (index_t i = 0; i < rg.size.x; ++i) {
+        const Vec3d p = wg.physical_to_index(rg.index_to_physical({double(i), double(j), double(k)}));
+        bool beyond = false, at_edge = false;  // at_edge: within 1e-3 voxel of ITK's buffer edge
+        for (int c = 0; c < 3; ++c) {
+          const double n = double(wg.size[c]);
+          beyond = beyond || p[c] < -0.5 || p[c] >= n - 0.5;
+          at_edge = at_edge || std::abs(p[c] + 0.5) < 1e-3 || std::abs(p[c] - (n - 0.5)) < 1e-3;
+        }
+        if (at_edge) continue;
+        const double d = std::abs(double(ours(i, j, k)) - double(itk_out->GetPixel({{i, j, k}})));
+        worst = std::max(worst, d);
+        if (beyond) {
+          ++outside;
+          worst_outside = std::max(worst_outside, d);
+        }
+        ++compared;
+      }
+  std::printf("  %lld voxels compared, %lld beyond the warp's grid; largest |diff| %.3g (%.3g beyond) of range %.4g\n",
+              (long long)compared, (long long)outside, worst, worst_outside, hi - lo);
+  EXPECT_GT(outside, compared / 3);
+  EXPECT_LE(worst, 1e-4 * (hi - lo));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
 
 #include <functional>
 
+#include "gigareg/volume.hpp"
+
 namespace gigareg::cli {
 
 using Command = std::function<int()>;
@@ -16,5 +18,11 @@ Command add_apply_command(CLI::App& app);
 Command add_jacobian_command(CLI::App& app);
 Command add_invert_command(CLI::App& app);
 Command add_phantom_command(CLI::App& app);
+
+/// The number of voxels where det(I + du/dx) <= 0 (or is NaN) of a displacement field that covers
+/// its whole grid, computed in the field's memory (host: CPU, device: CUDA); `det` (optional)
+/// receives the determinants there. Shared by `gigareg jacobian` and register's check of the warp
+/// it wrote.
+double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det = nullptr);
 
 }  // namespace gigareg::cli

@@ -1,15 +1,18 @@
 // gigareg jacobian and gigareg invert: tools for displacement fields as antsRegistration writes
 // them (prefix1Warp.nii.gz: vector NIfTI, physical LPS displacements in mm). Both run the field
 // ops of the library (ops/field.hpp) on the CPU or on CUDA.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
+#include "gigareg/log.hpp"
 #include "gigareg/memory.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/registration.hpp"
@@ -59,12 +62,69 @@ Field load_field(const Context& ctx, const std::string& path) {
   return {grid, ctx.backend == Backend::Cpu ? std::move(host) : host.to(ctx.memory_space())};
 }
 
+/// The residual of an inverse, voxel by voxel: r(x) = |w(x) + u(x + w(x))|, evaluated with the
+/// same sampling rule as invert_field (compose_fields of w then u), so its largest value is the one
+/// the inversion stopped at.
+struct ResidualSummary {
+  index_t voxels = 0, above = 0;  // above: r > tolerance or not finite
+  double percentile[4] = {0, 0, 0, 0};  // 50, 90, 99, 99.9 (nearest rank)
+  double largest = 0;                   // infinite when some residual is not finite
+  double fraction_above() const { return voxels > 0 ? double(above) / double(voxels) : 0.0; }
+};
+ResidualSummary inverse_residual(const Context& ctx, const Volume<float>& u, const Volume<float>& w,
+                                 double tolerance) {
+  const Geometry& grid = w.geometry();
+  const Box whole{{0, 0, 0}, grid.size};
+  Volume<float> r(grid, 3, ctx.memory_space());
+  compose_fields(ctx, w.view(), grid, u.view(), u.geometry(), r.view(), whole);
+  const Volume<float> host = ctx.backend == Backend::Cpu ? std::move(r) : r.to(MemorySpace::Host);
+  const index_t n = host.voxel_count();
+  std::vector<float> norms(static_cast<std::size_t>(n));
+  ResidualSummary s;
+  s.voxels = n;
+  const float* c[3] = {host.data(), host.data() + n, host.data() + 2 * n};
+  for (index_t i = 0; i < n; ++i) {
+    const double a = c[0][i], b = c[1][i], d = c[2][i];
+    const double norm = std::sqrt(a * a + b * b + d * d);
+    // Not finite sorts last (as +inf) and counts as above the tolerance.
+    norms[std::size_t(i)] = std::isfinite(norm) ? float(norm) : std::numeric_limits<float>::infinity();
+    if (!(norm <= tolerance)) ++s.above;
+  }
+  if (n == 0) return s;
+  const double ranks[4] = {0.5, 0.9, 0.99, 0.999};
+  for (int q = 0; q < 4; ++q) {
+    const auto k = std::size_t(std::max<double>(0.0, std::ceil(ranks[q] * double(n)) - 1.0));
+    std::nth_element(norms.begin(), norms.begin() + std::ptrdiff_t(k), norms.end());
+    s.percentile[q] = norms[k];
+  }
+  s.largest = *std::max_element(norms.begin(), norms.end());
+  return s;
+}
+
 std::string describe_grid(const Geometry& g) {
   char buf[160];
   std::snprintf(buf, sizeof buf, "%lld x %lld x %lld voxels of %.4g x %.4g x %.4g mm", (long long)g.size.x,
                 (long long)g.size.y, (long long)g.size.z, g.spacing.x, g.spacing.y, g.spacing.z);
   return buf;
 }
+
+}  // namespace
+
+double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det) {
+  const Context ctx = field.space() == MemorySpace::Host ? Context::cpu() : Context::cuda();
+  const Geometry& grid = field.geometry();
+  const Box whole{{0, 0, 0}, grid.size};
+  if (field.components() != 3 || !(field.box() == whole))
+    throw_error(ErrorKind::InvalidArgument, "count_nonpositive_jacobian",
+                "needs a 3-component field covering its whole grid");
+  if (det != nullptr) *det = Volume<float>(grid, 1, ctx.memory_space());
+  Partials nonpositive(ctx, grid.size.z, 1);
+  jacobian_determinant(ctx, field.view(), grid, det != nullptr ? det->view() : VolumeView<float>{}, whole,
+                       nonpositive.view);
+  return reduce_slices(ctx, nonpositive.view)[0];
+}
+
+namespace {
 
 // ---------------------------------------------------------------------------------------------
 
@@ -76,10 +136,8 @@ int run_jacobian(const JacobianOptions& o) {
   const Context ctx = context_for(o.device);
   const Field field = load_field(ctx, o.input);
   const Geometry& grid = field.grid;
-  Volume<float> det(grid, 1, ctx.memory_space());
-  Partials nonpositive(ctx, grid.size.z, 1);
-  jacobian_determinant(ctx, field.values.view(), grid, det.view(), {{0, 0, 0}, grid.size}, nonpositive.view);
-  const double count = reduce_slices(ctx, nonpositive.view)[0];
+  Volume<float> det;
+  const double count = count_nonpositive_jacobian(field.values, &det);
   const Volume<float> det_host = det.space() == MemorySpace::Host ? std::move(det) : det.to(MemorySpace::Host);
 
   double lo = std::numeric_limits<double>::infinity(), hi = -lo, sum = 0;
@@ -122,19 +180,29 @@ int run_invert(const InvertOptions& o) {
   InverseOptions options;
   options.iterations = o.iterations;
   options.tolerance = o.tolerance;
-  Partials residual(ctx, grid.size.z, 2);
-  invert_field(ctx, field.values.view(), grid, grid, inverse.view(), {{0, 0, 0}, grid.size}, options, {},
-               residual.view);
-  const double largest = max_over_slices(ctx, residual.view, 0);
-  const double unconverged = reduce_slices(ctx, residual.view)[1];
+  const Box whole{{0, 0, 0}, grid.size};
+  invert_field(ctx, field.values.view(), grid, grid, inverse.view(), whole, options);
   write_displacement_field(o.output, inverse);
+  const ResidualSummary r = inverse_residual(ctx, field.values, inverse, o.tolerance);
 
-  const double n = double(grid.voxel_count());
   std::printf("gigareg invert: %s (%s) on the %s backend, %d iterations at most, tolerance %.3g mm\n",
               o.input.c_str(), describe_grid(grid).c_str(), to_string(ctx.backend), o.iterations, o.tolerance);
-  std::printf("  largest residual |w(x) + u(x + w(x))|: %.4g mm\n", largest);
-  std::printf("  voxels above the tolerance: %.0f (fraction %.3g)\n", unconverged, unconverged / n);
+  std::printf("  residual |w(x) + u(x + w(x))| over the %lld voxels (mm): median %.3g  90%% %.3g  99%% %.3g  "
+              "99.9%% %.3g  largest %.4g\n",
+              (long long)r.voxels, r.percentile[0], r.percentile[1], r.percentile[2], r.percentile[3], r.largest);
+  std::printf("  voxels above the tolerance: %lld (fraction %.3g)\n", (long long)r.above, r.fraction_above());
   std::printf("  wrote %s\n", o.output.c_str());
+  if (r.above > 0) {
+    char text[512];
+    std::snprintf(text, sizeof text,
+                  "%s: the inverse did not converge at %lld voxels (fraction %.3g) after %d iterations: "
+                  "residual up to %.4g mm above the tolerance %.3g mm. Where the map x -> x + u(x) folds "
+                  "(see gigareg jacobian) it has no inverse; elsewhere more --iterations may help.",
+                  o.output.c_str(), (long long)r.above, r.fraction_above(), o.iterations, r.largest,
+                  o.tolerance);
+    std::fflush(stdout);  // the report first, then the warning (stderr) about it
+    log(LogLevel::Warning, text);
+  }
   return 0;
 }
 
@@ -164,7 +232,9 @@ Command add_invert_command(CLI::App& app) {
       "Example:\n"
       "  gigareg invert -i out/reg_1Warp.nii.gz -o out/reg_1InverseWarp.nii.gz\n"
       "Finds w with w(x) + u(x + w(x)) = 0 on the field's grid by fixed-point iteration\n"
-      "w <- -u(x + w), voxel by voxel (u sampled trilinearly, edge values replicated outside).");
+      "w <- -u(x + w), voxel by voxel (u sampled trilinearly, edge values replicated outside).\n"
+      "Reports the residual |w(x) + u(x + w(x))| over the voxels (median, 90%, 99%, 99.9%,\n"
+      "largest) and warns when voxels stay above the tolerance (where u folds it has no inverse).");
   app.add_option("-i,--input", o->input, "the displacement field u (vector image, mm, as PREFIX1Warp.nii.gz)")
       ->required();
   app.add_option("-o,--output", o->output, "the inverse field w (vector NIfTI, float32, on u's grid)")->required();

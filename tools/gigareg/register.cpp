@@ -90,7 +90,32 @@ ItkAffine itk_affine(const RegistrationResult& r) {
   return a;
 }
 
-void print_summary(const RegistrationParams& p, const RegistrationResult& r,
+/// Folds of the written warp: the voxels of the fixed grid where det(I + du/dx) <= 0.
+struct FoldCount {
+  double nonpositive = 0, voxels = 0;
+};
+
+/// Counts the warp's non-positive Jacobian determinants and warns when there are any: such a warp
+/// is not invertible there (its inverse warp cannot be exact) and folds the moving image.
+FoldCount check_folds(const RegistrationResult& r, const RegistrationOutputs& out) {
+  FoldCount f;
+  if (r.warp.empty()) return f;
+  f.voxels = double(r.warp.geometry().voxel_count());
+  f.nonpositive = count_nonpositive_jacobian(r.warp);
+  if (f.nonpositive > 0) {
+    char text[768];
+    std::snprintf(text, sizeof text,
+                  "%s folds: non-positive Jacobian determinant at %.0f of %.0f voxels (fraction %.3g); "
+                  "its inverse warp cannot be exact there. A smaller gradient step, more smoothing of "
+                  "the update or of the total field (SyN[step,update variance,total variance]), or "
+                  "fewer iterations at the finest level fold less; gigareg jacobian -i %s shows where.",
+                  out.warp.c_str(), f.nonpositive, f.voxels, f.nonpositive / f.voxels, out.warp.c_str());
+    log(LogLevel::Warning, text);
+  }
+  return f;
+}
+
+void print_summary(const RegistrationParams& p, const RegistrationResult& r, const FoldCount& folds,
                    const RegistrationOutputs& out, const std::vector<std::string>& extra) {
   std::printf("gigareg register: %zu stage(s) on the %s backend, %.2f s\n", p.stages.size(),
               to_string(r.backend), r.seconds);
@@ -102,6 +127,9 @@ void print_summary(const RegistrationParams& p, const RegistrationResult& r,
                 (long long)l.size.z, l.iterations, l.converged ? " (converged)" : "            ",
                 l.initial_loss, l.final_loss, l.seconds);
   }
+  if (!r.warp.empty())
+    std::printf("  warp: non-positive Jacobian determinant at %.0f voxels (fraction %.3g)\n", folds.nonpositive,
+                folds.nonpositive / folds.voxels);
   if (!r.inverse_warp.empty())
     std::printf("  inverse warp: largest residual %.3g mm\n", r.inverse_residual_mm);
   std::printf("outputs:\n");
@@ -204,7 +232,8 @@ int run_register(const RegisterOptions& o) {
       extra.push_back(qc_path);
     }
     set->commit();
-    print_summary(p, r, written, extra);
+    const FoldCount folds = check_folds(r, written);
+    print_summary(p, r, folds, written, extra);
     return 0;
   });
 }

@@ -13,6 +13,13 @@
 //                    label 0, with the trilinear weight of the outside neighbours.
 //   Boundary::Border the coordinate is clamped to [0, size-1] per axis (replicate the edge); the
 //                    gradient w.r.t. a clamped coordinate is 0.
+//   Boundary::FieldTransform  ITK's itk::DisplacementFieldTransform (the rule of every ITK/ANTs
+//                    tool that applies a displacement field to a point): a point whose continuous
+//                    index lies in [-0.5, size - 0.5) on every axis (ImageFunction::IsInsideBuffer)
+//                    gets the trilinear value with the neighbour indices clamped to the grid
+//                    (VectorLinearInterpolateImageFunction), i.e. Border; any other point gets 0
+//                    (the transform leaves it where it is). Not continuous at the half-voxel
+//                    border, which is why the registration's own field ops keep Border.
 // A neighbour that is inside the grid but outside the view reads as 0: the caller must give a
 // view that covers where the samples land (+1 voxel for the linear taps); this is never a read
 // out of bounds. NaN coordinates give 0 (Zero) or the clamped edge (Border); never UB.
@@ -31,7 +38,7 @@ enum class Interpolation {
             // LabelImageGenericInterpolateImageFunction). Never invents a label.
 };
 
-enum class Boundary { Zero, Border };
+enum class Boundary { Zero, Border, FieldTransform };
 
 /// Loads through the read-only (non-coherent) cache on the device; a plain load on the host.
 template <class T>
@@ -57,7 +64,9 @@ GIGAREG_HDI AxisTaps axis_taps(float p, index_t view_lo, index_t view_n, index_t
                                index_t stride, Boundary boundary) {
   AxisTaps t;
   index_t i0 = 0, i1 = 0;
-  if (boundary == Boundary::Border) {
+  // Outside ITK's buffer (or NaN): both taps invalid and weights 0, so the sample is 0.
+  if (boundary == Boundary::FieldTransform && !(p >= -0.5f && p < float(grid_n) - 0.5f)) return t;
+  if (boundary != Boundary::Zero) {
     const float hi = float(grid_n - 1);
     const bool inside = p >= 0.f && p <= hi;
     const float pc = fminf(fmaxf(p, 0.f), hi);  // fmaxf(NaN, 0) = 0
@@ -183,7 +192,7 @@ GIGAREG_HDI bool axis_nearest(float p, index_t view_lo, index_t view_n, index_t 
   float r;
   if (boundary == Boundary::Border) {
     r = floorf(fminf(fmaxf(p, 0.f), hi) + 0.5f);
-  } else {
+  } else {  // Zero and FieldTransform: inside exactly on [-0.5, size - 0.5), as IsInsideBuffer
     if (!(p >= -0.5f && p < float(grid_n) - 0.5f)) return false;
     r = floorf(p + 0.5f);
   }

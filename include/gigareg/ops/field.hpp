@@ -5,8 +5,10 @@
 // Fields are physical displacements in mm (LPS), three component planes, on a grid given by a
 // Geometry; a field u maps x to x + u(x). Fields read at arbitrary positions (the `u` of compose,
 // resample and invert) are sampled trilinearly (device/interpolate.hpp) with the given boundary
-// rule; Boundary::Border (replicate the edge displacement) is the default and the recommended
-// rule: a displacement does not drop to 0 outside its grid.
+// rule; Boundary::Border (replicate the edge displacement) is the default and the rule of the
+// registration's own fields: a displacement does not drop to 0 outside its grid. A field applied
+// as a transform of points (a written warp in apply_transforms) takes Boundary::FieldTransform,
+// ITK's DisplacementFieldTransform rule (0 beyond the last half voxel).
 //
 // Boxes and halos: each op writes only `owned` (global indices of the output grid). The view of a
 // field sampled at arbitrary positions must cover where the samples land (+1 voxel for the linear
