@@ -34,14 +34,14 @@ cli_path() {  # the tool moved from examples/ to tools/
 cur=/tmp/build-cur
 if [[ -n ${BASE:-} ]]; then
   mkdir -p /tmp/base-src && tar -xzf "$BASE" -C /tmp/base-src
-  build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 8 gigareg_cli &
+  build_cli /tmp/base-src /tmp/build-base "$out/build-base.log" 4 gigareg_cli &
   base_pid=$!
 fi
 start=$SECONDS
 targets=(gigareg_cli bench_io)
 # TESTS=1: also build the tests and run the CUDA ones (and the texture-mask / I/O tests) first.
 if [[ -n ${TESTS:-} ]]; then targets=(all); fi
-build_cli "$root" $cur "$out/build-cur.log" 8 "${targets[@]}" || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
+build_cli "$root" $cur "$out/build-cur.log" 12 "${targets[@]}" || { grep -E "error" "$out/build-cur.log" | head -20; tail -5 "$out/build-cur.log"; exit 1; }
 if [[ -n ${BASE:-} ]]; then wait $base_pid || { tail -20 "$out/build-base.log"; exit 1; }; fi
 echo "built at $((SECONDS - start)) s"
 if [[ -n ${TESTS:-} ]]; then
