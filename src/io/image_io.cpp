@@ -183,14 +183,7 @@ void widen_in_place(void* buffer, index_t n, const Geometry& g, const std::strin
     T v;
     std::memcpy(&v, bytes + std::size_t(i) * sizeof(T), sizeof(T));
     if constexpr (check) {
-      constexpr T limit = T(1) << 24;
-      bool too_big = v > limit;
-      if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
-      if (too_big)
-        throw_error(ErrorKind::InvalidInput, path,
-                    "voxel " + format_index(g, i) + " holds the integer " + std::to_string(v) +
-                        ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
-                        "voxels as float32 and does not round label values");
+      if (!io_detail::fits_float_exactly(v)) io_detail::throw_inexact_integer(path, g, i, v);
     }
     const float f = static_cast<float>(v);
     std::memcpy(bytes + std::size_t(i) * sizeof(float), &f, sizeof(float));
@@ -203,14 +196,7 @@ void narrow(const T* src, float* dst, index_t n, const Geometry& g, const std::s
   for (index_t i = 0; i < n; ++i) {
     const T v = src[i];
     if constexpr (std::is_integral_v<T>) {
-      constexpr T limit = T(1) << 24;
-      bool too_big = v > limit;
-      if constexpr (std::is_signed_v<T>) too_big = too_big || v < -limit;
-      if (too_big)
-        throw_error(ErrorKind::InvalidInput, path,
-                    "voxel " + format_index(g, i) + " holds the integer " + std::to_string(v) +
-                        ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
-                        "voxels as float32 and does not round label values");
+      if (!io_detail::fits_float_exactly(v)) io_detail::throw_inexact_integer(path, g, i, v);
     }
     dst[i] = static_cast<float>(v);
   }

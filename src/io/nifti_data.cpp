@@ -170,11 +170,8 @@ void convert_values(const unsigned char* raw, float* dst, std::size_t n, const N
   }
   if constexpr (check) {
     if (bad != std::numeric_limits<std::int64_t>::max())
-      throw_error(ErrorKind::InvalidInput, path,
-                  "voxel " + format_index(g, first_voxel + index_t(bad)) + " holds the integer " +
-                      std::to_string(load<T>(raw, std::size_t(bad) * sizeof(T), l.swap)) +
-                      ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps "
-                      "voxels as float32 and does not round label values");
+      throw_inexact_integer(path, g, first_voxel + index_t(bad),
+                            load<T>(raw, std::size_t(bad) * sizeof(T), l.swap));
   }
 }
 

@@ -79,6 +79,15 @@ bool fits_float_exactly(T v) {
   return true;
 }
 
+/// The error for an integer voxel that float32 cannot hold exactly (see fits_float_exactly).
+template <class T>
+[[noreturn]] void throw_inexact_integer(const std::string& path, const Geometry& g, index_t voxel, T v) {
+  throw_error(ErrorKind::InvalidInput, path,
+              "voxel " + format_index(g, voxel) + " holds the integer " + std::to_string(v) +
+                  ", which float32 cannot represent exactly (|v| > 2^24); gigareg keeps voxels as "
+                  "float32 and does not round label values");
+}
+
 /// One float voxel -> an integer type, as IntegerConversion says (throws for Exact misfits).
 template <class T>
 T to_integer(float v, IntegerConversion conversion, const Geometry& g, index_t i,
