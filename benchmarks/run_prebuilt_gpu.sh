@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU checks with binaries built here (ci preset, sm_90) instead of on the GPU machine, for
+# calls too short to build there: CUDA tests first, then the whole `gigareg register --preset
+# greedy --device cuda` command on the cfmi 256^3 pair, baseline and current alternating.
+# Carry .devbin/ holding: bin/ (the test binaries, gigareg_new, optionally gigareg_base and
+# bench_io), itk.tar.gz and deps.tar.gz (scripts/pack-device-deps.sh), data/ (cfmi_sub-01/02
+# brainmasks). The binaries link Debian's ITK, which itk.tar.gz brings.
+set -uo pipefail
+d=${DEVBIN:-.devbin}
+out=${OUT:-$PWD/gpu-out}
+mkdir -p "$out"
+tar -xzf $d/itk.tar.gz -C / --no-same-owner
+tar -xzf $d/deps.tar.gz -C / --no-same-owner
+export LD_LIBRARY_PATH=/opt/itk/lib:/opt/gdeps/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+missing=$(ldd $d/bin/gigareg_new | grep "not found")
+[[ -n $missing ]] && { echo "missing libraries: $missing"; exit 1; }
+
+echo "--- CUDA tests"
+for t in $d/bin/test_*; do
+  "$t" --gtest_brief=1 > "$out/$(basename "$t").log" 2>&1
+  echo "$(basename "$t"): rc $? $(grep -E "PASSED|FAILED" "$out/$(basename "$t").log" | tr '\n' ' ')"
+done
+
+echo "--- whole command, cfmi 01 <- 02, --preset greedy --device cuda"
+timed() {
+  python3 - "$@" <<'EOF'
+import resource, subprocess, sys, time
+t = time.perf_counter()
+p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+wall = time.perf_counter() - t
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+print(f"rc {p.returncode} wall {wall:.2f} s peak RSS {rss:.2f} GiB")
+print(p.stdout)
+EOF
+}
+f=$d/data/cfmi_sub-01_brainmask.nii.gz
+m=$d/data/cfmi_sub-02_brainmask.nii.gz
+tags=(new)
+[[ -x $d/bin/gigareg_base ]] && tags=(base new)
+for run in $(seq 1 "${RUNS:-2}"); do
+  for tag in "${tags[@]}"; do
+    o=/tmp/cmd/$tag/ && rm -rf $o && mkdir -p $o
+    GIGAREG_DISTRIBUTED=0 timed $d/bin/gigareg_$tag register --fixed $f --moving $m -o $o --preset greedy \
+      --device cuda -v 2 > "$out/256_${tag}_$run.log"
+    echo "$tag run $run: $(head -1 "$out/256_${tag}_$run.log")"
+  done
+done
+for tag in "${tags[@]}"; do
+  echo "--- $tag phases (last run)"
+  grep -E "time:|registration done" "$out/256_${tag}_${RUNS:-2}.log"
+done
+if [[ ${#tags[@]} == 2 ]]; then
+  python3 - /tmp/cmd/base /tmp/cmd/new <<'EOF'
+import gzip, os, sys
+a, b = sys.argv[1:]
+for name in sorted(os.listdir(b)):
+    if not name.endswith(".nii.gz"): continue
+    da = gzip.open(os.path.join(a, name)).read(); db = gzip.open(os.path.join(b, name)).read()
+    print(f"{name}: {'identical' if da == db else 'DIFFER'} decompressed ({len(db)} bytes); "
+          f"{os.path.getsize(os.path.join(a, name))} -> {os.path.getsize(os.path.join(b, name))} compressed")
+EOF
+fi
+gzip -t /tmp/cmd/new/*.nii.gz && echo "gzip -t passes on every .nii.gz written"
+if [[ -x $d/bin/bench_io && -n ${BENCH_IO:-} ]]; then
+  TMPDIR=/tmp $d/bin/bench_io 2>&1 | grep -E "median" | sed -E 's/\/iterations:1\/repeats:3\/real_time_median//'
+fi
