@@ -23,17 +23,7 @@ for t in $d/bin/test_*; do
 done
 
 echo "--- whole command, cfmi 01 <- 02, --preset greedy --device cuda"
-timed() {
-  python3 - "$@" <<'EOF'
-import resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-wall = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-print(f"rc {p.returncode} wall {wall:.2f} s peak RSS {rss:.2f} GiB")
-print(p.stdout)
-EOF
-}
+source "$(dirname "${BASH_SOURCE[0]}")/command_timing.sh"  # timed, compare_outputs
 f=$d/data/cfmi_sub-01_brainmask.nii.gz
 m=$d/data/cfmi_sub-02_brainmask.nii.gz
 tags=(new)
@@ -51,15 +41,7 @@ for tag in "${tags[@]}"; do
   grep -E "time:|registration done" "$out/256_${tag}_${RUNS:-2}.log"
 done
 if [[ ${#tags[@]} == 2 ]]; then
-  python3 - /tmp/cmd/base /tmp/cmd/new <<'EOF'
-import gzip, os, sys
-a, b = sys.argv[1:]
-for name in sorted(os.listdir(b)):
-    if not name.endswith(".nii.gz"): continue
-    da = gzip.open(os.path.join(a, name)).read(); db = gzip.open(os.path.join(b, name)).read()
-    print(f"{name}: {'identical' if da == db else 'DIFFER'} decompressed ({len(db)} bytes); "
-          f"{os.path.getsize(os.path.join(a, name))} -> {os.path.getsize(os.path.join(b, name))} compressed")
-EOF
+  compare_outputs /tmp/cmd/base /tmp/cmd/new
 fi
 gzip -t /tmp/cmd/new/*.nii.gz && echo "gzip -t passes on every .nii.gz written"
 if [[ -x $d/bin/bench_io && -n ${BENCH_IO:-} ]]; then

@@ -56,17 +56,7 @@ fi
 cli_of() { [[ $1 == base ]] && cli_path /tmp/build-base || cli_path $cur; }
 
 # One command: wall seconds and peak RSS of the child (GiB) on the first line, its log after.
-timed() {
-  python3 - "$@" <<'EOF'
-import resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-wall = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-print(f"rc {p.returncode} wall {wall:.2f} s peak RSS {rss:.2f} GiB")
-print(p.stdout)
-EOF
-}
+source "$(dirname "${BASH_SOURCE[0]}")/command_timing.sh"  # timed, compare_outputs
 
 d=$root/.devsys/data
 f=$d/cfmi_sub-01_brainmask.nii.gz
@@ -89,15 +79,7 @@ for tag in "${tags[@]}"; do
 done
 if [[ -n ${BASE:-} ]]; then
   echo "--- decompressed outputs, baseline vs current"
-  python3 - /tmp/cmd/base /tmp/cmd/cur <<'EOF'
-import gzip, hashlib, os, sys
-a, b = sys.argv[1:]
-for name in sorted(os.listdir(b)):
-    if not name.endswith(".nii.gz"): continue
-    da = gzip.open(os.path.join(a, name)).read(); db = gzip.open(os.path.join(b, name)).read()
-    print(f"{name}: {'identical' if da == db else 'DIFFER'} ({len(db)} bytes; "
-          f"{os.path.getsize(os.path.join(a, name))} -> {os.path.getsize(os.path.join(b, name))} compressed)")
-EOF
+  compare_outputs /tmp/cmd/base /tmp/cmd/cur
   gzip -t /tmp/cmd/cur/*.nii.gz && echo "gzip -t: all current .nii.gz pass"
 fi
 
