@@ -19,6 +19,20 @@
 #endif
 
 namespace gigareg {
+
+Index3 displacement_sample_halo(const Geometry& g, double bound_mm) {
+  GIGAREG_REQUIRE(bound_mm >= 0.0 && std::isfinite(bound_mm), "the displacement bound must be finite");
+  const Mat3d m = g.physical_to_index_map().matrix;
+  Index3 h;
+  for (int a = 0; a < 3; ++a) {
+    const double row = std::sqrt(m(a, 0) * m(a, 0) + m(a, 1) * m(a, 1) + m(a, 2) * m(a, 2));
+    const double d = bound_mm * row;
+    const double v = std::ceil(d + 1e-6 * (d + double(g.size[a])) + 1e-6) + 1.0;
+    h[a] = index_t(std::min(v, double(g.size[a])));
+  }
+  return h;
+}
+
 namespace {
 
 using namespace ops_detail;

@@ -143,14 +143,24 @@ LnccTaps lncc_window_taps(const LnccParams& params) {
   return taps;
 }
 
+Index3 lncc_input_halo(const LnccParams& params) {
+  const index_t h = lncc_window_radius(params);
+  const index_t r = params.gradient == LnccGradient::Exact ? 2 * h : h;
+  return {r, r, r};
+}
+
+Index3 lncc_mask_halo(const LnccParams& params) {
+  const index_t h = lncc_window_radius(params);
+  const index_t r = params.gradient == LnccGradient::Exact ? h : 0;
+  return {r, r, r};
+}
+
 Box lncc_input_box(const Box& owned, Index3 global_size, const LnccParams& params) {
-  const int h = lncc_window_radius(params);
-  return grow_clip(owned, params.gradient == LnccGradient::Exact ? 2 * h : h, global_size);
+  return owned.grown_within(lncc_input_halo(params), global_size);
 }
 
 Box lncc_mask_box(const Box& owned, Index3 global_size, const LnccParams& params) {
-  const int h = lncc_window_radius(params);
-  return grow_clip(owned, params.gradient == LnccGradient::Exact ? h : 0, global_size);
+  return owned.grown_within(lncc_mask_halo(params), global_size);
 }
 
 void lncc_loss(const Context& ctx, VolumeView<const float> fixed, VolumeView<const float> warped,

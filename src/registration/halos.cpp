@@ -6,34 +6,23 @@
 #include <cmath>
 
 #include "gigareg/error.hpp"
+#include "gigareg/ops/field.hpp"
+#include "gigareg/ops/loss.hpp"
 #include "gigareg/ops/smooth.hpp"
+#include "registration/metric.hpp"
 
 namespace gigareg::reg {
 
+// The CC metric's halos are its LNCC op's (ops/loss.hpp); MeanSquares and MI read no neighbours.
 Index3 metric_image_halo(const MetricParams& m) {
-  if (m.type != MetricType::CC) return {0, 0, 0};
-  const index_t h = 2 * index_t(m.radius);  // exact gradient: windows of the windows
-  return {h, h, h};
+  return m.type == MetricType::CC ? lncc_input_halo(cc_window(m)) : Index3{0, 0, 0};
 }
 
 Index3 metric_mask_halo(const MetricParams& m) {
-  if (m.type != MetricType::CC) return {0, 0, 0};
-  const index_t h = index_t(m.radius);
-  return {h, h, h};
+  return m.type == MetricType::CC ? lncc_mask_halo(cc_window(m)) : Index3{0, 0, 0};
 }
 
-Index3 displacement_halo(const Geometry& g, double bound_mm) {
-  GIGAREG_REQUIRE(bound_mm >= 0.0 && std::isfinite(bound_mm), "the displacement bound must be finite");
-  const Mat3d m = g.physical_to_index_map().matrix;
-  Index3 h;
-  for (int a = 0; a < 3; ++a) {
-    const double row = std::sqrt(m(a, 0) * m(a, 0) + m(a, 1) * m(a, 1) + m(a, 2) * m(a, 2));
-    const double d = bound_mm * row;
-    const double v = std::ceil(d + 1e-6 * (d + double(g.size[a])) + 1e-6) + 1.0;
-    h[a] = index_t(std::min(v, double(g.size[a])));
-  }
-  return h;
-}
+Index3 displacement_halo(const Geometry& g, double bound_mm) { return displacement_sample_halo(g, bound_mm); }
 
 Index3 smoothing_halo(double sigma) {
   if (!(sigma > 0)) return {0, 0, 0};

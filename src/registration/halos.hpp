@@ -9,13 +9,12 @@
 namespace gigareg::reg {
 
 /// The halos of the fixed and warped images, and of the mask, that a metric reads around the
-/// owned box.
+/// owned box: the metric op's own (CC: lncc_input_halo / lncc_mask_halo in ops/loss.hpp).
 Index3 metric_image_halo(const MetricParams& m);
 Index3 metric_mask_halo(const MetricParams& m);
 
-/// The halo a field on `g` needs to be sampled at x + d(x), |d| <= bound_mm: per axis, the
-/// bound in voxels of that axis (rounded up, with a relative margin for float rounding) and one
-/// voxel for the upper linear tap.
+/// The halo a field on `g` needs to be sampled at x + d(x), |d| <= bound_mm: the field ops'
+/// displacement_sample_halo (ops/field.hpp).
 Index3 displacement_halo(const Geometry& g, double bound_mm);
 
 /// The halo of a Gaussian smoothing of `sigma` voxels on every axis (0 for sigma <= 0).

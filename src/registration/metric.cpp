@@ -8,6 +8,14 @@
 
 namespace gigareg::reg {
 
+LnccParams cc_window(const MetricParams& params) {
+  LnccParams p;
+  p.window = LnccWindow::Box;
+  p.radius = params.radius;
+  p.gradient = LnccGradient::Exact;
+  return p;
+}
+
 Metric::Metric(const Context& ctx, const Partition& part, const MetricParams& params,
                const Geometry& fixed_geometry, const Box& owned, IntensityRange fr, IntensityRange mr)
     : ctx_(ctx), part_(&part), params_(params), grid_(fixed_geometry), owned_(owned) {
@@ -17,9 +25,7 @@ Metric::Metric(const Context& ctx, const Partition& part, const MetricParams& pa
       break;
     case MetricType::CC: {
       local_ = Partials(owned.size.z, kLossTerms, ctx.memory_space());
-      lncc_.window = LnccWindow::Box;
-      lncc_.radius = params.radius;
-      lncc_.gradient = LnccGradient::Exact;
+      lncc_ = cc_window(params);
       // eps relative to the intensity ranges (it multiplies varF varW): the metric does not
       // depend on the intensity scale.
       const double df = std::max(fr.max - fr.min, 1e-12), dm = std::max(mr.max - mr.min, 1e-12);

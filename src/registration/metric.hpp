@@ -40,4 +40,8 @@ class Metric {
   Buffer<float> table_;
 };
 
+/// The LNCC window of a CC metric (box of the metric's radius, exact gradient): what the metric
+/// computes with and what its halos are derived from (halos.cpp).
+LnccParams cc_window(const MetricParams& params);
+
 }  // namespace gigareg::reg

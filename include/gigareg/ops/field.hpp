@@ -24,6 +24,12 @@
 
 namespace gigareg {
 
+/// The halo of a field on `g` sampled at x + d(x) with |d| <= bound_mm (compose_fields' u,
+/// invert_field's u, a warp's displacement): per axis the bound in voxels of that axis, rounded up
+/// with a relative margin for float rounding, plus one voxel for the upper linear tap; at most the
+/// grid's size.
+Index3 displacement_sample_halo(const Geometry& g, double bound_mm);
+
 /// w such that x + w(x) = y + u(y), y = A(x + v(x)):  w(x) = A(x + v(x)) + u(A(x + v(x))) - x.
 /// v (optional: null data = 0) and out live on `grid`; u on `u_grid`. With A the identity this
 /// is exactly v(x) + u(x + v(x)) (the compositive update u <- v + u o (x + v) is

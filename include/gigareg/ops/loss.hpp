@@ -105,7 +105,11 @@ struct LnccParams {
 int lncc_window_radius(const LnccParams& params);
 /// The window weights both backends use: w[H + d] = 1 (box) or exp(-d^2 / (2 sigma^2)) (float).
 LnccTaps lncc_window_taps(const LnccParams& params);
-/// The boxes the inputs must contain for `owned` (grown by 2H / H, or H / 0, clipped).
+/// The op's halos, stated once: F and W are read 2H around the owned box with the exact gradient
+/// (windows of the windows), H with ANTs' approximation; the mask H or 0.
+Index3 lncc_input_halo(const LnccParams& params);
+Index3 lncc_mask_halo(const LnccParams& params);
+/// The boxes the inputs must contain for `owned`: owned grown by those halos, clipped.
 Box lncc_input_box(const Box& owned, Index3 global_size, const LnccParams& params);
 Box lncc_mask_box(const Box& owned, Index3 global_size, const LnccParams& params);
 
