@@ -610,12 +610,14 @@ DisplacementField read_displacement_field(const std::string& path) {
   if (disk > ~std::size_t(0) / 2 - out)
     throw_error(ErrorKind::OutOfMemory, path, "the field needs more than 2^64 bytes");
   require_available(out + 2 * disk, MemorySpace::Host, path);
-  io_detail::check_data_complete(path, *opened.io);
 
   DisplacementField field = allocate_volume(h.geometry, Box{{0, 0, 0}, h.geometry.size}, 3, path);
   // NIfTI-1 single files hold the components as planes, as the field does: read them directly.
   if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data()))
     return field;
+  // The ITK path only: the direct reader checks lengths and CRCs as it decodes, and inflating the
+  // file once more here would double the time of every warp read.
+  io_detail::check_data_complete(path, *opened.io);
   HostBuffer raw = allocate_host(disk, path);
   read_voxels(*opened.io, raw.get(), path);
   float* planes = field.data();

@@ -264,6 +264,18 @@ TEST(DirectNifti, CorruptBlockFilesAreErrorsNotData) {
   // The last member cut off.
   write_bytes(dir.file("short.nii.gz"), bytes.substr(0, members.back().offset));
   EXPECT_THROW(read_image(dir.file("short.nii.gz")), Error);
+  // Displacement fields take the same checks (their reader skips the separate completeness pass).
+  write_displacement_field(dir.file("u.nii.gz"), testing::random_volume(g, 3, -2, 2, false));
+  std::string field = read_bytes(dir.file("u.nii.gz"));
+  const auto field_members =
+      io_detail::find_block_members(reinterpret_cast<const unsigned char*>(field.data()), field.size());
+  ASSERT_GE(field_members.size(), 2u);
+  field[field_members[1].offset + field_members[1].size - 8] ^= 0x5a;
+  write_bytes(dir.file("u_crc.nii.gz"), field);
+  EXPECT_TRUE(testing::throws_error([&] { read_displacement_field(dir.file("u_crc.nii.gz")); },
+                                    ErrorKind::Io, dir.file("u_crc.nii.gz"), "CRC-32"));
+  write_bytes(dir.file("u_short.nii.gz"), field.substr(0, field_members.back().offset));
+  EXPECT_THROW(read_displacement_field(dir.file("u_short.nii.gz")), Error);
 }
 
 TEST(DirectNifti, CorruptSingleMemberGzipIsAnError) {
