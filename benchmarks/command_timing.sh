@@ -27,3 +27,19 @@ for name in sorted(os.listdir(b)):
           f"{os.path.getsize(os.path.join(a, name))} -> {os.path.getsize(os.path.join(b, name))} compressed")
 PY
 }
+
+# large_run CLI COLIN_0.5MM UPSAMPLE OUT_LOG_DIR: the issue-16 gigavoxel set-up. `phantom` upsamples
+# Colin27 0.5 mm (3 gives 1.53 Gvox) into a fixed/moving pair of .nii files, then one greedy CC
+# level of 10 iterations, --no-inverse-warp, .nii warp, on the GPU; prints wall, RSS and phases.
+large_run() {
+  local cli=$1 colin=$2 up=$3 logs=$4 big=${BIG_DIR:-/tmp/big}
+  mkdir -p "$big"
+  timed "$cli" phantom -i "$colin" --upsample "$up" -o "$big/brain_" > "$logs/large_phantom.log"
+  echo "phantom: $(head -1 "$logs/large_phantom.log")"; grep -E "wrote|voxels" "$logs/large_phantom.log" | head -3
+  local F=$big/brain_fixed.nii M=$big/brain_moving.nii
+  GIGAREG_DISTRIBUTED=0 timed "$cli" register -d 3 -o "[$big/reg_,$big/warped.nii]" -r "[$F,$M,0]" \
+    -t "Greedy[0.25,1.5,0.5]" -m "CC[$F,$M,1,2]" -c "[10,1e-6,10]" -f 1 -s 0vox --no-inverse-warp --no-qc \
+    --warp-extension .nii --device cuda -v 2 > "$logs/large_register.log"
+  echo "large register: $(head -1 "$logs/large_register.log")"
+  grep -E "time:|registration done|level" "$logs/large_register.log" | head -30
+}

@@ -4,7 +4,8 @@
 # greedy --device cuda` command on the cfmi 256^3 pair, baseline and current alternating.
 # Carry .devbin/ holding: bin/ (the test binaries, gigareg_new, optionally gigareg_base and
 # bench_io), itk.tar.gz and deps.tar.gz (scripts/pack-device-deps.sh), data/ (cfmi_sub-01/02
-# brainmasks). The binaries link Debian's ITK, which itk.tar.gz brings.
+# brainmasks; colin27_ch2better_0.5mm.nii.gz for LARGE=N). The binaries link Debian's ITK, which
+# itk.tar.gz brings. bin/dist_tests, when present, runs under mpiexec with 1 and 2 ranks.
 set -uo pipefail
 d=${DEVBIN:-.devbin}
 out=${OUT:-$PWD/gpu-out}
@@ -18,9 +19,17 @@ missing=$(ldd $d/bin/gigareg_new | grep "not found")
 
 echo "--- CUDA tests"
 for t in $d/bin/test_*; do
-  "$t" --gtest_brief=1 > "$out/$(basename "$t").log" 2>&1
+  timeout ${TEST_TIMEOUT:-150} "$t" --gtest_brief=1 > "$out/$(basename "$t").log" 2>&1
   echo "$(basename "$t"): rc $? $(grep -E "PASSED|FAILED" "$out/$(basename "$t").log" | tr '\n' ' ')"
 done
+
+if [[ -x $d/bin/dist_tests ]] && command -v mpiexec > /dev/null; then
+  for np in 1 2; do
+    OMP_NUM_THREADS=1 timeout 120 mpiexec -n $np --oversubscribe --allow-run-as-root $d/bin/dist_tests --gtest_brief=1 \
+      > "$out/dist_tests_np$np.log" 2>&1
+    echo "dist_tests np $np: rc $? $(grep -E "PASSED|FAILED|SKIPPED" "$out/dist_tests_np$np.log" | sort | uniq -c | tr '\n' ' ')"
+  done
+fi
 
 echo "--- whole command, cfmi 01 <- 02, --preset greedy --device cuda"
 source "$(dirname "${BASH_SOURCE[0]}")/command_timing.sh"  # timed, compare_outputs
@@ -46,4 +55,8 @@ fi
 gzip -t /tmp/cmd/new/*.nii.gz && echo "gzip -t passes on every .nii.gz written"
 if [[ -x $d/bin/bench_io && -n ${BENCH_IO:-} ]]; then
   TMPDIR=/tmp $d/bin/bench_io 2>&1 | grep -E "median" | sed -E 's/\/iterations:1\/repeats:3\/real_time_median//'
+fi
+if [[ -n ${LARGE:-} ]]; then
+  echo "--- gigavoxel command (LARGE=$LARGE)"
+  large_run $d/bin/gigareg_new $d/data/colin27_ch2better_0.5mm.nii.gz "$LARGE" "$out"
 fi

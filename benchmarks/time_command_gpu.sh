@@ -90,14 +90,5 @@ TMPDIR=/tmp $cur/benchmarks/bench_io --benchmark_format=console 2>&1 | grep -E "
 if [[ -n ${LARGE:-} && $((SECONDS - start)) -gt ${LARGE_UNLESS_AFTER:-99999} ]]; then
   echo "large run skipped: $((SECONDS - start)) s already used"
 elif [[ -n ${LARGE:-} ]]; then
-  big=/tmp/big && mkdir -p $big
-  timed "$(cli_of cur)" phantom -i $d/colin27_ch2better_0.5mm.nii.gz --upsample "$LARGE" -o $big/brain_ \
-    > "$out/large_phantom.log"
-  echo "phantom: $(head -1 "$out/large_phantom.log")"; grep -E "wrote|voxels" "$out/large_phantom.log" | head -3
-  F=$big/brain_fixed.nii; M=$big/brain_moving.nii
-  GIGAREG_DISTRIBUTED=0 timed "$(cli_of cur)" register -d 3 -o [$big/reg_,$big/warped.nii] -r [$F,$M,0] \
-    -t Greedy[0.25,1.5,0.5] -m CC[$F,$M,1,2] -c [10,1e-6,10] -f 1 -s 0vox --no-inverse-warp --no-qc \
-    --warp-extension .nii --device cuda -v 2 > "$out/large_register.log"
-  echo "large register: $(head -1 "$out/large_register.log")"
-  grep -E "time:|registration done|level" "$out/large_register.log" | head -30
+  large_run "$(cli_of cur)" $d/colin27_ch2better_0.5mm.nii.gz "$LARGE" "$out"
 fi
