@@ -88,16 +88,7 @@ void write(const std::string& path, Composite* composite) {
                 "composite transforms are written in ITK's HDF5 format: give a name ending in .h5");
   register_itk_io_factories();
   io_detail::StagedFile staged(path);
-  try {
-    auto writer = itk::TransformFileWriterTemplate<double>::New();
-    writer->SetFileName(staged.temp_path());
-    writer->SetInput(composite);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    throw_error(ErrorKind::Io, path, "writing the composite transform failed: " + io_detail::itk_message(e));
-  } catch (const std::exception& e) {
-    throw_error(ErrorKind::Io, path, std::string("writing the composite transform failed: ") + e.what());
-  }
+  io_detail::write_itk_transform(staged, composite);
   staged.commit();
 }
 
@@ -142,7 +133,7 @@ void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path
   ChainTransform step;
   if (const auto* linear = dynamic_cast<const itk::MatrixOffsetTransformBase<double, 3, 3>*>(t)) {
     // Through ITK's parameters (matrix, translation, centre), as read_affine_transform reads them.
-    step.affine = io_detail::itk_affine_parameters(*linear).affine();
+    step.affine = io_detail::itk_affine_parameters(*linear, path).affine();
   } else if (const auto* field = dynamic_cast<const FieldTransform*>(t)) {
     step.is_field = true;
     step.field = planar_field(*field, path);

@@ -61,16 +61,7 @@ void write_affine_transform(const std::string& path, const Mat3d& matrix, const 
   transform->SetMatrix(m);
   transform->SetTranslation(t);
 
-  try {
-    auto writer = itk::TransformFileWriterTemplate<double>::New();
-    writer->SetFileName(staged.temp_path());
-    writer->SetInput(transform);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    throw_error(ErrorKind::Io, path, "writing the transform failed: " + itk_message(e));
-  } catch (const std::exception& e) {
-    throw_error(ErrorKind::Io, path, std::string("writing the transform failed: ") + e.what());
-  }
+  io_detail::write_itk_transform(staged, transform);
   // ITK's .mat and .txt writers use std::ofstream without checking it: a full disk or a file size
   // limit gives a short or empty file and no error. Read it back and compare (the .txt format
   // keeps 16 significant digits, hence the tolerance).
@@ -93,6 +84,26 @@ void write_affine_transform(const std::string& path, const Mat3d& matrix, const 
 
 void write_affine_transform(const std::string& path, const ItkAffine& transform) {
   write_affine_transform(path, transform.matrix, transform.translation, transform.center);
+}
+
+void io_detail::write_itk_transform(const StagedFile& staged, const itk::TransformBaseTemplate<double>* transform) {
+  const std::string& path = staged.final_path();
+  try {
+    if (extension_of(path) == ".h5") {
+      write_transform_h5(staged.temp_path(), path, transform);
+      return;
+    }
+    auto writer = itk::TransformFileWriterTemplate<double>::New();
+    writer->SetFileName(staged.temp_path());
+    writer->SetInput(transform);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, path, "writing the transform failed: " + itk_message(e));
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, path, std::string("writing the transform failed: ") + e.what());
+  }
 }
 
 ItkAffine read_affine_transform(const std::string& path) {
@@ -129,10 +140,11 @@ ItkAffine read_affine_transform(const std::string& path) {
                         "; a 3-D affine transform (MatrixOffsetTransformBase or a linear subclass) "
                         "is expected"
                   : std::string("holds an empty transform"));
-  return io_detail::itk_affine_parameters(*linear);
+  return io_detail::itk_affine_parameters(*linear, path);
 }
 
-ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear) {
+ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear,
+                                           const std::string& path) {
   ItkAffine out;
   const auto& m = linear.GetMatrix();
   const auto& tr = linear.GetTranslation();
@@ -142,6 +154,11 @@ ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<
     out.center[r] = c[unsigned(r)];
     for (int k = 0; k < 3; ++k) out.matrix(r, k) = m(unsigned(r), unsigned(k));
   }
+  for (double v : out.matrix.m)
+    if (!std::isfinite(v)) throw_error(ErrorKind::InvalidInput, path, "the transform's matrix is not finite");
+  for (int a = 0; a < 3; ++a)
+    if (!std::isfinite(out.translation[a]) || !std::isfinite(out.center[a]))
+      throw_error(ErrorKind::InvalidInput, path, "the transform's translation or centre is not finite");
   return out;
 }
 

@@ -41,7 +41,7 @@ bool parse_double(const std::string& s, double& out) {
 
 double number(const std::string& text, const std::string& item, const char* what) {
   double v = 0;
-  if (!parse_double(item, v)) bad(text, std::string(what) + " '" + item + "' is not a number");
+  if (!parse_double(item, v)) bad(text, std::string(what) + " '" + item + "' is not a finite number");
   return v;
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <future>
@@ -145,8 +146,40 @@ class PhaseClock {
 
 }  // namespace
 
+namespace {
+
+/// A shrink factor beyond the fixed image's largest size makes a level of one voxel on every axis:
+/// nothing is registered there, and a typo (-f 1e308 for 1x1x1) would pass unnoticed.
+void check_shrink_factors(const RegistrationParams& params, const Geometry& fixed) {
+  const index_t largest = std::max({fixed.size.x, fixed.size.y, fixed.size.z});
+  for (std::size_t s = 0; s < params.stages.size(); ++s)
+    for (double f : params.stages[s].shrink_factors)
+      if (f > double(largest)) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", f);
+        throw_error(ErrorKind::InvalidArgument, "-f/--shrink-factors",
+                    "stage " + std::to_string(s + 1) + ": the shrink factor " + value +
+                        " exceeds the fixed image's largest size (" + std::to_string(largest) +
+                        " voxels): that level would be a single voxel");
+      }
+}
+
+/// The inverse of an affine read from `path` (given as [file,1]): a singular matrix is that
+/// file's problem, and the message names it.
+Affined inverse_of_file_affine(const Affined& a, const std::string& path) {
+  try {
+    return invert_affine(a);
+  } catch (const Error&) {
+    throw_error(ErrorKind::InvalidInput, path,
+                "the affine transform is singular: it cannot be inverted (useInverse = 1)");
+  }
+}
+
+}  // namespace
+
 InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
                                       const Geometry& moving, const Partition& part) {
+  check_shrink_factors(params, fixed);
   InputPlanes p;
   const Box all_moving{{0, 0, 0}, moving.size};
   p.moving = part.size() == 1 ? all_moving : part.owned(moving.size);
@@ -444,7 +477,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   if (!files.moving_mask.empty()) moving_mask = read(files.moving_mask, planes.moving);
   if (!files.initial_transform.empty()) {
     Affined a = read_affine_transform(files.initial_transform).affine();
-    if (files.invert_initial_transform) a = invert_affine(a);
+    if (files.invert_initial_transform) a = inverse_of_file_affine(a, files.initial_transform);
     params.initial.type = InitialTransformType::Given;
     params.initial.affine = a;
   }
@@ -613,7 +646,7 @@ void apply_transform_files(const ApplyFiles& files) {
         e.is_field = true;
         e.field = &fields.back();
       } else {
-        e.affine = invert ? invert_affine(s.affine) : s.affine;
+        e.affine = invert ? inverse_of_file_affine(s.affine, path) : s.affine;
       }
       chain.push_back(e);
     }
