@@ -204,7 +204,7 @@ std::string sync_path(const std::string& path, bool directory) {
 // registration are written concurrently.
 struct SetMember {
   std::string temp, final_name;
-  FileIdentity identity;  // of the temporary when it was created
+  std::shared_ptr<const HeldFile> created;  // the temporary as created
 };
 struct OpenSet {
   std::mutex mutex;
@@ -243,15 +243,7 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
     temp_ = (dir / (head + std::to_string(::getpid()) + "-" + random_token() + ext)).string();
     const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd >= 0) {
-      struct stat st {};
-      const bool known = ::fstat(fd, &st) == 0;
-      ::close(fd);
-      if (!known) {
-        const int err = errno;
-        ::unlink(temp_.c_str());
-        throw_error(ErrorKind::Io, final_, "cannot inspect the file created in '" + dir.string() + "': " + std::strerror(err));
-      }
-      identity_ = {static_cast<unsigned long long>(st.st_dev), static_cast<unsigned long long>(st.st_ino)};
+      created_ = std::make_shared<const HeldFile>(fd);
       break;
     }
     const int err = errno;
@@ -264,13 +256,16 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   register_pending(temp_);
 }
 
-std::string FileIdentity::mismatch(const std::string& path) const {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return std::string("it is gone: ") + std::strerror(errno);
-  if (S_ISLNK(st.st_mode)) return "it was replaced by a symbolic link";
-  if (!S_ISREG(st.st_mode)) return "it is no longer a regular file";
-  if (static_cast<unsigned long long>(st.st_dev) != device || static_cast<unsigned long long>(st.st_ino) != inode)
-    return "it was replaced by another file";
+HeldFile::~HeldFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string HeldFile::mismatch(const std::string& path) const {
+  struct stat held {}, now {};
+  if (::fstat(fd_, &held) != 0) return std::string("cannot inspect it: ") + std::strerror(errno);
+  if (::lstat(path.c_str(), &now) != 0) return std::string("it is gone: ") + std::strerror(errno);
+  if (S_ISLNK(now.st_mode)) return "it was replaced by a symbolic link";
+  if (now.st_dev != held.st_dev || now.st_ino != held.st_ino) return "it was replaced by another file";
   return {};
 }
 
@@ -288,7 +283,7 @@ void StagedFile::commit() {
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
   // ITK's writers open the temporary by name: if someone with write access to the directory
   // swapped it for a link meanwhile, the output must not appear (as a link to their target).
-  const std::string swapped = identity_.mismatch(temp_);
+  const std::string swapped = created_->mismatch(temp_);
   if (!swapped.empty())
     throw_error(ErrorKind::Io, final_, "the temporary file " + temp_ + " was not moved into place: " + swapped);
   // Flushed here, by the thread that wrote it: the outputs of a registration are written
@@ -298,7 +293,7 @@ void StagedFile::commit() {
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
     if (g_set.open) {  // the set renames it with the others
-      g_set.staged.push_back({temp_, final_, identity_});
+      g_set.staged.push_back({temp_, final_, created_});
       committed_ = true;
       return;
     }
@@ -375,7 +370,7 @@ void OutputSet::commit() {
     const std::string& temp = member.temp;
     const std::string& final_name = member.final_name;
     // Checked again here: the writes of a set may finish long before its commit.
-    std::string problem = member.identity.mismatch(temp);
+    std::string problem = member.created->mismatch(temp);
     if (!problem.empty()) {
       problem = "the temporary file " + temp + " was not moved into place: " + problem;
     } else {

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -69,12 +70,20 @@ std::string extension_of(const std::string& path);
 /// the destructor removes the temporary. Temporaries are also removed by
 /// remove_pending_temporaries() (signal handlers), and ones left by a killed process of this host
 /// are removed the next time the same final name is written.
-/// Which file a path named when it was created (device and inode): a later lstat of the path must
-/// find the same regular file, not a link or a file put there by someone else.
-struct FileIdentity {
-  unsigned long long device = 0, inode = 0;
-  /// Empty when `path` is still that regular file (not followed if it is a link); else what it is.
+/// The file that a temporary's name gave when it was created, held open: a later lstat of the name
+/// must find this file (device and inode), not a link or a file put there by someone else. Open,
+/// its inode cannot be freed and reused by a file created under the name.
+class HeldFile {
+ public:
+  explicit HeldFile(int fd) : fd_(fd) {}
+  ~HeldFile();
+  HeldFile(const HeldFile&) = delete;
+  HeldFile& operator=(const HeldFile&) = delete;
+  /// Empty when `path` is still this regular file (not followed if it is a link); else what it is.
   std::string mismatch(const std::string& path) const;
+
+ private:
+  int fd_;
 };
 
 class StagedFile {
@@ -101,7 +110,7 @@ class StagedFile {
  private:
   std::string final_;
   std::string temp_;
-  FileIdentity identity_;
+  std::shared_ptr<const HeldFile> created_;  // shared with the open OutputSet
   bool committed_ = false;
 };
 
