@@ -8,6 +8,7 @@
 #include <itkTransformFileWriter.h>
 
 #include <cmath>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
@@ -113,7 +114,15 @@ DisplacementField planar_field(const itk::DisplacementFieldTransform<Scalar, 3>&
   const auto* in = image->GetBufferPointer();
   float* planes = field.data();
   for (index_t i = 0; i < n; ++i)
-    for (unsigned c = 0; c < 3; ++c) planes[index_t(c) * n + i] = float(in[i][c]);
+    for (unsigned c = 0; c < 3; ++c) {
+      const double v = double(in[i][c]);
+      // Checked before the conversion: a double beyond float's range converts undefinedly.
+      if (!(std::abs(v) <= double(std::numeric_limits<float>::max())))
+        throw_error(ErrorKind::InvalidInput, path,
+                    "the displacement field holds a displacement that is NaN, infinite or beyond the "
+                    "float32 range (voxel " + std::to_string(i) + ", component " + std::to_string(c) + ")");
+      planes[index_t(c) * n + i] = float(v);
+    }
   return field;
 }
 
@@ -153,7 +162,7 @@ void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path
 
 std::vector<ChainTransform> read_transform_chain(const std::string& path) {
   register_itk_io_factories();
-  io_detail::require_readable_file(path);
+  io_detail::check_transform_file(path);
   auto reader = itk::TransformFileReaderTemplate<double>::New();
   reader->SetFileName(path);
   try {

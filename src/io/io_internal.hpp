@@ -37,6 +37,12 @@ class StagedFile;
 /// ITK's TransformFileWriter. Errors name the final path.
 void write_itk_transform(const StagedFile& staged, const itk::TransformBaseTemplate<double>* transform);
 
+/// Before ITK reads a transform file: require_readable_file, then for .mat that the file is whole
+/// (complete MAT variables: ITK's reader does not check), and for .txt/.tfm that each linear
+/// transform's Parameters / FixedParameters hold the number of values its type takes (ITK reads
+/// too few beyond its array). Error(InvalidInput) naming `path` otherwise.
+void check_transform_file(const std::string& path);
+
 /// Throws Error(Io) naming `path` unless it is an existing regular file that can be opened.
 void require_readable_file(const std::string& path);
 
@@ -52,6 +58,12 @@ void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bo
 /// non-finite qform/sform in use, a vox_offset that is not a non-negative whole number, a bitpix
 /// that contradicts the datatype (src/io/nifti_checks.cpp). Anything else: nothing to do.
 void check_nifti_header(const std::string& path);
+
+/// Throws Error(InvalidInput) naming `path` if its MetaImage header holds values that ITK's
+/// MetaIO mishandles before any check of its own: NDims or DimSize that are not small positive
+/// whole numbers (NDims -1 hangs it), non-finite spacing, origin or matrix, a CompressedDataSize of
+/// 0, data in a LIST or numbered files (src/io/completeness.cpp).
+void check_metaimage_header(const std::string& path);
 
 /// A 64-bit fingerprint of the file's size and sampled bytes (headers, trailer and blocks spread
 /// over the file; a few hundred kB read): equal for the same file, different for files that differ

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gigareg/error.hpp"
+#include "gigareg/device/lncc.hpp"
 #include "gigareg/registration.hpp"
 
 namespace gigareg::ants {
@@ -160,7 +161,8 @@ MetricSpec parse_metric(const std::string& text) {
     m.params.type = MetricType::CC;
     m.params.radius = 4;  // ANTs' usual radius when none is given
     if (c.args.size() > 3) m.params.radius = integer(text, c.args[3], "the CC radius");
-    if (m.params.radius < 1) bad(text, "the CC radius must be >= 1");
+    if (m.params.radius < 1 || m.params.radius > kLnccMaxRadius)
+      bad(text, "the CC radius must be 1.." + std::to_string(kLnccMaxRadius));
     if (c.args.size() > 6) bad(text, "too many CC arguments");
   } else if (name == "mi" || name == "mattes") {
     m.params.type = MetricType::MI;

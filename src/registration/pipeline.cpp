@@ -16,6 +16,7 @@
 #include "gigareg/log.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/pyramid.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
 #include "registration/buffers.hpp"
@@ -148,12 +149,26 @@ class PhaseClock {
 
 namespace {
 
+/// The levels' parameters that only the fixed image's grid can judge, named by their options.
 /// A shrink factor beyond the fixed image's largest size makes a level of one voxel on every axis:
-/// nothing is registered there, and a typo (-f 1e308 for 1x1x1) would pass unnoticed.
-void check_shrink_factors(const RegistrationParams& params, const Geometry& fixed) {
+/// nothing is registered there, and a typo (-f 1e308 for 1x1x1) would pass unnoticed. A smoothing
+/// sigma whose kernel exceeds the smoothing ops' limit would fail deep in the pipeline.
+void check_levels_against(const RegistrationParams& params, const Geometry& fixed) {
   const index_t largest = std::max({fixed.size.x, fixed.size.y, fixed.size.z});
-  for (std::size_t s = 0; s < params.stages.size(); ++s)
-    for (double f : params.stages[s].shrink_factors)
+  for (std::size_t s = 0; s < params.stages.size(); ++s) {
+    const StageParams& st = params.stages[s];
+    for (double sigma : st.smoothing_sigmas) {
+      try {
+        gaussian_radii(reg::sigma_voxels(fixed, sigma, st.sigmas_in_mm));
+      } catch (const Error& e) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", sigma);
+        throw_error(ErrorKind::InvalidArgument, "-s/--smoothing-sigmas",
+                    "stage " + std::to_string(s + 1) + ": the smoothing sigma " + value +
+                        " is too large for the fixed image's voxels (" + e.problem() + ")");
+      }
+    }
+    for (double f : st.shrink_factors)
       if (f > double(largest)) {
         char value[32];
         std::snprintf(value, sizeof value, "%g", f);
@@ -162,6 +177,7 @@ void check_shrink_factors(const RegistrationParams& params, const Geometry& fixe
                         " exceeds the fixed image's largest size (" + std::to_string(largest) +
                         " voxels): that level would be a single voxel");
       }
+  }
 }
 
 /// The inverse of an affine read from `path` (given as [file,1]): a singular matrix is that
@@ -179,7 +195,7 @@ Affined inverse_of_file_affine(const Affined& a, const std::string& path) {
 
 InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
                                       const Geometry& moving, const Partition& part) {
-  check_shrink_factors(params, fixed);
+  check_levels_against(params, fixed);
   InputPlanes p;
   const Box all_moving{{0, 0, 0}, moving.size};
   p.moving = part.size() == 1 ? all_moving : part.owned(moving.size);
