@@ -16,6 +16,8 @@ packages=(
   zlib1g-dev
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   mricron-data             # Colin27 T1 + AAL labels for the demo
+  python3                  # tests/malformed/malformed_inputs.py (standard library only)
+  clang                    # libFuzzer targets (tests/fuzz, GIGAREG_FUZZ); the build itself uses GCC
 )
 
 missing=()

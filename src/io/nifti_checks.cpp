@@ -114,16 +114,16 @@ void check_nifti_header(const std::string& path) {
   const std::int32_t swapped = field<std::int32_t>(h, 0, true);
   const bool swap = raw != 348 && raw != 540;
   const std::int32_t sizeof_hdr = swap ? swapped : raw;
+  // The NIfTI library reads a header with NIfTI-1's magic whatever sizeof_hdr says (and takes
+  // the byte order from dim[0]): a damaged first field would pass unnoticed.
+  const bool nifti1_magic = std::memcmp(h.data() + 344, "n+1", 4) == 0 || std::memcmp(h.data() + 344, "ni1", 4) == 0;
+  if (nifti1_magic && sizeof_hdr != 348) bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348");
   Layout L;
   if (sizeof_hdr == 348) {
     L = kNifti1;
   } else if (sizeof_hdr == 540 && h.size() >= 540) {
     L = kNifti2;
   } else {
-    // The NIfTI library reads a header with NIfTI-1's magic whatever sizeof_hdr says (and takes
-    // the byte order from dim[0]): a damaged first field would pass unnoticed.
-    if (std::memcmp(h.data() + 344, "n+1", 4) == 0 || std::memcmp(h.data() + 344, "ni1", 4) == 0)
-      bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348");
     return;
   }
   // Analyze 7.5 headers (no NIfTI magic) hold other things at these offsets.

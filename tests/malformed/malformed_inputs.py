@@ -420,7 +420,9 @@ def nrrd_cases():
     for v in ("(nan,0,0)", "(inf,0,0)", "(1,2)"):
         c("origin_%s" % v, nrrd_image({"space origin": v}))
     for v in ("gzip", "bzip2", "ascii", "hex", "zrl", "garbage"):
-        c("encoding_%s_with_raw_data" % v, nrrd_image({"encoding": v}), "error" if v not in ("ascii", "hex") else "any")
+        # zlib's gzread passes data that is not gzip through unchanged: raw data labelled gzip reads right.
+        c("encoding_%s_with_raw_data" % v, nrrd_image({"encoding": v}),
+          "same_or_error" if v == "gzip" else "error" if v not in ("ascii", "hex") else "any")
     c("gzip_valid", nrrd_image({"encoding": "gzip"}, gz(raw)), "same")
     c("gzip_truncated", nrrd_image({"encoding": "gzip"}, gz(raw)[:200]), "error")
     c("ascii_valid", nrrd_image({"encoding": "ascii"}, " ".join("%r" % v for v in image_values()).encode()), "same")
