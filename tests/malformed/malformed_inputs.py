@@ -679,6 +679,16 @@ def option_cases():
                       ["-m", "--metric"]))
     cases.append(Case("options/stray_word", files, run_args(base, ["stray"]), "error", ["stray"]))
     cases.append(Case("options/huge_value", files, run_args(base, ["--preset", "x" * 100000]), "error", ["--preset"]))
+    # Issue 18, item 4: huge intensities (scl_slope 1e30, and a constant image) through the whole
+    # command with its QC picture, whose windowing once converted NaN to an integer.
+    huge = dict(files)
+    huge["f.nii"] = patch(files["f.nii"], 112, "f", 1e30)
+    huge["m.nii"] = patch(float_image([7.0] * 1440, (12, 12, 10)), 112, "f", 1e30)
+    for metric in ("MI[f.nii,m.nii,1,32]", "MeanSquares[f.nii,m.nii,1]"):
+        opts = dict(base, **{"-m": metric})
+        qc_args = [a for a in run_args(opts) if a != "--no-qc"]
+        cases.append(Case("options/qc_huge_values_%s" % metric[:2], huge, qc_args, "any", ["f.nii", "m.nii", "-t/--transform"],
+                          ["out/r_0GenericAffine.mat", "out/r_QC.png"]))
     return cases
 
 

@@ -456,3 +456,64 @@ TEST(IoHardening, LongNamesAndUnwritableDirectoriesSayWhatIsWrong) {
   EXPECT_TRUE(throws_error([&] { write_image(unwritable, v); }, ErrorKind::Io, unwritable, std::strerror(EACCES)));
   if (::geteuid() != 0) fs::permissions(dir.file("ro"), fs::perms::owner_all);
 }
+
+// ------------------------------------------------------------------------------------------------
+// Found by tests/malformed/malformed_inputs.py (each also one of its cases).
+
+TEST(IoHardening, MalformedHeadersFoundByTheGenerator) {
+  ScratchDir dir;
+  const std::string good = int16_volume_bytes(int16_header());
+  struct Case {
+    std::string name, bytes, needle;
+  };
+  nifti_1_header zero_axis = int16_header();
+  zero_axis.dim[2] = 0;  // ITK read it as 1 and took another grid's data
+  nifti_1_header bad_size = int16_header();
+  bad_size.sizeof_hdr = 347;  // read as NIfTI-1 all the same
+  const std::string meta_data(6 * 5 * 8 * 4, '\0');
+  auto meta = [&](const std::string& fields) {
+    return "ObjectType = Image\n" + fields + "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + meta_data;
+  };
+  std::string cut_trailer = gzip(good);
+  cut_trailer.resize(cut_trailer.size() - 4);  // all the data, no CRC-32 and length
+  const Case cases[] = {
+      {"zero_axis.nii", nifti_file(zero_axis, good.substr(352)), "dim[2] is 0"},
+      {"sizeof_hdr.nii", nifti_file(bad_size, good.substr(352)), "sizeof_hdr is 347"},
+      {"ndims.mha", meta("NDims = -1\nDimSize = 6 5 8\n"), "NDims"},  // MetaIO hung
+      {"dimsize.mha", meta("NDims = 3\nDimSize = 6 5 7.5\n"), "DimSize"},
+      {"cut_trailer.nii.gz", cut_trailer, "truncated"},
+  };
+  for (const Case& c : cases) {
+    write_bytes(dir.file(c.name), c.bytes);
+    EXPECT_TRUE(throws_error([&] { read_image(dir.file(c.name)); }, c.name.find(".gz") != std::string::npos
+                                                                       ? ErrorKind::Io
+                                                                       : ErrorKind::InvalidInput,
+                             dir.file(c.name), c.needle))
+        << c.name;
+  }
+}
+
+TEST(IoHardening, TransformsAndWarpsFoundByTheGenerator) {
+  ScratchDir dir;
+  // A .mat cut inside its second variable: ITK read the missing fixed parameters from nowhere.
+  const std::string mat = dir.file("a.mat");
+  write_affine_transform(mat, Mat3d::identity(), {1, 2, 3});
+  std::string bytes = read_bytes(mat);
+  write_bytes(dir.file("cut.mat"), bytes.substr(0, bytes.size() - 5));
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("cut.mat")); }, ErrorKind::InvalidInput,
+                           dir.file("cut.mat"), "truncated"));
+  // A text transform with too few parameters: ITK read beyond its array.
+  write_bytes(dir.file("few.txt"),
+              "#Insight Transform File V1.0\n#Transform 0\nTransform: Euler3DTransform_double_3_3\n"
+              "Parameters: 0.1\nFixedParameters: 0 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("few.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("few.txt"), "Parameters holds 1 values"));
+  // A warp with a NaN displacement: every voxel it touched became NaN without an error.
+  Geometry g;
+  g.size = {4, 4, 4};
+  DisplacementField field = random_volume(g, 3, -1, 1, true);
+  field.data()[70] = kNaN;
+  write_displacement_field(dir.file("w.nii.gz"), field);
+  EXPECT_TRUE(throws_error([&] { read_displacement_field(dir.file("w.nii.gz")); }, ErrorKind::InvalidInput,
+                           dir.file("w.nii.gz"), "NaN"));
+}
