@@ -10,6 +10,7 @@
 // which also verifies every member's CRC-32 and length (a corrupt .nii.gz of the right length is
 // otherwise read as good data: ITK stops before the checksum).
 
+#include <png.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -375,6 +376,28 @@ void check_metaimage_header(const std::string& path) {
     if (data_file == "LOCAL" && std::atoll(m.get("HeaderSize").c_str()) > 0)
       bad("HeaderSize " + m.get("HeaderSize") + " with LOCAL data");
   }
+}
+
+void check_png(const std::string& path) {
+  // ITK's PNGImageIO sets no error handler of its own for some of libpng's errors: a damaged
+  // chunk ends the process in abort(). libpng's simplified API reports every error as a return
+  // value, so the whole file is decoded once with it first.
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&image, path.c_str()))
+    throw_error(ErrorKind::InvalidInput, path, std::string("invalid PNG: ") + image.message);
+  const std::uint64_t bytes = std::uint64_t(PNG_IMAGE_SIZE(image));
+  if (bytes > (std::uint64_t(1) << 31)) {
+    png_image_free(&image);
+    throw_error(ErrorKind::InvalidInput, path, "the PNG announces " + std::to_string(image.width) + " x " +
+                                                   std::to_string(image.height) + " pixels: too large for a 2-D image");
+  }
+  std::vector<unsigned char> pixels(std::size_t(bytes));
+  const bool ok = png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr) != 0;
+  const std::string message = image.message;
+  png_image_free(&image);
+  if (!ok) throw_error(ErrorKind::InvalidInput, path, "invalid PNG: " + message);
 }
 
 void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bool verify) {

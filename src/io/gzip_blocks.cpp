@@ -195,6 +195,9 @@ std::vector<GzipMember> find_block_members(const unsigned char* data, std::size_
     m.size = total;
     m.output_at = output_at;
     m.output_size = get32(h + total - 4);
+    // gigareg writes at most kGzipBlockBytes per member: a larger ISIZE is not its format (and,
+    // taken at its word, would size a scratch buffer of up to 4 GiB).
+    if (m.output_size > kGzipBlockBytes) return {};
     members.push_back(m);
     output_at += m.output_size;
     p += total;

@@ -128,7 +128,9 @@ OpenedImage open_image(const std::string& path) {
                 "recognises its name and header)");
   io->SetFileName(path);
   io_detail::check_nifti_header(path);  // before ITK parses it: some bad fields crash ITK
-  if (std::string(io->GetNameOfClass()) == "MetaImageIO") io_detail::check_metaimage_header(path);  // or hang it
+  const std::string reader = io->GetNameOfClass();
+  if (reader == "MetaImageIO") io_detail::check_metaimage_header(path);  // or hang it
+  if (reader == "PNGImageIO") io_detail::check_png(path);                // or abort it
   try {
     io->ReadImageInformation();
   } catch (const itk::ExceptionObject& e) {

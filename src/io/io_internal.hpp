@@ -65,6 +65,10 @@ void check_nifti_header(const std::string& path);
 /// 0, data in a LIST or numbered files (src/io/completeness.cpp).
 void check_metaimage_header(const std::string& path);
 
+/// Throws Error(InvalidInput) naming `path` unless libpng decodes the whole PNG file without an
+/// error: ITK's PNG reader aborts the process on some damaged chunks (src/io/completeness.cpp).
+void check_png(const std::string& path);
+
 /// A 64-bit fingerprint of the file's size and sampled bytes (headers, trailer and blocks spread
 /// over the file; a few hundred kB read): equal for the same file, different for files that differ
 /// in size, header or content (src/io/fingerprint.cpp).

@@ -179,6 +179,9 @@ void check_text_file(const std::string& path, const std::string& bytes) {
         if (at != std::string::npos) name.replace(at, std::strlen(from), "_double_");
       }
       itk::LightObject::Pointer made = itk::ObjectFactoryBase::CreateInstance(name.c_str());
+      // CreateInstance hands the object over with one reference too many (ITK's own transform
+      // readers drop it the same way).
+      if (made) made->UnRegister();
       current = dynamic_cast<itk::TransformBaseTemplate<double>*>(made.GetPointer());
       // Only transforms whose parameter counts their type fixes (not fields, not composites).
       if (current && !dynamic_cast<itk::MatrixOffsetTransformBase<double, 3, 3>*>(current.GetPointer()))

@@ -446,6 +446,45 @@ def nrrd_cases():
     return cases
 
 
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_image(width=8, height=7, ihdr=None, idat=None):
+    """An 8-bit grey PNG (a 2-D image ITK reads)."""
+    rows = b"".join(b"\0" + bytes((x * 20 + y * 3) & 0xFF for x in range(width)) for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) if ihdr is None else ihdr
+    idat = zlib.compress(rows) if idat is None else idat
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def png_cases():
+    """PNG is read by ITK's PNGImageIO, which aborted the process on a damaged chunk (found by
+    fuzz_nifti_header: a PNG named .nii). Read as `gigareg info` (header) and `apply` (data)."""
+    cases = []
+    good = png_image()
+
+    def c(label, data, expect="error", name="bad.png"):
+        cases.append(Case("png/info/%s" % label, {name: data}, ["info", name], expect, [name]))
+        cases.append(apply_case("png/apply/%s" % label, name, data, "any" if expect != "error" else "error"))
+
+    c("valid", good, "any")
+    c("named_nii", good, "any", "bad.nii")
+    c("invalid_chunk_type", good[:8] + png_chunk(b"\0\0\0\0", b"x") + good[8:], "error", "bad.nii")
+    c("invalid_chunk_type_png", good[:8] + b"\\\x01\0\0\0\0\0\0\0\0\x0c" + good[8:])
+    for cut in (8, 20, 33, len(good) // 2, len(good) - 12, len(good) - 1):
+        c("truncated_%d" % cut, good[:cut])
+    b = bytearray(good)
+    b[29] ^= 0xFF  # IHDR's CRC
+    c("ihdr_crc", bytes(b))
+    c("zero_width", png_image(ihdr=struct.pack(">IIBBBBB", 0, 7, 8, 0, 0, 0, 0)))
+    c("huge", png_image(ihdr=struct.pack(">IIBBBBB", 1000000, 1000000, 8, 0, 0, 0, 0)))
+    c("bit_depth_3", png_image(ihdr=struct.pack(">IIBBBBB", 8, 7, 3, 0, 0, 0, 0)))
+    c("idat_garbage", png_image(idat=b"garbage"))
+    c("idat_short", png_image(idat=zlib.compress(b"\0" * 10)))
+    return cases
+
+
 def transform_cases():
     cases = []
 
@@ -873,7 +912,7 @@ def main():
     gigareg = os.path.abspath(a.gigareg)
     workdir = tempfile.mkdtemp(prefix="gigareg_malformed_")
     try:
-        cases = (nifti_cases() + gzip_cases() + meta_cases() + nrrd_cases() + transform_cases() +
+        cases = (nifti_cases() + gzip_cases() + meta_cases() + nrrd_cases() + png_cases() + transform_cases() +
                  h5_cases(gigareg, workdir) + warp_cases() + option_cases() + apply_option_cases() +
                  shared_data_cases(a.shared_data))
         cases = [c for c in cases if a.filter in c.name]
