@@ -393,7 +393,7 @@ void check_png(const std::string& path) {
     throw_error(ErrorKind::InvalidInput, path, "the PNG announces " + std::to_string(image.width) + " x " +
                                                    std::to_string(image.height) + " pixels: too large for a 2-D image");
   }
-  std::vector<unsigned char> pixels(std::size_t(bytes));
+  std::vector<unsigned char> pixels(static_cast<std::size_t>(bytes));
   const bool ok = png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr) != 0;
   const std::string message = image.message;
   png_image_free(&image);
