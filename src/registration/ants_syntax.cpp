@@ -42,7 +42,14 @@ bool parse_double(const std::string& s, double& out) {
 
 double number(const std::string& text, const std::string& item, const char* what) {
   double v = 0;
-  if (!parse_double(item, v)) bad(text, std::string(what) + " '" + item + "' is not a finite number");
+  if (!parse_double(item, v)) {
+    // Told apart for the user: a typo, or a number that double cannot hold (1e999, inf, nan).
+    const std::string t = trim(item);
+    char* end = nullptr;
+    (void)std::strtod(t.c_str(), &end);
+    const bool numeric = !t.empty() && end == t.c_str() + t.size();
+    bad(text, std::string(what) + " '" + item + "' is " + (numeric ? "not a finite number" : "not a number"));
+  }
   return v;
 }
 
