@@ -62,6 +62,7 @@ Index3 parse_zarr_chunk(const std::string& text) {
   }
   if (axis == 1) c.y = c.z = c.x;
   else if (axis != 3) return fail();
+  if (c.x < 1 || c.y < 1 || c.z < 1) return fail();
   return c;
 }
 

@@ -83,7 +83,7 @@ Json parse_json(const std::string& text, const std::string& where) {
 
 Json read_json(const std::string& path, const std::string& where, const char* what_missing) {
   std::string text;
-  if (!read_text(path, text, where)) bad(where, std::string("is missing (") + what_missing + ")");
+  if (!read_text(path, text, where)) bad(where, std::string("missing (") + what_missing + ")");
   return parse_json(text, where);
 }
 
@@ -466,7 +466,7 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
     if (exists(join(dir, ".zarray")))
       bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
                 "spacing and position are unknown");
-    bad(where_in(name, ".zgroup"), "is missing: not a Zarr v2 group (an OME-Zarr image store)");
+    bad(where_in(name, ".zgroup"), "missing: not a Zarr v2 group (an OME-Zarr image store)");
   }
   const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
   if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
@@ -712,9 +712,9 @@ void Store::read_planes(int level, index_t z0, index_t nz, float* dst) const {
       const index_t zlo = std::max(t.lo.z, z0), zhi = std::min(t.hi.z, z1);
       if (!read_chunk_file(file, limit, stored, where)) {
         if (complete_)
-          bad(where, "is missing: gigareg writes every chunk of its stores (an incomplete copy?)");
+          bad(where, "missing: gigareg writes every chunk of its stores (an incomplete copy?)");
         if (!a.has_fill)
-          bad(where, "is missing and the array has no fill_value (null) to stand for it");
+          bad(where, "missing, and the array has no fill_value (null) to stand for it");
         const float v = float(a.fill);
         for (index_t c = t.c0; c < t.c1; ++c)
           for (index_t z = zlo; z < zhi; ++z)
