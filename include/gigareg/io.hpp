@@ -122,8 +122,9 @@ Image read_image(const std::string& path);
 /// The x-y planes [z0, z0 + nz) of a scalar image: a volume whose box is that slab of the image's
 /// grid (the geometry is the whole image's), read as read_image reads. Only the slab is held in
 /// memory and, where the format allows, only its bytes are read: uncompressed NIfTI reads the
-/// slab's byte range (what a rank of a distributed run reads); .nii.gz is decoded as a stream up
-/// to the slab's end. InvalidArgument when the range is empty or outside the grid.
+/// slab's byte range (what a rank of a distributed run reads); a .nii.gz written by gigareg
+/// decodes the gzip members under the slab, others are decoded as a stream up to the slab's end;
+/// a .zarr store reads only the chunks the slab overlaps. InvalidArgument when the range is empty or outside the grid.
 Image read_image_slab(const std::string& path, index_t z0, index_t nz);
 
 /// How float voxels become integers when an integer pixel type is written.
