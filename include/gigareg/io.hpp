@@ -27,7 +27,7 @@
 // name. Two-file formats (.mhd, .nhdr, .hdr/.img) are readable but not writable for that reason.
 //
 // OME-Zarr: a path ending in .zarr (a directory) is an NGFF 0.4 image on Zarr v2, read and written
-// by gigareg itself (src/io/zarr.hpp, docs/zarr.md) wherever a .nii or .nii.gz path is accepted:
+// by gigareg itself (NGFF 0.5 on Zarr v3, without sharding, is read too) (src/io/zarr.hpp, docs/zarr.md) wherever a .nii or .nii.gz path is accepted:
 // images keep their pixel type, displacement fields have a component axis (c, z, y, x), and the
 // geometry (including the direction, which NGFF 0.4 cannot express) round-trips exactly. A store
 // is staged as a hidden temporary directory and renamed into place like every other output.

@@ -632,9 +632,8 @@ void write_image(const std::string& path, const ScalarVolume& voxels, PixelType 
   register_itk_io_factories();
   check_writable_volume(voxels, 1, path);
   require_single_file_format(path);
-  if (io_detail::is_zarr_path(path)) {
-    Volume<float> copy;
-    zarr::write_volume(path, host_volume(voxels, copy), pixel_type, conversion);
+  if (io_detail::is_zarr_path(path)) {  // host or device: written by rows of chunks
+    zarr::write_volume(path, voxels, pixel_type, conversion);
     return;
   }
   if (write_nifti_direct(path, voxels, pixel_type, conversion)) return;
@@ -696,8 +695,7 @@ void write_displacement_field(const std::string& path, const DisplacementField& 
   check_writable_volume(field, 3, path);
   require_single_file_format(path);
   if (io_detail::is_zarr_path(path)) {
-    Volume<float> copy;
-    zarr::write_volume(path, host_volume(field, copy), PixelType::Float32, IntegerConversion::Exact);
+    zarr::write_volume(path, field, PixelType::Float32, IntegerConversion::Exact);
     return;
   }
   if (write_nifti_direct(path, field, PixelType::Float32, IntegerConversion::Exact)) return;

@@ -1,6 +1,7 @@
 #pragma once
 // OME-Zarr stores: gigareg's own small implementation of Zarr v2 directory stores holding an
-// NGFF 0.4 multiscale image (not installed; docs/zarr.md describes the files).
+// NGFF 0.4 multiscale image (not installed; docs/zarr.md describes the files). Zarr v3 stores
+// holding NGFF 0.5 are read as well (without sharding); gigareg writes v2 / 0.4.
 //
 // A store is a directory `name.zarr/` holding a group (.zgroup, .zattrs with the NGFF
 // "multiscales" and gigareg's geometry key) and one Zarr array per pyramid level (`0/`, `1/`, ...;
@@ -61,6 +62,7 @@ struct ArrayInfo {
   bool has_fill = true;    // false when fill_value is null
   double fill = 0.0;
   char separator = '/';    // dimension_separator: '/' or '.'
+  std::string key_prefix;  // before the chunk indices: "" (v2), "c/" (v3's default key encoding)
 
   /// Bytes of one decoded chunk.
   std::size_t chunk_bytes() const;
@@ -111,6 +113,8 @@ class Store {
   const Geometry& geometry(int level) const { return grids_.at(std::size_t(level)); }
   /// Whether gigareg wrote the store (then every chunk exists and a missing one is an error).
   bool complete() const { return complete_; }
+  /// Whether it is a Zarr v3 (NGFF 0.5) store: read only (write_planes refuses).
+  bool zarr_v3() const { return v3_; }
   const std::string& name() const { return name_; }
 
   /// Reads the planes [z0, z0 + nz) of `level` into dst: `components` planar blocks of
@@ -135,6 +139,7 @@ class Store {
   std::vector<ArrayInfo> arrays_;
   std::vector<Geometry> grids_;
   bool complete_ = false;
+  bool v3_ = false;
 };
 
 /// The first plane at or after `z` where a chunk of z size `chunk_z` starts (or `planes`, the
@@ -143,8 +148,9 @@ class Store {
 /// not a boundary. Ranges so derived from consecutive slabs cover the array once.
 index_t chunk_boundary(index_t z, index_t chunk_z, index_t planes);
 
-/// Writes a whole host volume (1 component: image with `pixel_type`; 3: displacement field) as
-/// a store of `levels` pyramid levels (level 0 = the volume; others downsampled with
+/// Writes a whole volume (1 component: image with `pixel_type`; 3: displacement field) as a store
+/// of `levels` pyramid levels (a device volume: level 0 only, copied to the host by rows of
+/// chunks) (level 0 = the volume; others downsampled with
 /// `downsampling`, "mean" or "mode"), staged: the store appears under `path` complete or not at
 /// all (joins the open OutputSet).
 void write_volume(const std::string& path, const Volume<float>& volume, PixelType pixel_type,

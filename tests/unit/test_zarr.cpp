@@ -5,6 +5,7 @@
 // stores; and bad stores, each a clear error naming the store and the problem.
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <zstd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -348,6 +349,78 @@ TEST_F(Zarr, PythonZarrReadsTheStores) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Zarr v3 / NGFF 0.5 (read only)
+
+// A Zarr v3 / NGFF 0.5 copy of gigareg's v2 store `from` (one level): zarr.json files, chunks
+// under "c/", the same Blosc frames ("blosc") or the chunks recompressed with zstd ("zstd").
+void make_v3_copy(const std::string& from, const std::string& to, const std::string& codec) {
+  fs::create_directories(to + "/0");
+  nlohmann::json attrs = load_json(from + "/.zattrs");
+  nlohmann::json ms = attrs["multiscales"];
+  ms[0].erase("version");
+  nlohmann::json group = {{"zarr_format", 3}, {"node_type", "group"},
+                          {"attributes", {{"ome", {{"version", "0.5"}, {"multiscales", ms}}},
+                                          {"gigareg", attrs["gigareg"]}}}};
+  save_json(to + "/zarr.json", group);
+  const nlohmann::json za = load_json(from + "/0/.zarray");
+  const zarr::Store v2 = zarr::Store::open(from);
+  const zarr::ArrayInfo& info = v2.array(0);
+  const std::map<std::string, std::string> types = {{"|u1", "uint8"}, {"<i2", "int16"}, {"<f4", "float32"}};
+  nlohmann::json bytes_codec = {{"name", "bytes"}, {"configuration", {{"endian", "little"}}}};
+  nlohmann::json compressor =
+      codec == "blosc"
+          ? nlohmann::json{{"name", "blosc"},
+                           {"configuration", {{"cname", "zstd"}, {"clevel", 1}, {"shuffle", "shuffle"},
+                                              {"typesize", size_of(info.pixel_type)}, {"blocksize", 0}}}}
+          : nlohmann::json{{"name", "zstd"}, {"configuration", {{"level", 3}, {"checksum", false}}}};
+  nlohmann::json array = {
+      {"zarr_format", 3}, {"node_type", "array"}, {"shape", za["shape"]}, {"data_type", types.at(za["dtype"])},
+      {"chunk_grid", {{"name", "regular"}, {"configuration", {{"chunk_shape", za["chunks"]}}}}},
+      {"chunk_key_encoding", {{"name", "default"}, {"configuration", {{"separator", "/"}}}}},
+      {"fill_value", 0}, {"codecs", {bytes_codec, compressor}}, {"dimension_names", {"z", "y", "x"}}};
+  save_json(to + "/0/zarr.json", array);
+  std::vector<unsigned char> raw(info.chunk_bytes());
+  for (const auto& e : fs::recursive_directory_iterator(from + "/0")) {
+    if (!e.is_regular_file() || e.path().filename() == ".zarray") continue;
+    const fs::path target = fs::path(to) / "0" / "c" / fs::relative(e.path(), from + "/0");
+    fs::create_directories(target.parent_path());
+    std::string chunk = read_bytes(e.path().string());
+    if (codec == "zstd") {
+      zarr::decode_chunk(info.codec, reinterpret_cast<const unsigned char*>(chunk.data()), chunk.size(),
+                         raw.data(), raw.size(), "test");
+      std::string z(ZSTD_compressBound(raw.size()), '\0');
+      z.resize(ZSTD_compress(z.data(), z.size(), raw.data(), raw.size(), 3));
+      chunk = z;
+    }
+    write_bytes(target.string(), chunk);
+  }
+}
+
+TEST_F(Zarr, ZarrV3NgffStoresAreRead) {
+  ScratchDir dir;
+  const Geometry g = oblique_geometry(kSize);
+  const Volume<float> v = random_volume(g, 1, -3000, 3000, true);
+  write_image(dir.file("v2.zarr"), v, PixelType::Int16);
+  for (const std::string codec : {"blosc", "zstd"}) {
+    SCOPED_TRACE(codec);
+    const std::string v3 = dir.file(codec + "_v3.zarr");
+    make_v3_copy(dir.file("v2.zarr"), v3, codec);
+    const Image back = read_image(v3);
+    EXPECT_EQ(back.pixel_type, PixelType::Int16);
+    EXPECT_TRUE(same_geometry(back.voxels.geometry(), g));
+    EXPECT_TRUE(same_voxels(back.voxels, v));
+    const Image slab = read_image_slab(v3, 5, 3);
+    EXPECT_EQ(slab.voxels(3, 4, 6), v(3, 4, 6));
+    EXPECT_NE(describe_storage(v3).find("NGFF 0.5, Zarr v3"), std::string::npos) << describe_storage(v3);
+  }
+  // Read only: a v3 store is converted to v2 by gigareg convert.
+  convert_image_file(dir.file("zstd_v3.zarr"), dir.file("again.zarr"));
+  EXPECT_TRUE(same_voxels(read_image(dir.file("again.zarr")).voxels, v));
+  EXPECT_TRUE(throws_error([&] { zarr::Store::open(dir.file("zstd_v3.zarr")).write_planes(0, 0, 4, v.data()); },
+                           ErrorKind::InvalidArgument, dir.file("zstd_v3.zarr"), "writes Zarr v2"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bad stores: each a clear error naming the store and the problem; nothing left behind
 
 class ZarrBadInput : public Zarr {
@@ -469,11 +542,18 @@ TEST_F(ZarrBadInput, AbsurdSizes) {
   EXPECT_TRUE(fails(ErrorKind::InvalidInput, "every shape entry"));
 }
 
-TEST_F(ZarrBadInput, ZarrV3AndBareArraysAreNamed) {
+TEST_F(ZarrBadInput, ZarrV3WithoutNgffOrShardedAndBareArraysAreNamed) {
   const std::string v3 = dir.file("v3.zarr");
   fs::create_directory(v3);
   write_bytes(v3 + "/zarr.json", "{\"zarr_format\": 3, \"node_type\": \"group\"}");
-  EXPECT_TRUE(throws_error([&] { read_image(v3); }, ErrorKind::InvalidInput, v3, "Zarr v3"));
+  EXPECT_TRUE(throws_error([&] { read_image(v3); }, ErrorKind::InvalidInput, v3, "has no OME-NGFF 'ome'"));
+  const std::string sharded = dir.file("sharded.zarr");
+  make_v3_copy(store, sharded, "blosc");
+  nlohmann::json a = load_json(sharded + "/0/zarr.json");
+  a["codecs"] = nlohmann::json::parse(R"([{"name": "sharding_indexed", "configuration": {}}])");
+  save_json(sharded + "/0/zarr.json", a);
+  EXPECT_TRUE(throws_error([&] { read_image(sharded); }, ErrorKind::InvalidInput, sharded,
+                           "sharded arrays are not read yet"));
   const std::string bare = dir.file("bare.zarr");
   fs::create_directory(bare);
   fs::copy_file(store + "/0/.zarray", bare + "/.zarray");

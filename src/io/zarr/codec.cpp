@@ -2,6 +2,7 @@
 
 #include <blosc.h>
 #include <libdeflate.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <memory>
@@ -66,6 +67,10 @@ nlohmann::ordered_json Codec::to_json() const {
       j["id"] = kind == Kind::Zlib ? "zlib" : "gzip";
       j["level"] = clevel;
       break;
+    case Kind::Zstd:  // Zarr v3 only: numcodecs' v2 "zstd" id
+      j["id"] = "zstd";
+      j["level"] = clevel;
+      break;
   }
   return j;
 }
@@ -102,6 +107,57 @@ Codec Codec::from_json(const nlohmann::json& j, const std::string& where) {
               "unknown compressor '" + id + "' (gigareg reads blosc, zlib, gzip and null)");
 }
 
+Codec Codec::from_v3_json(const nlohmann::json& codecs, bool& big_endian, const std::string& where) {
+  if (!codecs.is_array() || codecs.empty()) bad(where, "'codecs' must be a non-empty list");
+  Codec c;
+  c.kind = Kind::None;
+  big_endian = false;
+  bool bytes_seen = false;
+  for (const Json& k : codecs) {
+    if (!k.is_object() || !k.contains("name") || !k.at("name").is_string())
+      bad(where, "a codec has no 'name': " + k.dump());
+    const std::string name = k.at("name").get<std::string>();
+    const Json conf = k.contains("configuration") ? k.at("configuration") : Json::object();
+    if (name == "sharding_indexed")
+      bad(where, "codec 'sharding_indexed': sharded arrays are not read yet (convert the store "
+                 "without sharding)");
+    if (name == "bytes") {
+      if (bytes_seen) bad(where, "two 'bytes' codecs");
+      bytes_seen = true;
+      if (conf.contains("endian")) {
+        if (conf.at("endian") != "little" && conf.at("endian") != "big")
+          bad(where, "bytes codec endian " + conf.at("endian").dump());
+        big_endian = conf.at("endian") == "big";
+      }
+      continue;
+    }
+    if (!bytes_seen)
+      bad(where, "codec '" + name + "' before 'bytes' is not supported (gigareg reads bytes, then "
+                 "one of blosc, gzip, zstd; no sharding, no transpose)");
+    if (c.kind != Kind::None) bad(where, "more than one compressor in 'codecs'");
+    if (name == "blosc") {
+      c.kind = Kind::Blosc;
+      if (!conf.contains("cname") || !conf.at("cname").is_string()) bad(where, "the blosc codec has no 'cname'");
+      c.cname = conf.at("cname").get<std::string>();
+      if (!blosc_has(c.cname))
+        bad(where, "blosc codec '" + c.cname + "' is not available (this c-blosc has " +
+                       std::string(blosc_list_compressors()) + ")");
+      c.clevel = int_field(conf, "clevel", 5, 0, 9, where);
+      c.shuffle = 0;  // decoding reads the shuffle from each chunk's own header
+    } else if (name == "gzip") {
+      c.kind = Kind::Gzip;
+      c.clevel = int_field(conf, "level", 1, 0, 9, where);
+    } else if (name == "zstd") {
+      c.kind = Kind::Zstd;
+      c.clevel = int_field(conf, "level", 0, -131072, 22, where);
+    } else {
+      bad(where, "codec '" + name + "' is not supported (gigareg reads bytes, blosc, gzip and zstd)");
+    }
+  }
+  if (!bytes_seen) bad(where, "'codecs' has no 'bytes' codec");
+  return c;
+}
+
 std::string Codec::describe() const {
   switch (kind) {
     case Kind::None: return "null (uncompressed)";
@@ -110,6 +166,7 @@ std::string Codec::describe() const {
              (shuffle == 2 ? " bitshuffle" : shuffle == 1 ? " shuffle" : "");
     case Kind::Zlib: return "zlib:" + std::to_string(clevel);
     case Kind::Gzip: return "gzip:" + std::to_string(clevel);
+    case Kind::Zstd: return "zstd:" + std::to_string(clevel);
   }
   return "?";
 }
@@ -133,7 +190,8 @@ void encode_chunk(const Codec& codec, const void* data, std::size_t size, std::s
       return;
     }
     case Codec::Kind::Zlib:
-    case Codec::Kind::Gzip: break;
+    case Codec::Kind::Gzip:
+    case Codec::Kind::Zstd: break;
   }
   throw_error(ErrorKind::InvalidArgument, where, "gigareg writes blosc or uncompressed chunks only");
 }
@@ -175,6 +233,19 @@ void decode_chunk(const Codec& codec, const unsigned char* data, std::size_t sto
       if (got != size)
         bad(where, "the chunk decodes to " + std::to_string(got) + " bytes, " +
                        std::to_string(size) + " expected");
+      return;
+    }
+    case Codec::Kind::Zstd: {
+      const unsigned long long n = ZSTD_getFrameContentSize(data, stored);
+      if (n == ZSTD_CONTENTSIZE_ERROR) bad(where, "not a zstd frame (truncated or corrupt chunk)");
+      if (n != ZSTD_CONTENTSIZE_UNKNOWN && n != size)
+        bad(where, "the zstd chunk decodes to " + std::to_string(n) + " bytes, " +
+                       std::to_string(size) + " expected (another chunk shape or dtype)");
+      const std::size_t got = ZSTD_decompress(out, size, data, stored);
+      if (ZSTD_isError(got)) bad(where, std::string("the zstd chunk is corrupt: ") + ZSTD_getErrorName(got));
+      if (got != size)
+        bad(where, "the chunk decodes to " + std::to_string(got) + " bytes, " + std::to_string(size) +
+                       " expected");
       return;
     }
   }

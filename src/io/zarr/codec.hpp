@@ -18,7 +18,7 @@
 namespace gigareg::zarr {
 
 struct Codec {
-  enum class Kind { None, Blosc, Zlib, Gzip };
+  enum class Kind { None, Blosc, Zlib, Gzip, Zstd };  // Zstd: Zarr v3's "zstd" codec (read only)
   Kind kind = Kind::Blosc;
   std::string cname = "zstd";  // Blosc: "zstd", "lz4", "lz4hc", "blosclz", "zlib"
   int clevel = 1;              // Blosc 0-9; zlib / gzip 0-9 (only read)
@@ -30,6 +30,10 @@ struct Codec {
   /// Parses a .zarray "compressor" value; an unknown id, a Blosc codec the library lacks or a
   /// malformed field is an Error(InvalidInput) naming `where`.
   static Codec from_json(const nlohmann::json& j, const std::string& where);
+  /// Parses a Zarr v3 array's "codecs" list: "bytes" (endianness; returned in `big_endian`), then
+  /// at most one of "blosc", "gzip", "zstd". Sharding, transpose, checksums and anything else
+  /// are an Error(InvalidInput) naming `where`.
+  static Codec from_v3_json(const nlohmann::json& codecs, bool& big_endian, const std::string& where);
   /// "blosc/zstd:1 shuffle", "null", ... for messages and `gigareg info`.
   std::string describe() const;
 };

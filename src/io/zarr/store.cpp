@@ -182,7 +182,50 @@ index_t positive_extent(const Json& v, const char* what, const std::string& wher
   return index_t(v.get<long long>());
 }
 
-// Reads and checks one level's .zarray.
+// The parts of an array's metadata that Zarr v2 and v3 share: shape and chunk shape (3 or 4
+// axes), sizes checked against overflow and the chunk size limit, and the fill value.
+void set_shape(ArrayInfo& a, const Json& shape, const Json& chunks, const std::string& dtype,
+               const std::string& where) {
+  if (!shape.is_array() || (shape.size() != 3 && shape.size() != 4))
+    bad(where, "'shape' must list 3 (z, y, x) or 4 (c, z, y, x) extents, got " + shape.dump());
+  if (!chunks.is_array() || chunks.size() != shape.size())
+    bad(where, "the chunk shape " + chunks.dump() + " does not match 'shape' " + shape.dump());
+  const std::size_t d = shape.size() - 3;
+  a.has_component_axis = d == 1;
+  if (a.has_component_axis) {
+    a.components = int(positive_extent(shape[0], "shape", where));
+    a.component_chunk = positive_extent(chunks[0], "chunks", where);
+  }
+  for (int axis = 0; axis < 3; ++axis) {  // JSON (z, y, x) -> Index3 (x, y, z)
+    a.size[2 - axis] = positive_extent(shape[d + std::size_t(axis)], "shape", where);
+    a.chunk[2 - axis] = positive_extent(chunks[d + std::size_t(axis)], "chunks", where);
+  }
+  std::size_t bytes = size_of(a.pixel_type);
+  for (index_t e : {a.component_chunk, a.chunk.x, a.chunk.y, a.chunk.z})
+    if (__builtin_mul_overflow(bytes, std::size_t(e), &bytes) || bytes > kMaxChunkBytes)
+      bad(where, "a chunk of " + chunks.dump() + " " + dtype +
+                     " values is larger than the 1 GiB gigareg decodes at once");
+  index_t voxels = 0;
+  if (__builtin_mul_overflow(a.size.x * a.size.y, a.size.z, &voxels) ||
+      __builtin_mul_overflow(voxels, index_t(a.components), &voxels))
+    bad(where, "the shape " + shape.dump() + " overflows 64-bit voxel counts");
+}
+
+void set_fill(ArrayInfo& a, const Json& fill, const std::string& where) {
+  if (fill.is_null()) {
+    a.has_fill = false;
+  } else if (fill.is_number()) {
+    a.fill = fill.get<double>();
+  } else if (fill == "NaN") {
+    a.fill = std::numeric_limits<double>::quiet_NaN();
+  } else if (fill == "Infinity" || fill == "-Infinity") {
+    a.fill = fill == "Infinity" ? HUGE_VAL : -HUGE_VAL;
+  } else {
+    bad(where, "unusable fill_value " + fill.dump());
+  }
+}
+
+// Reads and checks one level's .zarray (Zarr v2).
 ArrayInfo read_array(const std::string& dir, const std::string& name, const std::string& level_path) {
   const std::string where = where_in(name, level_path + "/.zarray");
   ArrayInfo a;
@@ -197,51 +240,68 @@ ArrayInfo read_array(const std::string& dir, const std::string& name, const std:
   if (j.contains("filters") && !j.at("filters").is_null() &&
       !(j.at("filters").is_array() && j.at("filters").empty()))
     bad(where, "filters " + j.at("filters").dump() + " are not supported (only a compressor)");
-  const Json& shape = j.at("shape");
-  const Json& chunks = j.at("chunks");
-  if (!shape.is_array() || (shape.size() != 3 && shape.size() != 4))
-    bad(where, "'shape' must list 3 (z, y, x) or 4 (c, z, y, x) extents, got " + shape.dump());
-  if (!chunks.is_array() || chunks.size() != shape.size())
-    bad(where, "'chunks' " + chunks.dump() + " does not match 'shape' " + shape.dump());
-  const std::size_t d = shape.size() - 3;
-  a.has_component_axis = d == 1;
-  if (a.has_component_axis) {
-    a.components = int(positive_extent(shape[0], "shape", where));
-    a.component_chunk = positive_extent(chunks[0], "chunks", where);
-  }
-  for (int axis = 0; axis < 3; ++axis) {  // JSON (z, y, x) -> Index3 (x, y, z)
-    a.size[2 - axis] = positive_extent(shape[d + std::size_t(axis)], "shape", where);
-    a.chunk[2 - axis] = positive_extent(chunks[d + std::size_t(axis)], "chunks", where);
-  }
   parse_dtype(j.at("dtype"), a, where);
-  std::size_t bytes = size_of(a.pixel_type);
-  for (index_t e : {a.component_chunk, a.chunk.x, a.chunk.y, a.chunk.z})
-    if (__builtin_mul_overflow(bytes, std::size_t(e), &bytes) || bytes > kMaxChunkBytes)
-      bad(where, "a chunk of " + chunks.dump() + " " + j.at("dtype").get<std::string>() +
-                     " values is larger than the 1 GiB gigareg decodes at once");
-  index_t voxels = 0;
-  if (__builtin_mul_overflow(a.size.x * a.size.y, a.size.z, &voxels) ||
-      __builtin_mul_overflow(voxels, index_t(a.components), &voxels))
-    bad(where, "the shape " + shape.dump() + " overflows 64-bit voxel counts");
+  set_shape(a, j.at("shape"), j.at("chunks"), j.at("dtype").get<std::string>(), where);
   a.codec = Codec::from_json(j.at("compressor"), where);
-  const Json& fill = j.at("fill_value");
-  if (fill.is_null()) {
-    a.has_fill = false;
-  } else if (fill.is_number()) {
-    a.fill = fill.get<double>();
-  } else if (fill == "NaN") {
-    a.fill = std::numeric_limits<double>::quiet_NaN();
-  } else if (fill == "Infinity" || fill == "-Infinity") {
-    a.fill = fill == "Infinity" ? HUGE_VAL : -HUGE_VAL;
-  } else {
-    bad(where, "unusable fill_value " + fill.dump());
-  }
+  set_fill(a, j.at("fill_value"), where);
   if (j.contains("dimension_separator")) {
     const Json& s = j.at("dimension_separator");
     if (s != "/" && s != ".") bad(where, "dimension_separator must be \"/\" or \".\", got " + s.dump());
     a.separator = s.get<std::string>()[0];
   } else {
     a.separator = '.';  // Zarr v2's default
+  }
+  return a;
+}
+
+// Reads and checks one level's zarr.json (Zarr v3, NGFF 0.5): regular chunk grid, default or v2
+// chunk key encoding, codecs "bytes" + at most one of blosc / gzip / zstd (no sharding).
+ArrayInfo read_array_v3(const std::string& dir, const std::string& name, const std::string& level_path) {
+  const std::string where = where_in(name, level_path + "/zarr.json");
+  ArrayInfo a;
+  a.path = join(dir, level_path);
+  const Json j = read_json(join(a.path, "zarr.json"), where, "the array metadata of a pyramid level");
+  if (!j.is_object()) bad(where, "must hold a JSON object");
+  for (const char* key : {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "fill_value", "codecs"})
+    if (!j.contains(key)) bad(where, std::string("has no '") + key + "'");
+  if (j.at("zarr_format") != 3 || j.at("node_type") != "array")
+    bad(where, "must describe a Zarr v3 array (zarr_format 3, node_type \"array\")");
+  if (j.contains("storage_transformers") && !j.at("storage_transformers").empty())
+    bad(where, "storage transformers are not supported");
+  static const std::pair<const char*, const char*> types[] = {
+      {"uint8", "|u1"}, {"int8", "|i1"}, {"uint16", "<u2"}, {"int16", "<i2"}, {"uint32", "<u4"},
+      {"int32", "<i4"}, {"uint64", "<u8"}, {"int64", "<i8"}, {"float32", "<f4"}, {"float64", "<f8"}};
+  const Json& dt = j.at("data_type");
+  std::string dtype;
+  for (const auto& [v3, v2] : types)
+    if (dt == v3) dtype = v2;
+  if (dtype.empty())
+    bad(where, "unsupported data_type " + dt.dump() + " (gigareg reads the integer and float types)");
+  parse_dtype(Json(dtype), a, where);
+  const Json& grid = j.at("chunk_grid");
+  if (!grid.is_object() || grid.value("name", "") != "regular" || !grid.contains("configuration") ||
+      !grid.at("configuration").contains("chunk_shape"))
+    bad(where, "the chunk_grid must be \"regular\" with a chunk_shape");
+  set_shape(a, j.at("shape"), grid.at("configuration").at("chunk_shape"), dt.get<std::string>(), where);
+  a.codec = Codec::from_v3_json(j.at("codecs"), a.big_endian, where);
+  if (size_of(a.pixel_type) == 1) a.big_endian = false;
+  set_fill(a, j.at("fill_value"), where);
+  a.key_prefix = "c/";
+  a.separator = '/';
+  if (j.contains("chunk_key_encoding")) {
+    const Json& e = j.at("chunk_key_encoding");
+    const std::string kind = e.is_object() ? e.value("name", "") : "";
+    const Json conf = e.is_object() && e.contains("configuration") ? e.at("configuration") : Json::object();
+    if (kind == "default") {
+      a.separator = conf.value("separator", "/")[0];
+    } else if (kind == "v2") {
+      a.key_prefix.clear();
+      a.separator = conf.value("separator", ".")[0];
+    } else {
+      bad(where, "unknown chunk_key_encoding " + e.dump());
+    }
+    if (a.separator != '/' && a.separator != '.') bad(where, "the chunk key separator must be / or .");
+    if (kind == "default") a.key_prefix = std::string("c") + a.separator;
   }
   return a;
 }
@@ -301,8 +361,8 @@ Index3 ArrayInfo::chunk_counts() const {
 }
 
 std::string ArrayInfo::chunk_path(index_t c, index_t kz, index_t ky, index_t kx) const {
-  std::string key;
-  if (has_component_axis) key = std::to_string(c) + separator;
+  std::string key = key_prefix;
+  if (has_component_axis) key += std::to_string(c) + separator;
   key += std::to_string(kz) + separator + std::to_string(ky) + separator + std::to_string(kx);
   return join(path, key);
 }
@@ -459,28 +519,52 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
                                                      : std::string("cannot access: ") + std::strerror(errno));
   if (!S_ISDIR(st.st_mode))
     throw_error(ErrorKind::InvalidInput, name, "is not a directory (a .zarr store is a directory)");
-  if (!exists(join(dir, ".zgroup"))) {
-    if (exists(join(dir, "zarr.json")))
-      bad(name, "is a Zarr v3 store (NGFF 0.5: zarr.json), which gigareg does not read yet; "
-                "convert it to NGFF 0.4 (Zarr v2)");
-    if (exists(join(dir, ".zarray")))
-      bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
-                "spacing and position are unknown");
-    bad(where_in(name, ".zgroup"), "missing: not a Zarr v2 group (an OME-Zarr image store)");
+  // Zarr v2 (NGFF 0.4): .zgroup and .zattrs; Zarr v3 (NGFF 0.5): zarr.json, its "attributes"
+  // holding "ome" {"version", "multiscales"}. Both become `attrs` {"multiscales", "gigareg"}.
+  const bool v3 = !exists(join(dir, ".zgroup")) && exists(join(dir, "zarr.json"));
+  s.v3_ = v3;
+  std::string attrs_where;
+  Json attrs;
+  if (v3) {
+    attrs_where = where_in(name, "zarr.json");
+    const Json group = read_json(join(dir, "zarr.json"), attrs_where, "");
+    if (!group.is_object() || group.value("zarr_format", 0) != 3)
+      bad(attrs_where, "must hold a Zarr v3 node (zarr_format 3)");
+    if (group.value("node_type", "") == "array")
+      bad(name, "is a bare Zarr array without OME-NGFF metadata: its voxel spacing and position "
+                "are unknown");
+    const Json no_attributes = Json::object();
+    const Json& at = group.contains("attributes") ? group.at("attributes") : no_attributes;
+    if (!at.is_object() || !at.contains("ome") || !at.at("ome").is_object())
+      bad(attrs_where, "has no OME-NGFF 'ome' attributes");
+    const Json& ome = at.at("ome");
+    if (ome.value("version", "") != "0.5")
+      bad(attrs_where, "a Zarr v3 store must hold NGFF 0.5 ('ome' version \"0.5\"), got " +
+                           (ome.contains("version") ? ome.at("version").dump() : std::string("none")));
+    attrs = Json::object();
+    if (ome.contains("multiscales")) attrs["multiscales"] = ome.at("multiscales");
+    if (at.contains(kAttributesKey)) attrs[kAttributesKey] = at.at(kAttributesKey);
+  } else {
+    if (!exists(join(dir, ".zgroup"))) {
+      if (exists(join(dir, ".zarray")))
+        bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
+                  "spacing and position are unknown");
+      bad(where_in(name, ".zgroup"), "missing: not a Zarr group (no .zgroup, no zarr.json)");
+    }
+    const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
+    if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
+      bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
+    attrs_where = where_in(name, ".zattrs");
+    attrs = read_json(join(dir, ".zattrs"), attrs_where,
+                      "the OME-NGFF multiscales metadata that gives the geometry");
   }
-  const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
-  if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
-    bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
-  const std::string attrs_where = where_in(name, ".zattrs");
-  const Json attrs = read_json(join(dir, ".zattrs"), attrs_where,
-                               "the OME-NGFF multiscales metadata that gives the geometry");
   if (!attrs.is_object() || !attrs.contains("multiscales") || !attrs.at("multiscales").is_array() ||
       attrs.at("multiscales").empty() || !attrs.at("multiscales")[0].is_object())
     bad(attrs_where, "has no OME-NGFF 'multiscales' list");
   const Json& ms = attrs.at("multiscales")[0];
-  if (ms.contains("version") && ms.at("version") != "0.4")
+  if (!v3 && ms.contains("version") && ms.at("version") != "0.4")
     bad(attrs_where, "multiscales version " + ms.at("version").dump() +
-                         " is not read (gigareg reads NGFF 0.4)");
+                         " is not read in a Zarr v2 store (gigareg reads NGFF 0.4 on v2, 0.5 on v3)");
   if (!ms.contains("axes") || !ms.at("axes").is_array())
     bad(attrs_where, "multiscales has no 'axes' list");
   const Json& axes = ms.at("axes");
@@ -548,8 +632,8 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
     const std::string path = d.at("path").get<std::string>();
     if (path.empty() || path.find("..") != std::string::npos || path[0] == '/')
       bad(w, "path '" + path + "' does not name a directory inside the store");
-    ArrayInfo a = read_array(dir, name, path);
-    const std::string aw = where_in(name, path + "/.zarray");
+    ArrayInfo a = v3 ? read_array_v3(dir, name, path) : read_array(dir, name, path);
+    const std::string aw = where_in(name, path + (v3 ? "/zarr.json" : "/.zarray"));
     if (a.has_component_axis != field_axes)
       bad(aw, "has " + std::to_string(a.has_component_axis ? 4 : 3) + " dimensions but the "
               "multiscales axes are " + std::to_string(axes.size()));
@@ -751,6 +835,7 @@ void Store::write_planes(int level, index_t z0, index_t nz, const float* src,
                          IntegerConversion conversion) const {
   if (level < 0 || level >= levels())
     throw_error(ErrorKind::InvalidArgument, name_, "no pyramid level " + std::to_string(level));
+  if (v3_) throw_error(ErrorKind::InvalidArgument, name_, "gigareg writes Zarr v2 (NGFF 0.4) stores only");
   const ArrayInfo& a = arrays_[std::size_t(level)];
   const Geometry& g = grids_[std::size_t(level)];
   const index_t z1 = z0 + nz;
@@ -861,15 +946,32 @@ Volume<float> downsample(const Volume<float>& v, bool mode) {
 
 void write_volume(const std::string& path, const Volume<float>& volume, PixelType pixel_type,
                   IntegerConversion conversion, int levels, const std::string& downsampling) {
-  if (volume.space() != MemorySpace::Host)
-    throw_error(ErrorKind::Internal, path, "zarr::write_volume takes host volumes");
+  if (volume.space() != MemorySpace::Host && levels > 1)
+    throw_error(ErrorKind::Internal, path, "pyramids are made from host volumes");
   StoreSpec spec = StoreSpec::for_grid(volume.geometry(), volume.components(), pixel_type);
   spec.levels = levels;
   spec.downsampling = downsampling;
   io_detail::StagedFile staged(path);  // a temporary directory beside the final name
   create_store(staged.temp_path(), spec, path);
   const Store store = Store::open(staged.temp_path(), path);
-  store.write_planes(0, 0, volume.geometry().size.z, volume.data(), conversion);
+  const Geometry& g = volume.geometry();
+  if (volume.space() == MemorySpace::Host) {
+    store.write_planes(0, 0, g.size.z, volume.data(), conversion);
+  } else {
+    // A device volume (a CUDA registration's output) goes to the host one row of chunks at a
+    // time: the host never holds the whole volume.
+    const index_t cz = store.array(0).chunk.z, plane = g.size.x * g.size.y, c = volume.components();
+    std::vector<float> rows;
+    for (index_t z0 = 0; z0 < g.size.z; z0 += cz) {
+      const index_t nz = std::min(cz, g.size.z - z0);
+      rows.resize(std::size_t(c * plane * nz));
+      for (index_t k = 0; k < c; ++k)
+        copy_bytes(rows.data() + k * plane * nz, MemorySpace::Host,
+                   volume.data() + k * plane * g.size.z + z0 * plane, volume.space(),
+                   std::size_t(plane * nz) * sizeof(float));
+      store.write_planes(0, z0, nz, rows.data(), conversion);
+    }
+  }
   Volume<float> previous;
   for (int k = 1; k < levels; ++k) {
     Volume<float> next = downsample(k == 1 ? volume : previous, is_mode(downsampling));
@@ -893,7 +995,8 @@ std::string describe_storage(const std::string& path) {
     const Index3 n = store.array(k).size;
     levels += (k ? ", " : "") + std::to_string(n.x) + "x" + std::to_string(n.y) + "x" + std::to_string(n.z);
   }
-  return "OME-Zarr (NGFF 0.4, Zarr v2): " + std::to_string(store.levels()) + " level(s) (" + levels +
+  return std::string(store.zarr_v3() ? "OME-Zarr (NGFF 0.5, Zarr v3): " : "OME-Zarr (NGFF 0.4, Zarr v2): ") +
+         std::to_string(store.levels()) + " level(s) (" + levels +
          "), chunks " + std::to_string(a.chunk.x) + "x" + std::to_string(a.chunk.y) + "x" +
          std::to_string(a.chunk.z) + " voxels, " + a.codec.describe() +
          (store.complete() ? "" : ", written by another tool");
