@@ -50,7 +50,8 @@ class CliZarr : public ::testing::Test {
   }
   std::string path(const std::string& name) const { return (dir / name).string(); }
 
-  /// A small smooth pair on an oblique anisotropic grid (int16 values), as .nii.gz and .zarr.
+  /// A small smooth pair on an oblique anisotropic grid (int16 values) and a mask of the fixed
+  /// image, as .nii.gz and .zarr.
   void make_pair() {
     Geometry g = testing::oblique_geometry({22, 20, 12});
     Volume<float> f(g), m(g);
@@ -66,22 +67,25 @@ class CliZarr : public ::testing::Test {
           f(i, j, k) = std::round(float(blob(p)));
           m(i, j, k) = std::round(float(blob(Vec3d{0.97 * p.x - 1.5, 1.02 * p.y + 1, p.z - 1})));
         }
+    Volume<float> mask(g);  // a uint8 mask of the fixed image's support
+    for (index_t i = 0; i < mask.voxel_count(); ++i) mask.data()[i] = f.data()[i] > 5 ? 1.0f : 0.0f;
     write_image(path("fixed.nii.gz"), f, PixelType::Int16);
     write_image(path("moving.nii.gz"), m, PixelType::Int16);
-    for (const char* n : {"fixed", "moving"}) {
+    write_image(path("mask.nii.gz"), mask, PixelType::UInt8);
+    for (const char* n : {"fixed", "moving", "mask"}) {
       const ToolRun r = run_cli("convert " + quote(path(std::string(n) + ".nii.gz")) + " " +
                                 quote(path(std::string(n) + ".zarr")) + " --zarr-chunk 8");
       ASSERT_EQ(r.rc, 0) << r.all();
     }
   }
 
-  /// A short affine + greedy registration of the pair in `ext`, outputs under prefix.
+  /// A short affine + greedy registration of the pair in `ext`, masked, outputs under prefix.
   std::string register_args(const std::string& ext, const std::string& prefix, const std::string& extra) const {
     const std::string pair = path("fixed" + ext) + "," + path("moving" + ext);
     return "register -v 0 --no-qc -d 3 --device cpu -o [" + prefix + "," + prefix + "warped" + ext +
            "] -r [" + pair + ",1] -t Affine[0.1] -m MeanSquares[" + pair +
            ",1] -c [10x5,1e-6,10] -f 2x1 -s 1x0vox -t Greedy[0.1,2,1] -m CC[" + pair +
-           ",1,2] -c [6x3,1e-6,10] -f 2x1 -s 1x0vox " + extra;
+           ",1,2] -c [6x3,1e-6,10] -f 2x1 -s 1x0vox -x " + path("mask" + ext) + " " + extra;
   }
 
   fs::path dir;
