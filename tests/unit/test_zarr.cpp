@@ -536,7 +536,10 @@ TEST_F(ZarrBadInput, AbsurdSizes) {
   EXPECT_TRUE(fails(ErrorKind::InvalidInput, "every chunks entry must be an integer in 1"));
   edit_zarray([](nlohmann::json& j) { j["chunks"] = {-4, 8, 8}; });
   EXPECT_TRUE(fails(ErrorKind::InvalidInput, "every chunks entry"));
-  edit_zarray([](nlohmann::json& j) { j["chunks"] = {4096, 4096, 4096}; });
+  edit_zarray([](nlohmann::json& j) { j["shape"] = {4096, 4096, 4096}; j["chunks"] = {1, 1, 1}; });
+  EXPECT_TRUE(throws_error([&] { zarr::Store::open(store).read_planes(0, 0, 1, nullptr); }, ErrorKind::InvalidInput,
+                           store, "chunks too small"));
+  edit_zarray([](nlohmann::json& j) { j["shape"] = {11, 13, 19}; j["chunks"] = {4096, 4096, 4096}; });
   EXPECT_TRUE(fails(ErrorKind::InvalidInput, "larger than the 1 GiB"));
   edit_zarray([](nlohmann::json& j) { j["chunks"] = {4, 8, 8}; j["shape"] = {11, 13, "19"}; });
   EXPECT_TRUE(fails(ErrorKind::InvalidInput, "every shape entry"));

@@ -707,10 +707,21 @@ struct ChunkTask {
   Index3 lo, hi;            // voxel box of the chunk inside the array
 };
 
-std::vector<ChunkTask> chunk_tasks(const ArrayInfo& a, index_t z0, index_t z1) {
+// The most chunks one read or write handles: the task list and the per-task error slots cost
+// about 100 bytes a chunk. A 4.4 Gvox field in 64^3 chunks has 50 000; millions mean chunks of a
+// few voxels (a store that no tool should read chunk by chunk).
+constexpr index_t kMaxChunksPerCall = index_t(1) << 22;
+
+std::vector<ChunkTask> chunk_tasks(const ArrayInfo& a, index_t z0, index_t z1, const std::string& name) {
   std::vector<ChunkTask> tasks;
   const Index3 n = a.chunk_counts();
   const index_t nc = (a.components + a.component_chunk - 1) / a.component_chunk;
+  const index_t rows = (z1 - 1) / a.chunk.z - z0 / a.chunk.z + 1;
+  if (nc * rows > kMaxChunksPerCall / std::max<index_t>(1, n.x * n.y) || n.x * n.y > kMaxChunksPerCall)
+    bad(name, "the planes asked for span more than " + std::to_string(kMaxChunksPerCall) +
+                  " chunks of " + std::to_string(a.chunk.x) + "x" + std::to_string(a.chunk.y) + "x" +
+                  std::to_string(a.chunk.z) + " voxels (chunks too small to read one by one)");
+  tasks.reserve(std::size_t(nc * rows * n.x * n.y));
   for (index_t kc = 0; kc < nc; ++kc)
     for (index_t kz = z0 / a.chunk.z; kz * a.chunk.z < z1; ++kz)
       for (index_t ky = 0; ky < n.y; ++ky)
@@ -780,7 +791,7 @@ void Store::read_planes(int level, index_t z0, index_t nz, float* dst) const {
                 "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
                     ") are not a non-empty part of the store's " + std::to_string(a.size.z) + " planes");
   const index_t z1 = z0 + nz;
-  const std::vector<ChunkTask> tasks = chunk_tasks(a, z0, z1);
+  const std::vector<ChunkTask> tasks = chunk_tasks(a, z0, z1, name_);
   const std::size_t chunk_bytes = a.chunk_bytes();
   const std::size_t limit = chunk_bytes + chunk_bytes / 8 + 65536;  // any codec's worst expansion
   const index_t plane = a.size.x * a.size.y;
@@ -846,7 +857,7 @@ void Store::write_planes(int level, index_t z0, index_t nz, const float* src,
                     std::to_string(a.size.z) + " (a write covers chunks whole)");
   if (a.codec.kind != Codec::Kind::None && a.codec.kind != Codec::Kind::Blosc)
     throw_error(ErrorKind::InvalidArgument, name_, "gigareg writes blosc or uncompressed chunks only");
-  const std::vector<ChunkTask> tasks = chunk_tasks(a, z0, z1);
+  const std::vector<ChunkTask> tasks = chunk_tasks(a, z0, z1, name_);
   // The directories of the chunks (level/[c/]z/y), made once here rather than raced for by the
   // threads; ranks writing other planes make their own z directories.
   if (a.separator == '/') {
