@@ -58,18 +58,21 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-// A whole small file (metadata); nullopt-like empty flag when missing.
+// A whole metadata file into `out`; false when it does not exist.
 bool read_text(const std::string& path, std::string& out, const std::string& where) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT || !exists(path)) return false;
-    throw_error(ErrorKind::Io, where, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    throw_error(ErrorKind::Io, where, std::string("cannot access: ") + std::strerror(errno));
   }
+  if (!S_ISREG(st.st_mode)) bad(where, "is not a regular file");
+  if (st.st_size > (off_t(64) << 20)) bad(where, "is larger than 64 MiB: not metadata");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_error(ErrorKind::Io, where, std::string("cannot open: ") + std::strerror(errno));
   std::ostringstream s;
   s << in.rdbuf();
   if (in.bad()) throw_error(ErrorKind::Io, where, "reading failed");
   out = s.str();
-  if (out.size() > (std::size_t(64) << 20)) bad(where, "metadata file larger than 64 MiB");
   return true;
 }
 
