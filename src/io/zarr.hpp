@@ -94,8 +94,8 @@ struct StoreSpec {
 Geometry level_geometry(const Geometry& level0, int level);
 
 /// Creates `dir` (new, or an existing empty directory such as a StagedFile's temporary; its
-/// parent must exist) with the group and array metadata of `spec` and no chunks. Call it once per store. Errors name `name` (the final path the user gave;
-/// `dir` when empty).
+/// parent must exist) with the group and array metadata of `spec` and no chunks. Call it once per
+/// store. Errors name `name` (the final path the user gave; `dir` when empty).
 void create_store(const std::string& dir, const StoreSpec& spec, const std::string& name = "");
 
 /// A store opened for reading and writing chunks.
