@@ -511,6 +511,142 @@ void create_store(const std::string& dir, const StoreSpec& spec, const std::stri
 // -----------------------------------------------------------------------------------------------
 // Opening a store
 
+namespace {
+
+// The group's attributes as {"multiscales", "gigareg"}: from .zgroup / .zattrs (Zarr v2, NGFF
+// 0.4) or from zarr.json's "attributes" with "ome" {"version": "0.5", "multiscales"} (Zarr v3).
+// `where` receives the file they came from, for messages.
+Json group_attributes(const std::string& dir, const std::string& name, bool v3, std::string& where) {
+  if (v3) {
+    where = where_in(name, "zarr.json");
+    const Json group = read_json(join(dir, "zarr.json"), where, "");
+    if (!group.is_object() || group.value("zarr_format", 0) != 3)
+      bad(where, "must hold a Zarr v3 node (zarr_format 3)");
+    if (group.value("node_type", "") == "array")
+      bad(name, "is a bare Zarr array without OME-NGFF metadata: its voxel spacing and position "
+                "are unknown");
+    const Json no_attributes = Json::object();
+    const Json& at = group.contains("attributes") ? group.at("attributes") : no_attributes;
+    if (!at.is_object() || !at.contains("ome") || !at.at("ome").is_object())
+      bad(where, "has no OME-NGFF 'ome' attributes");
+    const Json& ome = at.at("ome");
+    if (ome.value("version", "") != "0.5")
+      bad(where, "a Zarr v3 store must hold NGFF 0.5 ('ome' version \"0.5\"), got " +
+                     (ome.contains("version") ? ome.at("version").dump() : std::string("none")));
+    Json attrs = Json::object();
+    if (ome.contains("multiscales")) attrs["multiscales"] = ome.at("multiscales");
+    if (at.contains(kAttributesKey)) attrs[kAttributesKey] = at.at(kAttributesKey);
+    return attrs;
+  }
+  if (!exists(join(dir, ".zgroup"))) {
+    if (exists(join(dir, ".zarray")))
+      bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
+                "spacing and position are unknown");
+    bad(where_in(name, ".zgroup"), "missing: not a Zarr group (no .zgroup, no zarr.json)");
+  }
+  const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
+  if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
+    bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
+  where = where_in(name, ".zattrs");
+  return read_json(join(dir, ".zattrs"), where, "the OME-NGFF multiscales metadata that gives the geometry");
+}
+
+// Checks the multiscales axes: (z, y, x) of type space, or (c, z, y, x) with c a channel axis.
+// Returns whether there is a component axis; `unit` receives each space axis' unit in mm (x, y, z).
+bool check_axes(const Json& axes, Vec3d& unit, const std::string& where) {
+  if (!axes.is_array() || (axes.size() != 3 && axes.size() != 4))
+    bad(where, "expected axes (z, y, x) or (c, z, y, x), got " + axes.dump());
+  const bool field_axes = axes.size() == 4;
+  unit = {1, 1, 1};
+  for (std::size_t i = 0; i < axes.size(); ++i) {
+    const Json& a = axes[i];
+    if (!a.is_object() || !a.contains("name") || !a.at("name").is_string())
+      bad(where, "axis " + std::to_string(i) + " is not an object with a 'name'");
+    if (field_axes && i == 0) {
+      if (a.contains("type") && a.at("type") != "channel")
+        bad(where, "the first of 4 axes must be the channel (component) axis, got " + a.dump());
+      continue;
+    }
+    const std::size_t k = i - (field_axes ? 1 : 0);  // 0 z, 1 y, 2 x
+    const char* expected = k == 0 ? "z" : (k == 1 ? "y" : "x");
+    if (a.at("name") != expected || (a.contains("type") && a.at("type") != "space"))
+      bad(where, "expected space axes z, y, x in that order, got " + axes.dump());
+    unit[int(2 - k)] = unit_to_mm(a, where);
+  }
+  return field_axes;
+}
+
+// gigareg's key: the exact origin and the direction, which NGFF 0.4 cannot express.
+struct OurAttributes {
+  bool present = false;
+  bool complete = false;
+  Vec3d origin{0, 0, 0};
+  Mat3d direction = Mat3d::identity();
+};
+
+OurAttributes our_attributes(const Json& attrs, const std::string& attrs_where) {
+  OurAttributes o;
+  if (!attrs.contains(kAttributesKey)) return o;
+  const Json& g = attrs.at(kAttributesKey);
+  const std::string w = attrs_where + " '" + kAttributesKey + "'";
+  auto numbers = [&](const Json& v, std::size_t n) {
+    if (!v.is_array() || v.size() != n) return false;
+    for (const Json& x : v)
+      if (!x.is_number() || !std::isfinite(x.get<double>())) return false;
+    return true;
+  };
+  if (!g.is_object() || !g.contains("origin") || !numbers(g.at("origin"), 3))
+    bad(w, "must hold 'origin': three finite numbers (LPS mm)");
+  if (!g.contains("direction") || !g.at("direction").is_array() || g.at("direction").size() != 3 ||
+      !numbers(g.at("direction")[0], 3) || !numbers(g.at("direction")[1], 3) ||
+      !numbers(g.at("direction")[2], 3))
+    bad(w, "must hold 'direction': three rows of three finite numbers");
+  if (g.contains("space") && g.at("space") != "LPS") bad(w, "'space' must be \"LPS\"");
+  for (int r = 0; r < 3; ++r) {
+    o.origin[r] = g.at("origin")[std::size_t(r)].get<double>();
+    for (int c = 0; c < 3; ++c)
+      o.direction(r, c) = g.at("direction")[std::size_t(r)][std::size_t(c)].get<double>();
+  }
+  if (!(std::fabs(determinant(o.direction)) > 1e-12)) bad(w, "'direction' is singular");
+  o.complete = g.contains("complete") && g.at("complete") == true;
+  o.present = true;
+  return o;
+}
+
+// One level's grid from its dataset's scale and translation (in the axes' units, (c,) z, y, x
+// order): p = D (diag(scale) i + translation).
+Geometry dataset_geometry(const Json& d, std::size_t axes, const Vec3d& unit, const Mat3d& direction,
+                          Index3 size, const std::string& w) {
+  if (!d.contains("coordinateTransformations") || !d.at("coordinateTransformations").is_array())
+    bad(w, "has no 'coordinateTransformations'");
+  Vec3d spacing{1, 1, 1}, translation{0, 0, 0};
+  bool have_scale = false;
+  for (const Json& t : d.at("coordinateTransformations")) {
+    if (!t.is_object() || !t.contains("type")) bad(w, "a coordinate transformation has no 'type'");
+    const bool is_scale = t.at("type") == "scale", is_translation = t.at("type") == "translation";
+    if (!is_scale && !is_translation)
+      bad(w, "coordinate transformation " + t.at("type").dump() + " is not supported");
+    const char* key = is_scale ? "scale" : "translation";
+    if (!t.contains(key) || !t.at(key).is_array() || t.at(key).size() != axes)
+      bad(w, std::string("'") + key + "' must list one number per axis (" + std::to_string(axes) + ")");
+    for (int ax = 0; ax < 3; ++ax) {
+      const Json& v = t.at(key)[axes - 1 - std::size_t(ax)];
+      if (!v.is_number() || !std::isfinite(v.get<double>())) bad(w, std::string("non-finite ") + key);
+      (is_scale ? spacing : translation)[ax] = v.get<double>() * unit[ax];
+    }
+    have_scale = have_scale || is_scale;
+  }
+  if (!have_scale) bad(w, "has no scale transformation");
+  Geometry g;
+  g.size = size;
+  g.spacing = spacing;
+  g.direction = direction;
+  g.origin = direction * translation;
+  return g;
+}
+
+}  // namespace
+
 Store Store::open(const std::string& dir, const std::string& name_arg) {
   Store s;
   s.dir_ = dir;
@@ -522,45 +658,10 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
                                                      : std::string("cannot access: ") + std::strerror(errno));
   if (!S_ISDIR(st.st_mode))
     throw_error(ErrorKind::InvalidInput, name, "is not a directory (a .zarr store is a directory)");
-  // Zarr v2 (NGFF 0.4): .zgroup and .zattrs; Zarr v3 (NGFF 0.5): zarr.json, its "attributes"
-  // holding "ome" {"version", "multiscales"}. Both become `attrs` {"multiscales", "gigareg"}.
   const bool v3 = !exists(join(dir, ".zgroup")) && exists(join(dir, "zarr.json"));
   s.v3_ = v3;
   std::string attrs_where;
-  Json attrs;
-  if (v3) {
-    attrs_where = where_in(name, "zarr.json");
-    const Json group = read_json(join(dir, "zarr.json"), attrs_where, "");
-    if (!group.is_object() || group.value("zarr_format", 0) != 3)
-      bad(attrs_where, "must hold a Zarr v3 node (zarr_format 3)");
-    if (group.value("node_type", "") == "array")
-      bad(name, "is a bare Zarr array without OME-NGFF metadata: its voxel spacing and position "
-                "are unknown");
-    const Json no_attributes = Json::object();
-    const Json& at = group.contains("attributes") ? group.at("attributes") : no_attributes;
-    if (!at.is_object() || !at.contains("ome") || !at.at("ome").is_object())
-      bad(attrs_where, "has no OME-NGFF 'ome' attributes");
-    const Json& ome = at.at("ome");
-    if (ome.value("version", "") != "0.5")
-      bad(attrs_where, "a Zarr v3 store must hold NGFF 0.5 ('ome' version \"0.5\"), got " +
-                           (ome.contains("version") ? ome.at("version").dump() : std::string("none")));
-    attrs = Json::object();
-    if (ome.contains("multiscales")) attrs["multiscales"] = ome.at("multiscales");
-    if (at.contains(kAttributesKey)) attrs[kAttributesKey] = at.at(kAttributesKey);
-  } else {
-    if (!exists(join(dir, ".zgroup"))) {
-      if (exists(join(dir, ".zarray")))
-        bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
-                  "spacing and position are unknown");
-      bad(where_in(name, ".zgroup"), "missing: not a Zarr group (no .zgroup, no zarr.json)");
-    }
-    const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
-    if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
-      bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
-    attrs_where = where_in(name, ".zattrs");
-    attrs = read_json(join(dir, ".zattrs"), attrs_where,
-                      "the OME-NGFF multiscales metadata that gives the geometry");
-  }
+  const Json attrs = group_attributes(dir, name, v3, attrs_where);
   if (!attrs.is_object() || !attrs.contains("multiscales") || !attrs.at("multiscales").is_array() ||
       attrs.at("multiscales").empty() || !attrs.at("multiscales")[0].is_object())
     bad(attrs_where, "has no OME-NGFF 'multiscales' list");
@@ -568,70 +669,22 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
   if (!v3 && ms.contains("version") && ms.at("version") != "0.4")
     bad(attrs_where, "multiscales version " + ms.at("version").dump() +
                          " is not read in a Zarr v2 store (gigareg reads NGFF 0.4 on v2, 0.5 on v3)");
-  if (!ms.contains("axes") || !ms.at("axes").is_array())
-    bad(attrs_where, "multiscales has no 'axes' list");
-  const Json& axes = ms.at("axes");
-  if (axes.size() != 3 && axes.size() != 4)
-    bad(attrs_where, "expected axes (z, y, x) or (c, z, y, x), got " + axes.dump());
-  const bool field_axes = axes.size() == 4;
-  Vec3d unit{1, 1, 1};
-  for (std::size_t i = 0; i < axes.size(); ++i) {
-    const Json& a = axes[i];
-    if (!a.is_object() || !a.contains("name") || !a.at("name").is_string())
-      bad(attrs_where, "axis " + std::to_string(i) + " is not an object with a 'name'");
-    const std::string an = a.at("name").get<std::string>();
-    if (field_axes && i == 0) {
-      if (a.contains("type") && a.at("type") != "channel")
-        bad(attrs_where, "the first of 4 axes must be the channel (component) axis, got " + a.dump());
-      continue;
-    }
-    const std::size_t k = i - (field_axes ? 1 : 0);  // 0 z, 1 y, 2 x
-    const char* expected = k == 0 ? "z" : (k == 1 ? "y" : "x");
-    if (an != expected || (a.contains("type") && a.at("type") != "space"))
-      bad(attrs_where, "expected space axes z, y, x in that order, got " + axes.dump());
-    unit[int(2 - k)] = unit_to_mm(a, attrs_where);
-  }
+  if (!ms.contains("axes")) bad(attrs_where, "multiscales has no 'axes' list");
+  const std::size_t axes = ms.at("axes").size();
+  Vec3d unit;
+  const bool field_axes = check_axes(ms.at("axes"), unit, attrs_where);
   if (ms.contains("coordinateTransformations"))
     bad(attrs_where, "multiscales-wide coordinateTransformations are not supported");
   if (!ms.contains("datasets") || !ms.at("datasets").is_array() || ms.at("datasets").empty())
     bad(attrs_where, "multiscales has no 'datasets'");
-
-  // gigareg's key: the origin and direction NGFF 0.4 cannot express.
-  Mat3d direction = Mat3d::identity();
-  bool have_ours = false;
-  Vec3d origin{0, 0, 0};
-  if (attrs.contains(kAttributesKey)) {
-    const Json& g = attrs.at(kAttributesKey);
-    const std::string w = attrs_where + " '" + kAttributesKey + "'";
-    auto numbers = [&](const Json& v, std::size_t n) {
-      if (!v.is_array() || v.size() != n) return false;
-      for (const Json& x : v)
-        if (!x.is_number() || !std::isfinite(x.get<double>())) return false;
-      return true;
-    };
-    if (!g.is_object() || !g.contains("origin") || !numbers(g.at("origin"), 3))
-      bad(w, "must hold 'origin': three finite numbers (LPS mm)");
-    if (!g.contains("direction") || !g.at("direction").is_array() || g.at("direction").size() != 3 ||
-        !numbers(g.at("direction")[0], 3) || !numbers(g.at("direction")[1], 3) ||
-        !numbers(g.at("direction")[2], 3))
-      bad(w, "must hold 'direction': three rows of three finite numbers");
-    if (g.contains("space") && g.at("space") != "LPS") bad(w, "'space' must be \"LPS\"");
-    for (int r = 0; r < 3; ++r) {
-      origin[r] = g.at("origin")[std::size_t(r)].get<double>();
-      for (int c = 0; c < 3; ++c)
-        direction(r, c) = g.at("direction")[std::size_t(r)][std::size_t(c)].get<double>();
-    }
-    if (!(std::fabs(determinant(direction)) > 1e-12)) bad(w, "'direction' is singular");
-    s.complete_ = g.contains("complete") && g.at("complete") == true;
-    have_ours = true;
-  }
+  const OurAttributes ours = our_attributes(attrs, attrs_where);
+  s.complete_ = ours.complete;
 
   const Json& datasets = ms.at("datasets");
   for (std::size_t k = 0; k < datasets.size(); ++k) {
     const Json& d = datasets[k];
     const std::string w = attrs_where + " dataset " + std::to_string(k);
-    if (!d.is_object() || !d.contains("path") || !d.at("path").is_string())
-      bad(w, "has no 'path'");
+    if (!d.is_object() || !d.contains("path") || !d.at("path").is_string()) bad(w, "has no 'path'");
     const std::string path = d.at("path").get<std::string>();
     if (path.empty() || path.find("..") != std::string::npos || path[0] == '/')
       bad(w, "path '" + path + "' does not name a directory inside the store");
@@ -639,47 +692,21 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
     const std::string aw = where_in(name, path + (v3 ? "/zarr.json" : "/.zarray"));
     if (a.has_component_axis != field_axes)
       bad(aw, "has " + std::to_string(a.has_component_axis ? 4 : 3) + " dimensions but the "
-              "multiscales axes are " + std::to_string(axes.size()));
+              "multiscales axes are " + std::to_string(axes));
     if (field_axes && a.components != 3)
       bad(aw, "a displacement field needs 3 components (c = 3), got " + std::to_string(a.components));
     if (!s.arrays_.empty() && (a.pixel_type != s.arrays_[0].pixel_type || a.components != s.arrays_[0].components))
       bad(aw, "its dtype or components differ from level 0's");
-    // scale (and translation) of this level, in (c,) z, y, x order
-    if (!d.contains("coordinateTransformations") || !d.at("coordinateTransformations").is_array())
-      bad(w, "has no 'coordinateTransformations'");
-    Vec3d spacing{1, 1, 1}, translation{0, 0, 0};
-    bool have_scale = false;
-    for (const Json& t : d.at("coordinateTransformations")) {
-      if (!t.is_object() || !t.contains("type")) bad(w, "a coordinate transformation has no 'type'");
-      const bool is_scale = t.at("type") == "scale", is_translation = t.at("type") == "translation";
-      if (!is_scale && !is_translation)
-        bad(w, "coordinate transformation " + t.at("type").dump() + " is not supported");
-      const char* key = is_scale ? "scale" : "translation";
-      if (!t.contains(key) || !t.at(key).is_array() || t.at(key).size() != axes.size())
-        bad(w, std::string("'") + key + "' must list one number per axis (" +
-                   std::to_string(axes.size()) + ")");
-      for (int ax = 0; ax < 3; ++ax) {
-        const Json& v = t.at(key)[axes.size() - 1 - std::size_t(ax)];
-        if (!v.is_number() || !std::isfinite(v.get<double>())) bad(w, std::string("non-finite ") + key);
-        (is_scale ? spacing : translation)[ax] = v.get<double>() * unit[ax];
-      }
-      have_scale = have_scale || is_scale;
-    }
-    if (!have_scale) bad(w, "has no scale transformation");
-    Geometry g;
-    g.size = a.size;
-    g.spacing = spacing;
-    g.direction = direction;
-    g.origin = direction * translation;
-    if (k == 0 && have_ours) {
+    Geometry g = dataset_geometry(d, axes, unit, ours.direction, a.size, w);
+    if (k == 0 && ours.present) {
       // The exact origin is gigareg's; the translation must agree with it, or another tool
       // changed one of them (then the geometry is ambiguous).
-      const Vec3d d_origin = g.origin - origin;
-      const double tol = 1e-6 * (1.0 + std::sqrt(dot(origin, origin)));
+      const Vec3d d_origin = g.origin - ours.origin;
+      const double tol = 1e-6 * (1.0 + std::sqrt(dot(ours.origin, ours.origin)));
       if (!(std::sqrt(dot(d_origin, d_origin)) <= tol))
         bad(w, "the NGFF translation disagrees with the origin in the '" + std::string(kAttributesKey) +
                    "' attributes (one of them was changed by another tool?)");
-      g.origin = origin;
+      g.origin = ours.origin;
     }
     try {
       g.validate(w);
