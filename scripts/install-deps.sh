@@ -20,6 +20,7 @@ packages=(
   nlohmann-json3-dev       # OME-Zarr .zarray/.zattrs/.zgroup metadata (src/io/zarr/)
   python3-zarr python3-numcodecs python3-numpy  # tests: an independent reader of gigareg's .zarr
   mricron-data             # Colin27 T1 + AAL labels for the demo
+  python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
 )
 
 missing=()
