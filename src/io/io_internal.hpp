@@ -78,12 +78,21 @@ std::uint64_t file_fingerprint(const std::string& path);
 /// ".nii.gz", "y.MHA" -> ".mha", "z" -> "".
 std::string extension_of(const std::string& path);
 
+/// Whether `path` names an OME-Zarr store (extension .zarr: a directory, src/io/zarr.hpp): the one
+/// test of the format that the image readers and writers, output checks and staging dispatch on.
+bool is_zarr_path(const std::string& path);
+
 /// A write that appears under its final name only once complete: the writer writes temp_path()
 /// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<n>.ext`, created empty
 /// here with O_EXCL | O_NOFOLLOW so that no planted file or link is written through), then
 /// commit() flushes it to disk (fsync) and renames it over the final path, or, while an OutputSet
 /// is open, hands it to the set, which renames all its files together. If commit() is not reached,
-/// the destructor removes the temporary. Temporaries are also removed by
+/// the destructor removes the temporary.
+/// A .zarr name (is_zarr_path) is staged as a temporary *directory* (created empty with mkdir,
+/// which never follows a link); the writer fills it (its files created with O_EXCL | O_NOFOLLOW
+/// and flushed), commit() flushes its directories and moves it into place: over a missing name by
+/// rename, over an existing store by an atomic exchange (renameat2 RENAME_EXCHANGE), after which
+/// the old store is removed. An existing directory that is not a Zarr store is never replaced. Temporaries are also removed by
 /// remove_pending_temporaries() (signal handlers), and ones left by a killed process of this host
 /// are removed the next time the same final name is written.
 /// The file that a temporary's name gave when it was created, held open: a later lstat of the name
@@ -127,6 +136,7 @@ class StagedFile {
   std::string final_;
   std::string temp_;
   std::shared_ptr<const HeldFile> created_;  // shared with the open OutputSet
+  bool directory_ = false;  // a .zarr store
   bool committed_ = false;
 };
 
