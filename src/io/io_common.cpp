@@ -378,8 +378,8 @@ StagedFile::~StagedFile() {
 
 void StagedFile::commit() {
   std::error_code ec;
-  const fs::file_status st = fs::symlink_status(temp_, ec);
-  if (directory_ ? !fs::is_directory(st) : !fs::is_regular_file(st))
+  // The held file's identity (below) also settles its type: a store stays the directory made.
+  if (!fs::exists(fs::symlink_status(temp_, ec)))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
   // ITK's writers open the temporary by name: if someone with write access to the directory
   // swapped it for a link meanwhile, the output must not appear (as a link to their target).
