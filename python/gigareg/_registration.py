@@ -224,11 +224,11 @@ def ants_registration(args, progress=None, log=None, summary=None):
             sys.stdout.flush()
     if progress is not None and not callable(progress):
         raise TypeError("progress: expected a callable or None")
-    code = _gigareg.run_tool(["register"] + words, progress, log, summary)
-    if code is None:  # --help
+    ran = _gigareg.run_tool(["register"] + words, progress, log, summary)
+    if ran is None:  # --help
         return None
+    code, files = ran
     if code != 0:
         raise RuntimeError(f"gigareg register ended with exit code {code}")
-    files = _gigareg.register_command_files(words)
     return RegistrationResult.from_files(files["output_prefix"], files["warped"] or None,
                                          files["warp_extension"])

@@ -420,7 +420,7 @@ nb::dict py_write_registration_outputs(const Mat4& affine, const Vec3& center, s
 }
 
 /// The files a `gigareg register` command line names (parsed by the library, as the tool does).
-nb::dict py_register_command_files(const std::vector<std::string>& args) {
+nb::dict register_command_files(const std::vector<std::string>& args) {
   const RegisterCommand c = parse_register_command(args);
   nb::dict d;
   d["fixed"] = c.files.fixed;
@@ -429,15 +429,12 @@ nb::dict py_register_command_files(const std::vector<std::string>& args) {
   d["warped"] = c.files.warped;
   d["inverse_warped"] = c.files.inverse_warped;
   d["warp_extension"] = c.files.warp_extension;
-  bool deformable = false;
-  for (const StageParams& s : c.params.stages) deformable = deformable || !is_linear(s.transform);
-  d["deformable"] = deformable;
-  d["compute_inverse"] = c.params.compute_inverse;
   return d;
 }
 
 /// Runs `gigareg <args>` (args[0] is the command, e.g. "register") through the tool's own code.
-/// Returns the exit code, or None after printing --help through `summary`.
+/// Returns (exit code, the files of a register command as the tool parsed them, or None), or None
+/// after printing --help through `summary`.
 nb::object py_run_tool(const std::vector<std::string>& args, nb::object progress, nb::object log,
                        nb::object summary) {
   cli::RegisterHooks hooks;
@@ -477,7 +474,11 @@ nb::object py_run_tool(const std::vector<std::string>& args, nb::object progress
     nb::gil_scoped_release release;
     code = tool.run();
   }
-  return nb::cast(code);
+  // The register command's own arguments: those the tool handed to parse_register_command.
+  nb::object files = nb::none();
+  for (CLI::App* sub : tool.app().get_subcommands())
+    if (code == 0 && sub->get_name() == "register") files = register_command_files(sub->remaining());
+  return nb::make_tuple(code, files);
 }
 
 }  // namespace
@@ -524,7 +525,6 @@ NB_MODULE(_gigareg, m) {
   m.def("write_registration_outputs", &py_write_registration_outputs, "affine"_a, "center"_a,
         "warp"_a.none(), "inverse_warp"_a.none(), "warped"_a.none(), "prefix"_a, "warped_path"_a,
         "warp_extension"_a);
-  m.def("register_command_files", &py_register_command_files, "args"_a);
   m.def("split_command_line", &split_command_line, "line"_a);
   m.def("register_command_help", &register_command_help);
   m.def("run_tool", &py_run_tool, "args"_a, "progress"_a.none(), "log"_a.none(), "summary"_a.none());
