@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs gigareg's build and test dependencies from Debian's packages.
+# Installs gigareg's build and test dependencies from Debian's packages (scripts/python-env.sh
+# adds the Python build tools that Debian 12 does not package).
 # Idempotent and quick when everything is present: it asks dpkg first and runs apt only for what
 # is missing. CUDA 13 (nvcc, NCCL) is expected from the machine image; without nvcc the build
 # configures CPU-only.
@@ -16,7 +17,9 @@ packages=(
   zlib1g-dev
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   mricron-data             # Colin27 T1 + AAL labels for the demo
-  python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
+  python3-dev python3-venv # the Python package (python/; nanobind comes from PyPI: python-env.sh)
+                           # and the tests' ANTsPy environment (install-test-python.sh)
+  python3-numpy python3-pytest python3-nibabel
 )
 
 missing=()
