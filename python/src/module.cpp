@@ -111,10 +111,11 @@ Volume<float> wrap_array(const nb::ndarray<>& a, int components, const Vec3& spa
     throw nb::value_error((name + ": a displacement field has 3 component planes first, shape (3, z, y, x); "
                                   "got " + std::to_string(a.shape(0)) + " on the first axis")
                               .c_str());
+  for (std::size_t i = 0; i < ndim; ++i)
+    if (a.shape(i) == 0) throw nb::value_error((name + ": the array is empty").c_str());
   // C order: the last axis (x) fastest, each stride the product of the later extents.
   int64_t expected_stride = 1;
   for (std::size_t i = ndim; i-- > 0;) {
-    if (a.shape(i) == 0) throw nb::value_error((name + ": the array is empty").c_str());
     if (a.shape(i) > 1 && a.stride(i) != expected_stride)
       throw nb::value_error((name + ": the array is not C-contiguous (x fastest); pass "
                                     "numpy.ascontiguousarray(a), or the Image class, which converts")
