@@ -33,7 +33,9 @@ namespace {
 
 class GreedyLevels final : public StageLevels {
  public:
-  GreedyLevels(const StageRun& run, PipelineState& state) : run_(run), state_(state) {}
+  GreedyLevels(const StageRun& run, PipelineState& state) : run_(run), state_(state) {
+    state_.inverse_field = Volume<float>();  // no longer the inverse once the field moves
+  }
 
   void initialize_level(LevelRun& run) override {
     const Context& ctx = run_.in.ctx;

@@ -52,6 +52,29 @@ GIGAREG_HDI Vec3f invert_voxel(const ComposePlan& plan, const VolumeView<T>& u, 
   return w;
 }
 
+/// Whether global index g lies on the outermost voxel layer of a grid of `size` (where ITK's SyN
+/// and its inverter hold the displacement at 0).
+GIGAREG_HDI bool on_grid_boundary(Index3 g, Index3 size) {
+  return g.x == 0 || g.y == 0 || g.z == 0 || g.x == size.x - 1 || g.y == size.y - 1 ||
+         g.z == size.z - 1;
+}
+
+/// |P^-1 e|: a physical displacement e (mm) in voxels of the grid (P^-1 = `inverse_index_map`,
+/// physical -> index; ITK's norm of e scaled by the spacing, on any direction matrix).
+GIGAREG_HDI float norm_in_voxels(const Mat3f& inverse_index_map, Vec3f e) {
+  return norm3(inverse_index_map * e);
+}
+
+/// One update of the damped inversion at a voxel (ITK's InvertDisplacementFieldImageFilter):
+/// e = w + u(x + w) is the voxel's residual, `norm` its norm in voxels; the correction -e is
+/// shortened to at most `clip` voxels (epsilon times the largest residual of the grid) and added
+/// with weight `epsilon`. The clip keeps the voxels where the map folds (their residual does not
+/// shrink) from dragging their neighbours' inverse along.
+GIGAREG_HDI Vec3f damped_inverse_voxel(Vec3f w, Vec3f e, float norm, float epsilon, float clip) {
+  const float scale = norm > clip ? epsilon * (clip / norm) : epsilon;
+  return {w.x - scale * e.x, w.y - scale * e.y, w.z - scale * e.z};
+}
+
 /// Finite difference of a field along `axis` at global index g: central inside the grid,
 /// one-sided at the global grid edges, 0 for a grid of one voxel along the axis. The view must
 /// contain the neighbours (halo 1, clipped to the grid).
