@@ -382,6 +382,22 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
   }
 }
 
+// e <- (I + dw/dx) e per voxel (w read with halo 1; each voxel's e read before it is written).
+__global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
+    newton_direction_kernel(const VolumeView<float> e, const VolumeView<const float> w,
+                            const Mat3f inverse_index_map, const Box owned) {
+  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
+  if (jj >= owned.size.y) return;
+  const index_t j = owned.lo.y + jj;
+  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
+    const index_t k = owned.lo.z + kk;
+    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
+      const index_t i = owned.lo.x + ii;
+      store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+    }
+  }
+}
+
 __global__ void zero_boundary_kernel(const VolumeView<float> field, const Box owned) {
   const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
   if (jj >= owned.size.y) return;
@@ -525,6 +541,15 @@ void damped_inverse_step(void* stream, VolumeView<const float> e, VolumeView<flo
   damped_inverse_step_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, epsilon, clip,
                                                         pin_boundary, owned);
   GIGAREG_CUDA_CHECK_LAUNCH("damped_inverse_step_kernel");
+}
+
+void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float> w,
+                      const Mat3f& inverse_index_map, const Box& owned) {
+  if (owned.empty()) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  const RowLaunch l = row_launch(owned);
+  newton_direction_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, owned);
+  GIGAREG_CUDA_CHECK_LAUNCH("newton_direction_kernel");
 }
 
 void zero_boundary(void* stream, VolumeView<float> field, const Box& owned) {

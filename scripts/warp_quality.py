@@ -9,7 +9,8 @@ Foreground: fixed voxels with intensity >= 10% of the fixed image's maximum.
 Prints
   - inverse consistency r(x) = |u(x) + v(x + u(x))| (v sampled trilinearly, zero displacement
     outside its grid as ITK's DisplacementFieldTransform) over the foreground: percentiles 50, 90,
-    99, 99.9 and the largest, in mm and in fixed voxels (the smallest fixed spacing);
+    99, 99.9 and the largest, in mm and in fixed voxels (the smallest fixed spacing), and the
+    other direction |w(x) + u(x + w(x))| on the same voxels;
   - with WARPED: Pearson correlation of fixed and warped over the foreground.
 Needs numpy and nibabel only.
 """
@@ -71,6 +72,11 @@ def main(argv):
     a_v_inv = np.linalg.inv(lps_affine(vimg))
     idx = y @ a_v_inv[:3, :3].T + a_v_inv[:3, 3]
     r = np.linalg.norm(uu + sample_linear(v, idx), axis=1)
+    # The other direction on the same voxels: |w(x) + u(x + w(x))|.
+    ww = v[mask]
+    a_u_inv = np.linalg.inv(a_u)
+    idx2 = (x + ww) @ a_u_inv[:3, :3].T + a_u_inv[:3, 3]
+    r2 = np.linalg.norm(ww + sample_linear(u, idx2), axis=1)
     h = float(min(fixed.header.get_zooms()[:3]))
     q = np.percentile(r, [50, 90, 99, 99.9])
     print("foreground: %d voxels (fixed >= 10%% of its maximum)" % mask.sum())
@@ -78,6 +84,9 @@ def main(argv):
           % (q[0], q[1], q[2], q[3], r.max()))
     print("inverse consistency in voxels of %.3g mm: p50 %.4g p90 %.4g p99 %.4g p99.9 %.4g max %.4g"
           % (h, q[0] / h, q[1] / h, q[2] / h, q[3] / h, r.max() / h))
+    q2 = np.percentile(r2, [50, 90, 99, 99.9])
+    print("other direction |w(x) + u(x + w(x))| in voxels: p50 %.4g p90 %.4g p99 %.4g p99.9 %.4g max %.4g"
+          % (q2[0] / h, q2[1] / h, q2[2] / h, q2[3] / h, r2.max() / h))
     if len(argv) > 4:
         w = np.asarray(nib.load(argv[4]).dataobj, dtype=np.float64)
         print("correlation fixed / warped over the foreground: %.4f" % np.corrcoef(f[mask], w[mask])[0, 1])

@@ -136,6 +136,13 @@ void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
   });
 }
 
+void newton_direction(VolumeView<float> e, VolumeView<const float> w, const Mat3f& inverse_index_map,
+                      const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+  });
+}
+
 void zero_boundary(VolumeView<float> field, const Box& owned) {
   for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
     if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});

@@ -29,6 +29,10 @@ void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
                          const Mat3f& inverse_index_map, float epsilon, float clip,
                          bool pin_boundary, const Box& owned);
 
+/// e <- (I + dw/dx) e on owned (jacobian_times_voxel); w: halo 1 (clipped).
+void newton_direction(VolumeView<float> e, VolumeView<const float> w, const Mat3f& inverse_index_map,
+                      const Box& owned);
+
 /// field <- 0 on the voxels of owned on the grid's outermost layer.
 void zero_boundary(VolumeView<float> field, const Box& owned);
 

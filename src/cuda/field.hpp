@@ -31,6 +31,9 @@ void damped_inverse_step(void* stream, VolumeView<const float> e, VolumeView<flo
                          const Mat3f& inverse_index_map, float epsilon, float clip,
                          bool pin_boundary, const Box& owned);
 
+void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float> w,
+                      const Mat3f& inverse_index_map, const Box& owned);
+
 void zero_boundary(void* stream, VolumeView<float> field, const Box& owned);
 
 /// Copies device memory to the host, ordered on `stream`, and waits for it.

@@ -220,6 +220,17 @@ DampedInverseReport invert_field_damped(const Context& ctx, VolumeView<const flo
     }
     max_error = max_over_slices(ctx, partials, 0);
     mean_error = reduce_slices(ctx, partials)[1] / double(n);
+    if (options.newton) {
+      if (ctx.backend == Backend::Cpu) {
+        cpu::newton_direction(e, w, to_voxels, whole);
+      } else {
+#if GIGAREG_WITH_CUDA
+        cuda::newton_direction(ctx.stream, e, w, to_voxels, whole);
+#else
+        no_cuda(op);
+#endif
+      }
+    }
     // ITK: a first, larger step from what is often a rough estimate, then half steps.
     const float epsilon = report.iterations == 0 ? 0.75f : 0.5f;
     ++report.iterations;

@@ -15,6 +15,24 @@
 
 namespace gigareg::reg {
 
+DampedInverseOptions final_inverse_options(const RegistrationParams& params, const Geometry& g) {
+  DampedInverseOptions o;
+  o.iterations = std::max(params.inverse_iterations, 1);
+  o.mean_tolerance = 0;  // the largest residual decides
+  o.max_tolerance = params.inverse_tolerance_mm / std::min({g.spacing.x, g.spacing.y, g.spacing.z});
+  o.newton = true;  // converges where the map compresses or stretches strongly
+  return o;
+}
+
+void make_inverse_pair(const Context& ctx, Volume<float>& field, const Volume<float>& inverse,
+                       const RegistrationParams& params) {
+  const Geometry& g = field.geometry();
+  const DampedInverseReport r =
+      invert_field_damped(ctx, inverse.view(), g, field.view(), final_inverse_options(params, g));
+  log(LogLevel::Debug, "warp made the inverse of the inverse warp: " + std::to_string(r.iterations) +
+                           " updates, largest residual " + fmt(r.max_error, 3) + " voxels");
+}
+
 double log_inverse_consistency(const Context& ctx, const Volume<float>& field,
                                const Volume<float>& inverse, const Volume<float>& fixed) {
   const Geometry& g = field.geometry();

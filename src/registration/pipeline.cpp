@@ -288,6 +288,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   if (!field.empty() && params.compute_inverse && !state.inverse_field.empty()) {
     // The last stage knows the inverse (SyN: from its half-way fields; one process).
     Volume<float> inverse = on_fixed_grid(std::move(state.inverse_field));
+    reg::make_inverse_pair(ctx, field, inverse, params);
     result.inverse_residual_mm = reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   } else if (!field.empty() && params.compute_inverse) {
@@ -301,6 +302,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     InverseOptions opts;
     opts.iterations = params.inverse_iterations;
     opts.tolerance = params.inverse_tolerance_mm;
+    opts.boundary = Boundary::FieldTransform;  // as ITK evaluates the written warp
     reg::GatheredPartials residual(ctx, part, fg, owned, 2);
     invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
     const SlicePartials all = residual.gather();
@@ -308,6 +310,21 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     const double unconverged = reduce_slices(ctx, all)[1];
     log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
                             " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
+    if (part.size() == 1 && unconverged > 0) {
+      // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges
+      // (leaving values far off the inverse there); ITK's damped global iteration, from zero,
+      // converges where the map is invertible and stretches by less than 4 (a whole-grid op: one
+      // process only). The boundary is not pinned: a greedy field moves it.
+      zero_bytes(inverse.data(), inverse.space(), inverse.bytes());
+      DampedInverseOptions o = reg::final_inverse_options(params, fg);
+      o.pin_boundary = false;
+      o.newton = false;  // Newton's step needs a start near the inverse
+      const DampedInverseReport r = invert_field_damped(ctx, field.view(), fg, inverse.view(), o);
+      result.inverse_residual_mm = r.max_error * std::min({fg.spacing.x, fg.spacing.y, fg.spacing.z});
+      log(LogLevel::Info, "inverse warp refined by the damped inversion: " +
+                              std::to_string(r.iterations) + " updates, largest residual " +
+                              reg::fmt(result.inverse_residual_mm, 3) + " mm");
+    }
     if (part.size() == 1) reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   }

@@ -19,8 +19,8 @@
 // registration's inverse tolerance) and the result is collapsed exactly as ITK does:
 //   u(x) = U_f(x) + V_m(x + U_f(x))     (fixed -> middle -> moving, then A)
 //   w(y) = U_m(y) + V_f(y + U_m(y))     (its inverse: moving -> middle -> fixed)
-// so the inverse warp comes from the half-way fields, not from inverting u; then u is made the
-// inverse of w by a few damped updates (the interpolation error of the two compositions).
+// so the inverse warp comes from the half-way fields, not from inverting u (the pipeline then
+// makes u the inverse of w on the full grid: reg::make_inverse_pair).
 
 #include <algorithm>
 #include <memory>
@@ -34,6 +34,7 @@
 #include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "registration/field_stepper.hpp"
+#include "registration/inverse_consistency.hpp"
 #include "registration/level_report.hpp"
 #include "registration/reductions.hpp"
 #include "registration/stages.hpp"
@@ -67,7 +68,7 @@ class SynLevels final : public StageLevels {
     if (!moving_.from_middle.empty() && moving_.to_middle.empty()) {
       const Context& ctx = run.in.ctx;
       moving_.to_middle = zeros(geometry_, 3, ctx.memory_space());
-      DampedInverseOptions inv = final_inverse(geometry_);
+      DampedInverseOptions inv = final_inverse_options(run.params, geometry_);
       invert_field_damped(ctx, moving_.from_middle.view(), geometry_, moving_.to_middle.view(), inv);
     }
   }
@@ -156,7 +157,7 @@ class SynLevels final : public StageLevels {
   void finish_stage() override {
     const Context& ctx = run_.in.ctx;
     const Geometry& fg = geometry_;
-    const DampedInverseOptions inv = final_inverse(fg);
+    const DampedInverseOptions inv = final_inverse_options(run_.params, fg);
     for (SynSide* side : {&fixed_, &moving_}) {
       const DampedInverseReport r =
           invert_field_damped(ctx, side->to_middle.view(), fg, side->from_middle.view(), inv);
@@ -168,33 +169,12 @@ class SynLevels final : public StageLevels {
                    whole(fg), Boundary::FieldTransform);
     compose_fields(ctx, moving_.to_middle.view(), fg, fixed_.from_middle.view(), fg, w.view(),
                    whole(fg), Boundary::FieldTransform);
-    // u and w are inverses up to the interpolation of the two compositions (about 0.1 voxel at
-    // the 99.9th percentile of the MNI152 / ICBM pair). As ITK keeps each half-way field the
-    // inverse of its inverse, u is then made the inverse of w (damped updates from u: it moves by
-    // that interpolation error only), so that a point taken to the moving space and back,
-    // x + u(x) + w(x + u(x)), returns to x within the inverse tolerance.
-    {
-      Volume<float> scratch(fg, 3, ctx.memory_space());
-      const DampedInverseReport r = invert_field_damped(ctx, w.view(), fg, u.view(), inv, scratch.view());
-      log(LogLevel::Debug, "SyN warp as the inverse of the inverse warp: " + std::to_string(r.iterations) +
-                               " updates, largest residual " + fmt(r.max_error, 3) + " voxels");
-    }
     state_.field = std::move(u);
     state_.inverse_field = std::move(w);
     state_.field_geometry = fg;
   }
 
  private:
-  /// The inversions after the last level: to the registration's inverse tolerance (largest
-  /// residual), at most its inverse iterations.
-  DampedInverseOptions final_inverse(const Geometry& g) const {
-    DampedInverseOptions o;
-    o.iterations = std::max(run_.params.inverse_iterations, 1);
-    o.mean_tolerance = 0;  // the largest residual decides
-    o.max_tolerance = run_.params.inverse_tolerance_mm / std::min({g.spacing.x, g.spacing.y, g.spacing.z});
-    return o;
-  }
-
   /// One iteration's update of one side from the gradient in its stepper (see the top).
   void advance(SynSide& side, FieldStepper& stepper, const Geometry& fg) {
     const Context& ctx = run_.in.ctx;

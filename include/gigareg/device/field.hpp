@@ -97,6 +97,37 @@ GIGAREG_HDI Vec3f field_difference(const VolumeView<T>& u, Index3 g, int axis) {
   return {scale * (a.x - b.x), scale * (a.y - b.y), scale * (a.z - b.z)};
 }
 
+/// (I + dW/dx) e at voxel g: the Jacobian of x -> x + w(x) (central differences as
+/// jacobian_determinant_voxel, dW/dx = (dW/di) P^-1) times e. Where w inverts u, I + dW/dx at x is
+/// (I + dU/dx)^-1 at x + w(x), so -(I + dW/dx) e is Newton's correction of the residual e.
+template <class T>
+GIGAREG_HDI Vec3f jacobian_times_voxel(const VolumeView<T>& w, const Mat3f& inverse_index_map,
+                                       Index3 g, Vec3f e) {
+  Mat3f dw{};  // dw(c, a) = d w_c / d index_a
+  for (int a = 0; a < 3; ++a) {
+    const Vec3f d = field_difference(w, g, a);
+    dw(0, a) = d.x;
+    dw(1, a) = d.y;
+    dw(2, a) = d.z;
+  }
+  const Vec3f je = (dw * inverse_index_map) * e;
+  return {e.x + je.x, e.y + je.y, e.z + je.z};
+}
+
+/// Newton's direction for the damped inversion at voxel g: jacobian_times_voxel, no longer than
+/// kNewtonMaxGain times e (voxel norms). Where w is still far from an inverse its finite-difference
+/// Jacobian is not (I + du/dx)^-1 and the unbounded product can feed on itself.
+constexpr float kNewtonMaxGain = 4.f;
+template <class T>
+GIGAREG_HDI Vec3f newton_direction_voxel(const VolumeView<T>& w, const Mat3f& inverse_index_map,
+                                         Index3 g, Vec3f e) {
+  const Vec3f d = jacobian_times_voxel(w, inverse_index_map, g, e);
+  const float ne = norm3(inverse_index_map * e), nd = norm3(inverse_index_map * d);
+  if (!(nd > kNewtonMaxGain * ne)) return d;
+  const float s = kNewtonMaxGain * ne / nd;
+  return {s * d.x, s * d.y, s * d.z};
+}
+
 /// det(I + dU/dx) at voxel g, with dU/dx = (dU/di) Pf^-1 (`inverse_index_map` = Pf^-1).
 template <class T>
 GIGAREG_HDI float jacobian_determinant_voxel(const VolumeView<T>& u, const Mat3f& inverse_index_map,

@@ -82,6 +82,12 @@ struct DampedInverseOptions {
   double mean_tolerance = 1e-3; // stop once the mean residual over the grid is at most this ...
   double max_tolerance = 0.1;   // ... or the largest residual is at most this
   bool pin_boundary = true;     // the outermost voxel layer of the inverse is held at 0
+  // gigareg's extension: each correction -e becomes -(I + dw/dx) e, Newton's step (I + dw/dx at x
+  // is (I + du/dx)^-1 at x + w). ITK's plain correction contracts the error by 1 - epsilon lambda
+  // per update, lambda the eigenvalues of I + du/dx: slowly where u compresses (lambda near 0) and
+  // not at all where it stretches by more than 2 / epsilon, which an inverse of a compressing map
+  // does. The SyN iterations run ITK's scheme; the final inverses run this one.
+  bool newton = false;
 };
 
 /// The residuals measured before the last update (voxels), and the number of updates made.
@@ -94,7 +100,8 @@ struct DampedInverseReport {
 /// previous inverse, or zeros). Each update: e = w + u(x + w) (compose_fields with
 /// Boundary::FieldTransform: u is 0 outside its grid, as ITK's composer), the largest and mean
 /// |e| in voxels over the grid; stop when `iterations` updates were made or either is within its
-/// tolerance; else w <- w - epsilon clip(e) with epsilon 0.75 for the first update and 0.5 after,
+/// tolerance; else w <- w - epsilon clip(e) (with `newton`, e replaced by (I + dw/dx) e) with
+/// epsilon 0.75 for the first update and 0.5 after,
 /// and clip(e) shortened to at most epsilon times the largest |e| (device/field.hpp,
 /// damped_inverse_voxel); with pin_boundary the outermost layer of w is then set to 0. Unlike
 /// invert_field's per-voxel fixed point, which diverges where |du/dx| > 1, the damped update
