@@ -208,7 +208,7 @@ DampedInverseReport invert_field_damped(const Context& ctx, VolumeView<const flo
   double max_error = std::numeric_limits<double>::infinity(), mean_error = max_error;
   while (report.iterations < options.iterations && max_error > options.max_tolerance &&
          mean_error > options.mean_tolerance) {
-    run_compose(ctx, op, w, grid, Affined::identity(), u, grid, e, whole, Boundary::FieldTransform);
+    run_compose(ctx, op, w, grid, Affined::identity(), u, grid, e, whole, options.boundary);
     if (ctx.backend == Backend::Cpu) {
       cpu::residual_norms(e, to_voxels, whole, partials.data);
     } else {

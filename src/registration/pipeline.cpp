@@ -302,7 +302,6 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     InverseOptions opts;
     opts.iterations = params.inverse_iterations;
     opts.tolerance = params.inverse_tolerance_mm;
-    opts.boundary = Boundary::FieldTransform;  // as ITK evaluates the written warp
     reg::GatheredPartials residual(ctx, part, fg, owned, 2);
     invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
     const SlicePartials all = residual.gather();
@@ -318,7 +317,8 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
       zero_bytes(inverse.data(), inverse.space(), inverse.bytes());
       DampedInverseOptions o = reg::final_inverse_options(params, fg);
       o.pin_boundary = false;
-      o.newton = false;  // Newton's step needs a start near the inverse
+      o.boundary = opts.boundary;  // as the fixed point: the edge value carried outwards
+      o.newton = false;            // Newton's step needs a start near the inverse
       const DampedInverseReport r = invert_field_damped(ctx, field.view(), fg, inverse.view(), o);
       result.inverse_residual_mm = r.max_error * std::min({fg.spacing.x, fg.spacing.y, fg.spacing.z});
       log(LogLevel::Info, "inverse warp refined by the damped inversion: " +

@@ -63,8 +63,8 @@ Field load_field(const Context& ctx, const std::string& path) {
 }
 
 /// The residual of an inverse, voxel by voxel: r(x) = |w(x) + u(x + w(x))|, evaluated with the
-/// same sampling rule as the inversion (compose_fields of w then u; u zero outside its grid, as ITK
-/// evaluates a written warp), so its largest value is the one the inversion stopped at.
+/// same sampling rule as invert_field (compose_fields of w then u), so its largest value is the one
+/// the inversion stopped at.
 struct ResidualSummary {
   index_t voxels = 0, above = 0;  // above: r > tolerance or not finite
   double percentile[4] = {0, 0, 0, 0};  // 50, 90, 99, 99.9 (nearest rank)
@@ -76,7 +76,7 @@ ResidualSummary inverse_residual(const Context& ctx, const Volume<float>& u, con
   const Geometry& grid = w.geometry();
   const Box whole{{0, 0, 0}, grid.size};
   Volume<float> r(grid, 3, ctx.memory_space());
-  compose_fields(ctx, w.view(), grid, u.view(), u.geometry(), r.view(), whole, Boundary::FieldTransform);
+  compose_fields(ctx, w.view(), grid, u.view(), u.geometry(), r.view(), whole);
   const Volume<float> host = ctx.backend == Backend::Cpu ? std::move(r) : r.to(MemorySpace::Host);
   const index_t n = host.voxel_count();
   std::vector<float> norms(static_cast<std::size_t>(n));
@@ -180,7 +180,6 @@ int run_invert(const InvertOptions& o) {
   InverseOptions options;
   options.iterations = o.iterations;
   options.tolerance = o.tolerance;
-  options.boundary = Boundary::FieldTransform;  // u as ITK evaluates a written warp
   const Box whole{{0, 0, 0}, grid.size};
   invert_field(ctx, field.values.view(), grid, grid, inverse.view(), whole, options);
   ResidualSummary r = inverse_residual(ctx, field.values, inverse, o.tolerance);
@@ -195,6 +194,7 @@ int run_invert(const InvertOptions& o) {
     d.mean_tolerance = 0;
     d.max_tolerance = o.tolerance / std::min({grid.spacing.x, grid.spacing.y, grid.spacing.z});
     d.pin_boundary = false;
+    d.boundary = options.boundary;  // as the fixed point
     damped_updates = invert_field_damped(ctx, field.values.view(), grid, inverse.view(), d).iterations;
     r = inverse_residual(ctx, field.values, inverse, o.tolerance);
   }
@@ -250,8 +250,8 @@ Command add_invert_command(CLI::App& app) {
       "Example:\n"
       "  gigareg invert -i out/reg_1Warp.nii.gz -o out/reg_1InverseWarp.nii.gz\n"
       "Finds w with w(x) + u(x + w(x)) = 0 on the field's grid by fixed-point iteration\n"
-      "w <- -u(x + w), voxel by voxel (u sampled trilinearly, zero outside its grid as ITK\n"
-      "evaluates a warp); where that does not converge (|du/dx| > 1), by ITK's damped global\n"
+      "w <- -u(x + w), voxel by voxel (u sampled trilinearly, edge values replicated outside);\n"
+      "where that does not converge (|du/dx| > 1), by ITK's damped global\n"
       "iteration from zero, which converges where the map is invertible (and stretches < 4x).\n"
       "Reports the residual |w(x) + u(x + w(x))| over the voxels (median, 90%, 99%, 99.9%,\n"
       "largest) and warns when voxels stay above the tolerance (where u folds it has no inverse).");

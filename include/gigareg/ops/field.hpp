@@ -88,6 +88,10 @@ struct DampedInverseOptions {
   // not at all where it stretches by more than 2 / epsilon, which an inverse of a compressing map
   // does. The SyN iterations run ITK's scheme; the final inverses run this one.
   bool newton = false;
+  // How u is read outside its grid: ITK's composer reads 0 (FieldTransform), right for SyN's
+  // half-way fields, which are 0 on the boundary; a greedy field that moves the boundary is read
+  // with Border, the rule of the registration's own fields (invert_field's default).
+  Boundary boundary = Boundary::FieldTransform;
 };
 
 /// The residuals measured before the last update (voxels), and the number of updates made.
@@ -98,7 +102,8 @@ struct DampedInverseReport {
 
 /// The inverse w of x -> x + u(x) by ITK's damped global iteration, starting from w (in/out; a
 /// previous inverse, or zeros). Each update: e = w + u(x + w) (compose_fields with
-/// Boundary::FieldTransform: u is 0 outside its grid, as ITK's composer), the largest and mean
+/// options.boundary: by default Boundary::FieldTransform, u is 0 outside its grid, as ITK's
+/// composer), the largest and mean
 /// |e| in voxels over the grid; stop when `iterations` updates were made or either is within its
 /// tolerance; else w <- w - epsilon clip(e) (with `newton`, e replaced by (I + dw/dx) e) with
 /// epsilon 0.75 for the first update and 0.5 after,
