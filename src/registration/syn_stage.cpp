@@ -69,6 +69,9 @@ class SynLevels final : public StageLevels {
       const Context& ctx = run.in.ctx;
       moving_.to_middle = zeros(geometry_, 3, ctx.memory_space());
       DampedInverseOptions inv = final_inverse_options(run.params, geometry_);
+      inv.newton = false;  // from zero: Newton's step needs a start near the inverse
+      inv.pin_boundary = false;
+      inv.boundary = Boundary::Border;  // a greedy field moves the boundary
       invert_field_damped(ctx, moving_.from_middle.view(), geometry_, moving_.to_middle.view(), inv);
     }
   }
