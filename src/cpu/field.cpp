@@ -93,6 +93,62 @@ void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const
     }
 }
 
+void residual_norms(VolumeView<const float> e, const Mat3f& inverse_index_map, const Box& owned,
+                    double* partials) {
+  const index_t ny = owned.size.y, nz = owned.size.z;
+  std::vector<float> row_max(std::size_t(ny * nz));
+  std::vector<double> row_sum(std::size_t(ny * nz));
+  for_each_row(owned, [&](index_t j, index_t k, index_t row) {
+    float m = 0.f;
+    double sum = 0;
+    for (index_t i = owned.lo.x; i < owned.lo.x + owned.size.x; ++i) {
+      const float n = norm_in_voxels(inverse_index_map, load_vec3(e, i, j, k));
+      m = max_nan(m, n);
+      sum += double(n);
+    }
+    row_max[std::size_t(row)] = m;
+    row_sum[std::size_t(row)] = sum;
+  });
+  for (index_t kk = 0; kk < nz; ++kk) {
+    float m = 0.f;
+    double sum = 0;
+    for (index_t jj = 0; jj < ny; ++jj) {
+      m = max_nan(m, row_max[std::size_t(kk * ny + jj)]);
+      sum += row_sum[std::size_t(kk * ny + jj)];
+    }
+    partials[2 * kk] = double(m);
+    partials[2 * kk + 1] = sum;
+  }
+}
+
+void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
+                         const Mat3f& inverse_index_map, float epsilon, float clip,
+                         bool pin_boundary, const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
+      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
+      return;
+    }
+    const Vec3f ev = load_vec3(e, i, j, k);
+    store3(w, i, j, k,
+           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
+                                epsilon, clip));
+  });
+}
+
+void newton_direction(VolumeView<float> e, VolumeView<const float> w, const Mat3f& inverse_index_map,
+                      const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+  });
+}
+
+void zero_boundary(VolumeView<float> field, const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});
+  });
+}
+
 void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,
                           VolumeView<float> det, const Box& owned, double* nonpositive) {
   const index_t ny = owned.size.y, nz = owned.size.z;

@@ -23,6 +23,7 @@
 #include "registration/buffers.hpp"
 #include "registration/halos.hpp"
 #include "registration/input_agreement.hpp"
+#include "registration/inverse_consistency.hpp"
 #include "registration/level_image.hpp"
 #include "registration/level_report.hpp"
 #include "registration/moving_window.hpp"
@@ -308,17 +309,15 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   // Outputs at full resolution on the fixed grid, on the owned box.
   const Geometry& fg = fixed.geometry();
   const Box owned = part.owned(fg.size);
-  Volume<float> field;
-  if (!state.field.empty()) {
-    if (state.field_geometry.equals(fg)) {
-      field = std::move(state.field);
-    } else {
-      const Volume<float> source =
-          part.fetch(state.field, resample_source_box(state.field_geometry, fg, owned));
-      field = Volume<float>(fg, owned, 3, ctx.memory_space());
-      resample_field(ctx, source.view(), state.field_geometry, fg, field.view(), owned);
-    }
-  }
+  // A field of the last deformable stage on the full-resolution fixed grid.
+  auto on_fixed_grid = [&](Volume<float>&& f) {
+    if (f.empty() || state.field_geometry.equals(fg)) return std::move(f);
+    const Volume<float> source = part.fetch(f, resample_source_box(state.field_geometry, fg, owned));
+    Volume<float> out(fg, owned, 3, ctx.memory_space());
+    resample_field(ctx, source.view(), state.field_geometry, fg, out.view(), owned);
+    return out;
+  };
+  Volume<float> field = on_fixed_grid(std::move(state.field));
   const double field_norm = field.empty() ? 0.0 : reg::global_max_norm(ctx, part, field, owned);
   reg::MovingWindow window(in, fg, owned, moving.geometry(), Vec3d{0, 0, 0});
   window.cover(state.affine, field_norm);
@@ -336,7 +335,13 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   clock.mark("full-resolution field and warped image");
   const bool in_backend = memory == ResultMemory::Backend && part.size() == 1;
   auto gather = [&](Volume<float>&& v) { return in_backend ? std::move(v) : collect(part, std::move(v)); };
-  if (!field.empty() && params.compute_inverse) {
+  if (!field.empty() && params.compute_inverse && !state.inverse_field.empty()) {
+    // The last stage knows the inverse (SyN: from its half-way fields; one process).
+    Volume<float> inverse = on_fixed_grid(std::move(state.inverse_field));
+    reg::make_inverse_pair(ctx, field, inverse, params);
+    result.inverse_residual_mm = reg::log_inverse_consistency(ctx, field, inverse, fixed);
+    result.inverse_warp = gather(std::move(inverse));
+  } else if (!field.empty() && params.compute_inverse) {
     // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
     // size, then no communication until the residual.
     const Index3 halo = reg::displacement_halo(fg, field_norm);
@@ -354,6 +359,23 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     const double unconverged = reduce_slices(ctx, all)[1];
     log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
                             " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
+    if (part.size() == 1 && unconverged > 0) {
+      // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges
+      // (leaving values far off the inverse there); ITK's damped global iteration, from zero,
+      // converges where the map is invertible and stretches by less than 4 (a whole-grid op: one
+      // process only). The boundary is not pinned: a greedy field moves it.
+      zero_bytes(inverse.data(), inverse.space(), inverse.bytes());
+      DampedInverseOptions o = reg::final_inverse_options(params, fg);
+      o.pin_boundary = false;
+      o.boundary = opts.boundary;  // as the fixed point: the edge value carried outwards
+      o.newton = false;            // Newton's step needs a start near the inverse
+      const DampedInverseReport r = invert_field_damped(ctx, field.view(), fg, inverse.view(), o);
+      result.inverse_residual_mm = r.max_error * std::min({fg.spacing.x, fg.spacing.y, fg.spacing.z});
+      log(LogLevel::Info, "inverse warp refined by the damped inversion: " +
+                              std::to_string(r.iterations) + " updates, largest residual " +
+                              reg::fmt(result.inverse_residual_mm, 3) + " mm");
+    }
+    if (part.size() == 1) reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   }
   result.affine = state.affine;
