@@ -309,22 +309,12 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
 __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     residual_norms_kernel(const VolumeView<const float> e, const Mat3f inverse_index_map,
                           const Box owned, double* __restrict__ block_partials) {
-  __shared__ double warp_vals[kTy][2];
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  const bool row_ok = jj < owned.size.y;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    double acc[2] = {0.0, 0.0};
-    if (row_ok) {
-      for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-        const float n = norm_in_voxels(inverse_index_map, load_vec3(e, owned.lo.x + ii, j, k));
-        acc[0] = max_nan(acc[0], double(n));
-        acc[1] += double(n);
-      }
-    }
-    block_reduce<2>(acc, 1u, warp_vals, block_partials + (kk * index_t(gridDim.x) + blockIdx.x) * 2);
-  }
+  reduce_over_row_tiles<2, true>(owned, 1u, block_partials,
+                                 [&](index_t i, index_t j, index_t k, double (&acc)[2]) {
+    const float n = norm_in_voxels(inverse_index_map, load_vec3(e, i, j, k));
+    acc[0] = max_nan(acc[0], double(n));
+    acc[1] += double(n);
+  });
 }
 
 // w <- damped_inverse_voxel(w, e, ...) per voxel; 0 on the grid's outermost layer when pinned.
@@ -332,52 +322,31 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     damped_inverse_step_kernel(const VolumeView<const float> e, const VolumeView<float> w,
                                const Mat3f inverse_index_map, const float epsilon,
                                const float clip, const bool pin_boundary, const Box owned) {
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  if (jj >= owned.size.y) return;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
-        store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
-        continue;
-      }
-      const Vec3f ev = load_vec3(e, i, j, k);
-      store3(w, i, j, k,
-             damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
-                                  epsilon, clip));
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
+      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
+      return;
     }
-  }
+    const Vec3f ev = load_vec3(e, i, j, k);
+    store3(w, i, j, k,
+           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
+                                epsilon, clip));
+  });
 }
 
 // e <- (I + dw/dx) e per voxel (w read with halo 1; each voxel's e read before it is written).
 __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     newton_direction_kernel(const VolumeView<float> e, const VolumeView<const float> w,
                             const Mat3f inverse_index_map, const Box owned) {
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  if (jj >= owned.size.y) return;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
-    }
-  }
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+  });
 }
 
 __global__ void zero_boundary_kernel(const VolumeView<float> field, const Box owned) {
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  if (jj >= owned.size.y) return;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});
-    }
-  }
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});
+  });
 }
 
 void launch_compose(cudaStream_t s, const ComposePlan& plan, VolumeView<const float> v,
@@ -493,7 +462,7 @@ void residual_norms(void* stream, VolumeView<const float> e, const Mat3f& invers
                     const Box& owned, double* partials) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   Scratch<double> scratch(Context::cuda(s), std::size_t(owned.size.z * l.row_groups * 2),
                           "residual_norms partials");
   residual_norms_kernel<<<l.grid, l.block, 0, s>>>(e, inverse_index_map, owned, scratch.data());
@@ -506,7 +475,7 @@ void damped_inverse_step(void* stream, VolumeView<const float> e, VolumeView<flo
                          bool pin_boundary, const Box& owned) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   damped_inverse_step_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, epsilon, clip,
                                                         pin_boundary, owned);
   GIGAREG_CUDA_CHECK_LAUNCH("damped_inverse_step_kernel");
@@ -516,7 +485,7 @@ void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float>
                       const Mat3f& inverse_index_map, const Box& owned) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   newton_direction_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, owned);
   GIGAREG_CUDA_CHECK_LAUNCH("newton_direction_kernel");
 }
@@ -524,7 +493,7 @@ void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float>
 void zero_boundary(void* stream, VolumeView<float> field, const Box& owned) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   zero_boundary_kernel<<<l.grid, l.block, 0, s>>>(field, owned);
   GIGAREG_CUDA_CHECK_LAUNCH("zero_boundary_kernel");
 }
