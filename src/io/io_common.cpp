@@ -176,6 +176,19 @@ OpenSet g_set;
 
 }  // namespace
 
+std::string temporary_path(const std::string& final_path, const TemporaryId& id) {
+  const fs::path p(final_path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string name = p.filename().string();
+  const std::size_t ext_len = extension_of(final_path).size();
+  char tag[9];
+  std::snprintf(tag, sizeof tag, "%08x", unsigned(id[0]));
+  return (dir / ("." + name.substr(0, name.size() - ext_len) + ".tmp-" + tag + "-" +
+                 std::to_string(id[1]) + "-" + std::to_string(id[2]) +
+                 name.substr(name.size() - ext_len)))
+      .string();
+}
+
 StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   const fs::path p(final_);
   if (p.filename().empty()) throw_error(ErrorKind::Io, final_, "the path names no file");
@@ -196,9 +209,9 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   // Created here, exclusively and without following links: a file or link planted under the
   // name makes the next name be tried, never written through.
   for (int attempt = 0;; ++attempt) {
-    temp_ = (dir / ("." + stem + ".tmp-" + host_tag() + "-" + std::to_string(::getpid()) + "-" +
-                    std::to_string(counter.fetch_add(1)) + ext))
-                .string();
+    id_ = {std::int64_t(std::stoul(host_tag(), nullptr, 16)), std::int64_t(::getpid()),
+           std::int64_t(counter.fetch_add(1))};
+    temp_ = temporary_path(final_, id_);
     const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd >= 0) {
       ::close(fd);
@@ -263,6 +276,19 @@ void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size)
     throw_error(ErrorKind::Io, staged.final_path(),
                 std::string("writing failed (disk full or file size limit?): ") + std::strerror(err));
   staged.commit();
+}
+
+void discard_output_set() noexcept {
+  std::vector<std::pair<std::string, std::string>> left;
+  {
+    std::lock_guard<std::mutex> lock(g_set.mutex);
+    left.swap(g_set.staged);
+  }
+  for (const auto& [temp, final_name] : left) {
+    unregister_pending(slot_of(temp));
+    std::error_code ec;
+    fs::remove(temp, ec);
+  }
 }
 
 }  // namespace gigareg::io_detail

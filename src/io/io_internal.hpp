@@ -5,6 +5,7 @@
 #include <itkMacro.h>
 #include <itkMatrixOffsetTransformBase.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -46,6 +47,13 @@ std::uint64_t file_fingerprint(const std::string& path);
 /// ".nii.gz", "y.MHA" -> ".mha", "z" -> "".
 std::string extension_of(const std::string& path);
 
+/// What names a temporary: this host's tag, the process id and a per-process counter (the
+/// numbers in `.stem.tmp-<host>-<pid>-<n>.ext`). Processes writing one file together learn the
+/// temporary that rank 0 created from it.
+using TemporaryId = std::array<std::int64_t, 3>;
+/// The temporary's path for `final_path` and `id` (the one StagedFile creates).
+std::string temporary_path(const std::string& final_path, const TemporaryId& id);
+
 /// A write that appears under its final name only once complete: the writer writes temp_path()
 /// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<n>.ext`, created empty
 /// here with O_EXCL | O_NOFOLLOW so that no planted file or link is written through), then
@@ -65,6 +73,7 @@ class StagedFile {
 
   const std::string& temp_path() const { return temp_; }
   const std::string& final_path() const { return final_; }
+  const TemporaryId& temporary_id() const { return id_; }
   /// Renames the temporary into place (or hands it to the open OutputSet); throws Error(Io) if
   /// the writer left no file or flushing / renaming fails (the temporary is then removed).
   void commit();
@@ -72,8 +81,14 @@ class StagedFile {
  private:
   std::string final_;
   std::string temp_;
+  TemporaryId id_{};
   bool committed_ = false;
 };
+
+/// Removes, now, the temporaries that the open OutputSet holds (none of them will be renamed):
+/// a process that learns that another one failed its part of a shared write cleans up before
+/// the job is ended, since the end may kill it before its stack unwinds.
+void discard_output_set() noexcept;
 
 /// An owned host byte buffer whose allocation failure names the file it is for.
 class HostBytes {

@@ -5,6 +5,7 @@
 
 #include <functional>
 
+#include "gigareg/partition.hpp"
 #include "gigareg/volume.hpp"
 
 namespace gigareg::cli {
@@ -24,5 +25,8 @@ Command add_phantom_command(CLI::App& app);
 /// receives the determinants there. Shared by `gigareg jacobian` and register's check of the warp
 /// it wrote.
 double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det = nullptr);
+/// The same count for a field held in z-slabs by the processes of `partition` (each passes its
+/// part, as register_files returns it): collective; every process gets the whole grid's count.
+double count_nonpositive_jacobian(const Volume<float>& local, const Partition& partition);
 
 }  // namespace gigareg::cli

@@ -124,6 +124,22 @@ double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det
   return reduce_slices(ctx, nonpositive.view)[0];
 }
 
+double count_nonpositive_jacobian(const Volume<float>& local, const Partition& part) {
+  if (part.size() == 1) return count_nonpositive_jacobian(local);
+  const Context ctx = local.space() == MemorySpace::Host ? Context::cpu() : Context::cuda();
+  const Geometry& grid = local.geometry();
+  const Box owned = part.owned(grid.size);
+  // The determinant's central differences read one voxel around the owned planes.
+  const Volume<float> u = part.fetch(local, part.halo_box(grid.size, {1, 1, 1}));
+  Partials nonpositive(ctx, owned.size.z, 1);
+  jacobian_determinant(ctx, u.view(), grid, VolumeView<float>{}, owned, nonpositive.view);
+  // Counts are integers: their sum does not depend on the order.
+  const std::int64_t mine = std::int64_t(reduce_slices(ctx, nonpositive.view)[0]);
+  double total = 0;
+  for (std::int64_t n : part.gather_host_values({mine})) total += double(n);
+  return total;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
