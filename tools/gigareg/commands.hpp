@@ -27,6 +27,7 @@ Command add_phantom_command(CLI::App& app);
 double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det = nullptr);
 /// The same count for a field held in z-slabs by the processes of `partition` (each passes its
 /// part, as register_files returns it): collective; every process gets the whole grid's count.
-double count_nonpositive_jacobian(const Volume<float>& local, const Partition& partition);
+/// The halo of one voxel that the determinant reads is filled in `local` when its box has room.
+double count_nonpositive_jacobian(Volume<float>& local, const Partition& partition);
 
 }  // namespace gigareg::cli

@@ -3,7 +3,10 @@
 // which writes what antsRegistration writes); this file adds what only the tool does: the
 // progress display and verbosity, the QC picture (prefixQC.png), the composite transforms
 // (prefixComposite.h5) on request, the launch as one process or MPI ranks, and the summary.
+#include <sys/resource.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -98,7 +101,7 @@ struct FoldCount {
 /// Counts the warp's non-positive Jacobian determinants and warns when there are any: such a warp
 /// is not invertible there (its inverse warp cannot be exact) and folds the moving image.
 /// Collective under a partition (each process holds its planes of the warp); rank 0 warns.
-FoldCount check_folds(const RegistrationResult& r, const RegistrationOutputs& out, const Partition& part) {
+FoldCount check_folds(RegistrationResult& r, const RegistrationOutputs& out, const Partition& part) {
   FoldCount f;
   if (r.warp.empty()) return f;
   f.voxels = double(r.warp.geometry().voxel_count());
@@ -137,6 +140,18 @@ void print_summary(const RegistrationParams& p, const RegistrationResult& r, con
   for (const std::string* s : {&out.affine, &out.warp, &out.inverse_warp, &out.warped, &out.inverse_warped})
     if (!s->empty()) std::printf("  %s\n", s->c_str());
   for (const std::string& s : extra) std::printf("  %s\n", s.c_str());
+}
+
+/// With GIGAREG_REPORT_PEAK_MEMORY=1 (for tests and benchmarks), each process prints its peak
+/// resident memory (getrusage's ru_maxrss) to stderr when its work is done: how the tests check
+/// that no process of a distributed run holds whole outputs.
+void report_peak_memory(const Partition& part) {
+  const char* v = std::getenv("GIGAREG_REPORT_PEAK_MEMORY");
+  if (v == nullptr || std::string(v) != "1") return;
+  struct rusage usage {};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return;
+  std::fprintf(stderr, "gigareg: peak resident memory of rank %d of %d: %ld kB\n", part.rank(),
+               part.size(), long(usage.ru_maxrss));
 }
 
 int run_register(const RegisterOptions& o) {
@@ -200,7 +215,7 @@ int run_register(const RegisterOptions& o) {
       set.emplace();
     }
     RegistrationOutputs written;
-    const RegistrationResult r = register_files(p, files, &written, partition);
+    RegistrationResult r = register_files(p, files, &written, partition);
     if (display) display->finish();
     // Under a partition every process holds its planes of the warp, inverse warp and warped
     // image (and wrote them); what needs them whole on rank 0 gathers them there, only when it
@@ -219,7 +234,7 @@ int run_register(const RegisterOptions& o) {
       whole_inverse = gathered(r.inverse_warp);
     }
     if (!qc_path.empty()) whole_warped = gathered(r.warped);
-    if (!reporting) return 0;
+    if (!reporting) return report_peak_memory(part), 0;
 
     std::vector<std::string> extra;
     // register_files leaves the volumes in the backend's memory; these writers take host volumes.
@@ -253,6 +268,7 @@ int run_register(const RegisterOptions& o) {
     }
     set->commit();
     print_summary(p, r, folds, written, extra);
+    report_peak_memory(part);
     return 0;
   });
 }
