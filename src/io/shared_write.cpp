@@ -43,11 +43,15 @@ namespace {
 
 using io_detail::StagedFile;
 
-// Test-only: the rank named by GIGAREG_TEST_FAIL_WRITE_RANK fails its part of every shared write
-// after writing some of it, so that the tests can check that a failed write leaves nothing behind.
+// Test-only: the rank named by GIGAREG_TEST_FAIL_WRITE_RANK fails its part of the shared writes
+// (those whose file name contains GIGAREG_TEST_FAIL_WRITE_NAME, when set) after writing some of it,
+// so that the tests can check that a failed write leaves nothing behind.
 void maybe_inject_failure(const Partition& part, const std::string& path) {
   const char* v = std::getenv("GIGAREG_TEST_FAIL_WRITE_RANK");
   if (v == nullptr || *v == '\0' || std::strtol(v, nullptr, 10) != part.rank()) return;
+  const char* name = std::getenv("GIGAREG_TEST_FAIL_WRITE_NAME");
+  const std::string file = path.substr(path.find_last_of('/') + 1);  // npos + 1 = 0
+  if (name != nullptr && *name != '\0' && file.find(name) == std::string::npos) return;
   throw_error(ErrorKind::Io, path,
               "write failure injected on rank " + std::to_string(part.rank()) +
                   " (GIGAREG_TEST_FAIL_WRITE_RANK, test only)");
