@@ -5,7 +5,8 @@
 # Carry .devbin/ holding: bin/ (the test binaries, gigareg_new, optionally gigareg_base and
 # bench_io), itk.tar.gz and deps.tar.gz (scripts/pack-device-deps.sh), data/ (cfmi_sub-01/02
 # brainmasks; colin27_ch2better_0.5mm.nii.gz for LARGE=N). The binaries link Debian's ITK, which
-# itk.tar.gz brings. bin/dist_tests, when present, runs under mpiexec with 1 and 2 ranks.
+# itk.tar.gz brings. bin/dist_tests, when present, runs under mpiexec with 1 and 2 ranks;
+# BENCH_OPS=regex runs bin/bench_ops on those kernels, BENCH_IO=1 bin/bench_io.
 set -uo pipefail
 d=${DEVBIN:-.devbin}
 out=${OUT:-$PWD/gpu-out}
@@ -53,6 +54,11 @@ if [[ ${#tags[@]} == 2 ]]; then
   compare_outputs /tmp/cmd/base /tmp/cmd/new
 fi
 gzip -t /tmp/cmd/new/*.nii.gz && echo "gzip -t passes on every .nii.gz written"
+if [[ -x $d/bin/bench_ops && -n ${BENCH_OPS:-} ]]; then  # e.g. BENCH_OPS='(Warp|Compose|Adam).*/512/'
+  echo "--- bench_ops $BENCH_OPS (median ms of repeats)"
+  $d/bin/bench_ops --benchmark_filter="$BENCH_OPS" --benchmark_repetitions=5 \
+    --benchmark_report_aggregates_only=true 2>&1 | grep -E "median" | tee "$out/bench_ops.txt"
+fi
 if [[ -x $d/bin/bench_io && -n ${BENCH_IO:-} ]]; then
   TMPDIR=/tmp $d/bin/bench_io 2>&1 | grep -E "median" | sed -E 's/\/iterations:1\/repeats:3\/real_time_median//'
 fi

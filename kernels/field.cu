@@ -17,25 +17,12 @@
 #include "cuda/check.cuh"
 #include "ops/scratch.hpp"
 #include "cuda/field.hpp"
+#include "row_tiles.cuh"
 
 namespace gigareg::cuda {
 namespace {
 
-constexpr int kTx = 32;
-constexpr int kTy = 8;
 constexpr int kMinBlocks = 4;  // __launch_bounds__: 64 registers, 4 blocks of 256 per SM
-constexpr index_t kMaxGridY = 65535;
-
-struct RowLaunch {
-  dim3 grid, block;
-  index_t row_groups;
-};
-
-RowLaunch row_launch(const Box& owned) {
-  const index_t row_groups = (owned.size.y + kTy - 1) / kTy;
-  const index_t gy = owned.size.z < kMaxGridY ? owned.size.z : kMaxGridY;
-  return {dim3(unsigned(row_groups), unsigned(gy)), dim3(kTx, kTy), row_groups};
-}
 
 
 /// NaN-propagating maximum: the result is NaN if either is, else the larger.
@@ -72,6 +59,27 @@ __device__ void block_reduce(const double (&acc)[Terms], unsigned max_mask,
   __syncthreads();
 }
 
+/// Every slice of the owned box in turn: f(i, j, k, acc) runs on this thread's voxels of its row
+/// and accumulates the slice's Terms terms (maxima where max_mask says), which the block then
+/// reduces into its partial for (slice, row group) when WantPartials. Every thread of the block
+/// must call it (no early return: the block reduction needs them all).
+template <int Terms, bool WantPartials, class F>
+__device__ __forceinline__ void reduce_over_row_tiles(const Box& owned, unsigned max_mask,
+                                                      double* __restrict__ block_partials, F&& f) {
+  __shared__ double warp_vals[kTy][Terms];
+  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
+  const bool row_ok = jj < owned.size.y;
+  const index_t j = owned.lo.y + jj;
+  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
+    const index_t k = owned.lo.z + kk;
+    double acc[Terms] = {};
+    if (row_ok) along_row(owned, [&](index_t i) { f(i, j, k, acc); });
+    if constexpr (WantPartials)
+      block_reduce<Terms>(acc, max_mask, warp_vals,
+                          block_partials + (kk * index_t(gridDim.x) + blockIdx.x) * Terms);
+  }
+}
+
 // One thread per (slice, term): the slice's row-group partials combined in row order.
 __global__ void combine_row_groups(const double* __restrict__ block_partials, index_t row_groups,
                                    index_t slices, int terms, unsigned max_mask,
@@ -89,7 +97,7 @@ __global__ void combine_row_groups(const double* __restrict__ block_partials, in
   }
 }
 
-void launch_combine(cudaStream_t stream, const double* block_partials, const RowLaunch& l,
+void launch_combine(cudaStream_t stream, const double* block_partials, const RowTileLaunch& l,
                     index_t slices, int terms, unsigned max_mask, double* partials) {
   const long long n = slices * terms;
   combine_row_groups<<<cuda_detail::blocks_for(n, 128), 128, 0, stream>>>(
@@ -110,17 +118,10 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     compose_kernel(const ComposePlan plan, const VolumeView<const float> v,
                    const VolumeView<const float> u, const VolumeView<float> out, const Box owned,
                    const Boundary boundary) {
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  if (jj >= owned.size.y) return;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      const Vec3f vv = HasV ? load_vec3(v, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-      store3(out, i, j, k, compose_voxel(plan, u, i, j, k, vv, boundary));
-    }
-  }
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    const Vec3f vv = HasV ? load_vec3(v, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+    store3(out, i, j, k, compose_voxel(plan, u, i, j, k, vv, boundary));
+  });
 }
 
 // The compose kernel with 32-bit in-view offsets (launch_compose checks that every view fits):
@@ -266,16 +267,9 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
 __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     scale_kernel(const VolumeView<const float> v, const VolumeView<float> out, const Box owned,
                  const float scale) {
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  if (jj >= owned.size.y) return;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      for (int c = 0; c < 3; ++c) out.at(i, j, k, c) = scale * v.at(i, j, k, c);
-    }
-  }
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    for (int c = 0; c < 3; ++c) out.at(i, j, k, c) = scale * v.at(i, j, k, c);
+  });
 }
 
 // Per-voxel fixed-point inversion; the block partial is [max residual, count above tolerance].
@@ -285,27 +279,14 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
                   const VolumeView<const float> initial, const VolumeView<float> out,
                   const Box owned, const int iterations, const float tolerance,
                   const Boundary boundary, double* __restrict__ block_partials) {
-  __shared__ double warp_vals[kTy][2];
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  const bool row_ok = jj < owned.size.y;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    double acc[2] = {0.0, 0.0};
-    if (row_ok) {
-      for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-        const index_t i = owned.lo.x + ii;
-        const Vec3f w0 = HasInit ? load_vec3(initial, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-        float r = 0.f;
-        store3(out, i, j, k, invert_voxel(plan, u, i, j, k, w0, iterations, tolerance, boundary, r));
-        acc[0] = max_nan(acc[0], double(r));
-        if (!(r <= tolerance)) acc[1] += 1.0;
-      }
-    }
-    if constexpr (WantResidual)
-      block_reduce<2>(acc, 1u, warp_vals,
-                      block_partials + (kk * index_t(gridDim.x) + blockIdx.x) * 2);
-  }
+  reduce_over_row_tiles<2, WantResidual>(owned, 1u, block_partials,
+                                          [&](index_t i, index_t j, index_t k, double (&acc)[2]) {
+    const Vec3f w0 = HasInit ? load_vec3(initial, i, j, k) : Vec3f{0.f, 0.f, 0.f};
+    float r = 0.f;
+    store3(out, i, j, k, invert_voxel(plan, u, i, j, k, w0, iterations, tolerance, boundary, r));
+    acc[0] = max_nan(acc[0], double(r));
+    if (!(r <= tolerance)) acc[1] += 1.0;
+  });
 }
 
 // det(I + dU/dx) per voxel (halo 1); the block partial counts det <= 0 (or NaN).
@@ -314,30 +295,18 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
     jacobian_kernel(const VolumeView<const float> u, const Mat3f inverse_index_map,
                     const VolumeView<float> det, const Box owned,
                     double* __restrict__ block_partials) {
-  __shared__ double warp_vals[kTy][1];
-  const index_t jj = index_t(blockIdx.x) * kTy + threadIdx.y;
-  const bool row_ok = jj < owned.size.y;
-  const index_t j = owned.lo.y + jj;
-  for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
-    const index_t k = owned.lo.z + kk;
-    double acc[1] = {0.0};
-    if (row_ok) {
-      for (index_t ii = threadIdx.x; ii < owned.size.x; ii += kTx) {
-        const index_t i = owned.lo.x + ii;
-        const float d = jacobian_determinant_voxel(u, inverse_index_map, Index3{i, j, k});
-        if constexpr (WantDet) det.at(i, j, k) = d;
-        if (!(d > 0.f)) acc[0] += 1.0;
-      }
-    }
-    if constexpr (WantCount)
-      block_reduce<1>(acc, 0u, warp_vals, block_partials + (kk * index_t(gridDim.x) + blockIdx.x));
-  }
+  reduce_over_row_tiles<1, WantCount>(owned, 0u, block_partials,
+                                       [&](index_t i, index_t j, index_t k, double (&acc)[1]) {
+    const float d = jacobian_determinant_voxel(u, inverse_index_map, Index3{i, j, k});
+    if constexpr (WantDet) det.at(i, j, k) = d;
+    if (!(d > 0.f)) acc[0] += 1.0;
+  });
 }
 
 void launch_compose(cudaStream_t s, const ComposePlan& plan, VolumeView<const float> v,
                     VolumeView<const float> u, VolumeView<float> out, const Box& owned,
                     Boundary boundary) {
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   if (fits32(v) && fits32(u) && fits32(VolumeView<const float>(out))) {
     if (v.data)
       compose32_kernel<true><<<l.grid, l.block, 0, s>>>(plan, v, u, out, owned, boundary);
@@ -354,7 +323,7 @@ void launch_compose(cudaStream_t s, const ComposePlan& plan, VolumeView<const fl
 }
 
 template <bool HasInit, bool WantResidual>
-void launch_invert(cudaStream_t s, const RowLaunch& l, const ComposePlan& plan,
+void launch_invert(cudaStream_t s, const RowTileLaunch& l, const ComposePlan& plan,
                    VolumeView<const float> u, VolumeView<const float> initial,
                    VolumeView<float> out, const Box& owned, int iterations, float tolerance,
                    Boundary boundary, double* block_partials) {
@@ -364,7 +333,7 @@ void launch_invert(cudaStream_t s, const RowLaunch& l, const ComposePlan& plan,
 }
 
 template <bool WantDet, bool WantCount>
-void launch_jacobian(cudaStream_t s, const RowLaunch& l, VolumeView<const float> u,
+void launch_jacobian(cudaStream_t s, const RowTileLaunch& l, VolumeView<const float> u,
                      const Mat3f& inverse_index_map, VolumeView<float> det, const Box& owned,
                      double* block_partials) {
   jacobian_kernel<WantDet, WantCount>
@@ -394,7 +363,7 @@ void exp_field(void* stream, const ComposePlan& plan, VolumeView<const float> v,
                                   3, {0, 0, 0}, out.global_size};
   VolumeView<float> cur = (steps % 2 == 0) ? out : scratch;
   VolumeView<float> next = (steps % 2 == 0) ? scratch : out;
-  const RowLaunch l = row_launch(whole);
+  const RowTileLaunch l = row_tile_launch(whole);
   scale_kernel<<<l.grid, l.block, 0, s>>>(v, cur, whole, float(ldexp(1.0, -steps)));
   GIGAREG_CUDA_CHECK_LAUNCH("scale_kernel");
   for (int step = 0; step < steps; ++step) {
@@ -410,7 +379,7 @@ void invert(void* stream, const ComposePlan& plan, VolumeView<const float> u,
             int iterations, float tolerance, Boundary boundary, double* residual) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   Scratch<double> scratch(Context::cuda(s), residual ? std::size_t(owned.size.z * l.row_groups * 2) : 0, "invert_field partials");
   double* bp = scratch.data();
   if (initial.data) {
@@ -431,7 +400,7 @@ void jacobian_determinant(void* stream, VolumeView<const float> u, const Mat3f& 
                           VolumeView<float> det, const Box& owned, double* nonpositive) {
   if (owned.empty()) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   Scratch<double> scratch(Context::cuda(s), nonpositive ? std::size_t(owned.size.z * l.row_groups) : 0, "jacobian partials");
   double* bp = scratch.data();
   if (det.data && nonpositive)

@@ -22,41 +22,40 @@ namespace {
 
 constexpr int kThreads = kElementThreads;  // the element-wise launch shape (elementwise.cuh)
 
-__global__ void adam_moments_kernel(VolumeView<const float> grad, VolumeView<float> m,
-                                    VolumeView<float> v, AdamCoefficients co, Box owned,
-                                    index_t rows) {
-  for (index_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    index_t i, j, k;
-    int c;
-    if (!element(owned, row, i, j, k, c)) return;
+// The element-wise ops, as functors for launch_elementwise (one element (i, j, k, c) a call).
+struct AdamMomentsOp {
+  VolumeView<const float> grad;
+  VolumeView<float> m, v;
+  AdamCoefficients co;
+  __device__ void operator()(index_t i, index_t j, index_t k, int c) const {
     float mm = m.at(i, j, k, c), vv = v.at(i, j, k, c);
     adam_moments_update(co, grad.at(i, j, k, c), mm, vv);
     m.at(i, j, k, c) = mm;
     v.at(i, j, k, c) = vv;
   }
-}
+};
 
-__global__ void adam_step_kernel(VolumeView<const float> m, VolumeView<const float> v,
-                                 VolumeView<float> step, AdamCoefficients co, Box owned,
-                                 index_t rows) {
-  for (index_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    index_t i, j, k;
-    int c;
-    if (!element(owned, row, i, j, k, c)) return;
+struct AdamStepOp {
+  VolumeView<const float> m, v;
+  VolumeView<float> step;
+  AdamCoefficients co;
+  __device__ void operator()(index_t i, index_t j, index_t k, int c) const {
     step.at(i, j, k, c) = adam_step_value(co, m.at(i, j, k, c), v.at(i, j, k, c));
   }
-}
+};
 
+// Moments and step in one pass, the step written to or added onto out; moments of type M
+// (float or bfloat16), the step scaled by *scale when scale is given.
 template <bool ADD, class M>
-__global__ void adam_update_kernel(VolumeView<const float> grad, VolumeView<M> m,
-                                   VolumeView<M> v, VolumeView<float> out, AdamCoefficients co,
-                                   Box owned, index_t rows, const double* scale) {
-  const bool scaled = scale != nullptr;
-  const float s = scaled ? float(*scale) : 1.0f;  // one broadcast load per thread, L1/L2 hit
-  for (index_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    index_t i, j, k;
-    int c;
-    if (!element(owned, row, i, j, k, c)) return;
+struct AdamUpdateOp {
+  VolumeView<const float> grad;
+  VolumeView<M> m, v;
+  VolumeView<float> out;
+  AdamCoefficients co;
+  const double* scale;
+  __device__ void operator()(index_t i, index_t j, index_t k, int c) const {
+    const bool scaled = scale != nullptr;
+    const float s = scaled ? float(*scale) : 1.0f;  // a broadcast load, L1/L2 hit
     // The gradient is read before the output is written (out may alias grad: same element).
     float mm = load_moment(m.at(i, j, k, c)), vv = load_moment(v.at(i, j, k, c));
     const float st = adam_update_element(co, grad.at(i, j, k, c), mm, vv, scaled, s);
@@ -65,18 +64,16 @@ __global__ void adam_update_kernel(VolumeView<const float> grad, VolumeView<M> m
     float& o = out.at(i, j, k, c);
     o = ADD ? detail::rn_add(o, st) : st;
   }
-}
+};
 
-__global__ void scale_kernel(VolumeView<float> field, const double* scale, Box owned, index_t rows) {
-  const float s = float(*scale);
-  for (index_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    index_t i, j, k;
-    int c;
-    if (!element(owned, row, i, j, k, c)) return;
+struct ScaleOp {
+  VolumeView<float> field;
+  const double* scale;
+  __device__ void operator()(index_t i, index_t j, index_t k, int c) const {
     float& x = field.at(i, j, k, c);
-    x = detail::rn_mul(x, s);
+    x = detail::rn_mul(x, float(*scale));
   }
-}
+};
 
 // Max-norm: a block of 256 threads along x covers kRowsPerBlock rows of one z slice; each thread
 // keeps its max, the block reduces in shared memory, and thread 0 merges the block's max into
@@ -84,8 +81,21 @@ __global__ void scale_kernel(VolumeView<float> field, const double* scale, Box o
 // like their bits): order-independent, hence deterministic. The partials are zeroed first.
 constexpr int kRowsPerBlock = 8;
 
-__global__ void max_norm_kernel(VolumeView<const float> field, Box owned, double* partials) {
+/// The largest of the block's kThreads values b (bit patterns of non-negative doubles), by a
+/// shared-memory tree; every thread of the block must call it, and every one gets the result.
+__device__ __forceinline__ unsigned long long block_max_bits(unsigned long long b) {
   __shared__ unsigned long long best[kThreads];
+  best[threadIdx.x] = b;
+  __syncthreads();
+  for (int half = kThreads / 2; half > 0; half /= 2) {
+    if (int(threadIdx.x) < half && best[threadIdx.x + half] > best[threadIdx.x])
+      best[threadIdx.x] = best[threadIdx.x + half];
+    __syncthreads();
+  }
+  return best[0];
+}
+
+__global__ void max_norm_kernel(VolumeView<const float> field, Box owned, double* partials) {
   const index_t i = owned.lo.x + index_t(blockIdx.x) * kThreads + threadIdx.x;
   const index_t k = owned.lo.z + blockIdx.z;
   unsigned long long b = 0;
@@ -99,34 +109,21 @@ __global__ void max_norm_kernel(VolumeView<const float> field, Box owned, double
       b = bits > b ? bits : b;
     }
   }
-  best[threadIdx.x] = b;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (int(threadIdx.x) < half && best[threadIdx.x + half] > best[threadIdx.x])
-      best[threadIdx.x] = best[threadIdx.x + half];
-    __syncthreads();
-  }
+  const unsigned long long block_best = block_max_bits(b);
   if (threadIdx.x == 0)
-    atomicMax(reinterpret_cast<unsigned long long*>(partials + blockIdx.z), best[0]);
+    atomicMax(reinterpret_cast<unsigned long long*>(partials + blockIdx.z), block_best);
 }
 
 __global__ void reduce_max_kernel(const double* partials, index_t slices, double* result,
                                   bool as_scale, double target, double floor) {
-  __shared__ unsigned long long best[kThreads];
   unsigned long long b = 0;
   for (index_t s = threadIdx.x; s < slices; s += blockDim.x) {
     const unsigned long long bits = double_bits(partials[s]);
     b = bits > b ? bits : b;
   }
-  best[threadIdx.x] = b;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if (int(threadIdx.x) < half && best[threadIdx.x + half] > best[threadIdx.x])
-      best[threadIdx.x] = best[threadIdx.x + half];
-    __syncthreads();
-  }
+  const unsigned long long block_best = block_max_bits(b);
   if (threadIdx.x == 0) {
-    const double m = bits_double(best[0]);
+    const double m = bits_double(block_best);
     *result = as_scale ? __ddiv_rn(target, m < floor ? floor : m) : m;
   }
 }
@@ -135,31 +132,24 @@ __global__ void reduce_max_kernel(const double* partials, index_t slices, double
 
 void adam_moments(void* stream, VolumeView<const float> grad, VolumeView<float> m,
                   VolumeView<float> v, const AdamCoefficients& c, const Box& owned) {
-  const RowLaunch l = row_launch(owned, grad.components);
-  auto s = static_cast<cudaStream_t>(stream);
-  adam_moments_kernel<<<l.grid, kThreads, 0, s>>>(grad, m, v, c, owned, l.rows);
-  GIGAREG_CUDA_CHECK_LAUNCH("adam_moments_kernel");
+  launch_elementwise(stream, owned, grad.components, AdamMomentsOp{grad, m, v, c}, "adam_moments");
 }
 
 void adam_step(void* stream, VolumeView<const float> m, VolumeView<const float> v,
                VolumeView<float> step, const AdamCoefficients& c, const Box& owned) {
-  const RowLaunch l = row_launch(owned, m.components);
-  auto s = static_cast<cudaStream_t>(stream);
-  adam_step_kernel<<<l.grid, kThreads, 0, s>>>(m, v, step, c, owned, l.rows);
-  GIGAREG_CUDA_CHECK_LAUNCH("adam_step_kernel");
+  launch_elementwise(stream, owned, m.components, AdamStepOp{m, v, step, c}, "adam_step");
 }
 
 template <class M>
 void launch_adam_update(void* stream, VolumeView<const float> grad, VolumeView<M> m,
                         VolumeView<M> v, VolumeView<float> out, const AdamCoefficients& c,
                         const Box& owned, bool add, const double* scale) {
-  const RowLaunch l = row_launch(owned, grad.components);
-  auto s = static_cast<cudaStream_t>(stream);
   if (add)
-    adam_update_kernel<true, M><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
+    launch_elementwise(stream, owned, grad.components, AdamUpdateOp<true, M>{grad, m, v, out, c, scale},
+                       "adam_update");
   else
-    adam_update_kernel<false, M><<<l.grid, kThreads, 0, s>>>(grad, m, v, out, c, owned, l.rows, scale);
-  GIGAREG_CUDA_CHECK_LAUNCH("adam_update_kernel");
+    launch_elementwise(stream, owned, grad.components, AdamUpdateOp<false, M>{grad, m, v, out, c, scale},
+                       "adam_update");
 }
 
 void adam_update(void* stream, VolumeView<const float> grad, VolumeView<float> m,
@@ -175,10 +165,7 @@ void adam_update(void* stream, VolumeView<const float> grad, VolumeView<bfloat16
 }
 
 void scale_field(void* stream, VolumeView<float> field, const double* scale, const Box& owned) {
-  const RowLaunch l = row_launch(owned, field.components);
-  auto s = static_cast<cudaStream_t>(stream);
-  scale_kernel<<<l.grid, kThreads, 0, s>>>(field, scale, owned, l.rows);
-  GIGAREG_CUDA_CHECK_LAUNCH("scale_kernel");
+  launch_elementwise(stream, owned, field.components, ScaleOp{field, scale}, "scale_field");
 }
 
 void max_norm_partials(void* stream, VolumeView<const float> field, const Box& owned,

@@ -30,26 +30,13 @@
 #include "cuda/check.cuh"
 #include "cuda/scratch_pool.hpp"
 #include "cuda/warp.hpp"
+#include "row_tiles.cuh"
 
 namespace gigareg::cuda {
 namespace {
 
-constexpr int kTx = 32;  // threads along x: one warp per row
-constexpr int kTy = 8;   // rows per block (forward)
 constexpr int kRowsPerThread = 2;  // backward: each warp walks 2 rows, a block 16
 constexpr int kMinBlocks = 4;      // __launch_bounds__: 64 registers per thread
-constexpr index_t kMaxGridY = 65535;
-
-struct RowLaunch {
-  dim3 grid, block;
-  index_t row_groups;
-};
-
-RowLaunch row_launch(const Box& owned, index_t rows_per_block = kTy) {
-  const index_t row_groups = (owned.size.y + rows_per_block - 1) / rows_per_block;
-  const index_t gy = owned.size.z < kMaxGridY ? owned.size.z : kMaxGridY;
-  return {dim3(unsigned(row_groups), unsigned(gy)), dim3(kTx, kTy), row_groups};
-}
 
 // One thread per output voxel along x: out(i) = I(Q i + q0 + G u(i)).
 template <Interpolation I, bool HasU>
@@ -62,17 +49,9 @@ __global__ void __launch_bounds__(kTx* kTy)
   const index_t j = owned.lo.y + jj;
   for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
     const index_t k = owned.lo.z + kk;
-    // u of the thread's next voxel is loaded before the gathers of the current one, so that its
-    // DRAM latency overlaps theirs (the gathers need u: loaded in turn they wait twice).
-    index_t ii = threadIdx.x;
-    Vec3f u_next{0.f, 0.f, 0.f};
-    if (HasU && ii < owned.size.x) u_next = load_vec3(disp, owned.lo.x + ii, j, k);
-    for (; ii < owned.size.x; ii += kTx) {
-      const index_t i = owned.lo.x + ii;
-      const Vec3f u = u_next;
-      if (HasU && ii + kTx < owned.size.x) u_next = load_vec3(disp, i + kTx, j, k);
+    along_row_prefetching_u<HasU>(disp, owned, j, k, [&](index_t i, Vec3f u) {
       out.at(i, j, k) = sample<I>(moving, warp_position(plan, i, j, k, u), boundary);
-    }
+    });
   }
 }
 
@@ -95,14 +74,7 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
       const index_t jj = index_t(blockIdx.x) * (kTy * kRowsPerThread) + r * kTy + threadIdx.y;
       if (jj >= owned.size.y) break;
       const index_t j = owned.lo.y + jj;
-      // As in the forward kernel: u of the next voxel loaded before this voxel's gathers.
-      index_t ii = threadIdx.x;
-      Vec3f u_next{0.f, 0.f, 0.f};
-      if (HasU && ii < owned.size.x) u_next = load_vec3(disp, owned.lo.x + ii, j, k);
-      for (; ii < owned.size.x; ii += kTx) {
-        const index_t i = owned.lo.x + ii;
-        const Vec3f u = u_next;
-        if (HasU && ii + kTx < owned.size.x) u_next = load_vec3(disp, i + kTx, j, k);
+      along_row_prefetching_u<HasU>(disp, owned, j, k, [&](index_t i, Vec3f u) {
         Vec3f gm;
         (void)sample_linear_grad(moving, warp_position(plan, i, j, k, u), boundary, gm);
         // A plain load: grad_out may be the first plane of grad_u (each voxel read, then written).
@@ -114,7 +86,7 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
           grad_u.at(i, j, k, 2) = du.z;
         }
         if constexpr (WantAffine) warp_accumulate_affine(plan, gm, g, i, j, k, u, acc);
-      }
+      });
     }
     if constexpr (WantAffine) {
 #pragma unroll
@@ -153,7 +125,7 @@ template <Interpolation I>
 void launch_warp(cudaStream_t stream, const WarpPlan& plan, VolumeView<const float> moving,
                  VolumeView<const float> disp, VolumeView<float> out, const Box& owned,
                  Boundary boundary) {
-  const RowLaunch l = row_launch(owned);
+  const RowTileLaunch l = row_tile_launch(owned);
   if (disp.data)
     warp_kernel<I, true><<<l.grid, l.block, 0, stream>>>(plan, moving, disp, out, owned, boundary);
   else
@@ -162,7 +134,7 @@ void launch_warp(cudaStream_t stream, const WarpPlan& plan, VolumeView<const flo
 }
 
 template <bool HasU, bool WantU, bool WantAffine>
-void launch_backward(cudaStream_t stream, const RowLaunch& l, const WarpPlan& plan,
+void launch_backward(cudaStream_t stream, const RowTileLaunch& l, const WarpPlan& plan,
                      VolumeView<const float> moving, VolumeView<const float> disp,
                      VolumeView<const float> grad_out, VolumeView<float> grad_u, const Box& owned,
                      Boundary boundary, double* block_partials) {
@@ -172,7 +144,7 @@ void launch_backward(cudaStream_t stream, const RowLaunch& l, const WarpPlan& pl
 }
 
 template <bool HasU>
-void dispatch_backward(cudaStream_t stream, const RowLaunch& l, const WarpPlan& plan,
+void dispatch_backward(cudaStream_t stream, const RowTileLaunch& l, const WarpPlan& plan,
                        VolumeView<const float> moving, VolumeView<const float> disp,
                        VolumeView<const float> grad_out, VolumeView<float> grad_u,
                        const Box& owned, Boundary boundary, double* block_partials) {
@@ -214,7 +186,7 @@ void warp_backward(void* stream, const WarpPlan& plan, VolumeView<const float> m
                    double* affine_partials) {
   if (owned.empty() || (!grad_u.data && !affine_partials)) return;
   const auto s = static_cast<cudaStream_t>(stream);
-  const RowLaunch l = row_launch(owned, kTy * kRowsPerThread);
+  const RowTileLaunch l = row_tile_launch(owned, kTy * kRowsPerThread);
   const std::size_t block_terms =
       std::size_t(owned.size.z) * std::size_t(l.row_groups) * std::size_t(kAffineTerms);
   // Small (12 doubles per row group and slice: 1.5 MB at 512^3): from the pool that keeps it.

@@ -137,19 +137,6 @@ class MpiCommunicator final : public Communicator {
   void barrier() override { check_mpi(MPI_Barrier(c_.comm), "MPI_Barrier"); }
   void synchronize() override {}
 
-  void allreduce_sum(double* data, std::size_t count) override {
-    allreduce(data, count, MPI_DOUBLE, MPI_SUM, "MPI_Allreduce(sum, double)");
-  }
-  void allreduce_sum(std::int64_t* data, std::size_t count) override {
-    allreduce(data, count, MPI_INT64_T, MPI_SUM, "MPI_Allreduce(sum, int64)");
-  }
-  void allreduce_max(double* data, std::size_t count) override {
-    allreduce(data, count, MPI_DOUBLE, MPI_MAX, "MPI_Allreduce(max, double)");
-  }
-  void allreduce_min(double* data, std::size_t count) override {
-    allreduce(data, count, MPI_DOUBLE, MPI_MIN, "MPI_Allreduce(min, double)");
-  }
-
   void allgather(const void* send, void* recv, std::size_t bytes_per_rank) override {
     // Chunks of at most kMaxMpiCount bytes of every rank's block: chunk [off, off + n) of each
     // block is received with a byte type resized to the block stride, so no staging is needed.
@@ -223,12 +210,14 @@ class MpiCommunicator final : public Communicator {
  private:
   static constexpr int kTag = 7001;
 
-  template <class T>
-  void allreduce(T* data, std::size_t count, MPI_Datatype type, MPI_Op op, const char* call) {
+  void allreduce(void* data, std::size_t count, Element element, Reduce op) override {
+    const MPI_Datatype type = element == Element::Float64 ? MPI_DOUBLE : MPI_INT64_T;
+    const MPI_Op mpi_op = op == Reduce::Sum ? MPI_SUM : op == Reduce::Max ? MPI_MAX : MPI_MIN;
+    const std::size_t bytes = element == Element::Float64 ? sizeof(double) : sizeof(std::int64_t);
     for (std::size_t off = 0; off < count; off += kMaxMpiCount)
-      check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + off, int(std::min(kMaxMpiCount, count - off)),
-                              type, op, c_.comm),
-                call);
+      check_mpi(MPI_Allreduce(MPI_IN_PLACE, static_cast<char*>(data) + off * bytes,
+                              int(std::min(kMaxMpiCount, count - off)), type, mpi_op, c_.comm),
+                "MPI_Allreduce");
   }
   void require_rank(int peer, const char* op) const {
     if (peer < 0 || peer >= size_)

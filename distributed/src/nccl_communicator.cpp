@@ -94,19 +94,6 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
-  void allreduce_sum(double* data, std::size_t count) override {
-    reduce(data, count, ncclFloat64, ncclSum, "ncclAllReduce(sum, double)");
-  }
-  void allreduce_sum(std::int64_t* data, std::size_t count) override {
-    reduce(data, count, ncclInt64, ncclSum, "ncclAllReduce(sum, int64)");
-  }
-  void allreduce_max(double* data, std::size_t count) override {
-    reduce(data, count, ncclFloat64, ncclMax, "ncclAllReduce(max, double)");
-  }
-  void allreduce_min(double* data, std::size_t count) override {
-    reduce(data, count, ncclFloat64, ncclMin, "ncclAllReduce(min, double)");
-  }
-
   void allgather(const void* send, void* recv, std::size_t bytes_per_rank) override {
     if (bytes_per_rank == 0) return;
     check_nccl(ncclAllGather(send, recv, bytes_per_rank, ncclUint8, nccl_, stream_), "ncclAllGather");
@@ -154,10 +141,11 @@ class NcclCommunicator final : public Communicator {
   }
 
  private:
-  template <class T>
-  void reduce(T* data, std::size_t count, ncclDataType_t type, ncclRedOp_t op, const char* call) {
+  void allreduce(void* data, std::size_t count, Element element, Reduce op) override {
     if (count == 0) return;
-    check_nccl(ncclAllReduce(data, data, count, type, op, nccl_, stream_), call);
+    const ncclDataType_t type = element == Element::Float64 ? ncclFloat64 : ncclInt64;
+    const ncclRedOp_t nccl_op = op == Reduce::Sum ? ncclSum : op == Reduce::Max ? ncclMax : ncclMin;
+    check_nccl(ncclAllReduce(data, data, count, type, nccl_op, nccl_, stream_), "ncclAllReduce");
   }
 
   void check_nccl(ncclResult_t r, const char* call) {

@@ -26,186 +26,228 @@ constexpr index_t kTile = 16;
 struct Span {
   index_t lo = 0, hi = 0;
   index_t size() const { return hi - lo; }
+  bool contains(index_t i) const { return i >= lo && i < hi; }
 };
 
 Span grow(Span s, index_t r, index_t n) { return {std::max<index_t>(0, s.lo - r), std::min(n, s.hi + r)}; }
+
+// Q doubles per voxel over a box of global positions (x fastest): a tile's intermediate sums.
+// The storage is kept between tiles (one per thread), so only reset() allocates, and rarely.
+template <int Q>
+class TileSums {
+ public:
+  void reset(Span x, Span y, Span z) {
+    x_ = x, y_ = y, z_ = z;
+    values_.assign(std::size_t(x.size() * y.size() * z.size() * Q), 0.0);
+  }
+  double* at(index_t x, index_t y, index_t z) {
+    return &values_[std::size_t((((z - z_.lo) * y_.size() + (y - y_.lo)) * x_.size() + (x - x_.lo)) * Q)];
+  }
+  const double* at(index_t x, index_t y, index_t z) const {
+    return const_cast<TileSums*>(this)->at(x, y, z);
+  }
+  Span x() const { return x_; }
+  Span y() const { return y_; }
+  Span z() const { return z_; }
+
+ private:
+  Span x_, y_, z_;
+  std::vector<double> values_;
+};
+
+// The window's taps along one axis of the grid.
+struct Window {
+  const float* taps;
+  int radius;
+  Index3 grid;
+};
+
+// out(p) = sum over d of taps[H + d] in(p + d e_Axis), the offsets inside the grid only, for
+// every p of out's box (in's box holds every position read). d runs upwards and the record's
+// terms are accumulated in double in that order, so a value never depends on the tile.
+template <int Axis, int Q>
+void filter_along(const TileSums<Q>& in, TileSums<Q>& out, const Window& w) {
+  const int H = w.radius;
+  for (index_t z = out.z().lo; z < out.z().hi; ++z)
+    for (index_t y = out.y().lo; y < out.y().hi; ++y)
+      for (index_t x = out.x().lo; x < out.x().hi; ++x) {
+        double s[Q] = {};
+        for (int d = -H; d <= H; ++d) {
+          Index3 p{x, y, z};
+          p[Axis] += d;
+          if (p[Axis] < 0 || p[Axis] >= w.grid[Axis]) continue;
+          const double k = w.taps[H + d];
+          const double* in_p = in.at(p.x, p.y, p.z);
+          for (int q = 0; q < Q; ++q) s[q] += k * in_p[q];
+        }
+        double* out_p = out.at(x, y, z);
+        for (int q = 0; q < Q; ++q) out_p[q] = s[q];
+      }
+}
+
+// Step 1a: the x pass of (F, W, FF, WW, FW) read straight from the images, over out's box.
+void image_sums_along_x(VolumeView<const float> fixed, VolumeView<const float> warped,
+                        TileSums<5>& out, const Window& w) {
+  const int H = w.radius;
+  for (index_t z = out.z().lo; z < out.z().hi; ++z)
+    for (index_t y = out.y().lo; y < out.y().hi; ++y)
+      for (index_t x = out.x().lo; x < out.x().hi; ++x) {
+        double s[5] = {0, 0, 0, 0, 0};
+        for (int d = -H; d <= H; ++d) {
+          const index_t xi = x + d;
+          if (xi < 0 || xi >= w.grid.x) continue;
+          const double k = w.taps[H + d];
+          const double f = fixed.at(xi, y, z), m = warped.at(xi, y, z);
+          s[0] += k * f;
+          s[1] += k * m;
+          s[2] += k * (f * f);
+          s[3] += k * (m * m);
+          s[4] += k * (f * m);
+        }
+        double* out_p = out.at(x, y, z);
+        for (int q = 0; q < 5; ++q) out_p[q] = s[q];
+      }
+}
+
+// What the loss needs besides the images: the configuration, n_a(i) per axis, and the outputs.
+struct LnccJob {
+  VolumeView<const float> fixed, warped, mask;
+  Box owned;
+  Window window;
+  double eps, min_vf, min_vw;
+  bool want_grad, exact;
+  std::vector<double> n_axis[3];   // n_a(i) for every grid position along each axis
+  std::vector<double> row_sum;     // -cc summed over the owned centres of each owned row
+  std::vector<double> row_count;   // and their number
+  VolumeView<float> grad;
+
+  std::size_t row(index_t y, index_t z) const {
+    return std::size_t((z - owned.lo.z) * owned.size.y + (y - owned.lo.y));
+  }
+};
+
+// The thread's buffers, reused from tile to tile.
+struct TileScratch {
+  TileSums<5> along_x, along_xy, window;  // step 1: x, x-y and x-y-z window sums
+  TileSums<3> coefficients;                // step 2: (a, b, c) at the centres
+  TileSums<3> adj_x, adj_xy, adj_xyz;      // step 3: their adjoint passes onto the tile
+};
+
+// Step 2: cc and (a, b, c) at every masked centre of the window sums' box; the row sums of the
+// centres inside the tile; ANTs' gradient at those centres when that is the gradient asked for.
+void centre_coefficients(LnccJob& job, Span tx, Span ty, Span tz, TileScratch& t) {
+  const TileSums<5>& sums = t.window;
+  t.coefficients.reset(sums.x(), sums.y(), sums.z());
+  const bool ants_grad = job.want_grad && !job.exact;
+  for (index_t z = sums.z().lo; z < sums.z().hi; ++z)
+    for (index_t y = sums.y().lo; y < sums.y().hi; ++y) {
+      const bool row_owned = ty.contains(y) && tz.contains(z);
+      double rs = 0.0, rc = 0.0;
+      for (index_t x = sums.x().lo; x < sums.x().hi; ++x) {
+        const bool centre_owned = row_owned && tx.contains(x);
+        const bool masked = job.mask.data == nullptr || job.mask.at(x, y, z) > 0.5f;
+        if (!masked) {
+          if (centre_owned && ants_grad) job.grad.at(x, y, z) = 0.0f;
+          continue;
+        }
+        const double* s = sums.at(x, y, z);
+        const double n = job.n_axis[0][std::size_t(x)] * job.n_axis[1][std::size_t(y)] *
+                         job.n_axis[2][std::size_t(z)];
+        const LnccLocal<double> l =
+            lncc_local<double>(n, s[0], s[1], s[2], s[3], s[4], job.eps, job.min_vf, job.min_vw);
+        double* out = t.coefficients.at(x, y, z);
+        out[0] = l.a;
+        out[1] = l.b;
+        out[2] = l.c;
+        if (centre_owned) {
+          rs += -l.cc;
+          rc += 1.0;
+          if (ants_grad) {
+            const double f = job.fixed.at(x, y, z), m = job.warped.at(x, y, z);
+            job.grad.at(x, y, z) = float(n * (l.a * f + l.b * m + l.c));
+          }
+        }
+      }
+      if (row_owned) {
+        job.row_sum[job.row(y, z)] = rs;
+        job.row_count[job.row(y, z)] = rc;
+      }
+    }
+}
+
+// One tile (whole owned x extent, ty x tz): steps 1 to 3.
+void lncc_tile(LnccJob& job, Span ty, Span tz, TileScratch& t) {
+  const Window& w = job.window;
+  const Index3 G = w.grid;
+  const index_t H = w.radius;
+  const Span tx{job.owned.lo.x, job.owned.lo.x + job.owned.size.x};
+  const index_t hc = job.exact ? H : 0;
+  const Span cx = grow(tx, hc, G.x), cy = grow(ty, hc, G.y), cz = grow(tz, hc, G.z);
+  const Span ly = grow(cy, H, G.y), lz = grow(cz, H, G.z);
+
+  t.along_x.reset(cx, ly, lz);
+  image_sums_along_x(job.fixed, job.warped, t.along_x, w);
+  t.along_xy.reset(cx, cy, lz);
+  filter_along<1>(t.along_x, t.along_xy, w);
+  t.window.reset(cx, cy, cz);
+  filter_along<2>(t.along_xy, t.window, w);
+  centre_coefficients(job, tx, ty, tz, t);
+  if (!job.exact) return;
+
+  t.adj_x.reset(tx, cy, cz);
+  filter_along<0>(t.coefficients, t.adj_x, w);
+  t.adj_xy.reset(tx, ty, cz);
+  filter_along<1>(t.adj_x, t.adj_xy, w);
+  t.adj_xyz.reset(tx, ty, tz);
+  filter_along<2>(t.adj_xy, t.adj_xyz, w);
+  for (index_t z = tz.lo; z < tz.hi; ++z)
+    for (index_t y = ty.lo; y < ty.hi; ++y)
+      for (index_t x = tx.lo; x < tx.hi; ++x) {
+        const double* s = t.adj_xyz.at(x, y, z);
+        const double f = job.fixed.at(x, y, z), m = job.warped.at(x, y, z);
+        job.grad.at(x, y, z) = float(s[0] * f + s[1] * m + s[2]);
+      }
+}
 
 }  // namespace
 
 void lncc_loss(VolumeView<const float> fixed, VolumeView<const float> warped,
                VolumeView<const float> mask, const Box& owned, const LnccConfig& config,
                SlicePartials partials, VolumeView<float> grad) {
-  const int H = config.taps.radius;
-  const float* taps = config.taps.w;
+  LnccJob job{fixed, warped, mask, owned, Window{config.taps.w, config.taps.radius, fixed.global_size},
+              double(config.eps), double(config.min_vf), double(config.min_vw),
+              grad.data != nullptr, grad.data != nullptr && config.exact_gradient,
+              {}, {}, {}, grad};
   const Index3 G = fixed.global_size;
-  const bool want_grad = grad.data != nullptr;
-  const bool exact = want_grad && config.exact_gradient;
-  const double eps = double(config.eps);
-  const double min_vf = double(config.min_vf), min_vw = double(config.min_vw);
-
-  // n_a(i) for every grid position along each axis.
-  std::vector<double> n_axis[3];
   for (int a = 0; a < 3; ++a) {
-    n_axis[a].resize(std::size_t(G[a]));
-    for (index_t i = 0; i < G[a]; ++i) n_axis[a][std::size_t(i)] = lncc_axis_weight<double>(taps, H, i, G[a]);
+    job.n_axis[a].resize(std::size_t(G[a]));
+    for (index_t i = 0; i < G[a]; ++i)
+      job.n_axis[a][std::size_t(i)] = lncc_axis_weight<double>(job.window.taps, job.window.radius, i, G[a]);
   }
-
-  const index_t rows_y = owned.size.y;
-  std::vector<double> row_sum(std::size_t(owned.size.y * owned.size.z), 0.0);
-  std::vector<double> row_count(row_sum.size(), 0.0);
+  job.row_sum.assign(std::size_t(owned.size.y * owned.size.z), 0.0);
+  job.row_count.assign(job.row_sum.size(), 0.0);
   const index_t tiles_y = (owned.size.y + kTile - 1) / kTile;
   const index_t tiles_z = (owned.size.z + kTile - 1) / kTile;
+  const index_t y_end = owned.lo.y + owned.size.y, z_end = owned.lo.z + owned.size.z;
 
 #pragma omp parallel
   {
-    std::vector<double> sx, sy, abc, ax, ay;
+    TileScratch scratch;
 #pragma omp for schedule(dynamic) collapse(2)
     for (index_t tz = 0; tz < tiles_z; ++tz)
       for (index_t ty = 0; ty < tiles_y; ++ty) {
-        const Span tx_span{owned.lo.x, owned.lo.x + owned.size.x};
-        const Span ty_span{owned.lo.y + ty * kTile, std::min(owned.lo.y + (ty + 1) * kTile, owned.lo.y + owned.size.y)};
-        const Span tz_span{owned.lo.z + tz * kTile, std::min(owned.lo.z + (tz + 1) * kTile, owned.lo.z + owned.size.z)};
-        const index_t hc = exact ? H : 0;
-        const Span cx = grow(tx_span, hc, G.x), cy = grow(ty_span, hc, G.y), cz = grow(tz_span, hc, G.z);
-        const Span ly = grow(cy, H, G.y), lz = grow(cz, H, G.z);
-        const index_t CX = cx.size(), CY = cy.size(), CZ = cz.size(), LY = ly.size(), LZ = lz.size();
-
-        // 1a. x pass: sx[((z * LY + y) * CX + x) * 5 + q] over C.x x L.y x L.z.
-        sx.assign(std::size_t(CX * LY * LZ * 5), 0.0);
-        for (index_t z = lz.lo; z < lz.hi; ++z)
-          for (index_t y = ly.lo; y < ly.hi; ++y)
-            for (index_t x = cx.lo; x < cx.hi; ++x) {
-              double s[5] = {0, 0, 0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t xi = x + d;
-                if (xi < 0 || xi >= G.x) continue;
-                const double k = taps[H + d];
-                const double f = fixed.at(xi, y, z), m = warped.at(xi, y, z);
-                s[0] += k * f;
-                s[1] += k * m;
-                s[2] += k * (f * f);
-                s[3] += k * (m * m);
-                s[4] += k * (f * m);
-              }
-              double* out = &sx[std::size_t((((z - lz.lo) * LY + (y - ly.lo)) * CX + (x - cx.lo)) * 5)];
-              for (int q = 0; q < 5; ++q) out[q] = s[q];
-            }
-        // 1b. y pass: sy over C.x x C.y x L.z.
-        sy.assign(std::size_t(CX * CY * LZ * 5), 0.0);
-        for (index_t z = lz.lo; z < lz.hi; ++z)
-          for (index_t y = cy.lo; y < cy.hi; ++y)
-            for (index_t x = cx.lo; x < cx.hi; ++x) {
-              double s[5] = {0, 0, 0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t yi = y + d;
-                if (yi < 0 || yi >= G.y) continue;
-                const double k = taps[H + d];
-                const double* in = &sx[std::size_t((((z - lz.lo) * LY + (yi - ly.lo)) * CX + (x - cx.lo)) * 5)];
-                for (int q = 0; q < 5; ++q) s[q] += k * in[q];
-              }
-              double* out = &sy[std::size_t((((z - lz.lo) * CY + (y - cy.lo)) * CX + (x - cx.lo)) * 5)];
-              for (int q = 0; q < 5; ++q) out[q] = s[q];
-            }
-        // 1c + 2. z pass, cc and adjoint coefficients at the centres of C.
-        abc.assign(std::size_t(CX * CY * CZ * 3), 0.0);
-        for (index_t z = cz.lo; z < cz.hi; ++z)
-          for (index_t y = cy.lo; y < cy.hi; ++y) {
-            const bool row_owned = y >= ty_span.lo && y < ty_span.hi && z >= tz_span.lo && z < tz_span.hi;
-            double rs = 0.0, rc = 0.0;
-            for (index_t x = cx.lo; x < cx.hi; ++x) {
-              const bool centre_owned = row_owned && x >= tx_span.lo && x < tx_span.hi;
-              const bool masked = mask.data == nullptr || mask.at(x, y, z) > 0.5f;
-              double* out = &abc[std::size_t((((z - cz.lo) * CY + (y - cy.lo)) * CX + (x - cx.lo)) * 3)];
-              if (!masked) {
-                if (centre_owned && want_grad && !exact) grad.at(x, y, z) = 0.0f;
-                continue;
-              }
-              double s[5] = {0, 0, 0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t zi = z + d;
-                if (zi < 0 || zi >= G.z) continue;
-                const double k = taps[H + d];
-                const double* in = &sy[std::size_t((((zi - lz.lo) * CY + (y - cy.lo)) * CX + (x - cx.lo)) * 5)];
-                for (int q = 0; q < 5; ++q) s[q] += k * in[q];
-              }
-              const double n = n_axis[0][std::size_t(x)] * n_axis[1][std::size_t(y)] * n_axis[2][std::size_t(z)];
-              const LnccLocal<double> l =
-                  lncc_local<double>(n, s[0], s[1], s[2], s[3], s[4], eps, min_vf, min_vw);
-              out[0] = l.a;
-              out[1] = l.b;
-              out[2] = l.c;
-              if (centre_owned) {
-                rs += -l.cc;
-                rc += 1.0;
-                if (want_grad && !exact) {
-                  const double f = fixed.at(x, y, z), m = warped.at(x, y, z);
-                  grad.at(x, y, z) = float(n * (l.a * f + l.b * m + l.c));
-                }
-              }
-            }
-            if (row_owned) {
-              const std::size_t r = std::size_t((z - owned.lo.z) * rows_y + (y - owned.lo.y));
-              row_sum[r] = rs;
-              row_count[r] = rc;
-            }
-          }
-        if (!exact) continue;
-
-        // 3. Adjoint passes onto the tile: x (tile.x x C.y x C.z), y (tile.x x tile.y x C.z), z.
-        const index_t TX = tx_span.size(), TY = ty_span.size();
-        ax.assign(std::size_t(TX * CY * CZ * 3), 0.0);
-        for (index_t z = cz.lo; z < cz.hi; ++z)
-          for (index_t y = cy.lo; y < cy.hi; ++y)
-            for (index_t x = tx_span.lo; x < tx_span.hi; ++x) {
-              double s[3] = {0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t xi = x + d;
-                if (xi < 0 || xi >= G.x) continue;
-                const double k = taps[H + d];
-                const double* in = &abc[std::size_t((((z - cz.lo) * CY + (y - cy.lo)) * CX + (xi - cx.lo)) * 3)];
-                for (int q = 0; q < 3; ++q) s[q] += k * in[q];
-              }
-              double* out = &ax[std::size_t((((z - cz.lo) * CY + (y - cy.lo)) * TX + (x - tx_span.lo)) * 3)];
-              for (int q = 0; q < 3; ++q) out[q] = s[q];
-            }
-        ay.assign(std::size_t(TX * TY * CZ * 3), 0.0);
-        for (index_t z = cz.lo; z < cz.hi; ++z)
-          for (index_t y = ty_span.lo; y < ty_span.hi; ++y)
-            for (index_t x = tx_span.lo; x < tx_span.hi; ++x) {
-              double s[3] = {0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t yi = y + d;
-                if (yi < 0 || yi >= G.y) continue;
-                const double k = taps[H + d];
-                const double* in = &ax[std::size_t((((z - cz.lo) * CY + (yi - cy.lo)) * TX + (x - tx_span.lo)) * 3)];
-                for (int q = 0; q < 3; ++q) s[q] += k * in[q];
-              }
-              double* out = &ay[std::size_t((((z - cz.lo) * TY + (y - ty_span.lo)) * TX + (x - tx_span.lo)) * 3)];
-              for (int q = 0; q < 3; ++q) out[q] = s[q];
-            }
-        for (index_t z = tz_span.lo; z < tz_span.hi; ++z)
-          for (index_t y = ty_span.lo; y < ty_span.hi; ++y)
-            for (index_t x = tx_span.lo; x < tx_span.hi; ++x) {
-              double s[3] = {0, 0, 0};
-              for (int d = -H; d <= H; ++d) {
-                const index_t zi = z + d;
-                if (zi < 0 || zi >= G.z) continue;
-                const double k = taps[H + d];
-                const double* in = &ay[std::size_t((((zi - cz.lo) * TY + (y - ty_span.lo)) * TX + (x - tx_span.lo)) * 3)];
-                for (int q = 0; q < 3; ++q) s[q] += k * in[q];
-              }
-              const double f = fixed.at(x, y, z), m = warped.at(x, y, z);
-              grad.at(x, y, z) = float(s[0] * f + s[1] * m + s[2]);
-            }
+        const index_t y0 = owned.lo.y + ty * kTile, z0 = owned.lo.z + tz * kTile;
+        lncc_tile(job, Span{y0, std::min(y0 + kTile, y_end)}, Span{z0, std::min(z0 + kTile, z_end)},
+                  scratch);
       }
   }
 
   if (partials.data != nullptr)
     for (index_t k = 0; k < owned.size.z; ++k) {
       double s = 0.0, c = 0.0;
-      for (index_t y = 0; y < rows_y; ++y) {
-        s += row_sum[std::size_t(k * rows_y + y)];
-        c += row_count[std::size_t(k * rows_y + y)];
+      for (index_t y = 0; y < owned.size.y; ++y) {
+        s += job.row_sum[std::size_t(k * owned.size.y + y)];
+        c += job.row_count[std::size_t(k * owned.size.y + y)];
       }
       partials.data[k * kLossTerms] = s;
       partials.data[k * kLossTerms + 1] = c;

@@ -122,13 +122,41 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
                           in_place ? kInPlaceChunkVoxels : kChunkVoxels);
 }
 
-void gaussian_smooth_chunked(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
-                             Vec3d sigma_voxels, const Box& owned, double truncation,
-                             index_t chunk_voxels) {
-  const GaussianTaps taps[3] = {gaussian_taps(sigma_voxels.x, truncation),
-                                gaussian_taps(sigma_voxels.y, truncation),
-                                gaussian_taps(sigma_voxels.z, truncation)};
-  const Index3 radius{taps[0].radius, taps[1].radius, taps[2].radius};
+namespace {
+
+// How one smoothing call runs: the active passes (order z, y, x; an axis of radius 0 is the
+// identity and is skipped), whether CUDA fuses the last y and x passes, and the z-chunks that
+// bound the scratch. Every output voxel is computed from the same values in the same order
+// whatever the chunking, so chunking never changes a bit of the result.
+struct SmoothPlan {
+  GaussianTaps taps[3];
+  Index3 radius{0, 0, 0}, global{0, 0, 0};
+  Box owned;
+  bool in_place = false;
+  int axes[3] = {0, 0, 0};
+  int count = 0;         // active passes
+  bool fuse_yx = false;  // the last two (y then x) run as one CUDA kernel
+  int singles = 0;       // passes run one axis at a time
+  index_t chunk_z = 1;
+
+  // The region of pass p is the chunk grown by the radii of the passes still to come.
+  Box region_of(const Box& chunk, int p) const {
+    Index3 g{0, 0, 0};
+    for (int q = p + 1; q < count; ++q) g[axes[q]] = radius[axes[q]];
+    return grow_clip(chunk, g, global);
+  }
+  Box chunk_at(index_t z0) const {
+    Box c = owned;
+    c.lo.z = z0;
+    c.size.z = std::min(chunk_z, owned.lo.z + owned.size.z - z0);
+    return c;
+  }
+  Box full_chunk() const { return chunk_at(owned.lo.z); }
+  index_t z_end() const { return owned.lo.z + owned.size.z; }
+};
+
+void check_smooth_arguments(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
+                            const Box& owned, Index3 radius, index_t chunk_voxels) {
   const Index3 global = in.global_size;
   GIGAREG_REQUIRE(in.global_size == out.global_size,
                   "input and output must live on the same global grid");
@@ -148,127 +176,147 @@ void gaussian_smooth_chunked(const Context& ctx, VolumeView<const float> in, Vol
                   "in-place smoothing needs the input and output to be the same view");
   require_backend_memory(ctx, "gaussian_smooth", in.data);
   require_backend_memory(ctx, "gaussian_smooth", out.data);
+}
 
-  // Active passes in the order z, y, x; an axis of radius 0 is the identity and is skipped.
-  int axes[3];
-  int count = 0;
+SmoothPlan plan_smoothing(const Context& ctx, const GaussianTaps (&taps)[3], Index3 global,
+                          const Box& owned, bool in_place, index_t chunk_voxels) {
+  SmoothPlan plan;
+  for (int a = 0; a < 3; ++a) plan.taps[a] = taps[a];
+  plan.radius = {taps[0].radius, taps[1].radius, taps[2].radius};
+  plan.global = global;
+  plan.owned = owned;
+  plan.in_place = in_place;
   for (int a = 2; a >= 0; --a)
-    if (radius[a] > 0) axes[count++] = a;
-  if (count == 0 && in_place) return;  // the identity on itself
-
-  // The region of pass p is the chunk grown by the radii of the passes still to come.
-  auto region_of = [&](const Box& chunk, int p) {
-    Index3 g{0, 0, 0};
-    for (int q = p + 1; q < count; ++q) g[axes[q]] = radius[axes[q]];
-    return grow_clip(chunk, g, global);
-  };
+    if (plan.radius[a] > 0) plan.axes[plan.count++] = a;
 
   // On CUDA the y and x passes run as one kernel when they are the last two (same values: the
   // intermediate stays in shared memory). In place, the first pass must read the input into
   // scratch, so the fused kernel only ever reads scratch there (a z pass comes first).
-  bool fuse_yx = false;
 #if GIGAREG_WITH_CUDA
-  fuse_yx = ctx.backend == Backend::Cuda && count >= 2 && axes[count - 2] == 1 &&
-            axes[count - 1] == 0 && cuda::gaussian_yx_fusable(int(radius.y), int(radius.x)) &&
-            !(in_place && count == 2);
+  const int n = plan.count;
+  plan.fuse_yx = ctx.backend == Backend::Cuda && n >= 2 && plan.axes[n - 2] == 1 &&
+                 plan.axes[n - 1] == 0 &&
+                 cuda::gaussian_yx_fusable(int(plan.radius.y), int(plan.radius.x)) &&
+                 !(in_place && n == 2);
+#else
+  (void)ctx;
 #endif
-  const int singles = fuse_yx ? count - 2 : count;  // passes run one axis at a time
+  plan.singles = plan.fuse_yx ? plan.count - 2 : plan.count;
 
-  // z-chunks bound the scratch; every output voxel is computed from the same values in the same
-  // order whatever the chunking, so chunking never changes a bit of the result.
-  const Box first = region_of(owned, 0);
+  const Box first = plan.region_of(owned, 0);
   const index_t slice = first.size.x * first.size.y;
   index_t chunk_z = std::max<index_t>(chunk_voxels / slice, 1);
   // In place, chunk k + 1's first pass reads r_z planes of chunk k (not yet written) but none of
   // chunk k - 1 (already written): chunks are at least r_z planes thick.
-  if (in_place && count > 0 && axes[0] == 2) chunk_z = std::max<index_t>(chunk_z, radius.z);
-  chunk_z = std::min(chunk_z, owned.size.z);
-  Box full_chunk = owned;
-  full_chunk.size.z = chunk_z;
-  auto chunk_at = [&](index_t z0) {
-    Box c = owned;
-    c.lo.z = z0;
-    c.size.z = std::min(chunk_z, owned.lo.z + owned.size.z - z0);
-    return c;
-  };
+  if (in_place && plan.count > 0 && plan.axes[0] == 2) chunk_z = std::max<index_t>(chunk_z, plan.radius.z);
+  plan.chunk_z = std::min(chunk_z, owned.size.z);
+  return plan;
+}
 
-  if (!in_place) {
-    // Every pass but the last (or the fused pair) writes scratch, ping-pong; the last writes out.
-    const int to_scratch = fuse_yx ? singles : count - 1;
-    index_t scratch_count[2] = {0, 0};
-    for (int p = 0; p < to_scratch; ++p) scratch_count[p] = region_of(full_chunk, p).voxel_count();
-    Scratch<float> ping(ctx, std::size_t(scratch_count[0]), "gaussian_smooth scratch");
-    Scratch<float> pong(ctx, std::size_t(scratch_count[1]), "gaussian_smooth scratch");
-    for (int c = 0; c < in.components; ++c) {
-      const VolumeView<const float> src_c = component(in, c);
-      const VolumeView<float> dst_c = component(out, c);
-      for (index_t z0 = owned.lo.z; z0 < owned.lo.z + owned.size.z; z0 += chunk_z) {
-        const Box chunk = chunk_at(z0);
-        if (count == 0) {  // sigma 0 everywhere: a copy (the single tap 1 multiplies exactly)
-          run_pass(ctx, src_c, dst_c, chunk, 0, taps[0]);
-          continue;
-        }
-        VolumeView<const float> src = src_c;
-        for (int p = 0; p < singles; ++p) {
-          const Box region = region_of(chunk, p);
-          const VolumeView<float> dst =
-              p < to_scratch ? contiguous_view((p % 2 == 0 ? ping : pong).data(), region, global) : dst_c;
-          run_pass(ctx, src, dst, region, axes[p], taps[axes[p]]);
-          src = dst;
-        }
+void run_fused_yx(const Context& ctx, const SmoothPlan& plan, VolumeView<const float> src,
+                  VolumeView<float> dst, const Box& chunk) {
 #if GIGAREG_WITH_CUDA
-        if (fuse_yx) cuda::gaussian_pass_yx(ctx.stream, src, dst_c, chunk, taps[1], taps[0]);
+  cuda::gaussian_pass_yx(ctx.stream, src, dst, chunk, plan.taps[1], plan.taps[0]);
+#else
+  (void)ctx, (void)plan, (void)src, (void)dst, (void)chunk;
 #endif
-      }
-    }
-    return;
-  }
+}
 
-  // In place: the first pass of every chunk reads the input into one of two buffers, and the
-  // first pass of chunk k + 1 is issued before the last pass of chunk k writes (stream order), so
-  // every input value is read before it is overwritten. The remaining passes read scratch only: a
-  // middle pass (three single passes) writes a third buffer; the last pass, or the fused y-x
-  // pair, writes out; a lone pass is followed by a copy from its buffer.
-  const int middle = singles == 3 ? 1 : 0;
-  Scratch<float> first_a(ctx, std::size_t(region_of(full_chunk, 0).voxel_count()), "gaussian_smooth scratch");
-  Scratch<float> first_b(ctx, std::size_t(region_of(full_chunk, 0).voxel_count()), "gaussian_smooth scratch");
-  Scratch<float> mid(ctx, std::size_t(middle ? region_of(full_chunk, 1).voxel_count() : 0),
-                     "gaussian_smooth scratch");
-  float* firsts[2] = {first_a.data(), first_b.data()};
-  const GaussianTaps copy_taps = gaussian_taps(0.0);
+// Out of place: every pass but the last (or the fused pair) writes scratch, ping-pong; the last
+// writes out.
+void smooth_out_of_place(const Context& ctx, const SmoothPlan& plan, VolumeView<const float> in,
+                         VolumeView<float> out) {
+  const int to_scratch = plan.fuse_yx ? plan.singles : plan.count - 1;
+  index_t scratch_count[2] = {0, 0};
+  for (int p = 0; p < to_scratch; ++p) scratch_count[p] = plan.region_of(plan.full_chunk(), p).voxel_count();
+  Scratch<float> ping(ctx, std::size_t(scratch_count[0]), "gaussian_smooth scratch");
+  Scratch<float> pong(ctx, std::size_t(scratch_count[1]), "gaussian_smooth scratch");
   for (int c = 0; c < in.components; ++c) {
     const VolumeView<const float> src_c = component(in, c);
     const VolumeView<float> dst_c = component(out, c);
-    auto first_pass = [&](const Box& chunk, int buffer) {
-      const Box region = region_of(chunk, 0);
-      run_pass(ctx, src_c, contiguous_view(firsts[buffer], region, global), region, axes[0],
-               taps[axes[0]]);
-    };
-    auto remaining_passes = [&](const Box& chunk, int buffer) {
-      VolumeView<const float> src = contiguous_view(firsts[buffer], region_of(chunk, 0), global);
-      for (int p = 1; p < singles; ++p) {
-        const Box region = region_of(chunk, p);
+    for (index_t z0 = plan.owned.lo.z; z0 < plan.z_end(); z0 += plan.chunk_z) {
+      const Box chunk = plan.chunk_at(z0);
+      if (plan.count == 0) {  // sigma 0 everywhere: a copy (the single tap 1 multiplies exactly)
+        run_pass(ctx, src_c, dst_c, chunk, 0, plan.taps[0]);
+        continue;
+      }
+      VolumeView<const float> src = src_c;
+      for (int p = 0; p < plan.singles; ++p) {
+        const Box region = plan.region_of(chunk, p);
         const VolumeView<float> dst =
-            p < singles - 1 || fuse_yx ? contiguous_view(mid.data(), region, global) : dst_c;
-        run_pass(ctx, src, dst, region, axes[p], taps[axes[p]]);
+            p < to_scratch ? contiguous_view((p % 2 == 0 ? ping : pong).data(), region, plan.global) : dst_c;
+        run_pass(ctx, src, dst, region, plan.axes[p], plan.taps[plan.axes[p]]);
         src = dst;
       }
-#if GIGAREG_WITH_CUDA
-      if (fuse_yx) {
-        cuda::gaussian_pass_yx(ctx.stream, src, dst_c, chunk, taps[1], taps[0]);
+      if (plan.fuse_yx) run_fused_yx(ctx, plan, src, dst_c, chunk);
+    }
+  }
+}
+
+// In place: the first pass of every chunk reads the input into one of two buffers, and the
+// first pass of chunk k + 1 is issued before the last pass of chunk k writes (stream order), so
+// every input value is read before it is overwritten. The remaining passes read scratch only: a
+// middle pass (three single passes) writes a third buffer; the last pass, or the fused y-x
+// pair, writes out; a lone pass is followed by a copy from its buffer.
+void smooth_in_place(const Context& ctx, const SmoothPlan& plan, VolumeView<float> volume) {
+  const int middle = plan.singles == 3 ? 1 : 0;
+  const std::size_t first_count = std::size_t(plan.region_of(plan.full_chunk(), 0).voxel_count());
+  Scratch<float> first_a(ctx, first_count, "gaussian_smooth scratch");
+  Scratch<float> first_b(ctx, first_count, "gaussian_smooth scratch");
+  Scratch<float> mid(ctx, std::size_t(middle ? plan.region_of(plan.full_chunk(), 1).voxel_count() : 0),
+                     "gaussian_smooth scratch");
+  float* firsts[2] = {first_a.data(), first_b.data()};
+  const GaussianTaps copy_taps = gaussian_taps(0.0);
+  for (int c = 0; c < volume.components; ++c) {
+    const VolumeView<float> dst_c = component(volume, c);
+    const VolumeView<const float> src_c = dst_c;
+    auto first_pass = [&](const Box& chunk, int buffer) {
+      const Box region = plan.region_of(chunk, 0);
+      run_pass(ctx, src_c, contiguous_view(firsts[buffer], region, plan.global), region,
+               plan.axes[0], plan.taps[plan.axes[0]]);
+    };
+    auto remaining_passes = [&](const Box& chunk, int buffer) {
+      VolumeView<const float> src = contiguous_view(firsts[buffer], plan.region_of(chunk, 0), plan.global);
+      for (int p = 1; p < plan.singles; ++p) {
+        const Box region = plan.region_of(chunk, p);
+        const VolumeView<float> dst = p < plan.singles - 1 || plan.fuse_yx
+                                          ? contiguous_view(mid.data(), region, plan.global)
+                                          : dst_c;
+        run_pass(ctx, src, dst, region, plan.axes[p], plan.taps[plan.axes[p]]);
+        src = dst;
+      }
+      if (plan.fuse_yx) {
+        run_fused_yx(ctx, plan, src, dst_c, chunk);
         return;
       }
-#endif
-      if (singles == 1) run_pass(ctx, src, dst_c, chunk, 0, copy_taps);
+      if (plan.singles == 1) run_pass(ctx, src, dst_c, chunk, 0, copy_taps);
     };
     int buffer = 0;
-    first_pass(chunk_at(owned.lo.z), buffer);
-    for (index_t z0 = owned.lo.z; z0 < owned.lo.z + owned.size.z; z0 += chunk_z) {
-      if (z0 + chunk_z < owned.lo.z + owned.size.z) first_pass(chunk_at(z0 + chunk_z), 1 - buffer);
-      remaining_passes(chunk_at(z0), buffer);
+    first_pass(plan.full_chunk(), buffer);
+    for (index_t z0 = plan.owned.lo.z; z0 < plan.z_end(); z0 += plan.chunk_z) {
+      if (z0 + plan.chunk_z < plan.z_end()) first_pass(plan.chunk_at(z0 + plan.chunk_z), 1 - buffer);
+      remaining_passes(plan.chunk_at(z0), buffer);
       buffer = 1 - buffer;
     }
   }
+}
+
+}  // namespace
+
+void gaussian_smooth_chunked(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
+                             Vec3d sigma_voxels, const Box& owned, double truncation,
+                             index_t chunk_voxels) {
+  const GaussianTaps taps[3] = {gaussian_taps(sigma_voxels.x, truncation),
+                                gaussian_taps(sigma_voxels.y, truncation),
+                                gaussian_taps(sigma_voxels.z, truncation)};
+  const Index3 radius{taps[0].radius, taps[1].radius, taps[2].radius};
+  check_smooth_arguments(ctx, in, out, owned, radius, chunk_voxels);
+  if (owned.empty()) return;
+  const bool in_place = static_cast<const void*>(in.data) == static_cast<const void*>(out.data);
+  const SmoothPlan plan = plan_smoothing(ctx, taps, in.global_size, owned, in_place, chunk_voxels);
+  if (!in_place) return smooth_out_of_place(ctx, plan, in, out);
+  if (plan.count == 0) return;  // the identity on itself
+  smooth_in_place(ctx, plan, out);
 }
 
 }  // namespace gigareg

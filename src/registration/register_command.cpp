@@ -26,55 +26,30 @@ struct OptionSpec {
 };
 
 const OptionSpec kOptions[] = {
+    // One row per option (long rows: the help text reads as one sentence).
     {"-d,--dimensionality", Takes::Value, "image dimension: 3 (the only one supported)"},
-    {"-o,--output", Takes::Value,
-     "PREFIX or [PREFIX,warped.nii.gz(,inverseWarped.nii.gz)]; a PREFIX ending in '/' writes into "
-     "that directory (required)"},
-    {"-r,--initial-moving-transform", Takes::Value,
-     "an affine file, [file,useInverse], or [fixed,moving,feature] with feature 0 (image centres), "
-     "1 (centres of mass), 2 (origins), 3 (moments: centres of mass and principal axes, a proper "
-     "rotation); stage form without -r: the identity"},
-    {"-t,--transform", Takes::Values,
-     "a stage: Translation[g], Rigid[g], Affine[g], Greedy[g,sigmaGrad,sigmaWarp] (sigmas in "
-     "voxels), GaussianDisplacementField[g,varGrad,varWarp] or SyN[g,varGrad,varWarp] (ANTs' "
-     "variances in voxels^2). g: the step, in voxels of the level"},
-    {"-m,--metric", Takes::Values,
-     "per stage: CC[fixed,moving,weight,radius], MI[fixed,moving,weight,bins] or "
-     "MeanSquares[fixed,moving,weight]; with --preset: the moving image"},
-    {"-c,--convergence", Takes::Values,
-     "per stage: [iterations per level,threshold,window], e.g. [100x70x50,1e-6,10]: a level stops "
-     "when the slope of the last `window` normalised loss values is below threshold"},
-    {"-f,--shrink-factors", Takes::Values,
-     "per stage: shrink factors per level, e.g. 4x2x1; with --preset: the fixed image"},
-    {"-s,--smoothing-sigmas", Takes::Values,
-     "per stage: Gaussian sigmas per level, e.g. 2x1x0vox (voxels) or 2x1x0mm / 2x1x0 (mm)"},
-    {"-x,--masks", Takes::Values,
-     "[fixedMask,movingMask] or fixedMask (NULL for none); once, or once per stage (the same pair)"},
-    {"--preset", Takes::Value,
-     "short form: rigid, affine, greedy or syn (with -f/--fixed and -m/--moving); the initial "
-     "transform is then the centres of mass unless -r is given"},
+    {"-o,--output", Takes::Value, "PREFIX or [PREFIX,warped.nii.gz(,inverseWarped.nii.gz)]; a PREFIX ending in '/' writes into that directory (required)"},
+    {"-r,--initial-moving-transform", Takes::Value, "an affine file, [file,useInverse], or [fixed,moving,feature] with feature 0 (image centres), 1 (centres of mass), 2 (origins), 3 (moments: centres of mass and principal axes, a proper rotation); stage form without -r: the identity"},
+    {"-t,--transform", Takes::Values, "a stage: Translation[g], Rigid[g], Affine[g], Greedy[g,sigmaGrad,sigmaWarp] (sigmas in voxels), GaussianDisplacementField[g,varGrad,varWarp] or SyN[g,varGrad,varWarp] (ANTs' variances in voxels^2). g: the step, in voxels of the level"},
+    {"-m,--metric", Takes::Values, "per stage: CC[fixed,moving,weight,radius], MI[fixed,moving,weight,bins] or MeanSquares[fixed,moving,weight]; with --preset: the moving image"},
+    {"-c,--convergence", Takes::Values, "per stage: [iterations per level,threshold,window], e.g. [100x70x50,1e-6,10]: a level stops when the slope of the last `window` normalised loss values is below threshold"},
+    {"-f,--shrink-factors", Takes::Values, "per stage: shrink factors per level, e.g. 4x2x1; with --preset: the fixed image"},
+    {"-s,--smoothing-sigmas", Takes::Values, "per stage: Gaussian sigmas per level, e.g. 2x1x0vox (voxels) or 2x1x0mm / 2x1x0 (mm)"},
+    {"-x,--masks", Takes::Values, "[fixedMask,movingMask] or fixedMask (NULL for none); once, or once per stage (the same pair)"},
+    {"--preset", Takes::Value, "short form: rigid, affine, greedy or syn (with -f/--fixed and -m/--moving); the initial transform is then the centres of mass unless -r is given"},
     {"--fixed", Takes::Value, "short form: the fixed image"},
     {"--moving", Takes::Value, "short form: the moving image"},
     {"--device", Takes::Value, "cpu, cuda or auto (cuda when a GPU is available; default auto)"},
-    {"-n,--interpolation", Takes::Value,
-     "interpolation of the warped output: Linear (use gigareg apply for the others)"},
+    {"-n,--interpolation", Takes::Value, "interpolation of the warped output: Linear (use gigareg apply for the others)"},
     {"--float", Takes::Value, "accepted for ANTs compatibility (gigareg computes in float32)"},
     {"--collapse-output-transforms", Takes::Value, "accepted for ANTs compatibility: 1"},
     {"--use-histogram-matching", Takes::Value, "accepted for ANTs compatibility: 0"},
     {"--winsorize-image-intensities", Takes::Value, "accepted for ANTs compatibility: [0,1]"},
-    {"--field-optimizer", Takes::Value,
-     "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or auto "
-     "(adam for Greedy, gd for SyN and GaussianDisplacementField)"},
-    {"--adam-moments", Takes::Value,
-     "deformable stages, storage of Adam's moments: bfloat16 (default; half the memory, float "
-     "arithmetic) or float32"},
-    {"--warp-extension", Takes::Value,
-     ".nii.gz (as ANTs; default) or .nii for prefix1Warp and prefix1InverseWarp (uncompressed: "
-     "written at disk speed, for gigavoxel fields)"},
-    {"--no-inverse-warp", Takes::Flag,
-     "do not compute or write prefix1InverseWarp (nor the inverse warped image)"},
-    {"--inverse-iterations", Takes::Value,
-     "fixed-point iterations of the inverse warp, 0..1000 (default 50)"},
+    {"--field-optimizer", Takes::Value, "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or auto (adam for Greedy, gd for SyN and GaussianDisplacementField)"},
+    {"--adam-moments", Takes::Value, "deformable stages, storage of Adam's moments: bfloat16 (default; half the memory, float arithmetic) or float32"},
+    {"--warp-extension", Takes::Value, ".nii.gz (as ANTs; default) or .nii for prefix1Warp and prefix1InverseWarp (uncompressed: written at disk speed, for gigavoxel fields)"},
+    {"--no-inverse-warp", Takes::Flag, "do not compute or write prefix1InverseWarp (nor the inverse warped image)"},
+    {"--inverse-iterations", Takes::Value, "fixed-point iterations of the inverse warp, 0..1000 (default 50)"},
 };
 
 std::string long_name(const OptionSpec& o) {

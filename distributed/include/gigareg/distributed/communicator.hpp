@@ -75,10 +75,10 @@ class Communicator {
   virtual void synchronize() = 0;
 
   // In-place element-wise reductions over all ranks of `count` elements.
-  virtual void allreduce_sum(double* data, std::size_t count) = 0;
-  virtual void allreduce_sum(std::int64_t* data, std::size_t count) = 0;
-  virtual void allreduce_max(double* data, std::size_t count) = 0;
-  virtual void allreduce_min(double* data, std::size_t count) = 0;
+  void allreduce_sum(double* data, std::size_t count) { allreduce(data, count, Element::Float64, Reduce::Sum); }
+  void allreduce_sum(std::int64_t* data, std::size_t count) { allreduce(data, count, Element::Int64, Reduce::Sum); }
+  void allreduce_max(double* data, std::size_t count) { allreduce(data, count, Element::Float64, Reduce::Max); }
+  void allreduce_min(double* data, std::size_t count) { allreduce(data, count, Element::Float64, Reduce::Min); }
 
   /// recv (size() * bytes_per_rank bytes) = the send blocks of ranks 0, 1, ... in rank order.
   virtual void allgather(const void* send, void* recv, std::size_t bytes_per_rank) = 0;
@@ -104,6 +104,11 @@ class Communicator {
   std::string describe() const;
 
  protected:
+  enum class Element { Float64, Int64 };
+  enum class Reduce { Sum, Max, Min };
+  /// The one reduction each backend implements; the typed calls above name it.
+  virtual void allreduce(void* data, std::size_t count, Element element, Reduce op) = 0;
+
   Communicator() = default;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   CommStats stats_;
