@@ -195,16 +195,17 @@ int run_register(const RegisterOptions& o) {
   });
 
   // One process, or one of the ranks of mpirun / srun (launch.hpp): the same options either way;
-  // rank 0 writes the outputs, shows progress and reports.
+  // every rank writes its planes of the images, rank 0 the rest, shows progress and reports.
   return run_with_partition(p.device, [&](const Partition* partition) {
     const bool reporting = partition == nullptr || partition->rank() == 0;
     if (!reporting) {
       p.progress = nullptr;
       display.reset();
     }
-    // Rank 0 writes every output as one set: all appear at the end, or none (a QC picture that
-    // cannot be written does not leave the transforms and warps of a failed command behind). The
-    // names are checked first, before the work.
+    // Rank 0 commits every output as one set (the files that all ranks write together are
+    // rank 0's temporaries): all appear at the end, or none (a QC picture that cannot be written
+    // does not leave the transforms and warps of a failed command behind). The names are checked
+    // first, before the work.
     std::optional<OutputSet> set;
     if (reporting) {
       if (!qc_path.empty()) check_output_path(qc_path, OutputKind::Png);
