@@ -235,7 +235,10 @@ int run_register(const RegisterOptions& o) {
       whole_inverse = gathered(r.inverse_warp);
     }
     if (!qc_path.empty()) whole_warped = gathered(r.warped);
-    if (!reporting) return report_peak_memory(part), 0;
+    if (!reporting) {
+      report_peak_memory(part);
+      return 0;
+    }
 
     std::vector<std::string> extra;
     // register_files leaves the volumes in the backend's memory; these writers take host volumes.
