@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kTx* kTy)
   for (index_t kk = blockIdx.y; kk < owned.size.z; kk += gridDim.y) {
     const index_t k = owned.lo.z + kk;
     along_row_prefetching_u<HasU>(disp, owned, j, k, [&](index_t i, Vec3f u) {
-      out.at(i, j, k) = sample<I>(moving, warp_position(plan, i, j, k, u), boundary);
+      out.at(i, j, k) = warp_sample<I>(plan, moving, warp_position(plan, i, j, k, u), boundary);
     });
   }
 }
@@ -177,6 +177,8 @@ void warp(void* stream, const WarpPlan& plan, VolumeView<const float> moving,
     case Interpolation::Label:
       launch_warp<Interpolation::Label>(s, plan, moving, displacement, out, owned, boundary);
       break;
+    case Interpolation::BSpline:  // refused by src/ops/warp.cpp: the CPU backend only
+      throw_error(ErrorKind::InvalidArgument, "warp", "BSpline interpolation runs on the cpu backend");
   }
 }
 

@@ -16,6 +16,7 @@ packages=(
   zlib1g-dev
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   mricron-data             # Colin27 T1 + AAL labels for the demo
+  python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
 )
 
 missing=()

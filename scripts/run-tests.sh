@@ -5,6 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash scripts/install-deps.sh
+bash scripts/install-test-python.sh   # ANTsPy for the conformance tests (they skip without it)
 jobs=$(nproc)
 cmake --preset ci
 cmake --build --preset ci -j "$jobs"

@@ -168,7 +168,10 @@ Initialization initialize_transform(const InitialTransform& init, const Volume<f
 /// transforms[0] is applied FIRST to a reference point (so {warp, affine} gives A(x + u(x))).
 /// Each entry is an affine (optionally inverted) or a displacement field (on any grid). A field
 /// moves a point as itk::DisplacementFieldTransform does: trilinearly inside its grid, edge value
-/// over the last half voxel, and not at all (zero displacement) beyond it.
+/// over the last half voxel, and not at all (zero displacement) beyond it. The image is sampled
+/// as itk::ResampleImageFilter does: interpolated where the point lies in the moving grid's
+/// buffer ([-0.5, size - 0.5) in index units, neighbours clamped to the grid), `default_value`
+/// elsewhere (antsApplyTransforms -f).
 struct TransformEntry {
   bool is_field = false;
   Affined affine = Affined::identity();    // when !is_field (already inverted if requested)
@@ -177,17 +180,18 @@ struct TransformEntry {
 Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
                                const std::vector<TransformEntry>& transforms,
                                Interpolation interpolation = Interpolation::Linear,
-                               DeviceChoice device = DeviceChoice::Cpu);
+                               DeviceChoice device = DeviceChoice::Cpu, float default_value = 0.f);
 
 /// antsApplyTransforms at file level: -i input, -r reference, -o output, -t list in command-line
-/// order, `inverse[k]` for [file,1]. Linear output is float32; NearestNeighbor / GenericLabel
-/// keep the input's pixel type.
+/// order, `inverse[k]` for [file,1]. Linear and BSpline output is float32; NearestNeighbor /
+/// GenericLabel keep the input's pixel type. `default_value`: antsApplyTransforms -f.
 struct ApplyFiles {
   std::string input, reference, output;
   std::vector<std::string> transforms;
   std::vector<bool> inverse;
   Interpolation interpolation = Interpolation::Linear;
   DeviceChoice device = DeviceChoice::Cpu;
+  double default_value = 0.0;
 };
 void apply_transform_files(const ApplyFiles& files);
 

@@ -9,19 +9,20 @@
 #include "cpu/warp.hpp"
 
 #include "cpu/elementwise.hpp"
+#include "gigareg/error.hpp"
 #include <vector>
 
 namespace gigareg::cpu {
 namespace {
 
-template <Interpolation I>
-void warp_rows(const WarpPlan& plan, VolumeView<const float> moving,
+template <Interpolation I, class T>
+void warp_rows(const WarpPlan& plan, VolumeView<const T> moving,
                VolumeView<const float> displacement, VolumeView<float> out, const Box& owned,
                Boundary boundary) {
   const bool has_u = displacement.data != nullptr;
   for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
     const Vec3f u = has_u ? load_vec3(displacement, i, j, k) : Vec3f{0.f, 0.f, 0.f};
-    out.at(i, j, k) = sample<I>(moving, warp_position(plan, i, j, k, u), boundary);
+    out.at(i, j, k) = warp_sample<I>(plan, moving, warp_position(plan, i, j, k, u), boundary);
   });
 }
 
@@ -39,7 +40,15 @@ void warp(const WarpPlan& plan, VolumeView<const float> moving, VolumeView<const
     case Interpolation::Label:
       warp_rows<Interpolation::Label>(plan, moving, displacement, out, owned, boundary);
       break;
+    case Interpolation::BSpline:
+      throw_error(ErrorKind::InvalidArgument, "warp", "BSpline samples coefficients: warp_bspline");
   }
+}
+
+void warp_bspline(const WarpPlan& plan, VolumeView<const double> coefficients,
+                  VolumeView<const float> displacement, VolumeView<float> out, const Box& owned,
+                  Boundary boundary) {
+  warp_rows<Interpolation::BSpline>(plan, coefficients, displacement, out, owned, boundary);
 }
 
 void warp_backward(const WarpPlan& plan, VolumeView<const float> moving,

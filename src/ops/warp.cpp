@@ -6,6 +6,7 @@
 #include <cmath>
 #include <string>
 
+#include "cpu/bspline.hpp"
 #include "cpu/warp.hpp"
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
@@ -59,7 +60,21 @@ void warp(const Context& ctx, const WarpInputs& in, VolumeView<float> out, const
   check_common(ctx, op, in, owned);
   check_view(ctx, op, "out", out, 1, in.fixed_geometry.size, &owned);
   if (owned.empty()) return;
-  const WarpPlan plan = make_warp_plan(in.fixed_geometry, in.moving_geometry, in.affine);
+  if (in.outside_value != 0.f && in.boundary != Boundary::FieldTransform)
+    fail(op, "an outside value other than 0 needs Boundary::FieldTransform (ITK's resampler rule)");
+  WarpPlan plan = make_warp_plan(in.fixed_geometry, in.moving_geometry, in.affine);
+  plan.outside_value = in.outside_value;
+  if (in.interpolation == Interpolation::BSpline) {
+    // The prefilter runs along whole lines of the moving grid; the taps reach 2 voxels away.
+    if (ctx.backend != Backend::Cpu) fail(op, "BSpline interpolation runs on the cpu backend");
+    if (in.boundary != Boundary::FieldTransform)
+      fail(op, "BSpline interpolation is ITK's resampler: it needs Boundary::FieldTransform");
+    if (!(in.moving.box() == Box{{0, 0, 0}, in.moving_geometry.size}))
+      fail(op, "BSpline interpolation needs the whole moving grid in the moving view");
+    const Volume<double> coefficients = cpu::bspline3_coefficients(in.moving);
+    cpu::warp_bspline(plan, coefficients.view(), in.displacement, out, owned, in.boundary);
+    return;
+  }
   if (ctx.backend == Backend::Cpu) {
     cpu::warp(plan, in.moving, in.displacement, out, owned, in.interpolation, in.boundary);
     return;

@@ -327,10 +327,16 @@ Interpolation parse_interpolation(const std::string& text) {
   if (l == "linear") return Interpolation::Linear;
   if (l == "nearestneighbor" || l == "nearest") return Interpolation::Nearest;
   if (l == "genericlabel" || l == "label") return Interpolation::Label;
+  if (l == "bspline") {  // BSpline or BSpline[order]; ANTs' default order is 3
+    const Call c = parse_call(text);
+    if (c.args.size() > 1 || (c.args.size() == 1 && trim(c.args[0]) != "3"))
+      bad(text, "only cubic B-splines are supported: BSpline or BSpline[3]");
+    return Interpolation::BSpline;
+  }
   if (l == "multilabel")
     bad(text, "MultiLabel is not supported: use GenericLabel (label voting, ITK's "
               "LabelImageGenericInterpolateImageFunction)");
-  bad(text, "unknown or unsupported interpolation (Linear, NearestNeighbor, GenericLabel)");
+  bad(text, "unknown or unsupported interpolation (Linear, NearestNeighbor, GenericLabel, BSpline[3])");
 }
 
 DeviceChoice parse_device(const std::string& text) {

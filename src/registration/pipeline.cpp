@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <chrono>
+#include <cmath>
 #include <exception>
 #include <filesystem>
 #include <future>
@@ -298,7 +299,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   w.affine = state.affine;
   if (!field.empty()) w.displacement = field.view();
   w.interpolation = Interpolation::Linear;
-  w.boundary = Boundary::Zero;
+  w.boundary = Boundary::FieldTransform;  // ITK's resampler, as antsRegistration's warped output
   Volume<float> warped(fg, owned, 1, ctx.memory_space());
   warp(ctx, w, warped.view(), owned);
 
@@ -558,7 +559,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
 // ---------------------------------------------------------------------------------------------
 Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
                                const std::vector<TransformEntry>& transforms,
-                               Interpolation interpolation, DeviceChoice device) {
+                               Interpolation interpolation, DeviceChoice device, float default_value) {
   check_image(moving, "apply_transforms input");
   reference.validate("apply_transforms reference");
   const Context ctx = choose_backend(device, "apply_transforms");
@@ -601,7 +602,8 @@ Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& refe
   w.affine = pending;
   if (!d.empty()) w.displacement = d.view();
   w.interpolation = interpolation;
-  w.boundary = Boundary::Zero;
+  w.boundary = Boundary::FieldTransform;  // ITK's resampler: IsInsideBuffer, else the default
+  w.outside_value = default_value;
   Volume<float> out(reference, 1, ctx.memory_space());
   warp(ctx, w, out.view(), owned);
   return to_host(std::move(out));
@@ -668,10 +670,12 @@ void apply_transform_files(const ApplyFiles& files) {
       chain.push_back(e);
     }
   }
-  const Volume<float> out =
-      apply_transforms(input.voxels, ref.geometry, chain, files.interpolation, files.device);
+  if (!std::isfinite(files.default_value))
+    throw_error(ErrorKind::InvalidArgument, "-f", "the default value must be a finite number");
+  const Volume<float> out = apply_transforms(input.voxels, ref.geometry, chain, files.interpolation,
+                                             files.device, float(files.default_value));
   ensure_parent(files.output);
-  if (files.interpolation == Interpolation::Linear)
+  if (files.interpolation == Interpolation::Linear || files.interpolation == Interpolation::BSpline)
     write_image(files.output, out, PixelType::Float32);
   else
     write_image(files.output, out, input.pixel_type, IntegerConversion::RoundAndClamp);

@@ -134,7 +134,8 @@ TEST(Cli, BadOptionsGiveClearErrorsAndNonZeroExits) {
        "/nonexistent/f.nii.gz"},
       {"apply -r a.nii.gz -o b.nii.gz", "--input is required"},
       {"apply -i /nonexistent/i.nii.gz -r /nonexistent/r.nii.gz -o b.nii.gz", "/nonexistent/i.nii.gz"},
-      {"apply -i a -r b -o c -n BSpline[3]", "unsupported interpolation"},
+      {"apply -i a -r b -o c -n BSpline[2]", "only cubic B-splines"},
+      {"apply -i a -r b -o c -n Gaussian", "unsupported interpolation"},
   };
   for (const Case& c : cases) {
     const ToolRun r = run(c.args);

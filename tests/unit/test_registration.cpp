@@ -156,7 +156,9 @@ TEST(AntsSyntax, MetricsTransformsAndFiles) {
   EXPECT_TRUE(t.invert);
   EXPECT_EQ(ants::parse_interpolation("GenericLabel"), Interpolation::Label);
   EXPECT_EQ(ants::parse_interpolation("NearestNeighbor"), Interpolation::Nearest);
-  EXPECT_TRUE(throws_invalid_argument([] { ants::parse_interpolation("BSpline[3]"); }));
+  EXPECT_EQ(ants::parse_interpolation("BSpline[3]"), Interpolation::BSpline);
+  EXPECT_EQ(ants::parse_interpolation("BSpline"), Interpolation::BSpline);
+  EXPECT_TRUE(throws_invalid_argument([] { ants::parse_interpolation("BSpline[5]"); }));
   EXPECT_EQ(ants::parse_device("cuda"), DeviceChoice::Cuda);
   EXPECT_TRUE(throws_invalid_argument([] { ants::parse_device("tpu"); }));
 }

@@ -29,14 +29,13 @@ int run_apply(const ApplyOptions& o) {
   if (o.dimensionality != 3) throw_error(ErrorKind::InvalidArgument, "-d", "only 3-D images are supported");
   if (o.input_type != 0)
     throw_error(ErrorKind::InvalidArgument, "-e", "only scalar images (0) are supported");
-  if (o.default_value != 0)
-    throw_error(ErrorKind::InvalidArgument, "-f", "the default value outside the image is 0");
   ApplyFiles files;
   files.input = o.input;
   files.reference = o.reference;
   files.output = o.output;
   files.interpolation = ants::parse_interpolation(o.interpolation);
   files.device = ants::parse_device(o.device);
+  files.default_value = o.default_value;
   for (const std::string& t : o.transforms) {
     const ants::TransformFileSpec s = ants::parse_transform_file(t);
     if (s.file == "identity" || s.file == "Identity") continue;
@@ -71,10 +70,12 @@ Command add_apply_command(CLI::App& app) {
       ->expected(1)
       ->take_all()
       ->allow_extra_args(false);
-  app.add_option("-n,--interpolation", o->interpolation, "Linear, NearestNeighbor or GenericLabel")
+  app.add_option("-n,--interpolation", o->interpolation,
+                 "Linear, NearestNeighbor, GenericLabel or BSpline[3] (BSpline: cpu backend)")
       ->capture_default_str();
   app.add_option("-e,--input-image-type", o->input_type, "0: scalar (the only type supported)");
-  app.add_option("-f,--default-value", o->default_value, "value outside the input (0 only)");
+  app.add_option("-f,--default-value", o->default_value,
+                 "value of output voxels that map outside the input (default 0)");
   app.add_option("--float", o->float_precision, "accepted for ANTs compatibility");
   app.add_option("--device", o->device, "cpu, cuda or auto")->capture_default_str();
   o->verbose = app.add_option("-v,--verbose", "print what was written")->expected(0, 1);

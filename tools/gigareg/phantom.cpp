@@ -124,7 +124,7 @@ int run_phantom(const PhantomOptions& o) {
   w.moving_geometry = sg;
   w.fixed_geometry = fine;
   w.interpolation = Interpolation::Linear;
-  w.boundary = Boundary::Zero;
+  w.boundary = Boundary::FieldTransform;  // ITK's resampler: antsApplyTransforms reproduces it
   // z-chunks of about 2^26 fine voxels: the warp resampled onto a chunk is 12 bytes per voxel.
   const index_t plane = fine.size.x * fine.size.y;
   const index_t chunk_z = std::max<index_t>(1, (index_t(1) << 26) / plane);

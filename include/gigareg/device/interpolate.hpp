@@ -36,6 +36,9 @@ enum class Interpolation {
   Label,    // for each distinct label among the 8 neighbours, the sum of its trilinear weights;
             // the largest sum wins, ties go to the smaller label (ITK's
             // LabelImageGenericInterpolateImageFunction). Never invents a label.
+  BSpline,  // cubic B-spline (ITK's BSplineInterpolateImageFunction of order 3, ANTs'
+            // -n BSpline[3]): sampled from the image's B-spline coefficients (the warp op
+            // computes them, src/cpu/bspline.cpp), mirror boundary. Resampling only (no gradient).
 };
 
 enum class Boundary { Zero, Border, FieldTransform };
@@ -243,12 +246,72 @@ GIGAREG_HDI float sample_label(const VolumeView<T>& v, Vec3f p, Boundary boundar
   return best;
 }
 
-/// Dispatch on the interpolation mode (the kernels instantiate one mode each).
+/// Whether continuous index p lies in ITK's buffer, [-0.5, size - 0.5) on every axis
+/// (ImageFunction::IsInsideBuffer): where ITK's resampler interpolates rather than writing its
+/// default value, and where a displacement field transform moves a point. False for NaN.
+GIGAREG_HDI bool inside_itk_buffer(Vec3f p, Index3 size) {
+  return p.x >= -0.5f && p.x < float(size.x) - 0.5f && p.y >= -0.5f && p.y < float(size.y) - 0.5f &&
+         p.z >= -0.5f && p.z < float(size.z) - 0.5f;
+}
+
+/// ITK's mirror rule for a B-spline tap index outside [0, n): reflected about the end samples
+/// (period 2n - 2; a single-sample axis reads sample 0).
+GIGAREG_HDI index_t mirror_index(index_t i, index_t n) {
+  if (n == 1) return 0;
+  const index_t period = 2 * n - 2;
+  if (i < 0) i = -i - period * (-i / period);
+  if (i >= n) {
+    i = i % period;
+    if (i >= n) i = period - i;
+  }
+  return i;
+}
+
+/// The cubic B-spline weights of the 4 taps floor(p) - 1 .. floor(p) + 2 along one axis.
+GIGAREG_HDI void bspline3_weights(double p, index_t& first, double w[4]) {
+  const double f = floor(p);
+  first = index_t(f) - 1;
+  const double t = p - f;  // in [0, 1)
+  const double s = 1.0 - t;
+  w[0] = s * s * s / 6.0;
+  w[1] = (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0;
+  w[2] = (4.0 - 6.0 * s * s + 3.0 * s * s * s) / 6.0;
+  w[3] = t * t * t / 6.0;
+}
+
+/// Cubic B-spline value at continuous index p from the coefficients `c` (a view of the whole
+/// grid: the taps reach 2 voxels beyond p, mirrored at the edges), in double as ITK.
+template <class T>
+GIGAREG_HDI float sample_bspline3(const VolumeView<T>& c, Vec3f p) {
+  if (!(p.x == p.x && p.y == p.y && p.z == p.z)) return 0.f;  // NaN
+  index_t first[3];
+  double w[3][4];
+  const Index3 n = c.global_size;
+  for (int a = 0; a < 3; ++a) bspline3_weights(double(p[a]), first[a], w[a]);
+  double value = 0.0;
+  for (int tz = 0; tz < 4; ++tz) {
+    const index_t k = mirror_index(first[2] + tz, n.z);
+    double plane = 0.0;
+    for (int ty = 0; ty < 4; ++ty) {
+      const index_t j = mirror_index(first[1] + ty, n.y);
+      double row = 0.0;
+      for (int tx = 0; tx < 4; ++tx)
+        row += w[0][tx] * double(load_ro(&c.at(mirror_index(first[0] + tx, n.x), j, k)));
+      plane += w[1][ty] * row;
+    }
+    value += w[2][tz] * plane;
+  }
+  return float(value);
+}
+
+/// Dispatch on the interpolation mode (the kernels instantiate one mode each). BSpline reads
+/// coefficients, not the image, and ignores the boundary (the caller applies ITK's buffer rule).
 template <Interpolation I, class T>
 GIGAREG_HDI float sample(const VolumeView<T>& v, Vec3f p, Boundary boundary) {
   if constexpr (I == Interpolation::Linear) return sample_linear(v, p, boundary);
   else if constexpr (I == Interpolation::Nearest) return sample_nearest(v, p, boundary);
-  else return sample_label(v, p, boundary);
+  else if constexpr (I == Interpolation::Label) return sample_label(v, p, boundary);
+  else return sample_bspline3(v, p);
 }
 
 }  // namespace gigareg

@@ -21,6 +21,7 @@ struct WarpPlan {
   Mat3f fixed_matrix;            // Pf = D diag(spacing) of the fixed grid
   Vec3f fixed_origin;            // of
   Mat3f moving_gradient_matrix;  // Pm^-T: gradient w.r.t. moving index -> w.r.t. physical point
+  float outside_value;           // Boundary::FieldTransform: the value outside ITK's buffer
 };
 
 /// The affine gradient has 12 terms, row-major [M | t]: term 4 r + c is dL/dM(r, c) (c < 3) and
@@ -43,6 +44,17 @@ GIGAREG_HDI Vec3f load_vec3(const VolumeView<T>& f, index_t i, index_t j, index_
 GIGAREG_HDI Vec3f warp_position(const WarpPlan& plan, index_t i, index_t j, index_t k, Vec3f u) {
   return plan.index_matrix * index_vec(i, j, k) + plan.index_offset +
          plan.displacement_matrix * u;
+}
+
+/// The warp's value at moving index p. Under Boundary::FieldTransform it is ITK's resampler
+/// (ResampleImageFilter): the plan's outside value (antsApplyTransforms -f) where p leaves ITK's
+/// buffer, the interpolated value inside; otherwise the boundary rule of `sample`.
+template <Interpolation I, class T>
+GIGAREG_HDI float warp_sample(const WarpPlan& plan, const VolumeView<T>& moving, Vec3f p,
+                              Boundary boundary) {
+  if (boundary == Boundary::FieldTransform && !inside_itk_buffer(p, moving.global_size))
+    return plan.outside_value;
+  return sample<I>(moving, p, boundary);
 }
 
 /// dL/du at one voxel from g = dL/dout and the moving image's index gradient gm: g G^T gm.

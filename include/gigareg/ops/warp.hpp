@@ -30,6 +30,9 @@ struct WarpInputs {
                                          // fixed grid, contains owned
   Interpolation interpolation = Interpolation::Linear;
   Boundary boundary = Boundary::Zero;
+  /// With Boundary::FieldTransform (ITK's resampler rule): the value of output voxels whose
+  /// sample leaves the moving grid's buffer (antsApplyTransforms -f). Must be 0 otherwise.
+  float outside_value = 0.f;
 };
 
 /// out(i) = I(A(x_i + u(i))) for every voxel i of `owned`; `out` is 1 component on the fixed grid.
