@@ -29,7 +29,7 @@ PY
 }
 
 # large_run CLI COLIN_0.5MM UPSAMPLE OUT_LOG_DIR: the issue-16 gigavoxel set-up. `phantom` upsamples
-# Colin27 0.5 mm (3 gives 1.53 Gvox) into a fixed/moving pair of .nii files, then one greedy CC
+# Colin27 0.5 mm (3 gives 0.95 Gvox, 4 gives 2.25) into a fixed/moving pair of .nii files, then one greedy CC
 # level of 10 iterations, --no-inverse-warp, .nii warp, on the GPU; prints wall, RSS and phases.
 large_run() {
   local cli=$1 colin=$2 up=$3 logs=$4 big=${BIG_DIR:-/tmp/big}

@@ -5,7 +5,7 @@
 #   256^3: cfmi sub-01 <- sub-02, `--preset greedy --device cuda`, default outputs (.nii.gz warp,
 #          inverse warp, warped image, QC picture); baseline and current alternate, RUNS each;
 #          the decompressed outputs of the two are compared byte for byte.
-#   large (LARGE=N, N = upsampling of Colin27 0.5 mm; 3 gives 1.53 Gvox): one greedy CC level of
+#   large (LARGE=N, N = upsampling of Colin27 0.5 mm; 3 gives 0.95 Gvox, 4 gives 2.25 Gvox): one greedy CC level of
 #          10 iterations, --no-inverse-warp, .nii warp (the set-up), current tree only.
 # Prints wall seconds, peak host RSS and the phase lines of `-v 2` (read inputs, backend
 # start-up, stages, inverse, results to the host, write outputs, QC).

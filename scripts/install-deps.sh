@@ -17,6 +17,8 @@ packages=(
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   mricron-data             # Colin27 T1 + AAL labels for the demo
   python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
+  python3                  # tests/malformed/malformed_inputs.py (standard library only)
+  clang                    # libFuzzer targets (tests/fuzz, GIGAREG_FUZZ); the build itself uses GCC
 )
 
 missing=()

@@ -128,6 +128,9 @@ OpenedImage open_image(const std::string& path) {
                 "recognises its name and header)");
   io->SetFileName(path);
   io_detail::check_nifti_header(path);  // before ITK parses it: some bad fields crash ITK
+  const std::string reader = io->GetNameOfClass();
+  if (reader == "MetaImageIO") io_detail::check_metaimage_header(path);  // or hang it
+  if (reader == "PNGImageIO") io_detail::check_png(path);                // or abort it
   try {
     io->ReadImageInformation();
   } catch (const itk::ExceptionObject& e) {
@@ -607,6 +610,25 @@ void write_image(const std::string& path, const Image& image, IntegerConversion 
   write_image(path, image.voxels, image.pixel_type, conversion);
 }
 
+namespace {
+
+/// A displacement that is NaN, infinite or beyond float32 has no meaning as a position: it would
+/// turn every voxel it touches into NaN (warps, Jacobians, inverses) without an error.
+[[noreturn]] void bad_displacement(double v, index_t i, int component, const Geometry& g, const std::string& path) {
+  throw_error(ErrorKind::InvalidInput, path,
+              "the displacement at voxel " + format_index(g, i) + " (component " + std::to_string(component) +
+                  ") is " + (std::isnan(v) ? "NaN" : std::isinf(v) ? "infinite" : "beyond the float32 range") +
+                  "; a displacement field must hold finite displacements");
+}
+
+void reject_nonfinite_displacements(const float* planes, index_t n, const Geometry& g, const std::string& path) {
+  for (int c = 0; c < 3; ++c)
+    for (index_t i = 0; i < n; ++i)
+      if (!std::isfinite(planes[c * n + i])) bad_displacement(planes[c * n + i], i, c, g, path);
+}
+
+}  // namespace
+
 DisplacementField read_displacement_field(const std::string& path) {
   OpenedImage opened = open_image(path);
   const ImageHeader& h = opened.header;
@@ -628,8 +650,10 @@ DisplacementField read_displacement_field(const std::string& path) {
 
   DisplacementField field = allocate_volume(h.geometry, Box{{0, 0, 0}, h.geometry.size}, 3, path);
   // NIfTI-1 single files hold the components as planes, as the field does: read them directly.
-  if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data()))
+  if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data())) {
+    reject_nonfinite_displacements(field.data(), n, h.geometry, path);
     return field;
+  }
   // The ITK path only: the direct reader checks lengths and CRCs as it decodes, and inflating the
   // file once more here would double the time of every warp read.
   io_detail::check_data_complete(path, *opened.io);
@@ -640,7 +664,12 @@ DisplacementField read_displacement_field(const std::string& path) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(raw.get());
     for (int c = 0; c < 3; ++c)
-      for (index_t i = 0; i < n; ++i) planes[c * n + i] = static_cast<float>(in[3 * i + c]);
+      for (index_t i = 0; i < n; ++i) {
+        const double v = double(in[3 * i + c]);
+        // Checked before the conversion: a double beyond float's range converts undefinedly.
+        if (!(std::abs(v) <= double(std::numeric_limits<float>::max()))) bad_displacement(v, i, c, h.geometry, path);
+        planes[c * n + i] = static_cast<float>(v);
+      }
   };
   if (h.pixel_type == PixelType::Float32)
     deinterleave(float{});

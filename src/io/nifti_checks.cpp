@@ -89,11 +89,11 @@ void require_finite(const std::string& path, const std::string& h, std::size_t o
 
 /// Field offsets of the two header versions (the standard's nifti1.h / nifti2.h layouts).
 struct Layout {
-  std::size_t datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
-  bool wide;  // NIfTI-2: 8-byte floats and codes of 4 bytes
+  std::size_t dim, datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
+  bool wide;  // NIfTI-2: 8-byte floats, dims and codes of 4 bytes
 };
-constexpr Layout kNifti1{70, 72, 108, 252, 254, 256, 280, false};
-constexpr Layout kNifti2{12, 14, 168, 344, 348, 352, 400, true};
+constexpr Layout kNifti1{40, 70, 72, 108, 252, 254, 256, 280, false};
+constexpr Layout kNifti2{16, 12, 14, 168, 344, 348, 352, 400, true};
 
 }  // namespace
 
@@ -114,6 +114,10 @@ void check_nifti_header(const std::string& path) {
   const std::int32_t swapped = field<std::int32_t>(h, 0, true);
   const bool swap = raw != 348 && raw != 540;
   const std::int32_t sizeof_hdr = swap ? swapped : raw;
+  // The NIfTI library reads a header with NIfTI-1's magic whatever sizeof_hdr says (and takes
+  // the byte order from dim[0]): a damaged first field would pass unnoticed.
+  const bool nifti1_magic = std::memcmp(h.data() + 344, "n+1", 4) == 0 || std::memcmp(h.data() + 344, "ni1", 4) == 0;
+  if (nifti1_magic && sizeof_hdr != 348) bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348");
   Layout L;
   if (sizeof_hdr == 348) {
     L = kNifti1;
@@ -126,6 +130,17 @@ void check_nifti_header(const std::string& path) {
   const std::size_t magic_at = L.wide ? 4 : 344;
   const bool single_file = std::memcmp(h.data() + magic_at, "n+", 2) == 0;
   if (!single_file && std::memcmp(h.data() + magic_at, "ni", 2) != 0) return;
+
+  // dim[0] axes, each of at least one voxel: ITK takes a size of 0 or less as 1 and reads the
+  // data of another grid.
+  auto dim = [&](int i) {
+    return L.wide ? field<std::int64_t>(h, L.dim + 8 * std::size_t(i), swap)
+                  : std::int64_t(field<std::int16_t>(h, L.dim + 2 * std::size_t(i), swap));
+  };
+  const std::int64_t axes = dim(0);
+  if (axes < 1 || axes > 7) bad(path, "dim[0] is " + std::to_string(axes) + ", not 1..7");
+  for (int i = 1; i <= axes; ++i)
+    if (dim(i) < 1) bad(path, "dim[" + std::to_string(i) + "] is " + std::to_string(dim(i)) + ": an axis of no voxels");
 
   const int datatype = field<std::int16_t>(h, L.datatype, swap);
   const int bitpix = field<std::int16_t>(h, L.bitpix, swap);

@@ -4,7 +4,7 @@
 // The protocol, for every file:
 //  1. rank 0 creates the temporary beside the final name (StagedFile: O_EXCL, never through a
 //     link) and ITK's header; every process learns the temporary's name (its host tag, pid and
-//     counter, gathered) and opens it without following links;
+//     random token, gathered) and opens it without following links;
 //  2. .nii: rank 0 writes the header, every process pwrites its planes at their offsets.
 //     .nii.gz, one component at a time: every process compresses the gzip members that start in
 //     its slab (member grid of plane_member_layout, independent of P; a member that runs past the
@@ -153,18 +153,18 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
   // 1. The temporary and the header, on rank 0; its name to everyone.
   std::optional<StagedFile> staged;
   unsigned char prefix[io_detail::kNiftiPrefixBytes];
-  const std::vector<std::int64_t> made = agree(part, path, 4, staged, [&] {
-    if (part.rank() != 0) return std::vector<std::int64_t>(4, 0);
+  const std::vector<std::int64_t> made = agree(part, path, 5, staged, [&] {
+    if (part.rank() != 0) return std::vector<std::int64_t>(5, 0);
     staged.emplace(path);
     const bool header = io_detail::itk_header_prefix(path, g, local.components(), pixel_type, prefix);
     const io_detail::TemporaryId& id = staged->temporary_id();
-    return std::vector<std::int64_t>{header ? 1 : 0, id[0], id[1], id[2]};
+    return std::vector<std::int64_t>{header ? 1 : 0, id[0], id[1], id[2], id[3]};
   });
   if (made[0] == 0) {  // ITK's header is not the one gigareg completes: ITK writes the file
     staged.reset();
     return write_gathered(path, local, part, pixel_type, conversion);
   }
-  const std::string temp = io_detail::temporary_path(path, {made[1], made[2], made[3]});
+  const std::string temp = io_detail::temporary_path(path, {made[1], made[2], made[3], made[4]});
   const bool gz = io_detail::extension_of(path) == ".nii.gz";
 
   // The planes that complete the gzip members starting in this slab (from the next processes).

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <future>
@@ -19,6 +20,7 @@
 #include "gigareg/log.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/pyramid.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
 #include "registration/buffers.hpp"
@@ -161,8 +163,55 @@ class PhaseClock {
 
 }  // namespace
 
+namespace {
+
+/// The levels' parameters that only the fixed image's grid can judge, named by their options.
+/// A shrink factor beyond the fixed image's largest size makes a level of one voxel on every axis:
+/// nothing is registered there, and a typo (-f 1e308 for 1x1x1) would pass unnoticed. A smoothing
+/// sigma whose kernel exceeds the smoothing ops' limit would fail deep in the pipeline.
+void check_levels_against(const RegistrationParams& params, const Geometry& fixed) {
+  const index_t largest = std::max({fixed.size.x, fixed.size.y, fixed.size.z});
+  for (std::size_t s = 0; s < params.stages.size(); ++s) {
+    const StageParams& st = params.stages[s];
+    for (double sigma : st.smoothing_sigmas) {
+      try {
+        gaussian_radii(reg::sigma_voxels(fixed, sigma, st.sigmas_in_mm));
+      } catch (const Error& e) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", sigma);
+        throw_error(ErrorKind::InvalidArgument, "-s/--smoothing-sigmas",
+                    "stage " + std::to_string(s + 1) + ": the smoothing sigma " + value +
+                        " is too large for the fixed image's voxels (" + e.problem() + ")");
+      }
+    }
+    for (double f : st.shrink_factors)
+      if (f > double(largest)) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", f);
+        throw_error(ErrorKind::InvalidArgument, "-f/--shrink-factors",
+                    "stage " + std::to_string(s + 1) + ": the shrink factor " + value +
+                        " exceeds the fixed image's largest size (" + std::to_string(largest) +
+                        " voxels): that level would be a single voxel");
+      }
+  }
+}
+
+/// The inverse of an affine read from `path` (given as [file,1]): a singular matrix is that
+/// file's problem, and the message names it.
+Affined inverse_of_file_affine(const Affined& a, const std::string& path) {
+  try {
+    return invert_affine(a);
+  } catch (const Error&) {
+    throw_error(ErrorKind::InvalidInput, path,
+                "the affine transform is singular: it cannot be inverted (useInverse = 1)");
+  }
+}
+
+}  // namespace
+
 InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
                                       const Geometry& moving, const Partition& part) {
+  check_levels_against(params, fixed);
   InputPlanes p;
   const Box all_moving{{0, 0, 0}, moving.size};
   p.moving = part.size() == 1 ? all_moving : part.owned(moving.size);
@@ -480,7 +529,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   if (!files.moving_mask.empty()) moving_mask = read(files.moving_mask, planes.moving);
   if (!files.initial_transform.empty()) {
     Affined a = read_affine_transform(files.initial_transform).affine();
-    if (files.invert_initial_transform) a = invert_affine(a);
+    if (files.invert_initial_transform) a = inverse_of_file_affine(a, files.initial_transform);
     params.initial.type = InitialTransformType::Given;
     params.initial.affine = a;
   }
@@ -662,7 +711,7 @@ void apply_transform_files(const ApplyFiles& files) {
         e.is_field = true;
         e.field = &fields.back();
       } else {
-        e.affine = invert ? invert_affine(s.affine) : s.affine;
+        e.affine = invert ? inverse_of_file_affine(s.affine, path) : s.affine;
       }
       chain.push_back(e);
     }

@@ -21,7 +21,7 @@ namespace gigareg::cli {
 namespace {
 
 Context context_for(const std::string& device_option) {
-  switch (ants::parse_device(device_option)) {
+  switch (ants::for_option("--device", [&] { return ants::parse_device(device_option); })) {
     case DeviceChoice::Cpu: return Context::cpu();
     case DeviceChoice::Cuda:
       if (!cuda_available())
