@@ -52,6 +52,8 @@
 
 namespace gigareg {
 
+class Partition;  // gigareg/partition.hpp
+
 /// Type of the values stored in an image file.
 enum class PixelType { UInt8, Int8, UInt16, Int16, UInt32, Int32, UInt64, Int64, Float32, Float64 };
 
@@ -161,6 +163,22 @@ struct ConvertOptions {
 /// non-.zarr output, or --labels on a float image.
 void convert_image_file(const std::string& input, const std::string& output,
                         const ConvertOptions& options = {});
+/// A volume held in z-slabs by the processes of `partition`, written as one file by all of them
+/// together: collective (every process calls it with the same path, in the same order as its
+/// other collectives). `local` holds whole x-y planes including the process's owned planes
+/// (partition.owned), in the partition's memory (host, or the device with NCCL). .nii and
+/// .nii.gz: each process writes its own planes (uncompressed at their offsets; the gzip members
+/// that start in its slab, placed by a prefix sum of their sizes), so that no process holds the
+/// whole volume, and the bytes are those one process writes (docs/io.md). Other formats, and
+/// grids that only ITK writes, are gathered on rank 0, which writes them. The file appears under
+/// its name (or joins rank 0's open OutputSet) only when every process wrote its part; if any
+/// failed, every process throws and no temporary remains. One process: write_image /
+/// write_displacement_field.
+void write_sharded_image(const std::string& path, const ScalarVolume& local, const Partition& partition,
+                         PixelType pixel_type = PixelType::Float32,
+                         IntegerConversion conversion = IntegerConversion::Exact);
+void write_sharded_displacement_field(const std::string& path, const DisplacementField& local,
+                                      const Partition& partition);
 
 /// An affine transform with ITK's parameterisation: y = matrix * (x - center) + translation + center,
 /// mapping fixed-space LPS points x to moving-space points y.

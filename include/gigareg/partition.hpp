@@ -66,6 +66,12 @@ class Partition {
   virtual double min(double value) const = 0;
   /// True on every process iff `value` is true on every process (collective decisions).
   virtual bool all(bool value) const = 0;
+
+  /// Every process's `values` (the same count on each), concatenated in rank order, on every
+  /// process: small host integers such as the sizes that place each process's part of a shared
+  /// file. Exact for |value| < 2^53 (carried by gather_host_slices as doubles: one slice per
+  /// process); larger values are an Error(InvalidArgument).
+  std::vector<std::int64_t> gather_host_values(const std::vector<std::int64_t>& values) const;
 };
 
 /// The partition of a single process: it owns every grid whole.

@@ -88,20 +88,25 @@ struct RegistrationOutputs {
   std::string affine, warp, inverse_warp, warped, inverse_warped;  // paths written ("" if not)
 };
 
-/// With a partition, every process reads the inputs and rank 0 alone writes the outputs.
-/// The returned warp, inverse warp and warped image are in the backend's memory (device volumes
-/// after a one-process CUDA registration: the files are written from the GPU by slabs, and the
-/// host never holds them whole); host volumes on the CPU backend and on rank 0 of a partition.
+/// With a partition, every process reads only the planes it needs and writes its own planes of
+/// the warp, inverse warp and warped image (write_sharded_image: no process holds a whole
+/// output); rank 0 writes the affine transform and the inverse-warped image (for which it gathers
+/// the inverse warp). The returned warp, inverse warp and warped image are in the backend's
+/// memory (device volumes after a CUDA registration: the files are written from the GPU by
+/// slabs, and the host never holds them whole), on the process's owned planes under a partition
+/// (volumes of whole x-y planes that contain partition->owned(fixed grid)).
 RegistrationResult register_files(const RegistrationParams& params, const RegistrationFiles& files,
                                   RegistrationOutputs* written = nullptr,
                                   const Partition* partition = nullptr);
 
 /// Writes a result's transforms (and warped image, if `warped_path` is not empty) as
-/// register_files does; returns the paths written.
+/// register_files does; returns the paths written. With a partition of several processes the
+/// call is collective and `result` holds each process's planes (as register_files returns them).
 RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
                                                const std::string& output_prefix,
                                                const std::string& warped_path = "",
-                                               const std::string& warp_extension = ".nii.gz");
+                                               const std::string& warp_extension = ".nii.gz",
+                                               const Partition* partition = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Pieces, exposed for tests and for programs that build their own pipeline.

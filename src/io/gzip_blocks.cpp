@@ -106,59 +106,61 @@ int compression_level() { return io_detail::g_default_level.load(); }
 namespace gigareg::io_detail {
 
 // ---------------------------------------------------------------------------------------------
-GzipBlockWriter::GzipBlockWriter(std::FILE* file, std::string path, int level)
-    : file_(file),
-      path_(std::move(path)),
+PlaneMemberLayout plane_member_layout(std::size_t plane_bytes) {
+  PlaneMemberLayout l;
+  if (plane_bytes <= kGzipBlockBytes) {
+    l.planes_per_member = std::int64_t(kGzipBlockBytes / plane_bytes);
+    l.piece_bytes = std::size_t(l.planes_per_member) * plane_bytes;
+  } else {
+    l.planes_per_member = 1;
+    l.piece_bytes = kGzipBlockBytes;
+  }
+  return l;
+}
+
+GzipMemberWriter::GzipMemberWriter(std::size_t max_member_bytes, int level, Sink sink, std::string path)
+    : slot_bytes_(max_member_bytes),
       level_(level),
+      sink_(std::move(sink)),
+      path_(std::move(path)),
       threads_(std::size_t(std::max(1, omp_get_max_threads()))),
-      batch_(threads_ * kGzipBlockBytes),
+      batch_(new unsigned char[threads_ * max_member_bytes]),
+      filled_(threads_, 0),
       members_(threads_) {
   if (level < 0 || level > 12)
     throw_error(ErrorKind::InvalidArgument, path_,
                 "compression level " + std::to_string(level) + " is outside 0-12");
 }
 
-void GzipBlockWriter::append(const void* data, std::size_t bytes) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  while (bytes > 0) {
-    if (filled_ == batch_.size()) flush_batch();
-    const std::size_t n = std::min(bytes, batch_.size() - filled_);
-    std::memcpy(batch_.data() + filled_, p, n);
-    filled_ += n;
-    p += n;
-    bytes -= n;
-  }
+unsigned char* GzipMemberWriter::reserve(std::size_t bytes) {
+  if (slot_bytes_ - filled_[current_] < bytes)
+    throw_error(ErrorKind::Internal, path_, "a gzip member outgrew its planned size");
+  return batch_.get() + current_ * slot_bytes_ + filled_[current_];
 }
 
-unsigned char* GzipBlockWriter::reserve(std::size_t bytes) {
-  if (bytes > kGzipBlockBytes)
-    throw_error(ErrorKind::Internal, path_, "reserve() asked for more than one block");
-  if (batch_.size() - filled_ < bytes) flush_batch();
-  return batch_.data() + filled_;
+void GzipMemberWriter::commit(std::size_t bytes) { filled_[current_] += bytes; }
+
+void GzipMemberWriter::end_member() {
+  if (filled_[current_] == 0) return;  // members are never empty
+  if (++current_ == threads_) flush_batch();
 }
 
-void GzipBlockWriter::commit(std::size_t bytes) { filled_ += bytes; }
-
-void GzipBlockWriter::flush_batch() {
-  if (filled_ == 0) return;
-  const std::size_t blocks = (filled_ + kGzipBlockBytes - 1) / kGzipBlockBytes;
-  parallel_for(blocks, [&](std::size_t b) {
-    const std::size_t at = b * kGzipBlockBytes;
-    compress_member(batch_.data() + at, std::min(kGzipBlockBytes, filled_ - at), level_, members_[b]);
+void GzipMemberWriter::flush_batch() {
+  const std::size_t members = current_;
+  parallel_for(members, [&](std::size_t m) {
+    compress_member(batch_.get() + m * slot_bytes_, filled_[m], level_, members_[m]);
   });
-  for (std::size_t b = 0; b < blocks; ++b) {
-    const std::vector<unsigned char>& m = members_[b];
-    if (std::fwrite(m.data(), 1, m.size(), file_) != m.size())
-      throw_error(ErrorKind::Io, path_,
-                  std::string("writing failed (disk full?): ") + std::strerror(errno));
+  for (std::size_t m = 0; m < members; ++m) {
+    sink_(members_[m].data(), members_[m].size());
+    filled_[m] = 0;
   }
-  filled_ = 0;
+  current_ = 0;
 }
 
-void GzipBlockWriter::finish() {
+void GzipMemberWriter::finish() {
+  if (filled_[current_] != 0)
+    throw_error(ErrorKind::Internal, path_, "finish() with a member not ended");
   flush_batch();
-  if (std::fflush(file_) != 0)
-    throw_error(ErrorKind::Io, path_, std::string("writing failed (disk full?): ") + std::strerror(errno));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 #pragma once
 // Block-parallel gzip through libdeflate (not installed).
 //
-// Writing: the stream is cut into blocks of kGzipBlockBytes and each block becomes a complete
-// gzip member (RFC 1952 allows any number of members in one file; gzip, zlib's gzread, ITK's
-// NIfTI reader and Python's gzip module decode the members as one stream). Members are
-// compressed on all cores and written in order, so the bytes of a file do not depend on the
-// thread count. Each member's header carries an extra field (FEXTRA, subfield 'G' 'R', 4 bytes:
-// the member's total size, little endian) so that a reader finds every member without inflating
-// the ones before it: the layout is documented in docs/io.md.
+// Writing: the stream is cut into members on a grid of whole planes that does not depend on who
+// writes them (plane_member_layout: one process, or P processes each writing the members that
+// start in its z-slab), and each member is a complete gzip member (RFC 1952 allows any number of
+// members in one file; gzip, zlib's gzread, ITK's NIfTI reader and Python's gzip module decode the
+// members as one stream). Members are compressed on all cores and handed out in order, so the
+// bytes of a file depend neither on the thread count nor on the process count. Each member's
+// header carries an extra field (FEXTRA, subfield 'G' 'R', 4 bytes: the member's total size,
+// little endian) so that a reader finds every member without inflating the ones before it: the
+// layout is documented in docs/io.md.
 //
 // Reading: gigareg's own files are decoded member by member on all cores (only the members a
 // byte range needs, for a slab); any other gzip file (one member, or members without the field)
@@ -15,7 +17,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,34 +32,52 @@ inline constexpr std::size_t kGzipBlockBytes = std::size_t(4) << 20;
 /// set_compression_level in gigareg/io.hpp changes it.
 int default_compression_level();
 
-/// Writes a gzip stream of block members to an open file. Data arrive in order through
-/// append(); when a batch of blocks (one per thread) is full it is compressed in parallel and
-/// written. Memory: two batches of kGzipBlockBytes per thread. Errors (a failed write, disk full)
-/// throw Error(Io) naming `path`.
-class GzipBlockWriter {
- public:
-  GzipBlockWriter(std::FILE* file, std::string path, int level);
-  GzipBlockWriter(const GzipBlockWriter&) = delete;
-  GzipBlockWriter& operator=(const GzipBlockWriter&) = delete;
+/// Where gigareg cuts a stream of planes (the voxel data of a NIfTI file: for each component,
+/// nz planes of `plane_bytes`) into gzip members. Members never cross a component; planes of at
+/// most kGzipBlockBytes are grouped `planes_per_member` at a time on a grid of plane indices
+/// aligned to plane 0 (the last member of a component is shorter); larger planes are cut into
+/// `piece_bytes` pieces, one member each (the plane's last piece is shorter). The grid depends on
+/// the plane size alone, never on the slab a process owns, so that P processes writing their own
+/// members produce the single process's file byte for byte (docs/io.md). The file's header goes
+/// in front of the first member's data.
+struct PlaneMemberLayout {
+  std::int64_t planes_per_member = 1;
+  std::size_t piece_bytes = 0;  // the bytes of a member's data (whole planes, or a piece of one)
+};
+PlaneMemberLayout plane_member_layout(std::size_t plane_bytes);
 
-  void append(const void* data, std::size_t bytes);
-  /// Room for `bytes` (at most kGzipBlockBytes) to be filled by the caller and committed with
-  /// commit(bytes): avoids a copy when the producer converts straight into the batch.
+/// Compresses members in order: the caller fills the current member (reserve/commit, in any
+/// number of pieces) and ends it with end_member(); when one member per thread is complete they
+/// are compressed in parallel and handed to `sink` in order. Memory: one batch of
+/// `max_member_bytes` per thread and its compressed members. Errors throw Error naming `path`.
+class GzipMemberWriter {
+ public:
+  using Sink = std::function<void(const unsigned char* member, std::size_t bytes)>;
+  GzipMemberWriter(std::size_t max_member_bytes, int level, Sink sink, std::string path);
+  GzipMemberWriter(const GzipMemberWriter&) = delete;
+  GzipMemberWriter& operator=(const GzipMemberWriter&) = delete;
+
+  /// Room for `bytes` more of the current member, to be filled by the caller and committed with
+  /// commit(bytes) (the producer converts straight into the batch: no copy).
   unsigned char* reserve(std::size_t bytes);
   void commit(std::size_t bytes);
-  /// Compresses and writes what is buffered. The stream is complete after finish().
+  void end_member();
+  /// Compresses and hands out the members still held (the current one must be ended).
   void finish();
 
  private:
   void flush_batch();
 
-  std::FILE* file_;
-  std::string path_;
+  std::size_t slot_bytes_;
   int level_;
+  Sink sink_;
+  std::string path_;
   std::size_t threads_;
-  std::vector<unsigned char> batch_;   // threads_ blocks of input, filled in order
-  std::size_t filled_ = 0;
-  std::vector<std::vector<unsigned char>> members_;  // compressed output, one per block
+  std::unique_ptr<unsigned char[]> batch_;  // threads_ slots of slot_bytes_ (not zeroed: untouched
+                                            // pages cost no memory)
+  std::vector<std::size_t> filled_;         // input bytes in each slot
+  std::size_t current_ = 0;                 // the slot being filled
+  std::vector<std::vector<unsigned char>> members_;  // compressed output, one per slot
 };
 
 /// Where the members of a gzip file start and how much each decodes to, found from the 'GR'

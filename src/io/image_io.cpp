@@ -388,15 +388,16 @@ Geometry two_planes(Geometry g) {
   return g;
 }
 
-// Writes `volume` through the direct path; false (nothing written) when ITK must write it.
-bool write_nifti_direct(const std::string& path, const Volume<float>& volume, PixelType pixel_type,
-                        IntegerConversion conversion) {
-  const Geometry& g = volume.geometry();
-  if (!direct_nifti_write(path, g)) return false;
-  StagedFile staged(path);  // first: its checks of the destination name the final path
-  unsigned char prefix[io_detail::kNiftiPrefixBytes];
+}  // namespace
+
+namespace io_detail {
+
+bool direct_nifti_writable(const std::string& path, const Geometry& g) { return direct_nifti_write(path, g); }
+
+bool itk_header_prefix(const std::string& path, const Geometry& g, int components,
+                       PixelType pixel_type, unsigned char* prefix) {
   bool ok = false;
-  if (volume.components() == 3) {
+  if (components == 3) {
     Volume<float> zeros(two_planes(g), 3, MemorySpace::Host);
     std::fill(zeros.data(), zeros.data() + 3 * zeros.voxel_count(), 0.0f);
     ok = itk_nifti_prefix<ItkDisplacementField>(path, to_itk_displacement_field(zeros), g.size.z,
@@ -410,7 +411,21 @@ bool write_nifti_direct(const std::string& path, const Volume<float>& volume, Pi
       ok = itk_nifti_prefix<ImageT>(path, probe, g.size.z, prefix);
     });
   }
-  if (!ok) return false;
+  return ok;
+}
+
+}  // namespace io_detail
+
+namespace {
+
+// Writes `volume` through the direct path; false (nothing written) when ITK must write it.
+bool write_nifti_direct(const std::string& path, const Volume<float>& volume, PixelType pixel_type,
+                        IntegerConversion conversion) {
+  const Geometry& g = volume.geometry();
+  if (!direct_nifti_write(path, g)) return false;
+  StagedFile staged(path);  // first: its checks of the destination name the final path
+  unsigned char prefix[io_detail::kNiftiPrefixBytes];
+  if (!io_detail::itk_header_prefix(path, g, volume.components(), pixel_type, prefix)) return false;
   io_detail::write_nifti_data(path, staged.temp_path(), prefix, volume, pixel_type, conversion);
   staged.commit();
   return true;

@@ -130,7 +130,7 @@ const std::string& host_tag() {
 
 /// 64 unpredictable bits as 16 hex digits: the temporary's name cannot be guessed in advance, so
 /// no link can be planted under it (O_EXCL would refuse it anyway, but then the write would fail).
-std::string random_token() {
+std::uint64_t random_bits() {
   std::uint64_t bits = 0;
   auto* p = reinterpret_cast<unsigned char*>(&bits);
   std::size_t got = 0;
@@ -140,16 +140,15 @@ std::string random_token() {
     if (n <= 0) throw_error(ErrorKind::Io, "getrandom", std::string("no random bytes: ") + std::strerror(errno));
     got += std::size_t(n);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(bits));
-  return hex;
+  return bits;
 }
 
-/// The part of a temporary's name before `<pid>-<token><ext>`: `.stem.tmp-<host>-`, the stem cut
-/// so that the whole name fits in `name_max` bytes with the longest pid. The same for every
-/// process, so that remove_stale_temporaries finds the temporaries of killed writers.
-std::string temporary_head(const std::string& stem, const std::string& ext, std::size_t name_max) {
-  const std::string tail = ".tmp-" + host_tag() + "-";
+/// The temporary's name up to the process id, `.stem.tmp-<host>-`, the stem shortened so that
+/// the whole name fits the file system's `name_max` (with a pid of up to 10 digits and 16 hex
+/// digits of token).
+std::string temporary_head(const std::string& stem, const std::string& ext, std::size_t name_max,
+                           const std::string& tag) {
+  const std::string tail = ".tmp-" + tag + "-";
   constexpr std::size_t kPidDigits = 10, kTokenDigits = 16;
   const std::size_t fixed = 1 + tail.size() + kPidDigits + 1 + kTokenDigits + ext.size();
   const std::size_t room = name_max > fixed ? name_max - fixed : 0;
@@ -295,6 +294,21 @@ OpenSet g_set;
 
 }  // namespace
 
+std::string temporary_path(const std::string& final_path, const TemporaryId& id) {
+  const fs::path p(final_path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string name = p.filename().string();
+  const std::size_t ext_len = extension_of(final_path).size();
+  const std::string stem = name.substr(0, name.size() - ext_len);
+  const std::string ext = name.substr(name.size() - ext_len);  // original case
+  char tag[9], token[17];
+  std::snprintf(tag, sizeof tag, "%08x", unsigned(id[0]));
+  std::snprintf(token, sizeof token, "%08x%08x", unsigned(id[2]), unsigned(id[3]));
+  return (dir / (temporary_head(stem, ext, name_max_of(dir), tag) + std::to_string(id[1]) + "-" +
+                 token + ext))
+      .string();
+}
+
 StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   while (final_.size() > 1 && final_.back() == '/') final_.pop_back();
   directory_ = is_zarr_path(final_);
@@ -320,12 +334,15 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   const std::size_t ext_len = extension_of(final_).size();
   const std::string stem = name.substr(0, name.size() - ext_len);
   const std::string ext = name.substr(name.size() - ext_len);  // original case
-  const std::string head = temporary_head(stem, ext, name_max);
+  const std::string head = temporary_head(stem, ext, name_max, host_tag());
   remove_stale_temporaries(dir, head, ext);
   // Created here, exclusively and without following links: a file or link planted under the
   // name makes another name be tried, never written through.
   for (int attempt = 0;; ++attempt) {
-    temp_ = (dir / (head + std::to_string(::getpid()) + "-" + random_token() + ext)).string();
+    const std::uint64_t token = random_bits();
+    id_ = {std::int64_t(std::stoul(host_tag(), nullptr, 16)), std::int64_t(::getpid()),
+           std::int64_t(token >> 32), std::int64_t(token & 0xffffffffu)};
+    temp_ = temporary_path(final_, id_);
     if (directory_) {
       if (::mkdir(temp_.c_str(), 0777) == 0) {  // mkdir never follows a planted link
         // Held open as the files are, so that commit() can tell it was not swapped meanwhile.
@@ -427,6 +444,19 @@ void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size)
   staged.commit();
 }
 
+void discard_output_set() noexcept {
+  std::vector<SetMember> left;
+  {
+    std::lock_guard<std::mutex> lock(g_set.mutex);
+    left.swap(g_set.staged);
+  }
+  for (const SetMember& member : left) {
+    unregister_pending(slot_of(member.temp));
+    std::error_code ec;
+    fs::remove_all(member.temp, ec);  // remove_all follows no link
+  }
+}
+
 }  // namespace gigareg::io_detail
 
 namespace gigareg {
@@ -443,17 +473,9 @@ OutputSet::OutputSet() {
 
 OutputSet::~OutputSet() {
   if (!outer_) return;  // the outer set decides
-  std::vector<io_detail::SetMember> left;
-  {
-    std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
-    left.swap(io_detail::g_set.staged);
-    io_detail::g_set.open = false;
-  }
-  for (const auto& member : left) {  // not committed: none of the set may appear
-    io_detail::unregister_pending(io_detail::slot_of(member.temp));
-    std::error_code ec;
-    fs::remove_all(member.temp, ec);
-  }
+  io_detail::discard_output_set();  // not committed: none of the set may appear
+  std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+  io_detail::g_set.open = false;
 }
 
 void OutputSet::commit() {

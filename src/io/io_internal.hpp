@@ -6,6 +6,7 @@
 #include <itkMatrixOffsetTransformBase.h>
 #include <itkTransformBase.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -81,9 +82,15 @@ std::string extension_of(const std::string& path);
 /// Whether `path` names an OME-Zarr store (extension .zarr: a directory, src/io/zarr.hpp): the one
 /// test of the format that the image readers and writers, output checks and staging dispatch on.
 bool is_zarr_path(const std::string& path);
+/// What names a temporary: this host's tag, the process id and the 64 random bits of its token in
+/// two 32-bit halves (the numbers in `.stem.tmp-<host>-<pid>-<token>.ext`). Processes writing one
+/// file together learn the temporary that rank 0 created from it.
+using TemporaryId = std::array<std::int64_t, 4>;
+/// The temporary's path for `final_path` and `id` (the one StagedFile creates).
+std::string temporary_path(const std::string& final_path, const TemporaryId& id);
 
 /// A write that appears under its final name only once complete: the writer writes temp_path()
-/// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<n>.ext`, created empty
+/// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<token>.ext`, created empty
 /// here with O_EXCL | O_NOFOLLOW so that no planted file or link is written through), then
 /// commit() flushes it to disk (fsync) and renames it over the final path, or, while an OutputSet
 /// is open, hands it to the set, which renames all its files together. If commit() is not reached,
@@ -126,6 +133,7 @@ class StagedFile {
 
   const std::string& temp_path() const { return temp_; }
   const std::string& final_path() const { return final_; }
+  const TemporaryId& temporary_id() const { return id_; }
   /// Renames the temporary into place (or hands it to the open OutputSet); throws Error(Io) if
   /// the writer left no file, the temporary is no longer the file created (replaced by a link or
   /// another file while ITK wrote it by name), or flushing / renaming fails (the temporary is
@@ -135,10 +143,16 @@ class StagedFile {
  private:
   std::string final_;
   std::string temp_;
+  TemporaryId id_{};
   std::shared_ptr<const HeldFile> created_;  // shared with the open OutputSet
   bool directory_ = false;  // a .zarr store
   bool committed_ = false;
 };
+
+/// Removes, now, the temporaries that the open OutputSet holds (none of them will be renamed):
+/// a process that learns that another one failed its part of a shared write cleans up before
+/// the job is ended, since the end may kill it before its stack unwinds.
+void discard_output_set() noexcept;
 
 /// An owned host byte buffer whose allocation failure names the file it is for.
 class HostBytes {

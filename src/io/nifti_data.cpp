@@ -206,48 +206,62 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// The volume's planes [z0, z0 + nz) of component c as host floats: a pointer into a host volume,
-// or a copy from the device into `staging`.
+// The planes [z0, z0 + nz) of component c of `v` (which holds them: its box is whole x-y planes)
+// as host floats: a pointer into a host volume, or a copy from the device into `staging`.
 const float* host_planes(const Volume<float>& v, int c, index_t z0, index_t nz,
                          std::vector<float>& staging) {
   const std::size_t plane = std::size_t(v.geometry().size.x) * std::size_t(v.geometry().size.y);
-  const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) + std::size_t(z0) * plane;
+  const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) +
+                     std::size_t(z0 - v.box().lo.z) * plane;
   if (v.space() == MemorySpace::Host) return src;
   staging.resize(plane * std::size_t(nz));
   copy_bytes(staging.data(), MemorySpace::Host, src, v.space(), staging.size() * sizeof(float));
   return staging.data();
 }
 
-// One slab of the file's data: planes [z0, z0 + nz) of component c in the file's pixel type.
-// Returns the bytes (in `staging` or `converted`, or the host volume itself).
-std::pair<const void*, std::size_t> file_slab(const Volume<float>& volume, int c, index_t z0,
-                                              index_t nz, PixelType pixel_type,
-                                              IntegerConversion conversion, const std::string& path,
-                                              std::vector<float>& staging,
-                                              std::vector<unsigned char>& converted) {
-  const Geometry& g = volume.geometry();
+// The planes [z0, z0 + nz) of component c in the file's pixel type, converted into `out`
+// (nz planes of the type). The planes come from the part's own volume below z1 and from the
+// following planes above.
+void convert_planes(const NiftiPart& part, const std::string& path, int c, index_t z0, index_t nz,
+                    unsigned char* out, std::vector<float>& staging) {
+  const Geometry& g = part.planes->geometry();
   const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
-  const std::size_t n = plane * std::size_t(nz);
-  const float* src = host_planes(volume, c, z0, nz, staging);
-  if (pixel_type == PixelType::Float32) return {src, n * sizeof(float)};
-  converted.resize(n * size_of(pixel_type));
-  dispatch(pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    convert_from_float<T>(src, reinterpret_cast<T*>(converted.data()), n, conversion, g,
-                          z0 * index_t(plane), path);
-  });
-  return {converted.data(), converted.size()};
+  const std::size_t value = size_of(part.pixel_type);
+  while (nz > 0) {
+    const bool own = z0 < part.z1;
+    const Volume<float>* source = own ? part.planes : part.following;
+    const index_t n = own ? std::min(nz, part.z1 - z0) : nz;
+    if (source == nullptr || source->box().lo.z > z0 || source->box().lo.z + source->box().size.z < z0 + n)
+      throw_error(ErrorKind::Internal, path, "the planes of a gzip member are not at hand");
+    const float* src = host_planes(*source, c, z0, n, staging);
+    const std::size_t count = plane * std::size_t(n);
+    dispatch(part.pixel_type, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (std::is_same_v<T, float>) {
+        std::memcpy(out, src, count * sizeof(float));
+      } else {
+        convert_from_float<T>(src, reinterpret_cast<T*>(out), count, part.conversion, g,
+                              z0 * index_t(plane), path);
+      }
+    });
+    out += count * value;
+    z0 += n;
+    nz -= n;
+  }
 }
 
 [[noreturn]] void write_failed(const std::string& path, int error) {
   throw_error(ErrorKind::Io, path, std::string("writing failed (disk full?): ") + std::strerror(error));
 }
 
+}  // namespace
+
 void pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset,
                 const std::string& path) {
   const auto* p = static_cast<const unsigned char*>(data);
   while (bytes > 0) {
     const ssize_t put = ::pwrite(fd, p, bytes, off_t(offset));
+    if (put < 0 && errno == EINTR) continue;
     if (put <= 0) write_failed(path, put == 0 ? ENOSPC : errno);
     p += put;
     bytes -= std::size_t(put);
@@ -255,16 +269,24 @@ void pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offse
   }
 }
 
-// .nii: slabs converted and written at their offsets by all cores (page-cache writes of tens of
-// GB are memory-bound; one writer thread reaches a fraction of the bandwidth).
-void write_plain(int fd, const std::string& path, const Volume<float>& volume, PixelType pixel_type,
-                 IntegerConversion conversion) {
-  const Geometry& g = volume.geometry();
+index_t gzip_part_end(const Geometry& g, PixelType pixel_type, index_t z0, index_t z1) {
+  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y) * size_of(pixel_type);
+  const index_t k = plane_member_layout(plane).planes_per_member;
+  const index_t last_start = ((z1 - 1) / k) * k;  // the last member start at or before z1 - 1
+  if (last_start < z0) return z1;                  // no member starts in the part
+  return std::min(g.size.z, last_start + k);
+}
+
+// .nii: slabs of 16 MiB converted and written at their offsets by all cores (page-cache writes of
+// tens of GB are memory-bound; one writer thread reaches a fraction of the bandwidth).
+void write_plain_part(int fd, const std::string& path, const NiftiPart& part) {
+  const Geometry& g = part.planes->geometry();
   const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
-  const std::size_t value = size_of(pixel_type);
+  const std::size_t value = size_of(part.pixel_type);
   const index_t slab_planes = std::max<index_t>(1, index_t((std::size_t(16) << 20) / (plane * value)));
-  const index_t slabs_per_component = (g.size.z + slab_planes - 1) / slab_planes;
-  const std::int64_t slabs = std::int64_t(slabs_per_component) * volume.components();
+  const index_t planes = part.z1 - part.z0;
+  const index_t slabs_per_component = (planes + slab_planes - 1) / slab_planes;
+  const std::int64_t slabs = std::int64_t(slabs_per_component) * part.planes->components();
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(slabs));
 #pragma omp parallel
   {
@@ -274,14 +296,14 @@ void write_plain(int fd, const std::string& path, const Volume<float>& volume, P
     for (std::int64_t k = 0; k < slabs; ++k) {
       try {
         const int c = int(k / slabs_per_component);
-        const index_t z0 = (k % slabs_per_component) * slab_planes;
-        const index_t nz = std::min(slab_planes, g.size.z - z0);
-        const auto [data, bytes] =
-            file_slab(volume, c, z0, nz, pixel_type, conversion, path, staging, converted);
+        const index_t z0 = part.z0 + (k % slabs_per_component) * slab_planes;
+        const index_t nz = std::min(slab_planes, part.z1 - z0);
+        converted.resize(std::size_t(nz) * plane * value);
+        convert_planes(part, path, c, z0, nz, converted.data(), staging);
         const std::uint64_t at = kNiftiPrefixBytes +
                                  (std::uint64_t(c) * std::uint64_t(g.voxel_count()) +
                                   std::uint64_t(z0) * plane) * value;
-        pwrite_all(fd, data, bytes, at, path);
+        pwrite_all(fd, converted.data(), converted.size(), at, path);
       } catch (...) {
         errors[std::size_t(k)] = std::current_exception();
       }
@@ -291,34 +313,44 @@ void write_plain(int fd, const std::string& path, const Volume<float>& volume, P
     if (e) std::rethrow_exception(e);
 }
 
-// .nii.gz: slabs of one gzip block produced in order; the writer compresses batches of blocks on
-// all cores. The host holds one slab of floats (device volumes), one converted slab and the
-// writer's batches.
-void write_gzip(int fd, const std::string& path, const unsigned char* prefix,
-                const Volume<float>& volume, PixelType pixel_type, IntegerConversion conversion) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(::fdopen(::dup(fd), "wb"), &std::fclose);
-  if (!file) throw_error(ErrorKind::Io, path, "cannot open the file for writing");
-  GzipBlockWriter gz(file.get(), path, default_compression_level());
-  gz.append(prefix, kNiftiPrefixBytes);
-  const Geometry& g = volume.geometry();
-  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
-  const index_t slab_planes =
-      std::max<index_t>(1, index_t(kGzipBlockBytes / (plane * size_of(pixel_type))));
+// .nii.gz: the members of component c that start in [z0, z1), on the grid of
+// plane_member_layout, produced in order into the member writer, which compresses batches of them
+// on all cores. The host holds one member of floats (device volumes) and the writer's batch.
+void compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
+                        int c, int level, const GzipMemberWriter::Sink& sink) {
+  const Geometry& g = part.planes->geometry();
+  const std::size_t value = size_of(part.pixel_type);
+  const std::size_t plane_bytes = std::size_t(g.size.x) * std::size_t(g.size.y) * value;
+  const PlaneMemberLayout layout = plane_member_layout(plane_bytes);
+  const index_t k = layout.planes_per_member;
+  GzipMemberWriter gz(layout.piece_bytes + kNiftiPrefixBytes, level, sink, path);
   std::vector<float> staging;
-  std::vector<unsigned char> converted;
-  for (int c = 0; c < volume.components(); ++c) {
-    for (index_t z0 = 0; z0 < g.size.z; z0 += slab_planes) {
-      const index_t nz = std::min(slab_planes, g.size.z - z0);
-      const auto [data, bytes] =
-          file_slab(volume, c, z0, nz, pixel_type, conversion, path, staging, converted);
-      gz.append(data, bytes);
+  std::vector<unsigned char> plane_copy;  // a plane cut into pieces, converted once
+  const bool first_member_here = prefix != nullptr && c == 0;
+  for (index_t start = ((part.z0 + k - 1) / k) * k; start < part.z1; start += k) {
+    if (first_member_here && start == 0) {
+      std::memcpy(gz.reserve(kNiftiPrefixBytes), prefix, kNiftiPrefixBytes);
+      gz.commit(kNiftiPrefixBytes);
+    }
+    if (plane_bytes <= layout.piece_bytes) {
+      const index_t nz = std::min(k, g.size.z - start);
+      const std::size_t bytes = std::size_t(nz) * plane_bytes;
+      convert_planes(part, path, c, start, nz, gz.reserve(bytes), staging);
+      gz.commit(bytes);
+      gz.end_member();
+      continue;
+    }
+    plane_copy.resize(plane_bytes);
+    convert_planes(part, path, c, start, 1, plane_copy.data(), staging);
+    for (std::size_t at = 0; at < plane_bytes; at += layout.piece_bytes) {
+      const std::size_t bytes = std::min(layout.piece_bytes, plane_bytes - at);
+      std::memcpy(gz.reserve(bytes), plane_copy.data() + at, bytes);
+      gz.commit(bytes);
+      gz.end_member();
     }
   }
   gz.finish();
-  if (std::fclose(file.release()) != 0) write_failed(path, errno);
 }
-
-}  // namespace
 
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
                       const unsigned char* prefix, const Volume<float>& volume,
@@ -328,11 +360,24 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   file.fd = ::open(temp_path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
   if (file.fd < 0)
     throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
+  // One process owns every plane: the part of rank 0 of 1 (the bytes P processes write together).
+  NiftiPart part;
+  part.planes = &volume;
+  part.z0 = 0;
+  part.z1 = volume.geometry().size.z;
+  part.pixel_type = pixel_type;
+  part.conversion = conversion;
   if (gzip_name(final_path)) {
-    write_gzip(file.fd, final_path, prefix, volume, pixel_type, conversion);
+    std::uint64_t at = 0;
+    const GzipMemberWriter::Sink sink = [&](const unsigned char* member, std::size_t bytes) {
+      pwrite_all(file.fd, member, bytes, at, final_path);
+      at += bytes;
+    };
+    for (int c = 0; c < volume.components(); ++c)
+      compress_gzip_part(final_path, prefix, part, c, default_compression_level(), sink);
   } else {
     pwrite_all(file.fd, prefix, kNiftiPrefixBytes, 0, final_path);
-    write_plain(file.fd, final_path, volume, pixel_type, conversion);
+    write_plain_part(file.fd, final_path, part);
   }
   const int fd = file.fd;
   file.fd = -1;

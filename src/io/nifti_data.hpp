@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "gigareg/io.hpp"
@@ -31,11 +32,53 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 /// header and the 4-byte extension flag (vox_offset 352).
 inline constexpr std::size_t kNiftiPrefixBytes = 352;
 
+/// The part of a NIfTI-1 file's voxel data that one process writes: planes [z0, z1) of every
+/// component (one process owns all planes; each of P processes writing one file together owns a
+/// z-slab, docs/io.md "Writing from several processes").
+struct NiftiPart {
+  const Volume<float>* planes = nullptr;  // holds whole x-y planes [z0, z1) (host or device)
+  index_t z0 = 0, z1 = 0;
+  /// .nii.gz: the planes [z1, gzip_part_end(...)) that complete the gzip members starting in the
+  /// part (owned by the next processes); nullptr when the part's members end by z1.
+  const Volume<float>* following = nullptr;
+  PixelType pixel_type = PixelType::Float32;
+  IntegerConversion conversion = IntegerConversion::Exact;
+};
+
+/// The plane after the last one that the gzip members starting in planes [z0, z1) cover (the
+/// member grid of plane_member_layout; z1 when no member starts there or the last ends by z1).
+index_t gzip_part_end(const Geometry& g, PixelType pixel_type, index_t z0, index_t z1);
+
+/// .nii: converts the part's planes to the file's type and pwrites them at their offsets in fd
+/// (after the prefix), on all cores. Errors name `path`.
+void write_plain_part(int fd, const std::string& path, const NiftiPart& part);
+
+/// .nii.gz: the gzip members of component `c` that start in the part (with `prefix` in front of
+/// the file's first member when given: the process that owns plane 0), compressed on all cores
+/// and handed to `sink` in file order. Errors name `path`.
+void compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
+                        int c, int level, const std::function<void(const unsigned char*, std::size_t)>& sink);
+
+/// True when gigareg writes the voxel data of `path` itself (.nii / .nii.gz of 2 to 32767 planes
+/// and at most 32767 voxels along x and y); else ITK writes the whole file.
+bool direct_nifti_writable(const std::string& path, const Geometry& g);
+
+/// The header and extension flag (kNiftiPrefixBytes) that ITK writes for an image of grid g with
+/// `components` (1, or 3 for a displacement field) and `pixel_type` (image_io.cpp). False when
+/// ITK wrote something else (then ITK must write the whole file).
+bool itk_header_prefix(const std::string& path, const Geometry& g, int components,
+                       PixelType pixel_type, unsigned char* prefix);
+
+/// pwrite(2) of all the bytes, retried on short writes; Error(Io) naming `path` on failure.
+void pwrite_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset,
+                const std::string& path);
+
 /// Writes `prefix` (kNiftiPrefixBytes, from ITK) and then the voxel data of a whole host or
 /// device volume (1 component: a scalar image converted to `pixel_type`; 3: a displacement
 /// field, float32 component planes as ITK lays them out) to `temp_path`, gzip-compressed in
-/// blocks when `final_path` ends in .nii.gz. The temporary (made by StagedFile) is opened without
-/// following links; the caller commits it. Errors name final_path.
+/// members when `final_path` ends in .nii.gz: the part of a single process (the bytes that P
+/// processes write together). The temporary (made by StagedFile) is opened without following
+/// links; the caller commits it. Errors name final_path.
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
                       const unsigned char* prefix, const Volume<float>& volume,
                       PixelType pixel_type, IntegerConversion conversion);

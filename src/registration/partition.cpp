@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "gigareg/error.hpp"
 
@@ -11,6 +12,22 @@ namespace gigareg {
 
 Box Partition::halo_box(Index3 grid_size, Index3 halo) const {
   return owned(grid_size).grown_within(halo, grid_size);
+}
+
+std::vector<std::int64_t> Partition::gather_host_values(const std::vector<std::int64_t>& values) const {
+  constexpr std::int64_t kExact = std::int64_t(1) << 53;
+  std::vector<double> mine(values.size());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] <= -kExact || values[i] >= kExact)
+      throw_error(ErrorKind::InvalidArgument, "Partition::gather_host_values",
+                  std::to_string(values[i]) + " is beyond 2^53");
+    mine[i] = double(values[i]);
+  }
+  // A grid of one slice per process: each owns exactly one slice (Decomposition::slabs).
+  const std::vector<double> all = gather_host_slices(mine, index_t(size()), int(values.size()));
+  std::vector<std::int64_t> out(all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) out[i] = std::int64_t(all[i]);
+  return out;
 }
 
 namespace {

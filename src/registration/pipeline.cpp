@@ -1,7 +1,10 @@
 // The pipeline driver (register_images), its file-level wrapper and outputs, and the
 // antsApplyTransforms-style resampling through a list of transforms.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -139,11 +142,23 @@ class PhaseClock {
   void mark(const char* phase) {
     const auto now = std::chrono::steady_clock::now();
     log(LogLevel::Debug, std::string("time: ") + phase + " " +
-                             reg::fmt(std::chrono::duration<double>(now - last_).count(), 3) + " s");
+                             reg::fmt(std::chrono::duration<double>(now - last_).count(), 3) +
+                             " s, resident " + reg::fmt(resident_mib(), 4) + " MiB");
     last_ = now;
   }
 
  private:
+  // The process's resident memory now (Linux /proc/self/statm; 0 elsewhere): where the memory of
+  // a run goes, phase by phase, next to its time.
+  static double resident_mib() {
+    std::FILE* f = std::fopen("/proc/self/statm", "r");
+    if (f == nullptr) return 0;
+    long pages = 0, resident = 0;
+    const int got = std::fscanf(f, "%ld %ld", &pages, &resident);
+    std::fclose(f);
+    return got == 2 ? double(resident) * double(::sysconf(_SC_PAGESIZE)) / double(1 << 20) : 0.0;
+  }
+
   std::chrono::steady_clock::time_point last_;
 };
 
@@ -229,8 +244,9 @@ namespace {
 /// Where register_images leaves the warp, inverse warp and warped image.
 enum class ResultMemory {
   Host,     // the public API: host volumes (rank 0 gathers them under a partition)
-  Backend,  // one process: left in the backend's memory, so that files are written from the GPU
-            // by slabs without a whole host copy (register_files); partitions gather as Host
+  Backend,  // left in the backend's memory on the owned planes (one process: the whole grid), so
+            // that files are written from the GPU by slabs without a whole host copy, and each
+            // process of a partition writes its own planes (register_files)
 };
 
 RegistrationResult register_images_to(ResultMemory memory, const RegistrationParams& params,
@@ -333,7 +349,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   warp(ctx, w, warped.view(), owned);
 
   clock.mark("full-resolution field and warped image");
-  const bool in_backend = memory == ResultMemory::Backend && part.size() == 1;
+  const bool in_backend = memory == ResultMemory::Backend;
   auto gather = [&](Volume<float>&& v) { return in_backend ? std::move(v) : collect(part, std::move(v)); };
   if (!field.empty() && params.compute_inverse && !state.inverse_field.empty()) {
     // The last stage knows the inverse (SyN: from its half-way fields; one process).
@@ -421,7 +437,8 @@ void ensure_parent(const std::string& path) {
 RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
                                                const std::string& output_prefix,
                                                const std::string& warped_path,
-                                               const std::string& warp_extension) {
+                                               const std::string& warp_extension,
+                                               const Partition* partition) {
   if (warp_extension != ".nii.gz" && warp_extension != ".nii" && warp_extension != ".zarr")
     throw_error(ErrorKind::InvalidArgument, output_prefix,
                 "the warp extension must be .nii.gz, .nii or .zarr, got '" + warp_extension + "'");
@@ -432,7 +449,26 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
   const Vec3d c = result.center;
   const Vec3d t = result.affine.offset - c + m * c;
   out.affine = prefix + "0GenericAffine.mat";
-  write_affine_transform(out.affine, m, t, c);
+  const Partition& part = partition != nullptr ? *partition : single_process();
+  if (part.rank() == 0) write_affine_transform(out.affine, m, t, c);
+  if (!warped_path.empty()) ensure_parent(warped_path);
+  if (part.size() > 1) {
+    // Every process writes its planes of each image (collective writes, one file after the
+    // other in the same order everywhere: the processes' communicator is driven by one thread).
+    if (!result.warp.empty()) {
+      out.warp = prefix + "1Warp" + warp_extension;
+      write_sharded_displacement_field(out.warp, result.warp, part);
+      if (!result.inverse_warp.empty()) {
+        out.inverse_warp = prefix + "1InverseWarp" + warp_extension;
+        write_sharded_displacement_field(out.inverse_warp, result.inverse_warp, part);
+      }
+    }
+    if (!warped_path.empty()) {
+      out.warped = warped_path;
+      write_sharded_image(warped_path, result.warped, part);
+    }
+    return out;
+  }
   // The images are written concurrently: gzip compression of the fields dominates the time of
   // a GPU registration's command, and the files are independent (each goes through its own
   // temporary and rename). The first failure is rethrown once all have finished.
@@ -447,7 +483,6 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
     }
   }
   if (!warped_path.empty()) {
-    ensure_parent(warped_path);
     out.warped = warped_path;
     writes.push_back(std::async(std::launch::async, [&] { write_image(warped_path, result.warped); }));
   }
@@ -534,15 +569,22 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
       register_images_to(ResultMemory::Backend, params, fixed.voxels, moving.voxels,
                          fixed_mask.voxels.empty() ? nullptr : &fixed_mask.voxels,
                          moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels, partition);
-  if (partition != nullptr && partition->rank() != 0) {
-    if (written) *written = {};
-    return result;  // rank 0 writes
-  }
   clock.mark("registration");
   OutputSet set;  // all of them or none (joins the caller's set, if one is open)
-  RegistrationOutputs out =
-      write_registration_outputs(result, files.output_prefix, files.warped, files.warp_extension);
+  // Each process writes its own planes of the images (one process: all of them).
+  RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped,
+                                                       files.warp_extension, partition);
   clock.mark("write outputs");
+  // The inverse-warped image is resampled on the moving grid by rank 0 from the whole inverse
+  // warp: gathered there (12 bytes per fixed voxel) only when it is asked for.
+  Volume<float> gathered_inverse;
+  if (!files.inverse_warped.empty() && part.size() > 1 && !result.inverse_warp.empty())
+    gathered_inverse = to_host(part.fetch(
+        result.inverse_warp, part.rank() == 0 ? whole(result.inverse_warp.geometry()) : Box{}));
+  if (part.rank() != 0) {
+    if (written) *written = out;
+    return result;
+  }
   if (!files.inverse_warped.empty()) {
     // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
     std::vector<TransformEntry> chain;
@@ -550,7 +592,12 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     a.affine = invert_affine(result.affine);
     chain.push_back(a);
     Volume<float> inverse_on_host;  // apply_transforms takes host fields
-    if (!result.inverse_warp.empty()) {
+    if (!gathered_inverse.empty()) {
+      TransformEntry f;
+      f.is_field = true;
+      f.field = &gathered_inverse;
+      chain.push_back(f);
+    } else if (!result.inverse_warp.empty()) {
       TransformEntry f;
       f.is_field = true;
       f.field = &result.inverse_warp;

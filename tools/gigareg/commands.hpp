@@ -8,6 +8,7 @@
 
 #include "gigareg/log.hpp"
 #include "gigareg/registration_params.hpp"
+#include "gigareg/partition.hpp"
 #include "gigareg/volume.hpp"
 
 namespace gigareg::cli {
@@ -38,5 +39,9 @@ Command add_convert_command(CLI::App& app);
 /// receives the determinants there. Shared by `gigareg jacobian` and register's check of the warp
 /// it wrote.
 double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det = nullptr);
+/// The same count for a field held in z-slabs by the processes of `partition` (each passes its
+/// part, as register_files returns it): collective; every process gets the whole grid's count.
+/// The halo of one voxel that the determinant reads is filled in `local` when its box has room.
+double count_nonpositive_jacobian(Volume<float>& local, const Partition& partition);
 
 }  // namespace gigareg::cli

@@ -124,6 +124,30 @@ double count_nonpositive_jacobian(const Volume<float>& field, Volume<float>* det
   return reduce_slices(ctx, nonpositive.view)[0];
 }
 
+double count_nonpositive_jacobian(Volume<float>& local, const Partition& part) {
+  if (part.size() == 1) return count_nonpositive_jacobian(local);
+  const Context ctx = local.space() == MemorySpace::Host ? Context::cpu() : Context::cuda();
+  const Geometry& grid = local.geometry();
+  const Box owned = part.owned(grid.size);
+  // The determinant's central differences read one voxel around the owned planes: filled in
+  // place when the volume has room for them (register_files leaves the warp with the inverse's
+  // halo), else a copy with them (12 bytes per owned voxel more).
+  const Index3 halo{1, 1, 1};
+  Volume<float> copy;
+  if (local.box().contains(part.halo_box(grid.size, halo)))
+    part.exchange_halos({&local}, halo);
+  else
+    copy = part.fetch(local, part.halo_box(grid.size, halo));
+  const Volume<float>& u = copy.empty() ? local : copy;
+  Partials nonpositive(ctx, owned.size.z, 1);
+  jacobian_determinant(ctx, u.view(), grid, VolumeView<float>{}, owned, nonpositive.view);
+  // Counts are integers: their sum does not depend on the order.
+  const std::int64_t mine = std::int64_t(reduce_slices(ctx, nonpositive.view)[0]);
+  double total = 0;
+  for (std::int64_t n : part.gather_host_values({mine})) total += double(n);
+  return total;
+}
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 // progress display and verbosity, the QC picture (prefixQC.png), the composite transforms
 // (prefixComposite.h5) on request, the launch as one process or MPI ranks, and the summary.
 #include <cstdarg>
+#include <sys/resource.h>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -99,12 +101,13 @@ struct FoldCount {
 
 /// Counts the warp's non-positive Jacobian determinants and warns when there are any: such a warp
 /// is not invertible there (its inverse warp cannot be exact) and folds the moving image.
-FoldCount check_folds(const RegistrationResult& r, const RegistrationOutputs& out) {
+/// Collective under a partition (each process holds its planes of the warp); rank 0 warns.
+FoldCount check_folds(RegistrationResult& r, const RegistrationOutputs& out, const Partition& part) {
   FoldCount f;
   if (r.warp.empty()) return f;
   f.voxels = double(r.warp.geometry().voxel_count());
-  f.nonpositive = count_nonpositive_jacobian(r.warp);
-  if (f.nonpositive > 0) {
+  f.nonpositive = count_nonpositive_jacobian(r.warp, part);
+  if (f.nonpositive > 0 && part.rank() == 0) {
     char text[768];
     std::snprintf(text, sizeof text,
                   "%s folds: non-positive Jacobian determinant at %.0f of %.0f voxels (fraction %.3g); "
@@ -153,6 +156,18 @@ std::string summary(const RegistrationParams& p, const RegistrationResult& r, co
   return s;
 }
 
+/// With GIGAREG_REPORT_PEAK_MEMORY=1 (for tests and benchmarks), each process prints its peak
+/// resident memory (getrusage's ru_maxrss) to stderr when its work is done: how the tests check
+/// that no process of a distributed run holds whole outputs.
+void report_peak_memory(const Partition& part) {
+  const char* v = std::getenv("GIGAREG_REPORT_PEAK_MEMORY");
+  if (v == nullptr || std::string(v) != "1") return;
+  struct rusage usage {};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) return;
+  std::fprintf(stderr, "gigareg: peak resident memory of rank %d of %d: %ld kB\n", part.rank(),
+               part.size(), long(usage.ru_maxrss));
+}
+
 int run_register(const RegisterOptions& o) {
   if (o.composite != 0 && o.composite != 1) usage_error("--write-composite-transform", "expected 0 or 1");
   if (o.no_qc && !o.qc.empty()) usage_error("--qc", "give either --qc PATH or --no-qc");
@@ -196,16 +211,17 @@ int run_register(const RegisterOptions& o) {
   });
 
   // One process, or one of the ranks of mpirun / srun (launch.hpp): the same options either way;
-  // rank 0 writes the outputs, shows progress and reports.
+  // every rank writes its planes of the images, rank 0 the rest, shows progress and reports.
   return run_with_partition(p.device, [&](const Partition* partition) {
     const bool reporting = partition == nullptr || partition->rank() == 0;
     if (!reporting) {
       p.progress = nullptr;
       display.reset();
     }
-    // Rank 0 writes every output as one set: all appear at the end, or none (a QC picture that
-    // cannot be written does not leave the transforms and warps of a failed command behind). The
-    // names are checked first, before the work.
+    // Rank 0 commits every output as one set (the files that all ranks write together are
+    // rank 0's temporaries): all appear at the end, or none (a QC picture that cannot be written
+    // does not leave the transforms and warps of a failed command behind). The names are checked
+    // first, before the work.
     std::optional<OutputSet> set;
     if (reporting) {
       if (!qc_path.empty()) check_output_path(qc_path, OutputKind::Png);
@@ -216,13 +232,35 @@ int run_register(const RegisterOptions& o) {
       set.emplace();
     }
     RegistrationOutputs written;
-    const RegistrationResult r = register_files(p, files, &written, partition);
+    RegistrationResult r = register_files(p, files, &written, partition);
     if (display) display->finish();
-    if (!reporting) return 0;
+    // Under a partition every process holds its planes of the warp, inverse warp and warped
+    // image (and wrote them); what needs them whole on rank 0 gathers them there, only when it
+    // is asked for: the composite transforms (one HDF5 file) and the QC picture (percentiles of
+    // the whole warped image, planes through the centre of an oblique grid).
+    const Partition& part = partition != nullptr ? *partition : single_process();
+    const FoldCount folds = check_folds(r, written, part);
+    auto gathered = [&](const Volume<float>& v) {
+      if (v.empty() || part.size() == 1) return Volume<float>();
+      Volume<float> all = part.fetch(v, part.rank() == 0 ? Box{{0, 0, 0}, v.geometry().size} : Box{});
+      return all.empty() || all.space() == MemorySpace::Host ? std::move(all) : all.to(MemorySpace::Host);
+    };
+    Volume<float> whole_warp, whole_inverse, whole_warped;
+    if (o.composite == 1) {
+      whole_warp = gathered(r.warp);
+      whole_inverse = gathered(r.inverse_warp);
+    }
+    if (!qc_path.empty()) whole_warped = gathered(r.warped);
+    if (!reporting) {
+      report_peak_memory(part);
+      return 0;
+    }
 
     std::vector<std::string> extra;
     // register_files leaves the volumes in the backend's memory; these writers take host volumes.
-    auto on_host = [](const Volume<float>& v, Volume<float>& copy) -> const Volume<float>& {
+    auto on_host = [](const Volume<float>& v, const Volume<float>& whole,
+                      Volume<float>& copy) -> const Volume<float>& {
+      if (!whole.empty()) return whole;
       if (v.empty() || v.space() == MemorySpace::Host) return v;
       copy = v.to(MemorySpace::Host);
       return copy;
@@ -231,11 +269,11 @@ int run_register(const RegisterOptions& o) {
     if (o.composite == 1) {
       const ItkAffine a = itk_affine(r);
       const std::string forward = files.output_prefix + "Composite.h5";
-      write_composite_transform(forward, a, &on_host(r.warp, warp_copy));
+      write_composite_transform(forward, a, &on_host(r.warp, whole_warp, warp_copy));
       extra.push_back(forward);
       if (r.warp.empty() || !r.inverse_warp.empty()) {
         const std::string inverse = files.output_prefix + "InverseComposite.h5";
-        write_inverse_composite_transform(inverse, a, &on_host(r.inverse_warp, inverse_copy));
+        write_inverse_composite_transform(inverse, a, &on_host(r.inverse_warp, whole_inverse, inverse_copy));
         extra.push_back(inverse);
       }
     }
@@ -245,16 +283,16 @@ int run_register(const RegisterOptions& o) {
       // The fixed image again (register_files keeps no copy); the warped image is on its grid.
       const Image fixed = read_image(files.fixed);
       make_parent_directory(qc_path);
-      write_qc_picture(qc_path, fixed.voxels, on_host(r.warped, warped_copy));
+      write_qc_picture(qc_path, fixed.voxels, on_host(r.warped, whole_warped, warped_copy));
       extra.push_back(qc_path);
     }
     set->commit();
-    const FoldCount folds = check_folds(r, written);
     const std::string text = summary(p, r, folds, written, extra);
     if (o.hooks.summary)
       o.hooks.summary(text);
     else
       std::fputs(text.c_str(), stdout);
+    report_peak_memory(part);
     return 0;
   });
 }
