@@ -375,22 +375,11 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     const double unconverged = reduce_slices(ctx, all)[1];
     log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
                             " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
-    if (part.size() == 1 && unconverged > 0) {
-      // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges
-      // (leaving values far off the inverse there); ITK's damped global iteration, from zero,
-      // converges where the map is invertible and stretches by less than 4 (a whole-grid op: one
-      // process only). The boundary is not pinned: a greedy field moves it.
-      zero_bytes(inverse.data(), inverse.space(), inverse.bytes());
-      DampedInverseOptions o = reg::final_inverse_options(params, fg);
-      o.pin_boundary = false;
-      o.boundary = opts.boundary;  // as the fixed point: the edge value carried outwards
-      o.newton = false;            // Newton's step needs a start near the inverse
-      const DampedInverseReport r = invert_field_damped(ctx, field.view(), fg, inverse.view(), o);
-      result.inverse_residual_mm = r.max_error * std::min({fg.spacing.x, fg.spacing.y, fg.spacing.z});
-      log(LogLevel::Info, "inverse warp refined by the damped inversion: " +
-                              std::to_string(r.iterations) + " updates, largest residual " +
-                              reg::fmt(result.inverse_residual_mm, 3) + " mm");
-    }
+    // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges.
+    // ITK's damped global iteration (invert_field_damped, what `gigareg invert` falls back to)
+    // converges there, but it is a whole-grid op of one process: running it here only when
+    // alone would make mpirun's inverse warp differ from one process's, so it is left to
+    // `gigareg invert` until it is sharded (issue 20).
     if (part.size() == 1) reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   }
