@@ -12,8 +12,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -76,24 +78,33 @@ int datatype_bits(int datatype) {
   throw_error(ErrorKind::InvalidInput, path, "invalid NIfTI header: " + what);
 }
 
+/// Beyond this magnitude (mm, or a quaternion's components) a geometry number is damage, not a
+/// grid: ITK's orientation code computes with such numbers in float, and an overflow to infinity
+/// there made vnl's SVD loop forever (found by fuzz_nifti_header: srow_z[3] = -1.7e38).
+constexpr double kMaxGeometryValue = 1e15;
+
 template <class Real>
 void require_finite(const std::string& path, const std::string& h, std::size_t offset, int count,
                     bool swap, const char* name) {
   for (int i = 0; i < count; ++i) {
     const double v = double(field<Real>(h, offset + std::size_t(i) * sizeof(Real), swap));
-    if (!std::isfinite(v))
-      bad(path, std::string(name) + (count > 1 ? "[" + std::to_string(i) + "]" : "") + " is " +
-                    (std::isnan(v) ? "NaN" : "infinite"));
+    const std::string which = std::string(name) + (count > 1 ? "[" + std::to_string(i) + "]" : "");
+    if (!std::isfinite(v)) bad(path, which + " is " + (std::isnan(v) ? "NaN" : "infinite"));
+    if (std::abs(v) > kMaxGeometryValue) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", v);
+      bad(path, which + " is " + value + ", beyond any grid (|value| <= 1e15)");
+    }
   }
 }
 
 /// Field offsets of the two header versions (the standard's nifti1.h / nifti2.h layouts).
 struct Layout {
-  std::size_t dim, datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
+  std::size_t dim, pixdim, datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
   bool wide;  // NIfTI-2: 8-byte floats, dims and codes of 4 bytes
 };
-constexpr Layout kNifti1{40, 70, 72, 108, 252, 254, 256, 280, false};
-constexpr Layout kNifti2{16, 12, 14, 168, 344, 348, 352, 400, true};
+constexpr Layout kNifti1{40, 76, 70, 72, 108, 252, 254, 256, 280, false};
+constexpr Layout kNifti2{16, 104, 12, 14, 168, 344, 348, 352, 400, true};
 
 }  // namespace
 
@@ -160,6 +171,12 @@ void check_nifti_header(const std::string& path) {
 
   const int qform_code = L.wide ? field<std::int32_t>(h, L.qform_code, swap) : field<std::int16_t>(h, L.qform_code, swap);
   const int sform_code = L.wide ? field<std::int32_t>(h, L.sform_code, swap) : field<std::int16_t>(h, L.sform_code, swap);
+  // The voxel sizes of the spatial axes (pixdim[1..3]) make the spacing in every case.
+  const int spatial = int(std::min<std::int64_t>(axes, 3));
+  if (L.wide)
+    require_finite<double>(path, h, L.pixdim + 8, spatial, swap, "pixdim[1..3]");
+  else
+    require_finite<float>(path, h, L.pixdim + 4, spatial, swap, "pixdim[1..3]");
   // Only the transforms that are used (code > 0) matter; their numbers reach vnl's matrix code.
   if (qform_code > 0) {
     if (L.wide)

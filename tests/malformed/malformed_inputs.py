@@ -258,6 +258,9 @@ def nifti_cases():
             m("srow_%d_%r" % (off, v), patch(base, off, "f", v), "any")
     m("srow_all_zero", patch(patch(patch(base, 280, "4f", 0, 0, 0, 0), 296, "4f", 0, 0, 0, 0), 312, "4f", 0, 0, 0, 0), "any")
     m("srow_singular", patch(base, 296, "4f", 2, 0, 0, 0), "any")
+    # Found by fuzz_nifti_header: vnl's SVD in ITK's orientation code looped forever on this.
+    m("srow_offset_huge_int16", patch(patch(int16_image(), 324, "f", -1.7014118346046923e+38), 112, "ff",
+                                      1.1203930531274928e-38, 1.0000075101852417), "error")
     for magic in (b"ni1\0", b"xxxx", b"n+2\0", b"\0\0\0\0", b"n+1x"):
         b = bytearray(base)
         b[344:348] = magic
