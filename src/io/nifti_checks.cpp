@@ -120,22 +120,24 @@ void check_nifti_header(const std::string& path) {
       }
   }
   const std::string h = header_bytes(header_file);
-  if (h.size() < 348) return;  // not a NIfTI header: ITK decides what it is
+  if (h.size() < 348) return;  // too short for a header: ITK says so itself
   const std::int32_t raw = field<std::int32_t>(h, 0, false);
   const std::int32_t swapped = field<std::int32_t>(h, 0, true);
   const bool swap = raw != 348 && raw != 540;
   const std::int32_t sizeof_hdr = swap ? swapped : raw;
-  // The NIfTI library reads a header with NIfTI-1's magic whatever sizeof_hdr says (and takes
-  // the byte order from dim[0]): a damaged first field would pass unnoticed.
+  // ITK's reader claimed the file; the NIfTI library reads a header by its magic whatever
+  // sizeof_hdr says (and takes the byte order from dim[0]): a damaged first field, or a NIfTI-1
+  // magic on a NIfTI-2 size, would pass unnoticed and the fields be read at the wrong offsets.
   const bool nifti1_magic = std::memcmp(h.data() + 344, "n+1", 4) == 0 || std::memcmp(h.data() + 344, "ni1", 4) == 0;
-  if (nifti1_magic && sizeof_hdr != 348) bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348");
+  if ((nifti1_magic && sizeof_hdr != 348) || (sizeof_hdr != 348 && sizeof_hdr != 540))
+    bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348 (NIfTI-1) or 540 (NIfTI-2)");
   Layout L;
   if (sizeof_hdr == 348) {
     L = kNifti1;
-  } else if (sizeof_hdr == 540 && h.size() >= 540) {
+  } else if (h.size() >= 540) {
     L = kNifti2;
   } else {
-    return;
+    bad(path, "sizeof_hdr is 540 (NIfTI-2) but the file holds only " + std::to_string(h.size()) + " bytes");
   }
   // Analyze 7.5 headers (no NIfTI magic) hold other things at these offsets.
   const std::size_t magic_at = L.wide ? 4 : 344;

@@ -221,8 +221,13 @@ def nifti_cases():
     def m(label, data, expect="any"):
         mutations.append((label, data, expect))
 
-    for v in (0, 347, 349, -1, 540, 0x5C010000):
+    for v in (0, 347, 349, -1, 540, 0x5C010000, 0x4015C):
         m("sizeof_hdr_%d" % v, patch(base, 0, "i", v), "error")
+    # Found by fuzz_nifti_header: a damaged sizeof_hdr with a NIfTI-2 magic at NIfTI-1's place was
+    # read as NIfTI-1 unchecked, and a NaN in its sform aborted the process in vnl.
+    b = bytearray(patch(patch(base, 0, "i", 0x4015C), 320, "ff", NAN, NAN))
+    b[344:348] = b"n+2\0"
+    m("sizeof_hdr_damaged_nifti2_magic_sform_nan", bytes(b), "error")
     for v in (-1, 0, 1, 2, 4, 5, 7, 8, 9, 32767):
         m("dim0_%d" % v, patch(base, 40, "h", v), "any")
     for axis in (1, 2, 3):
