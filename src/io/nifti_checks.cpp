@@ -173,12 +173,18 @@ void check_nifti_header(const std::string& path) {
 
   const int qform_code = L.wide ? field<std::int32_t>(h, L.qform_code, swap) : field<std::int16_t>(h, L.qform_code, swap);
   const int sform_code = L.wide ? field<std::int32_t>(h, L.sform_code, swap) : field<std::int16_t>(h, L.sform_code, swap);
-  // The voxel sizes of the spatial axes (pixdim[1..3]) make the spacing in every case.
-  const int spatial = int(std::min<std::int64_t>(axes, 3));
-  if (L.wide)
-    require_finite<double>(path, h, L.pixdim + 8, spatial, swap, "pixdim[1..3]");
-  else
-    require_finite<float>(path, h, L.pixdim + 4, spatial, swap, "pixdim[1..3]");
+  // The voxel sizes of the spatial axes (pixdim[1..3]) make the spacing in every case. The NIfTI
+  // library replaces a zero, negative or NaN one by 1 (as ITK reads it, and so does gigareg);
+  // huge ones it passes on.
+  for (int i = 1; i <= std::min<std::int64_t>(axes, 3); ++i) {
+    const double v = L.wide ? field<double>(h, L.pixdim + 8 * std::size_t(i), swap)
+                            : double(field<float>(h, L.pixdim + 4 * std::size_t(i), swap));
+    if (std::abs(v) > kMaxGeometryValue) {  // false for NaN
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", v);
+      bad(path, "pixdim[" + std::to_string(i) + "] is " + value + ", beyond any grid (|value| <= 1e15)");
+    }
+  }
   // Only the transforms that are used (code > 0) matter; their numbers reach vnl's matrix code.
   if (qform_code > 0) {
     if (L.wide)
