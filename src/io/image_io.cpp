@@ -129,8 +129,8 @@ OpenedImage open_image(const std::string& path) {
                 "not an image file ITK can read (no NIfTI, NRRD, MetaImage or PNG reader "
                 "recognises its name and header)");
   io->SetFileName(path);
-  io_detail::check_nifti_header(path);  // before ITK parses it: some bad fields crash ITK
   const std::string reader = io->GetNameOfClass();
+  if (reader == "NiftiImageIO") io_detail::check_nifti_header(path);  // before ITK: bad fields crash it
   if (reader == "MetaImageIO") io_detail::check_metaimage_header(path);  // or hang it
   if (reader == "PNGImageIO") io_detail::check_png(path);                // or abort it
   try {

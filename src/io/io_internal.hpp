@@ -58,6 +58,9 @@ void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bo
 /// ITK's NIfTI reader mishandles (crash, undefined behaviour or silently wrong voxels): a
 /// non-finite qform/sform in use, a vox_offset that is not a non-negative whole number, a bitpix
 /// that contradicts the datatype (src/io/nifti_checks.cpp). Anything else: nothing to do.
+/// For files that ITK's NiftiImageIO has claimed (NIfTI-1, NIfTI-2 and Analyze 7.5): a sizeof_hdr
+/// that is neither 348 nor 540 in either byte order is refused too (the NIfTI library reads such
+/// headers anyway, by their magic).
 void check_nifti_header(const std::string& path);
 
 /// Throws Error(InvalidInput) naming `path` if its MetaImage header holds values that ITK's

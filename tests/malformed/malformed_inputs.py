@@ -221,8 +221,13 @@ def nifti_cases():
     def m(label, data, expect="any"):
         mutations.append((label, data, expect))
 
-    for v in (0, 347, 349, -1, 540, 0x5C010000):
+    for v in (0, 347, 349, -1, 540, 0x5C010000, 0x4015C):
         m("sizeof_hdr_%d" % v, patch(base, 0, "i", v), "error")
+    # Found by fuzz_nifti_header: a damaged sizeof_hdr with a NIfTI-2 magic at NIfTI-1's place was
+    # read as NIfTI-1 unchecked, and a NaN in its sform aborted the process in vnl.
+    b = bytearray(patch(patch(base, 0, "i", 0x4015C), 320, "ff", NAN, NAN))
+    b[344:348] = b"n+2\0"
+    m("sizeof_hdr_damaged_nifti2_magic_sform_nan", bytes(b), "error")
     for v in (-1, 0, 1, 2, 4, 5, 7, 8, 9, 32767):
         m("dim0_%d" % v, patch(base, 40, "h", v), "any")
     for axis in (1, 2, 3):
@@ -258,6 +263,9 @@ def nifti_cases():
             m("srow_%d_%r" % (off, v), patch(base, off, "f", v), "any")
     m("srow_all_zero", patch(patch(patch(base, 280, "4f", 0, 0, 0, 0), 296, "4f", 0, 0, 0, 0), 312, "4f", 0, 0, 0, 0), "any")
     m("srow_singular", patch(base, 296, "4f", 2, 0, 0, 0), "any")
+    # Found by fuzz_nifti_header: vnl's SVD in ITK's orientation code looped forever on this.
+    m("srow_offset_huge_int16", patch(patch(int16_image(), 324, "f", -1.7014118346046923e+38), 112, "ff",
+                                      1.1203930531274928e-38, 1.0000075101852417), "error")
     for magic in (b"ni1\0", b"xxxx", b"n+2\0", b"\0\0\0\0", b"n+1x"):
         b = bytearray(base)
         b[344:348] = magic
