@@ -505,6 +505,20 @@ namespace {
 
 // The planes [z0, z0 + nz) (all when nz < 0) of every component of a .zarr store's level 0,
 // checked and allocated as the other readers do; only the chunks under the planes are read.
+/// The box of planes [z0, z0 + nz) of grid g (all planes when nz < 0); InvalidArgument naming
+/// `path` when they are not a non-empty part of its planes.
+Box plane_box(const std::string& path, const Geometry& g, index_t z0, index_t nz) {
+  if (nz < 0) {
+    z0 = 0;
+    nz = g.size.z;
+  }
+  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
+                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
+  return {{0, 0, z0}, {g.size.x, g.size.y, nz}};
+}
+
 Image read_zarr_planes(const std::string& path, int components, index_t z0, index_t nz) {
   const zarr::Store store = zarr::Store::open(path);
   const ImageHeader& h = store.header();
@@ -521,15 +535,8 @@ Image read_zarr_planes(const std::string& path, int components, index_t z0, inde
                 std::string("displacement fields must hold float32 or float64 vectors, not ") +
                     to_string(h.pixel_type));
   const Geometry& g = h.geometry;
-  if (nz < 0) {
-    z0 = 0;
-    nz = g.size.z;
-  }
-  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
-    throw_error(ErrorKind::InvalidArgument, path,
-                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
-                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
-  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  const Box box = plane_box(path, g, z0, nz);
+  z0 = box.lo.z, nz = box.size.z;
   // The floats, and one decoded and one stored chunk per thread.
   const std::size_t chunks = checked_mul(store.array(0).chunk_bytes(),
                                          2 * std::size_t(std::max(1, omp_get_max_threads())), path);
@@ -565,15 +572,8 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
                     "expected");
   const Geometry& g = h.geometry;
   const bool whole = nz < 0 || (z0 == 0 && nz == g.size.z);
-  if (nz < 0) {
-    z0 = 0;
-    nz = g.size.z;
-  }
-  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
-    throw_error(ErrorKind::InvalidArgument, path,
-                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
-                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
-  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  const Box box = plane_box(path, g, z0, nz);
+  z0 = box.lo.z, nz = box.size.z;
   const index_t n = box.voxel_count();
   const std::size_t disk = checked_mul(std::size_t(n), size_of(h.pixel_type), path);
   const std::size_t out = checked_mul(std::size_t(n), sizeof(float), path);

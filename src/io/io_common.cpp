@@ -421,22 +421,23 @@ void StagedFile::commit() {
   committed_ = true;
 }
 
-void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
-  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
-  const auto* p = static_cast<const char*>(bytes);
+int write_fully(int fd, const void* data, std::size_t size) {
+  const auto* p = static_cast<const char*>(data);
   std::size_t left = size;
-  int err = 0;
   while (left > 0) {
     const ssize_t n = ::write(fd, p, left);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : ENOSPC;
-      break;
-    }
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
     p += n;
     left -= std::size_t(n);
   }
+  return 0;
+}
+
+void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
+  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
+  int err = write_fully(fd, bytes, size);
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0)
     throw_error(ErrorKind::Io, staged.final_path(),

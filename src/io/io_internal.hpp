@@ -184,4 +184,8 @@ class HostBytes {
 /// size limit is an Error(Io) naming the final path), then commits it.
 void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size);
 
+/// Writes all `size` bytes to `fd` (retrying short writes and EINTR); 0, or the errno of the
+/// failure (ENOSPC when the system wrote nothing without saying why).
+int write_fully(int fd, const void* data, std::size_t size);
+
 }  // namespace gigareg::io_detail

@@ -249,6 +249,36 @@ enum class ResultMemory {
             // process of a partition writes its own planes (register_files)
 };
 
+// The inverse warp of `field` (fixed grid, this process's owned box) by the per-voxel fixed point,
+// its largest residual (mm) in `residual_mm`. Each voxel's iteration samples u within the largest
+// |u| of it: one halo of that size, then no communication until the residual.
+Volume<float> fixed_point_inverse(const Context& ctx, const Partition& part, const RegistrationParams& params,
+                                  Volume<float>& field, double field_norm, double& residual_mm) {
+  const Geometry& fg = field.geometry();
+  const Box owned = part.owned(fg.size);
+  const Index3 halo = reg::displacement_halo(fg, field_norm);
+  const Box need = part.halo_box(fg.size, halo);
+  if (field.box().contains(need)) part.exchange_halos({&field}, halo);
+  else field = part.fetch(field, need);
+  Volume<float> inverse(fg, owned, 3, ctx.memory_space());
+  InverseOptions opts;
+  opts.iterations = params.inverse_iterations;
+  opts.tolerance = params.inverse_tolerance_mm;
+  reg::GatheredPartials residual(ctx, part, fg, owned, 2);
+  invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
+  const SlicePartials all = residual.gather();
+  residual_mm = max_over_slices(ctx, all, 0);
+  const double unconverged = reduce_slices(ctx, all)[1];
+  log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(residual_mm, 3) + " mm, " +
+                          reg::fmt(unconverged) + " voxels above the tolerance");
+  // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges.
+  // ITK's damped global iteration (invert_field_damped, what `gigareg invert` falls back to)
+  // converges there, but it is a whole-grid op of one process: running it here only when alone
+  // would make mpirun's inverse warp differ from one process's, so it is left to `gigareg
+  // invert` until it is sharded (issue 20).
+  return inverse;
+}
+
 RegistrationResult register_images_to(ResultMemory memory, const RegistrationParams& params,
                                       const Volume<float>& fixed, const Volume<float>& moving,
                                       const Volume<float>* fixed_mask,
@@ -358,28 +388,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
     result.inverse_residual_mm = reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   } else if (!field.empty() && params.compute_inverse) {
-    // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
-    // size, then no communication until the residual.
-    const Index3 halo = reg::displacement_halo(fg, field_norm);
-    const Box need = part.halo_box(fg.size, halo);
-    if (field.box().contains(need)) part.exchange_halos({&field}, halo);
-    else field = part.fetch(field, need);
-    Volume<float> inverse(fg, owned, 3, ctx.memory_space());
-    InverseOptions opts;
-    opts.iterations = params.inverse_iterations;
-    opts.tolerance = params.inverse_tolerance_mm;
-    reg::GatheredPartials residual(ctx, part, fg, owned, 2);
-    invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
-    const SlicePartials all = residual.gather();
-    result.inverse_residual_mm = max_over_slices(ctx, all, 0);
-    const double unconverged = reduce_slices(ctx, all)[1];
-    log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
-                            " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
-    // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges.
-    // ITK's damped global iteration (invert_field_damped, what `gigareg invert` falls back to)
-    // converges there, but it is a whole-grid op of one process: running it here only when
-    // alone would make mpirun's inverse warp differ from one process's, so it is left to
-    // `gigareg invert` until it is sharded (issue 20).
+    Volume<float> inverse = fixed_point_inverse(ctx, part, params, field, field_norm, result.inverse_residual_mm);
     if (part.size() == 1) reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   }

@@ -168,6 +168,22 @@ void report_peak_memory(const Partition& part) {
                part.size(), long(usage.ru_maxrss));
 }
 
+// -v 2: one line per iteration on stderr.
+void print_iteration(const IterationReport& r) {
+  char conv[32] = "-";  // until the window is full
+  if (r.convergence < 1e300) std::snprintf(conv, sizeof conv, "%.4g", r.convergence);
+  std::fprintf(stderr, "  stage %d %s level %d/%d iteration %4d: loss %.8g  convergence %s\n",
+               r.stage + 1, to_string(r.transform), r.level + 1, r.levels, r.iteration + 1, r.loss, conv);
+}
+
+// The library's messages shown at verbosity -v: 0 errors, 1 info, 2 debug, default warnings.
+LogLevel log_level_of(int verbose) {
+  return verbose == 0   ? LogLevel::Error
+         : verbose == 2 ? LogLevel::Debug
+         : verbose == 1 ? LogLevel::Info
+                        : LogLevel::Warning;
+}
+
 int run_register(const RegisterOptions& o) {
   if (o.composite != 0 && o.composite != 1) usage_error("--write-composite-transform", "expected 0 or 1");
   if (o.no_qc && !o.qc.empty()) usage_error("--qc", "give either --qc PATH or --no-qc");
@@ -190,18 +206,9 @@ int run_register(const RegisterOptions& o) {
     display.emplace(p, style, stderr);
     p.progress = [&display](const IterationReport& r) { display->update(r); };
   } else if (verbose == 2) {
-    p.progress = [](const IterationReport& r) {
-      char conv[32] = "-";  // until the window is full
-      if (r.convergence < 1e300) std::snprintf(conv, sizeof conv, "%.4g", r.convergence);
-      std::fprintf(stderr, "  stage %d %s level %d/%d iteration %4d: loss %.8g  convergence %s\n",
-                   r.stage + 1, to_string(r.transform), r.level + 1, r.levels, r.iteration + 1,
-                   r.loss, conv);
-    };
+    p.progress = print_iteration;
   }
-  set_log_level(verbose == 0   ? LogLevel::Error
-                : verbose == 2 ? LogLevel::Debug
-                : verbose == 1 ? LogLevel::Info
-                               : LogLevel::Warning);
+  set_log_level(log_level_of(verbose));
   LogSinkGuard sink(o.hooks.log ? o.hooks.log : [&display](LogLevel level, std::string_view msg) {
     const std::string text = (level >= LogLevel::Warning ? "gigareg: warning: " : "") + std::string(msg);
     if (display)

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -101,19 +102,7 @@ void write_new_file(const std::string& path, const void* data, std::size_t size,
                                 "(two writers of the same chunk?)"
                               : std::string("cannot create: ") + std::strerror(err));
   }
-  const auto* p = static_cast<const char*>(data);
-  std::size_t left = size;
-  int err = 0;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : ENOSPC;
-      break;
-    }
-    p += n;
-    left -= std::size_t(n);
-  }
+  int err = io_detail::write_fully(fd, data, size);
   if (err == 0 && sync && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0)
@@ -228,15 +217,31 @@ void set_fill(ArrayInfo& a, const Json& fill, const std::string& where) {
   }
 }
 
+// A pyramid level's array metadata file (`file` in the level's folder): a JSON object holding
+// every one of `keys`; `where` names it in errors, `array.path` is the level's folder.
+struct LevelMetadata {
+  std::string where;
+  ArrayInfo array;
+  Json json;
+};
+
+LevelMetadata read_level_metadata(const std::string& dir, const std::string& name, const std::string& level_path,
+                                  const char* file, std::initializer_list<const char*> keys) {
+  LevelMetadata m;
+  m.where = where_in(name, level_path + "/" + file);
+  m.array.path = join(dir, level_path);
+  m.json = read_json(join(m.array.path, file), m.where, "the array metadata of a pyramid level");
+  if (!m.json.is_object()) bad(m.where, "must hold a JSON object");
+  for (const char* key : keys)
+    if (!m.json.contains(key)) bad(m.where, std::string("has no '") + key + "'");
+  return m;
+}
+
 // Reads and checks one level's .zarray (Zarr v2).
 ArrayInfo read_array(const std::string& dir, const std::string& name, const std::string& level_path) {
-  const std::string where = where_in(name, level_path + "/.zarray");
-  ArrayInfo a;
-  a.path = join(dir, level_path);
-  const Json j = read_json(join(a.path, ".zarray"), where, "the array metadata of a pyramid level");
-  if (!j.is_object()) bad(where, "must hold a JSON object");
-  for (const char* key : {"zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order"})
-    if (!j.contains(key)) bad(where, std::string("has no '") + key + "'");
+  LevelMetadata m = read_level_metadata(dir, name, level_path, ".zarray",
+                                        {"zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order"});
+  auto& [where, a, j] = m;
   if (j.at("zarr_format") != 2) bad(where, "zarr_format must be 2, got " + j.at("zarr_format").dump());
   if (j.at("order") != "C")
     bad(where, "order " + j.at("order").dump() + " is not read (gigareg reads C-ordered arrays)");
@@ -260,13 +265,9 @@ ArrayInfo read_array(const std::string& dir, const std::string& name, const std:
 // Reads and checks one level's zarr.json (Zarr v3, NGFF 0.5): regular chunk grid, default or v2
 // chunk key encoding, codecs "bytes" + at most one of blosc / gzip / zstd (no sharding).
 ArrayInfo read_array_v3(const std::string& dir, const std::string& name, const std::string& level_path) {
-  const std::string where = where_in(name, level_path + "/zarr.json");
-  ArrayInfo a;
-  a.path = join(dir, level_path);
-  const Json j = read_json(join(a.path, "zarr.json"), where, "the array metadata of a pyramid level");
-  if (!j.is_object()) bad(where, "must hold a JSON object");
-  for (const char* key : {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "fill_value", "codecs"})
-    if (!j.contains(key)) bad(where, std::string("has no '") + key + "'");
+  LevelMetadata m = read_level_metadata(dir, name, level_path, "zarr.json",
+                                        {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "fill_value", "codecs"});
+  auto& [where, a, j] = m;
   if (j.at("zarr_format") != 3 || j.at("node_type") != "array")
     bad(where, "must describe a Zarr v3 array (zarr_format 3, node_type \"array\")");
   if (j.contains("storage_transformers") && !j.at("storage_transformers").empty())
@@ -771,6 +772,21 @@ std::vector<ChunkTask> chunk_tasks(const ArrayInfo& a, index_t z0, index_t z1, c
   return tasks;
 }
 
+// f(T{}, task, file, where) for every chunk task, in parallel on all cores, T the level's pixel
+// type; `file` is the chunk's path and `where` names it in errors.
+template <class F>
+void for_each_chunk(const ArrayInfo& a, int level, const std::vector<ChunkTask>& tasks,
+                    const std::string& store_name, F&& f) {
+  const std::string level_name = std::to_string(level) + "/";
+  dispatch(a.pixel_type, [&](auto tag) {
+    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
+      const ChunkTask& t = tasks[i];
+      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
+      f(tag, t, file, where_in(store_name, "chunk " + level_name + file.substr(a.path.size() + 1)));
+    });
+  });
+}
+
 void byteswap(unsigned char* p, std::size_t n, std::size_t width) {
   for (std::size_t i = 0; i + width <= n; i += width) std::reverse(p + i, p + i + width);
 }
@@ -826,49 +842,44 @@ void Store::read_planes(int level, index_t z0, index_t nz, float* dst) const {
   const std::size_t limit = chunk_bytes + chunk_bytes / 8 + 65536;  // any codec's worst expansion
   const index_t plane = a.size.x * a.size.y;
   const index_t block = plane * nz;  // one component's planes in dst
-  const std::string level_name = std::to_string(level) + "/";
-  dispatch(a.pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
-      const ChunkTask& t = tasks[i];
-      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
-      const std::string where = where_in(name_, "chunk " + level_name + file.substr(a.path.size() + 1));
-      thread_local std::vector<unsigned char> stored, raw;
-      const index_t zlo = std::max(t.lo.z, z0), zhi = std::min(t.hi.z, z1);
-      if (!read_chunk_file(file, limit, stored, where)) {
-        if (complete_)
-          bad(where, "missing: gigareg writes every chunk of its stores (an incomplete copy?)");
-        if (!a.has_fill)
-          bad(where, "missing, and the array has no fill_value (null) to stand for it");
-        const float v = float(a.fill);
-        for (index_t c = t.c0; c < t.c1; ++c)
-          for (index_t z = zlo; z < zhi; ++z)
-            for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-              float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
-              std::fill(out + t.lo.x, out + t.hi.x, v);
-            }
-        return;
-      }
-      raw.resize(chunk_bytes);
-      decode_chunk(a.codec, stored.data(), stored.size(), raw.data(), chunk_bytes, where);
-      if (a.big_endian) byteswap(raw.data(), raw.size(), sizeof(T));
-      const T* values = reinterpret_cast<const T*>(raw.data());
+  for_each_chunk(a, level, tasks, name_, [&](auto tag, const ChunkTask& t, const std::string& file,
+                                              const std::string& where) {
+  using T = decltype(tag);
+    thread_local std::vector<unsigned char> stored, raw;
+    const index_t zlo = std::max(t.lo.z, z0), zhi = std::min(t.hi.z, z1);
+    if (!read_chunk_file(file, limit, stored, where)) {
+      if (complete_)
+        bad(where, "missing: gigareg writes every chunk of its stores (an incomplete copy?)");
+      if (!a.has_fill)
+        bad(where, "missing, and the array has no fill_value (null) to stand for it");
+      const float v = float(a.fill);
       for (index_t c = t.c0; c < t.c1; ++c)
         for (index_t z = zlo; z < zhi; ++z)
           for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-            const T* in = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
             float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
-            for (index_t x = t.lo.x; x < t.hi.x; ++x) {
-              T v;
-              std::memcpy(&v, in + (x - t.lo.x), sizeof(T));
-              if constexpr (std::is_integral_v<T>) {
-                if (!io_detail::fits_float_exactly(v))
-                  io_detail::throw_inexact_integer(name_, g, z * plane + y * a.size.x + x, v);
-              }
-              out[x] = static_cast<float>(v);
-            }
+            std::fill(out + t.lo.x, out + t.hi.x, v);
           }
-    });
+      return;
+    }
+    raw.resize(chunk_bytes);
+    decode_chunk(a.codec, stored.data(), stored.size(), raw.data(), chunk_bytes, where);
+    if (a.big_endian) byteswap(raw.data(), raw.size(), sizeof(T));
+    const T* values = reinterpret_cast<const T*>(raw.data());
+    for (index_t c = t.c0; c < t.c1; ++c)
+      for (index_t z = zlo; z < zhi; ++z)
+        for (index_t y = t.lo.y; y < t.hi.y; ++y) {
+          const T* in = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
+          float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
+          for (index_t x = t.lo.x; x < t.hi.x; ++x) {
+            T v;
+            std::memcpy(&v, in + (x - t.lo.x), sizeof(T));
+            if constexpr (std::is_integral_v<T>) {
+              if (!io_detail::fits_float_exactly(v))
+                io_detail::throw_inexact_integer(name_, g, z * plane + y * a.size.x + x, v);
+            }
+            out[x] = static_cast<float>(v);
+          }
+        }
   });
 }
 
@@ -902,33 +913,28 @@ void Store::write_planes(int level, index_t z0, index_t nz, const float* src,
   const index_t plane = a.size.x * a.size.y;
   const index_t block = plane * nz;
   const std::size_t chunk_bytes = a.chunk_bytes();
-  const std::string level_name = std::to_string(level) + "/";
-  dispatch(a.pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
-      const ChunkTask& t = tasks[i];
-      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
-      const std::string where = where_in(name_, "chunk " + level_name + file.substr(a.path.size() + 1));
-      thread_local std::vector<unsigned char> raw, encoded;
-      raw.assign(chunk_bytes, 0);  // the parts past the array's edge: zeros, the fill_value
-      T* values = reinterpret_cast<T*>(raw.data());
-      for (index_t c = t.c0; c < t.c1; ++c)
-        for (index_t z = t.lo.z; z < t.hi.z; ++z)
-          for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-            T* out = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
-            const float* in = src + c * block + (z - z0) * plane + y * a.size.x;
-            for (index_t x = t.lo.x; x < t.hi.x; ++x) {
-              if constexpr (std::is_floating_point_v<T>) {
-                out[x - t.lo.x] = static_cast<T>(in[x]);
-              } else {
-                out[x - t.lo.x] = io_detail::to_integer<T>(in[x], conversion, g,
-                                                            z * plane + y * a.size.x + x, name_);
-              }
+  for_each_chunk(a, level, tasks, name_, [&](auto tag, const ChunkTask& t, const std::string& file,
+                                              const std::string& where) {
+  using T = decltype(tag);
+    thread_local std::vector<unsigned char> raw, encoded;
+    raw.assign(chunk_bytes, 0);  // the parts past the array's edge: zeros, the fill_value
+    T* values = reinterpret_cast<T*>(raw.data());
+    for (index_t c = t.c0; c < t.c1; ++c)
+      for (index_t z = t.lo.z; z < t.hi.z; ++z)
+        for (index_t y = t.lo.y; y < t.hi.y; ++y) {
+          T* out = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
+          const float* in = src + c * block + (z - z0) * plane + y * a.size.x;
+          for (index_t x = t.lo.x; x < t.hi.x; ++x) {
+            if constexpr (std::is_floating_point_v<T>) {
+              out[x - t.lo.x] = static_cast<T>(in[x]);
+            } else {
+              out[x - t.lo.x] = io_detail::to_integer<T>(in[x], conversion, g,
+                                                          z * plane + y * a.size.x + x, name_);
             }
           }
-      encode_chunk(a.codec, raw.data(), raw.size(), sizeof(T), encoded, where);
-      write_new_file(file, encoded.data(), encoded.size(), true, where);
-    });
+        }
+    encode_chunk(a.codec, raw.data(), raw.size(), sizeof(T), encoded, where);
+    write_new_file(file, encoded.data(), encoded.size(), true, where);
   });
 }
 
