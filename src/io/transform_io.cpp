@@ -152,32 +152,41 @@ void check_matlab_file(const std::string& path, const std::string& bytes) {
 }
 
 /// ITK's text reader passes "Parameters:" to the transform whatever their number: too few are
-/// read beyond the array, too many are ignored. Each line must hold the number the named
-/// transform takes (for transforms whose number is fixed by their type).
+/// read beyond the array, too many are ignored; and it sets them on whatever transform came
+/// before, none included. This reads the lines as itk::TxtTransformIO does (trimmed of " \t\r\n",
+/// "#" comments, "Name: value", values read as doubles until the first that is not one) and asks
+/// that each parameter line follow a Transform line and hold the number the named transform takes
+/// (for transforms whose number is fixed by their type).
 void check_text_file(const std::string& path, const std::string& bytes) {
   itk::TransformFactoryBase::RegisterDefaultTransforms();  // what ITK's reader creates them from
-  std::istringstream in(bytes);
-  std::string line;
-  itk::TransformBaseTemplate<double>::Pointer current;
-  auto count = [](const std::string& values) {
-    std::istringstream words(values);
-    std::string w;
+  auto trim = [](const std::string& text) {
+    const char* blanks = " \t\r\n";
+    const std::size_t first = text.find_first_not_of(blanks);
+    if (first == std::string::npos) return std::string();
+    return text.substr(first, text.find_last_not_of(blanks) - first + 1);
+  };
+  auto count_numbers = [](const std::string& values) {  // as vnl_vector's operator>> reads them
+    std::istringstream parse(values);
     std::size_t n = 0;
-    while (words >> w) ++n;
+    for (double v; parse >> v;) ++n;
     return n;
   };
+  std::istringstream in(bytes);
+  std::string line;
+  bool seen_transform = false;
+  itk::TransformBaseTemplate<double>::Pointer current;
   while (std::getline(in, line)) {
+    line = trim(line);
     const std::size_t colon = line.find(':');
-    if (colon == std::string::npos || line.rfind('#', 0) == 0) continue;
-    const std::string key = line.substr(0, colon), value = line.substr(colon + 1);
+    if (line.empty() || line[0] == '#' || colon == std::string::npos) continue;  // ITK refuses the last itself
+    const std::string key = trim(line.substr(0, colon)), value = trim(line.substr(colon + 1));
     if (key == "Transform") {
-      std::istringstream words(value);
-      std::string name;
-      words >> name;
+      std::string name = value;
       for (const char* from : {"_float_"}) {  // ITK reads float transforms as double ones
         const std::size_t at = name.find(from);
         if (at != std::string::npos) name.replace(at, std::strlen(from), "_double_");
       }
+      seen_transform = true;
       itk::LightObject::Pointer made = itk::ObjectFactoryBase::CreateInstance(name.c_str());
       // CreateInstance hands the object over with one reference too many (ITK's own transform
       // readers drop it the same way).
@@ -186,12 +195,14 @@ void check_text_file(const std::string& path, const std::string& bytes) {
       // Only transforms whose parameter counts their type fixes (not fields, not composites).
       if (current && !dynamic_cast<itk::MatrixOffsetTransformBase<double, 3, 3>*>(current.GetPointer()))
         current = nullptr;
-    } else if (current && (key == "Parameters" || key == "FixedParameters")) {
+    } else if (key == "Parameters" || key == "FixedParameters") {
+      if (!seen_transform) bad_transform_file(path, key + " come before any Transform line");
+      if (!current) continue;
       const std::size_t expected = key == "Parameters" ? std::size_t(current->GetNumberOfParameters())
                                                        : std::size_t(current->GetFixedParameters().Size());
-      const std::size_t given = count(value);
+      const std::size_t given = count_numbers(value);
       if (given != expected)
-        bad_transform_file(path, key + " holds " + std::to_string(given) + " values; " +
+        bad_transform_file(path, key + " holds " + std::to_string(given) + " numbers before anything else; " +
                                      current->GetNameOfClass() + " takes " + std::to_string(expected));
     }
   }

@@ -46,7 +46,7 @@ for t in $targets; do
   if ! "$build/tests/fuzz/$t" "${budget[@]}" -timeout=20 -rss_limit_mb=3072 -max_len=65536 \
       -print_final_stats=1 -artifact_prefix="$findings/" "$corpus" > "$build/$t.log" 2>&1; then
     status=1
-    echo "$t FAILED: $(grep -E "ERROR|SUMMARY|Test unit written" "$build/$t.log" | head -5)"
+    echo "$t FAILED: $(grep -E "==[0-9]+==ERROR|SUMMARY|deadly signal|Test unit written|timeout after|out-of-memory" "$build/$t.log" | head -5)"
   fi
   grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$build/$t.log" | tr '\n' ' '
   echo

@@ -493,6 +493,8 @@ TEST(IoHardening, MalformedHeadersFoundByTheGenerator) {
   }
 }
 
+using namespace std::string_literals;  // "..."s keeps the NUL bytes of a fuzzer's input
+
 TEST(IoHardening, TransformsAndWarpsFoundByTheGenerator) {
   ScratchDir dir;
   // A .mat cut inside its second variable: ITK read the missing fixed parameters from nowhere.
@@ -507,7 +509,23 @@ TEST(IoHardening, TransformsAndWarpsFoundByTheGenerator) {
               "#Insight Transform File V1.0\n#Transform 0\nTransform: Euler3DTransform_double_3_3\n"
               "Parameters: 0.1\nFixedParameters: 0 0 0\n");
   EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("few.txt")); }, ErrorKind::InvalidInput,
-                           dir.file("few.txt"), "Parameters holds 1 values"));
+                           dir.file("few.txt"), "Parameters holds 1 numbers"));
+  // Six words of which the first is not a number (found by fuzz_transform): ITK read no value and
+  // Euler3DTransform::SetParameters read six from an empty array.
+  write_bytes(dir.file("garbled.txt"),
+              "#Insight Transforme V1.0\n#Transform 0\nTransform: Euler3DTransform_double_3_3\n"
+              "Parameters:\x01\0\0d 0.1 0 0\x01\x10 2 3\nFixedParameters:0 0 0 0\n"s);
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("garbled.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("garbled.txt"), "Parameters holds 0 numbers"));
+  // Indented keys are ITK's keys too, and parameters with no transform before them are refused.
+  write_bytes(dir.file("indented.txt"),
+              "#Insight Transform File V1.0\n  Transform: Euler3DTransform_double_3_3\n"
+              "\tParameters : 0.1 0 0\nFixedParameters: 0 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("indented.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("indented.txt"), "Parameters holds 3 numbers"));
+  write_bytes(dir.file("orphan.txt"), "#Insight Transform File V1.0\nFixedParameters: 0 0 0\nParameters: 1 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("orphan.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("orphan.txt"), "before any Transform line"));
   // A warp with a NaN displacement: every voxel it touched became NaN without an error.
   Geometry g;
   g.size = {4, 4, 4};
