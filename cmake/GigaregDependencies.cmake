@@ -18,7 +18,8 @@ find_package(nlohmann_json 3 REQUIRED CONFIG)
 set(GIGAREG_ITK_COMPONENTS
   ITKCommon ITKIOImageBase ITKIONIFTI ITKIONRRD ITKIOMeta ITKIOPNG
   ITKIOTransformBase ITKIOTransformMatlab ITKIOTransformInsightLegacy ITKIOTransformHDF5
-  ITKTransform ITKImageFunction ITKImageGrid ITKImageIntensity ITKImageFilterBase)
+  ITKTransform ITKImageFunction ITKImageGrid ITKImageIntensity ITKImageFilterBase
+  ITKStatistics)  # tests only: ITK's histogram filters, the reference of intensity preprocessing
 find_package(ITK 5 REQUIRED COMPONENTS ${GIGAREG_ITK_COMPONENTS})
 set(GIGAREG_ITK_LIBRARIES
   ITKCommon ITKIOImageBase ITKIONIFTI ITKIONRRD ITKIOMeta ITKIOPNG

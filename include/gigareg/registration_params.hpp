@@ -124,8 +124,25 @@ struct IterationReport {
   double convergence = 0;   // the window convergence value (huge until the window is full)
 };
 
+/// ANTs' preprocessing of the images the metrics see (antsRegistration
+/// --winsorize-image-intensities [lower,upper] and --use-histogram-matching 1), as ANTs defines it
+/// (docs/registration.md, "Intensity preprocessing"): each image's intensities between the two
+/// quantiles mapped onto [0, 1] and the rest clamped; with matching, the moving image's histogram
+/// then mapped onto the fixed image's. The initialisation and the warped outputs use the images
+/// as read. Off by default: the metrics see the images' own intensities.
+struct IntensityPreprocessing {
+  double lower_quantile = 0.0;
+  double upper_quantile = 1.0;
+  bool histogram_matching = false;
+  /// Whether anything is done: quantiles other than [0, 1], or matching. (ANTs also maps [min,
+  /// max] onto [0, 1] with the default quantiles; CC and MI do not depend on that scale, and
+  /// gigareg's metrics see the intensities as read unless asked.)
+  bool active() const { return lower_quantile != 0.0 || upper_quantile != 1.0 || histogram_matching; }
+};
+
 struct RegistrationParams {
   InitialTransform initial;
+  IntensityPreprocessing intensities;
   std::vector<StageParams> stages;
   DeviceChoice device = DeviceChoice::Auto;
   /// Inverse of the deformable field (prefix1InverseWarp): fixed-point iterations and tolerance.

@@ -102,6 +102,10 @@ void RegistrationParams::validate() const {
       fail(name + "MI bins must be " + std::to_string(kMattesMinBins) + ".." +
            std::to_string(kMattesMaxBins));
   }
+  const IntensityPreprocessing& ip = intensities;
+  if (!(finite(ip.lower_quantile) && finite(ip.upper_quantile) && ip.lower_quantile >= 0 &&
+        ip.lower_quantile < ip.upper_quantile && ip.upper_quantile <= 1))
+    fail("the winsorizing quantiles must satisfy 0 <= lower < upper <= 1");
   if (inverse_iterations < 0) fail("inverse iterations must be >= 0");
   if (!(finite(inverse_tolerance_mm) && inverse_tolerance_mm >= 0))
     fail("the inverse tolerance must be >= 0");

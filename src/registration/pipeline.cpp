@@ -27,6 +27,7 @@
 #include "registration/halos.hpp"
 #include "registration/input_agreement.hpp"
 #include "registration/inverse_consistency.hpp"
+#include "registration/intensity_preprocessing.hpp"
 #include "registration/level_image.hpp"
 #include "registration/level_report.hpp"
 #include "registration/moving_window.hpp"
@@ -336,7 +337,7 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   clock.mark("initialisation");
 
   // The inputs in the backend's memory: only the planes this process needs.
-  Volume<float> store[4];
+  Volume<float> store[6];
   reg::Inputs in;
   in.ctx = ctx;
   in.part = &part;
@@ -344,12 +345,21 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   in.moving = planes_in_backend(ctx, &moving, planes.moving, store[1]);
   in.fixed_mask = planes_in_backend(ctx, fixed_mask, planes.fixed, store[2]);
   in.moving_mask = planes_in_backend(ctx, moving_mask, planes.moving, store[3]);
+  // ANTs' intensity preprocessing (winsorizing, histogram matching): the metrics see these
+  // copies; the initialisation above and the warped outputs below see the images as read.
+  reg::Inputs metric_in = in;
+  reg::MetricImages metric_images;
+  if (params.intensities.active()) {
+    metric_images = reg::preprocess_intensities(params.intensities, fixed, moving, part);
+    metric_in.fixed = planes_in_backend(ctx, &metric_images.fixed, planes.fixed, store[4]);
+    metric_in.moving = planes_in_backend(ctx, &metric_images.moving, planes.moving, store[5]);
+  }
 
   clock.mark("inputs to the backend");
   RegistrationResult result;
   result.backend = ctx.backend;
   for (std::size_t s = 0; s < params.stages.size(); ++s)
-    reg::run_stage(in, params.stages[s], int(s), params, state, result.levels);
+    reg::run_stage(metric_in, params.stages[s], int(s), params, state, result.levels);
 
   clock.mark("stages");
   // Outputs at full resolution on the fixed grid, on the owned box.

@@ -44,8 +44,8 @@ const OptionSpec kOptions[] = {
     {"-n,--interpolation", Takes::Value, "interpolation of the warped output: Linear (use gigareg apply for the others)"},
     {"--float", Takes::Value, "accepted for ANTs compatibility (gigareg computes in float32)"},
     {"--collapse-output-transforms", Takes::Value, "accepted for ANTs compatibility: 1"},
-    {"--use-histogram-matching", Takes::Value, "accepted for ANTs compatibility: 0"},
-    {"--winsorize-image-intensities", Takes::Value, "accepted for ANTs compatibility: [0,1]"},
+    {"-u,--use-histogram-matching", Takes::Value, "1: the moving image's intensities mapped onto the fixed image's histogram for the metrics (ANTs: 256 levels, 12 match points, above the mean); default 0"},
+    {"-w,--winsorize-image-intensities", Takes::Value, "[lowerQuantile,upperQuantile]: for the metrics, each image's intensities between the quantiles mapped onto [0,1] and the rest clamped (ANTs); default [0,1]: the intensities as read"},
     {"--field-optimizer", Takes::Value, "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or auto (adam for Greedy, gd for SyN and GaussianDisplacementField)"},
     {"--adam-moments", Takes::Value, "deformable stages, storage of Adam's moments: bfloat16 (default; half the memory, float arithmetic) or float32"},
     {"--warp-extension", Takes::Value, ".nii.gz (as ANTs; default), .nii (uncompressed: written at disk speed, for gigavoxel fields) or .zarr (OME-Zarr, chunked and compressed on all cores: docs/zarr.md) for prefix1Warp and prefix1InverseWarp"},
@@ -152,29 +152,42 @@ void check_ants_compatibility(const Given& g) {
   if (g.integer("--dimensionality", 3) != 3) usage_error("-d/--dimensionality", "only 3-D registration is supported");
   if (g.integer("--collapse-output-transforms", 1) != 1)
     usage_error("--collapse-output-transforms", "gigareg always collapses the output transforms (1)");
-  const int histogram_matching = g.integer("--use-histogram-matching", 0);
-  if (histogram_matching != 0 && histogram_matching != 1)
-    usage_error("--use-histogram-matching", "expected 0 or 1");
-  if (histogram_matching == 1)
-    usage_error("--use-histogram-matching", "histogram matching is not supported (use 0)");
-  if (g.has("--winsorize-image-intensities")) {
-    const std::string text = g.one("--winsorize-image-intensities");
-    const bool identity = ants::for_option("--winsorize-image-intensities", [&] {
-      const ants::Call c = ants::parse_call(text);
-      return c.name.empty() && c.args.size() == 2 &&
-             ants::parse_x_list(c.args[0]) == std::vector<double>{0.0} &&
-             ants::parse_x_list(c.args[1]) == std::vector<double>{1.0};
-    });
-    if (!identity)
-      usage_error("--winsorize-image-intensities",
-                  "'" + text + "': winsorizing is not supported (only [0,1])");
-  }
   g.integer("--float", 0);  // any integer: the computation is float32 either way
   if (ants::for_option("-n/--interpolation",
                        [&] { return ants::parse_interpolation(g.one("--interpolation", "Linear")); }) !=
       Interpolation::Linear)
     usage_error("-n/--interpolation", "the warped output is resampled linearly (use gigareg apply for "
                                     "other interpolators)");
+}
+
+/// ANTs' intensity preprocessing of the metric images (--use-histogram-matching,
+/// --winsorize-image-intensities).
+void set_intensity_preprocessing(const Given& g, RegisterCommand& c) {
+  IntensityPreprocessing& ip = c.params.intensities;
+  const int histogram_matching = g.integer("--use-histogram-matching", 0);
+  if (histogram_matching != 0 && histogram_matching != 1)
+    usage_error("-u/--use-histogram-matching", "expected 0 or 1");
+  ip.histogram_matching = histogram_matching == 1;
+  if (!g.has("--winsorize-image-intensities")) return;
+  const std::string text = g.one("--winsorize-image-intensities");
+  const std::vector<double> q = ants::for_option("-w/--winsorize-image-intensities", [&] {
+    const ants::Call call = ants::parse_call(text);
+    std::vector<double> v;
+    if (!call.name.empty() || call.args.size() != 2) return v;
+    for (const std::string& a : call.args) {
+      const std::vector<double> one = ants::parse_x_list(a);
+      if (one.size() != 1) return std::vector<double>{};
+      v.push_back(one[0]);
+    }
+    return v;
+  });
+  if (q.size() != 2)
+    usage_error("-w/--winsorize-image-intensities", "'" + text + "': expected [lowerQuantile,upperQuantile]");
+  if (!(q[0] >= 0 && q[0] < q[1] && q[1] <= 1))
+    usage_error("-w/--winsorize-image-intensities",
+                "'" + text + "': the quantiles must satisfy 0 <= lower < upper <= 1");
+  ip.lower_quantile = q[0];
+  ip.upper_quantile = q[1];
 }
 
 /// The stages of the ANTs form: each -t takes the -m, -c, -f, -s of the same position.
@@ -405,6 +418,7 @@ RegisterCommand parse_register_command(const std::vector<std::string>& args) {
   if (c.params.inverse_iterations < 0 || c.params.inverse_iterations > 1000)
     usage_error("--inverse-iterations", "expected 0..1000, got " + g.one("--inverse-iterations"));
   c.params.compute_inverse = !g.has("--no-inverse-warp");
+  set_intensity_preprocessing(g, c);
   set_initial_transform(g, c);
   set_outputs(g, c);
   c.params.validate();
@@ -455,6 +469,10 @@ std::string format_register_command(const RegistrationParams& p, const Registrat
   if (deformable != nullptr && deformable->optimizer != default_optimizer(deformable->transform))
     add("--field-optimizer", optimizer_name(deformable->optimizer));
   if (deformable != nullptr && !deformable->adam_bfloat16_moments) add("--adam-moments", "float32");
+  if (p.intensities.lower_quantile != 0.0 || p.intensities.upper_quantile != 1.0)
+    add("--winsorize-image-intensities",
+        "[" + number(p.intensities.lower_quantile) + "," + number(p.intensities.upper_quantile) + "]");
+  if (p.intensities.histogram_matching) add("--use-histogram-matching", "1");
   add("--device", to_string(p.device));
   if (p.inverse_iterations != 50) add("--inverse-iterations", std::to_string(p.inverse_iterations));
   if (!p.compute_inverse) w.push_back("--no-inverse-warp");
@@ -544,6 +562,9 @@ bool operator==(const InitialTransform& a, const InitialTransform& b) {
 
 bool operator==(const RegistrationParams& a, const RegistrationParams& b) {
   return a.initial == b.initial && a.stages == b.stages && a.device == b.device &&
+         a.intensities.lower_quantile == b.intensities.lower_quantile &&
+         a.intensities.upper_quantile == b.intensities.upper_quantile &&
+         a.intensities.histogram_matching == b.intensities.histogram_matching &&
          a.inverse_iterations == b.inverse_iterations &&
          a.inverse_tolerance_mm == b.inverse_tolerance_mm && a.compute_inverse == b.compute_inverse;
 }

@@ -230,3 +230,29 @@ TEST_F(CliFiles, LoggedCommandRepeatsTheRun) {
     EXPECT_EQ(gigareg::test::slurp(first + file), gigareg::test::slurp(second + file)) << file;
   }
 }
+
+// ANTs' -w and -u as a user types them: the log names the windows, the run differs from one
+// without them, and the warped image keeps the moving image's own intensities (the
+// preprocessing is for the metrics only, as in antsRegistration).
+TEST_F(CliFiles, WinsorizeAndHistogramMatchingChangeTheMetricsOnly) {
+  REQUIRE_CLI();
+  const std::string plain = (dir / "plain").string() + "/", processed = (dir / "processed").string() + "/";
+  const std::string common = " -d 3 -r [" + fixed + "," + moving + ",1] -t Affine[0.1] -m MI[" + fixed + "," +
+                             moving + ",1,32] -c [20x10,1e-6,10] -f 2x1 -s 1x0vox --device cpu --no-qc -v 1";
+  const ToolRun a = run("register -o " + plain + common);
+  ASSERT_EQ(a.rc, 0) << a.all();
+  const ToolRun b = run("register -o [" + processed + "," + processed + "Warped.nii.gz]" + common +
+                        " -w [0.02,0.98] -u 1");
+  ASSERT_EQ(b.rc, 0) << b.all();
+  EXPECT_NE(b.err.find("intensity preprocessing for the metrics"), std::string::npos) << b.err;
+  // The logged command carries them (running it again is the same registration).
+  EXPECT_NE(b.err.find("--winsorize-image-intensities '[0.02,0.98]' --use-histogram-matching 1"), std::string::npos)
+      << b.err;
+  EXPECT_NE(gigareg::test::slurp(plain + "0GenericAffine.mat"), gigareg::test::slurp(processed + "0GenericAffine.mat"));
+  const Image warped = read_image(processed + "Warped.nii.gz"), original = read_image(moving);
+  float warped_max = 0, moving_max = 0;
+  for (index_t e = 0; e < warped.voxels.voxel_count(); ++e) warped_max = std::max(warped_max, warped.voxels.data()[e]);
+  for (index_t e = 0; e < original.voxels.voxel_count(); ++e) moving_max = std::max(moving_max, original.voxels.data()[e]);
+  EXPECT_GT(warped_max, 0.5f * moving_max);  // not [0, 1]: the moving image as read
+  EXPECT_GT(moving_max, 2.0f);
+}

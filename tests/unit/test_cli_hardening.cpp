@@ -134,7 +134,7 @@ TEST_F(CliHardening, OptionErrorsNameTheOptionAndIgnoredInputsAreRefused) {
       // Item 9: a number that is not one ("internal error: stod" once), named with its option.
       {"-f 1 --winsorize-image-intensities '[abc,1]'", "--winsorize-image-intensities: 'abc'"},
       {"-f 1 --winsorize-image-intensities '[1e999,1]'", "--winsorize-image-intensities: '1e999'"},
-      {"-f 1 --winsorize-image-intensities '[0.01,0.99]'", "winsorizing is not supported"},
+      {"-f 1 --winsorize-image-intensities '[0.99,0.01]'", "0 <= lower < upper <= 1"},
       {"-f 1 -c x", "-c/--convergence"},
       // Item 12: -r's images must be the registered pair; -f beyond the image is no level at all.
       {"-f 1 -r '[" + moving + "," + fixed + ",1]'", "-r/--initial-moving-transform"},

@@ -104,8 +104,11 @@ TEST(RegisterCommand, StageFormSetsEveryField) {
       "-t Rigid[0.3] -m MeanSquares[f.nii,m.nii,2] -c [10x5,1e-7,4] -f 2x1 -s 1x0mm "
       "-t SyN[0.2,3,0.5] -m CC[f.nii,m.nii,1,3] -c 7 -f 1 -s 0vox -x [fm.nii,NULL] "
       "--field-optimizer adam --adam-moments float32 --device cpu --inverse-iterations 12 "
-      "--warp-extension .nii --float 1 --collapse-output-transforms 1");
+      "--warp-extension .nii --float 1 --collapse-output-transforms 1 -w [0.005,0.995] -u 1");
   ASSERT_EQ(c.params.stages.size(), 2u);
+  EXPECT_EQ(c.params.intensities.lower_quantile, 0.005);
+  EXPECT_EQ(c.params.intensities.upper_quantile, 0.995);
+  EXPECT_TRUE(c.params.intensities.histogram_matching);
   const StageParams& rigid = c.params.stages[0];
   EXPECT_EQ(rigid.transform, TransformType::Rigid);
   EXPECT_EQ(rigid.step, 0.3);
@@ -212,8 +215,12 @@ TEST(RegisterCommand, ErrorsNameTheOptionAndTheProblem) {
       {"--preset greedy -o out/ -f a.nii -m b.nii -t Rigid[0.1]", "--preset", "replaces -t/-c/-s"},
       {"-o out/ --fixed a.nii -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0", "--fixed/--moving",
        "are for --preset"},
-      {"-o out/ --use-histogram-matching 1 -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0",
-       "--use-histogram-matching", "not supported"},
+      {"-o out/ --use-histogram-matching 2 -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0",
+       "-u/--use-histogram-matching", "expected 0 or 1"},
+      {"-o out/ -w [0.9,0.1] -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0",
+       "-w/--winsorize-image-intensities", "0 <= lower < upper <= 1"},
+      {"-o out/ -w [0.1] -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0",
+       "-w/--winsorize-image-intensities", "expected [lowerQuantile,upperQuantile]"},
   };
   for (const Case& k : cases) {
     try {
