@@ -6,6 +6,11 @@ find_package(Threads REQUIRED)
 find_package(ZLIB REQUIRED)   # src/io checks gzip trailers of NIfTI/MetaImage files
 # libdeflate: .nii.gz written and read as parallel gzip members (src/io/gzip_blocks.cpp).
 find_package(Libdeflate REQUIRED)  # cmake/FindLibdeflate.cmake
+# OME-Zarr (src/io/zarr/): chunks through c-blosc, metadata through nlohmann's JSON (header only,
+# used privately: the installed package needs Blosc only, for the static library's link).
+find_package(Blosc REQUIRED)  # cmake/FindBlosc.cmake
+find_package(Zstd REQUIRED)   # cmake/FindZstd.cmake: Zarr v3's zstd chunks
+find_package(nlohmann_json 3 REQUIRED CONFIG)
 
 # ITK: explicit modules, linked by name; I/O factories are registered in code
 # (src/io/itk_factories.cpp), so neither ITK_USE_FILE nor ITK_LIBRARIES is used: those pull in

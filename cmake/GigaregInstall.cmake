@@ -21,4 +21,6 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/gigaregConfigVersion.cmak
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/gigaregConfig.cmake ${PROJECT_BINARY_DIR}/gigaregConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/cmake/FindLibdeflate.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/FindBlosc.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/FindZstd.cmake
         DESTINATION ${GIGAREG_CMAKE_DIR})

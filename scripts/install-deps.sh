@@ -15,6 +15,10 @@ packages=(
   libopenmpi-dev openmpi-bin  # distributed layer (MPI bootstrap, host communicator)
   zlib1g-dev
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
+  libblosc-dev             # OME-Zarr chunk compression (src/io/zarr/codec.cpp)
+  libzstd-dev              # Zarr v3 (NGFF 0.5) zstd chunks (src/io/zarr/codec.cpp)
+  nlohmann-json3-dev       # OME-Zarr .zarray/.zattrs/.zgroup metadata (src/io/zarr/)
+  python3-zarr python3-numcodecs python3-numpy  # tests: an independent reader of gigareg's .zarr
   mricron-data             # Colin27 T1 + AAL labels for the demo
   python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
 )

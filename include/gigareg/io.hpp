@@ -26,6 +26,12 @@
 // OutputSet for several files written as one set). No partial file ever exists under the final
 // name. Two-file formats (.mhd, .nhdr, .hdr/.img) are readable but not writable for that reason.
 //
+// OME-Zarr: a path ending in .zarr (a directory) is an NGFF 0.4 image on Zarr v2, read and written
+// by gigareg itself (NGFF 0.5 on Zarr v3, without sharding, is read too) (src/io/zarr.hpp, docs/zarr.md) wherever a .nii or .nii.gz path is accepted:
+// images keep their pixel type, displacement fields have a component axis (c, z, y, x), and the
+// geometry (including the direction, which NGFF 0.4 cannot express) round-trips exactly. A store
+// is staged as a hidden temporary directory and renamed into place like every other output.
+//
 // Every entry point registers ITK's I/O factories first (register_itk_io_factories), so programs
 // need neither ITK_USE_FILE nor ITK's factory register managers.
 //
@@ -61,6 +67,23 @@ bool is_integer(PixelType type);
 /// InvalidArgument outside 0-12. Thread-safe; writes already under way keep their level.
 void set_compression_level(int level);
 int compression_level();
+
+/// How the .zarr stores gigareg writes from now on, in this process, are chunked and compressed
+/// (docs/zarr.md). Chunks are compressed with Blosc and byte shuffle; "none" stores them raw.
+struct ZarrOptions {
+  Index3 chunk{64, 64, 64};    // voxels per chunk along x, y, z (clipped to the grid)
+  std::string codec = "zstd";  // "zstd", "lz4" or "none"
+  int level = 1;               // Blosc's clevel, 0-9 (1: fast; displacement fields hardly compress)
+};
+/// InvalidArgument for a chunk size below 1 or above 4096, a chunk of more than 1 GiB of float64,
+/// an unknown codec or a level outside 0-9. Thread-safe.
+void set_zarr_options(const ZarrOptions& options);
+ZarrOptions zarr_options();
+/// For a .zarr store, a line on how it is stored ("OME-Zarr (NGFF 0.4, Zarr v2): 3 levels, chunks
+/// 64x64x64 voxels, blosc/zstd:1 shuffle"); empty for other files. Throws as read_image_header.
+std::string describe_storage(const std::string& path);
+/// "64" (a cube) or "XxYxZ" ("128x128x32") -> chunk sizes; InvalidArgument naming --zarr-chunk.
+Index3 parse_zarr_chunk(const std::string& text);
 
 /// Registers the image I/O factories (NIfTI, NRRD, MetaImage, PNG) and the transform I/O
 /// factories (.mat, .txt/.tfm, .h5) with ITK. Thread-safe; the work is done once per process, and
@@ -101,8 +124,9 @@ Image read_image(const std::string& path);
 /// The x-y planes [z0, z0 + nz) of a scalar image: a volume whose box is that slab of the image's
 /// grid (the geometry is the whole image's), read as read_image reads. Only the slab is held in
 /// memory and, where the format allows, only its bytes are read: uncompressed NIfTI reads the
-/// slab's byte range (what a rank of a distributed run reads); .nii.gz is decoded as a stream up
-/// to the slab's end. InvalidArgument when the range is empty or outside the grid.
+/// slab's byte range (what a rank of a distributed run reads); a .nii.gz written by gigareg
+/// decodes the gzip members under the slab, others are decoded as a stream up to the slab's end;
+/// a .zarr store reads only the chunks the slab overlaps. InvalidArgument when the range is empty or outside the grid.
 Image read_image_slab(const std::string& path, index_t z0, index_t nz);
 
 /// How float voxels become integers when an integer pixel type is written.
@@ -143,6 +167,19 @@ void write_sharded_image(const std::string& path, const ScalarVolume& local, con
                          IntegerConversion conversion = IntegerConversion::Exact);
 void write_sharded_displacement_field(const std::string& path, const DisplacementField& local,
                                       const Partition& partition);
+
+/// What `gigareg convert` does besides copying.
+struct ConvertOptions {
+  int pyramid = 0;      // extra NGFF pyramid levels (each halving the grid) in a .zarr output
+  bool labels = false;  // a label map: pyramid levels take the mode of each 2x2x2 block, not the mean
+};
+/// Copies an image or displacement field between .nii, .nii.gz and .zarr (or any format
+/// read_image / write_image handle), keeping the pixel type, the components and the geometry
+/// exactly. A file with 3 components per voxel is copied as a displacement field. The output
+/// appears complete or not at all. InvalidArgument for a pyramid outside 0-16 or one asked of a
+/// non-.zarr output, or --labels on a float image.
+void convert_image_file(const std::string& input, const std::string& output,
+                        const ConvertOptions& options = {});
 
 /// An affine transform with ITK's parameterisation: y = matrix * (x - center) + translation + center,
 /// mapping fixed-space LPS points x to moving-space points y.
@@ -194,7 +231,7 @@ class OutputSet {
 enum class OutputKind { Image, Transform, CompositeTransform, Png };
 
 /// Checks, before the work that produces it, that `path` can be written as `kind`: an extension
-/// gigareg writes as one file (Image: .nii.gz, .nii, .nrrd, .mha; Transform: .mat, .txt, .tfm,
+/// gigareg writes (Image: .nii.gz, .nii, .nrrd, .mha, .zarr (a directory store); Transform: .mat, .txt, .tfm,
 /// .h5; CompositeTransform: .h5; Png: .png), not a directory, and a directory (created if
 /// missing) in which a file can be created (a probe file is created and removed: a read-only
 /// mount or a missing permission fails here). Throws Error naming `path`.

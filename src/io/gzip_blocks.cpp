@@ -13,6 +13,7 @@
 
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
+#include "io/parallel_for.hpp"
 
 namespace gigareg::io_detail {
 namespace {
@@ -81,23 +82,6 @@ void compress_member(const unsigned char* in, std::size_t n, int level,
   put32(h + kHeaderBytes + body, libdeflate_crc32(0, in, n));
   put32(h + kHeaderBytes + body + 4, std::uint32_t(n));
   member.resize(total);
-}
-
-// Runs body(i) for i in [0, n) on all cores; rethrows the first exception (by index) after all
-// have finished, so an error is reported the same way whatever the scheduling.
-template <class Body>
-void parallel_for(std::size_t n, Body&& body) {
-  std::vector<std::exception_ptr> errors(n);
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::int64_t i = 0; i < std::int64_t(n); ++i) {
-    try {
-      body(std::size_t(i));
-    } catch (...) {
-      errors[std::size_t(i)] = std::current_exception();
-    }
-  }
-  for (const std::exception_ptr& e : errors)
-    if (e) std::rethrow_exception(e);
 }
 
 }  // namespace

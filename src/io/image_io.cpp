@@ -10,6 +10,7 @@
 #include <itkImageFileWriter.h>
 #include <itkImageIOBase.h>
 #include <itkImageIOFactory.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +30,7 @@
 #include "io/io_internal.hpp"
 #include "io/nifti_data.hpp"
 #include "io/pixel_convert.hpp"
+#include "io/zarr.hpp"
 
 namespace gigareg {
 
@@ -490,13 +492,62 @@ void check_writable_volume(const Volume<float>& v, int components, const std::st
 // -----------------------------------------------------------------------------------------------
 // Public entry points
 
-ImageHeader read_image_header(const std::string& path) { return open_image(path).header; }
+ImageHeader read_image_header(const std::string& path) {
+  if (io_detail::is_zarr_path(path)) return zarr::Store::open(path).header();
+  return open_image(path).header;
+}
 
 
 namespace {
 
+// The planes [z0, z0 + nz) (all when nz < 0) of every component of a .zarr store's level 0,
+// checked and allocated as the other readers do; only the chunks under the planes are read.
+Image read_zarr_planes(const std::string& path, int components, index_t z0, index_t nz) {
+  const zarr::Store store = zarr::Store::open(path);
+  const ImageHeader& h = store.header();
+  if (components == 1 && h.components != 1)
+    throw_error(ErrorKind::InvalidInput, path,
+                "holds a displacement field (" + std::to_string(h.components) +
+                    " components per voxel); a scalar image is expected");
+  if (components == 3 && h.components != 3)
+    throw_error(ErrorKind::InvalidInput, path,
+                "is not a 3-D displacement field: it holds a scalar image; a store with a component "
+                "axis of 3 (c, z, y, x) is expected");
+  if (components == 3 && h.pixel_type != PixelType::Float32 && h.pixel_type != PixelType::Float64)
+    throw_error(ErrorKind::InvalidInput, path,
+                std::string("displacement fields must hold float32 or float64 vectors, not ") +
+                    to_string(h.pixel_type));
+  const Geometry& g = h.geometry;
+  if (nz < 0) {
+    z0 = 0;
+    nz = g.size.z;
+  }
+  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
+                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
+  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  // The floats, and one decoded and one stored chunk per thread.
+  const std::size_t chunks = checked_mul(store.array(0).chunk_bytes(),
+                                         2 * std::size_t(std::max(1, omp_get_max_threads())), path);
+  std::size_t need = checked_mul(checked_mul(std::size_t(box.voxel_count()), sizeof(float), path),
+                                 std::size_t(components), path);
+  if (__builtin_add_overflow(need, chunks, &need))
+    throw_error(ErrorKind::OutOfMemory, path, "the image needs more than 2^64 bytes");
+  require_available(need, MemorySpace::Host, path);
+  Volume<float> planes = allocate_volume(g, box, components, path);
+  store.read_planes(0, z0, nz, planes.data());
+  return {std::move(planes), h.pixel_type};
+}
+
 /// read_image of the planes [z0, z0 + nz) (the whole image when nz < 0).
 Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
+  if (io_detail::is_zarr_path(path)) {
+    Image image = read_zarr_planes(path, 1, z0, nz);
+    const Volume<float>& v = image.voxels;
+    reject_infinite(v.data(), v.voxel_count(), v.geometry(), v.box().lo.z, path);
+    return image;
+  }
   OpenedImage opened = open_image(path);
   const ImageHeader& h = opened.header;
   if (h.volumes != 1)
@@ -596,6 +647,10 @@ void write_image(const std::string& path, const ScalarVolume& voxels, PixelType 
   register_itk_io_factories();
   check_writable_volume(voxels, 1, path);
   require_single_file_format(path);
+  if (io_detail::is_zarr_path(path)) {  // host or device: written by rows of chunks
+    zarr::write_volume(path, voxels, pixel_type, conversion);
+    return;
+  }
   if (write_nifti_direct(path, voxels, pixel_type, conversion)) return;
   Volume<float> copy;
   const Volume<float>& host = host_volume(voxels, copy);
@@ -608,6 +663,7 @@ void write_image(const std::string& path, const Image& image, IntegerConversion 
 }
 
 DisplacementField read_displacement_field(const std::string& path) {
+  if (io_detail::is_zarr_path(path)) return read_zarr_planes(path, 3, 0, -1).voxels;
   OpenedImage opened = open_image(path);
   const ImageHeader& h = opened.header;
   if (h.volumes != 1 || h.components != 3)
@@ -653,6 +709,10 @@ void write_displacement_field(const std::string& path, const DisplacementField& 
   register_itk_io_factories();
   check_writable_volume(field, 3, path);
   require_single_file_format(path);
+  if (io_detail::is_zarr_path(path)) {
+    zarr::write_volume(path, field, PixelType::Float32, IntegerConversion::Exact);
+    return;
+  }
   if (write_nifti_direct(path, field, PixelType::Float32, IntegerConversion::Exact)) return;
   Volume<float> copy;
   const Volume<float>& host = host_volume(field, copy);

@@ -54,7 +54,9 @@ void require_readable_file(const std::string& path) {
   if (!probe) throw_error(ErrorKind::Io, path, std::string("cannot open the file: ") + std::strerror(errno));
 }
 
-std::string extension_of(const std::string& path) {
+std::string extension_of(const std::string& path_arg) {
+  std::string path = path_arg;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();  // "out.zarr/" names out.zarr
   std::string name = fs::path(path).filename().string();
   std::transform(name.begin(), name.end(), name.begin(),
                  [](unsigned char c) { return char(std::tolower(c)); });
@@ -67,6 +69,8 @@ std::string extension_of(const std::string& path) {
   }
   return tail;
 }
+
+bool is_zarr_path(const std::string& path) { return extension_of(path) == ".zarr"; }
 
 namespace {
 
@@ -148,9 +152,13 @@ void remove_stale_temporaries(const fs::path& dir, const std::string& stem, cons
     if (pid <= 0 || pid == long(::getpid())) continue;
     if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
     struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
-      continue;
-    ::unlink(it->path().c_str());
+    if (::lstat(it->path().c_str(), &st) != 0 || st.st_uid != ::geteuid()) continue;
+    if (S_ISREG(st.st_mode)) {
+      ::unlink(it->path().c_str());
+    } else if (S_ISDIR(st.st_mode) && ext == ".zarr") {
+      std::error_code rm;
+      fs::remove_all(it->path(), rm);  // a store being written (remove_all follows no link)
+    }
   }
 }
 
@@ -162,6 +170,78 @@ std::string sync_path(const std::string& path, bool directory) {
   if (::fsync(fd) != 0 && !(directory && (errno == EINVAL || errno == EROFS))) err = std::strerror(errno);
   ::close(fd);
   return err;
+}
+
+// Whether the directory `path` holds a Zarr store (what a staged .zarr may replace).
+bool is_zarr_store(const fs::path& path) {
+  std::error_code ec;
+  for (const char* marker : {".zgroup", ".zarray", "zarr.json"})
+    if (fs::is_regular_file(fs::symlink_status(path / marker, ec))) return true;
+  return false;
+}
+
+// fsync of every directory of a staged store (its files were flushed by their writers): the
+// entries of the store are on disk before it is renamed into place.
+std::string sync_tree(const std::string& root) {
+  std::string err = sync_path(root, true);
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec) && !it->is_symlink(ec)) {
+      const std::string e = sync_path(it->path().string(), true);
+      if (err.empty()) err = e;
+    }
+  if (ec && err.empty()) err = ec.message();
+  return err;
+}
+
+// Moves a complete temporary (file or store directory) over its final name.
+void move_into_place(const std::string& temp, const std::string& final_name, std::error_code& ec) {
+  ec.clear();
+  if (!fs::is_directory(fs::symlink_status(temp, ec))) {
+    fs::rename(temp, final_name, ec);
+    return;
+  }
+  // A directory cannot be renamed over a non-empty one: exchange the two atomically (readers
+  // see the old store or the new one, never neither), then remove the old one from the
+  // temporary's name.
+  if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, final_name.c_str(), RENAME_NOREPLACE) == 0) return;
+  if (errno == EINVAL || errno == ENOSYS) {
+    // A file system without renameat2's flags: move the old store aside, rename the new one in,
+    // remove the old one; not atomic (a reader may find no store for a moment), never partial.
+    const fs::file_status old = fs::symlink_status(final_name, ec);
+    if (ec) return;
+    if (!fs::exists(old)) {
+      fs::rename(temp, final_name, ec);
+      return;
+    }
+    if (fs::is_directory(old) && !is_zarr_store(final_name)) {
+      ec = std::make_error_code(std::errc::directory_not_empty);
+      return;
+    }
+    const std::string aside = temp + ".old";
+    fs::rename(final_name, aside, ec);
+    if (ec) return;
+    fs::rename(temp, final_name, ec);
+    std::error_code rm;
+    fs::remove_all(aside, rm);
+    return;
+  }
+  if (errno != EEXIST) {
+    ec = std::error_code(errno, std::generic_category());
+    return;
+  }
+  const fs::file_status old = fs::symlink_status(final_name, ec);
+  if (ec) return;
+  if (fs::is_directory(old) && !is_zarr_store(final_name)) {
+    ec = std::make_error_code(std::errc::directory_not_empty);  // someone's data: never replaced
+    return;
+  }
+  if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, final_name.c_str(), RENAME_EXCHANGE) != 0) {
+    ec = std::error_code(errno, std::generic_category());
+    return;
+  }
+  std::error_code rm;
+  fs::remove_all(temp, rm);  // the old store (or file, or link: remove_all follows no link)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,6 +270,8 @@ std::string temporary_path(const std::string& final_path, const TemporaryId& id)
 }
 
 StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
+  while (final_.size() > 1 && final_.back() == '/') final_.pop_back();
+  directory_ = is_zarr_path(final_);
   const fs::path p(final_);
   if (p.filename().empty()) throw_error(ErrorKind::Io, final_, "the path names no file");
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
@@ -198,7 +280,10 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
     throw_error(ErrorKind::Io, final_, "directory '" + dir.string() + "' does not exist");
   if (!fs::is_directory(dir, ec))
     throw_error(ErrorKind::Io, final_, "'" + dir.string() + "' is not a directory");
-  if (fs::is_directory(p, ec)) throw_error(ErrorKind::Io, final_, "is a directory");
+  if (fs::is_directory(p, ec) && !(directory_ && is_zarr_store(p)))
+    throw_error(ErrorKind::Io, final_,
+                directory_ ? "is a directory that holds no Zarr store: not replaced"
+                           : "is a directory");
 
   static std::atomic<unsigned long> counter{0};
   const std::string name = p.filename().string();
@@ -212,10 +297,14 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
     id_ = {std::int64_t(std::stoul(host_tag(), nullptr, 16)), std::int64_t(::getpid()),
            std::int64_t(counter.fetch_add(1))};
     temp_ = temporary_path(final_, id_);
-    const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
-    if (fd >= 0) {
-      ::close(fd);
-      break;
+    if (directory_) {
+      if (::mkdir(temp_.c_str(), 0777) == 0) break;  // mkdir never follows a planted link
+    } else {
+      const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+      if (fd >= 0) {
+        ::close(fd);
+        break;
+      }
     }
     const int err = errno;
     if (err == EEXIST && attempt < 100) continue;
@@ -229,17 +318,18 @@ StagedFile::~StagedFile() {
   if (!committed_) {
     unregister_pending(slot_of(temp_));
     std::error_code ec;
-    fs::remove(temp_, ec);  // best effort: nothing may be left under any name
+    fs::remove_all(temp_, ec);  // best effort: nothing may be left under any name
   }
 }
 
 void StagedFile::commit() {
   std::error_code ec;
-  if (!fs::is_regular_file(fs::symlink_status(temp_, ec)))
+  const fs::file_status st = fs::symlink_status(temp_, ec);
+  if (directory_ ? !fs::is_directory(st) : !fs::is_regular_file(st))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
   // Flushed here, by the thread that wrote it: the outputs of a registration are written
   // concurrently, and so their flushes overlap (a set renames them later, all on disk already).
-  const std::string err = sync_path(temp_, false);
+  const std::string err = directory_ ? sync_tree(temp_) : sync_path(temp_, false);
   if (!err.empty()) throw_error(ErrorKind::Io, final_, "flushing the written file to disk failed: " + err);
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
@@ -249,7 +339,7 @@ void StagedFile::commit() {
       return;
     }
   }
-  fs::rename(temp_, final_, ec);
+  move_into_place(temp_, final_, ec);
   if (ec) throw_error(ErrorKind::Io, final_, "cannot move the written file into place: " + ec.message());
   unregister_pending(slot_of(temp_));
   committed_ = true;
@@ -316,7 +406,7 @@ OutputSet::~OutputSet() {
   for (const auto& [temp, final_name] : left) {  // not committed: none of the set may appear
     io_detail::unregister_pending(io_detail::slot_of(temp));
     std::error_code ec;
-    fs::remove(temp, ec);
+    fs::remove_all(temp, ec);
   }
 }
 
@@ -332,7 +422,7 @@ void OutputSet::commit() {
   std::vector<std::string> renamed;
   for (const auto& [temp, final_name] : files) {
     std::error_code ec;
-    fs::rename(temp, final_name, ec);
+    io_detail::move_into_place(temp, final_name, ec);
     if (ec) {
       // The set is broken: the files already renamed stay (a rename cannot be undone safely);
       // the rest are removed by the destructor.
@@ -360,7 +450,7 @@ void check_output_path(const std::string& path, OutputKind kind) {
   std::vector<std::string> allowed;
   const char* what = "";
   switch (kind) {
-    case OutputKind::Image: allowed = {".nii.gz", ".nii", ".nrrd", ".mha"}; what = "a 3-D image"; break;
+    case OutputKind::Image: allowed = {".nii.gz", ".nii", ".nrrd", ".mha", ".zarr"}; what = "a 3-D image"; break;
     case OutputKind::Transform: allowed = {".mat", ".txt", ".tfm", ".h5"}; what = "an affine transform"; break;
     case OutputKind::CompositeTransform: allowed = {".h5"}; what = "a composite transform"; break;
     case OutputKind::Png: allowed = {".png"}; what = "the QC picture"; break;

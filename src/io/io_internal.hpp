@@ -54,12 +54,21 @@ using TemporaryId = std::array<std::int64_t, 3>;
 /// The temporary's path for `final_path` and `id` (the one StagedFile creates).
 std::string temporary_path(const std::string& final_path, const TemporaryId& id);
 
+/// Whether `path` names an OME-Zarr store (extension .zarr: a directory, src/io/zarr.hpp): the one
+/// test of the format that the image readers and writers, output checks and staging dispatch on.
+bool is_zarr_path(const std::string& path);
+
 /// A write that appears under its final name only once complete: the writer writes temp_path()
 /// (same directory, same extension, hidden name `.stem.tmp-<host>-<pid>-<n>.ext`, created empty
 /// here with O_EXCL | O_NOFOLLOW so that no planted file or link is written through), then
 /// commit() flushes it to disk (fsync) and renames it over the final path, or, while an OutputSet
 /// is open, hands it to the set, which renames all its files together. If commit() is not reached,
-/// the destructor removes the temporary. Temporaries are also removed by
+/// the destructor removes the temporary.
+/// A .zarr name (is_zarr_path) is staged as a temporary *directory* (created empty with mkdir,
+/// which never follows a link); the writer fills it (its files created with O_EXCL | O_NOFOLLOW
+/// and flushed), commit() flushes its directories and moves it into place: over a missing name by
+/// rename, over an existing store by an atomic exchange (renameat2 RENAME_EXCHANGE), after which
+/// the old store is removed. An existing directory that is not a Zarr store is never replaced. Temporaries are also removed by
 /// remove_pending_temporaries() (signal handlers), and ones left by a killed process of this host
 /// are removed the next time the same final name is written.
 class StagedFile {
@@ -82,6 +91,7 @@ class StagedFile {
   std::string final_;
   std::string temp_;
   TemporaryId id_{};
+  bool directory_ = false;  // a .zarr store
   bool committed_ = false;
 };
 

@@ -371,9 +371,9 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
                                                const std::string& warped_path,
                                                const std::string& warp_extension,
                                                const Partition* partition) {
-  if (warp_extension != ".nii.gz" && warp_extension != ".nii")
+  if (warp_extension != ".nii.gz" && warp_extension != ".nii" && warp_extension != ".zarr")
     throw_error(ErrorKind::InvalidArgument, output_prefix,
-                "the warp extension must be .nii.gz or .nii, got '" + warp_extension + "'");
+                "the warp extension must be .nii.gz, .nii or .zarr, got '" + warp_extension + "'");
   const std::string prefix = ensure_prefix_directory(output_prefix);
   RegistrationOutputs out;
   // ITK's parameterisation: y = M (x - c) + t + c, so t = offset - c + M c.
@@ -434,9 +434,9 @@ namespace {
 
 /// check_output_path for every file register_files will write.
 void check_registration_outputs(const RegistrationParams& params, const RegistrationFiles& files) {
-  if (files.warp_extension != ".nii.gz" && files.warp_extension != ".nii")
+  if (files.warp_extension != ".nii.gz" && files.warp_extension != ".nii" && files.warp_extension != ".zarr")
     throw_error(ErrorKind::InvalidArgument, files.output_prefix,
-                "the warp extension must be .nii.gz or .nii, got '" + files.warp_extension + "'");
+                "the warp extension must be .nii.gz, .nii or .zarr, got '" + files.warp_extension + "'");
   const std::string prefix = ensure_prefix_directory(files.output_prefix);
   check_output_path(prefix + "0GenericAffine.mat", OutputKind::Transform);
   const bool deformable = std::any_of(params.stages.begin(), params.stages.end(),

@@ -47,7 +47,7 @@ const OptionSpec kOptions[] = {
     {"--winsorize-image-intensities", Takes::Value, "accepted for ANTs compatibility: [0,1]"},
     {"--field-optimizer", Takes::Value, "deformable stages: adam (FireANTs), gd (ANTs: the normalised smoothed gradient) or auto (adam for Greedy, gd for SyN and GaussianDisplacementField)"},
     {"--adam-moments", Takes::Value, "deformable stages, storage of Adam's moments: bfloat16 (default; half the memory, float arithmetic) or float32"},
-    {"--warp-extension", Takes::Value, ".nii.gz (as ANTs; default) or .nii for prefix1Warp and prefix1InverseWarp (uncompressed: written at disk speed, for gigavoxel fields)"},
+    {"--warp-extension", Takes::Value, ".nii.gz (as ANTs; default), .nii (uncompressed: written at disk speed, for gigavoxel fields) or .zarr (OME-Zarr, chunked and compressed on all cores: docs/zarr.md) for prefix1Warp and prefix1InverseWarp"},
     {"--no-inverse-warp", Takes::Flag, "do not compute or write prefix1InverseWarp (nor the inverse warped image)"},
     {"--inverse-iterations", Takes::Value, "fixed-point iterations of the inverse warp, 0..1000 (default 50)"},
 };
@@ -251,8 +251,10 @@ void set_outputs(const Given& g, RegisterCommand& c) {
   c.files.inverse_warped = out.inverse_warped;
   if (g.has("--preset") && c.files.warped.empty()) c.files.warped = out.prefix + "Warped.nii.gz";
   c.files.warp_extension = g.one("--warp-extension", ".nii.gz");
-  if (c.files.warp_extension != ".nii.gz" && c.files.warp_extension != ".nii")
-    usage_error("--warp-extension", "expected .nii.gz or .nii, got '" + c.files.warp_extension + "'");
+  if (c.files.warp_extension != ".nii.gz" && c.files.warp_extension != ".nii" &&
+      c.files.warp_extension != ".zarr")
+    usage_error("--warp-extension",
+                "expected .nii.gz, .nii or .zarr, got '" + c.files.warp_extension + "'");
   if (g.has("--no-inverse-warp") && !c.files.inverse_warped.empty())
     usage_error("--no-inverse-warp", "the inverse warped image (the third -o entry) needs the inverse warp");
 

@@ -204,7 +204,7 @@ TEST(RegisterCommand, ErrorsNameTheOptionAndTheProblem) {
       {"--inverse-iterations 2000 -o out/ -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0",
        "--inverse-iterations", "0..1000"},
       {"--warp-extension .mha -o out/ -t Affine[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0", "--warp-extension",
-       ".nii.gz or .nii"},
+       ".nii.gz, .nii or .zarr"},
       {"--field-optimizer sgd -o out/ -t Greedy[0.1] -m CC[a,b,1,2] -c 10 -f 1 -s 0", "--field-optimizer",
        "adam, gd or auto"},
       {"--no-inverse-warp=1 -o out/", "--no-inverse-warp", "takes no value"},

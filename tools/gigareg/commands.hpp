@@ -19,6 +19,7 @@ Command add_apply_command(CLI::App& app);
 Command add_jacobian_command(CLI::App& app);
 Command add_invert_command(CLI::App& app);
 Command add_phantom_command(CLI::App& app);
+Command add_convert_command(CLI::App& app);
 
 /// The number of voxels where det(I + du/dx) <= 0 (or is NaN) of a displacement field that covers
 /// its whole grid, computed in the field's memory (host: CPU, device: CUDA); `det` (optional)

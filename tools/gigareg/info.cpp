@@ -10,7 +10,7 @@ namespace gigareg::cli {
 
 Command add_info_command(CLI::App& app) {
   auto paths = std::make_shared<std::vector<std::string>>();
-  app.add_option("images", *paths, "image files (NIfTI, NRRD, MetaImage)")->required();
+  app.add_option("images", *paths, "image files (NIfTI, NRRD, MetaImage, OME-Zarr .zarr)")->required();
   return [paths] {
     for (const std::string& path : *paths) {
       const ImageHeader h = read_image_header(path);
@@ -25,6 +25,8 @@ Command add_info_command(CLI::App& app) {
       for (int r = 0; r < 3; ++r)
         std::printf("  %s  %9.6f %9.6f %9.6f\n", r == 0 ? "direction" : "         ", g.direction(r, 0),
                     g.direction(r, 1), g.direction(r, 2));
+      const std::string storage = describe_storage(path);
+      if (!storage.empty()) std::printf("  storage     %s\n", storage.c_str());
     }
     return 0;
   };

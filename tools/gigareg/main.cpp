@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   std::map<CLI::App*, gigareg::cli::Command> commands;
   // Options every command takes (given after the command's name, as ANTs users write them).
   int compression = gigareg::compression_level();
+  std::string zarr_chunk = "64", zarr_codec = "zstd";
   auto add = [&](auto adder, const char* name, const char* description) {
     CLI::App* sub = app.add_subcommand(name, description);
     commands[sub] = adder(*sub);
@@ -27,6 +28,12 @@ int main(int argc, char** argv) {
                     "1, the default, is the fastest (docs/io.md); also GIGAREG_COMPRESSION_LEVEL")
         ->check(CLI::Range(0, 12))
         ->envname("GIGAREG_COMPRESSION_LEVEL");
+    sub->add_option("--zarr-chunk", zarr_chunk,
+                    "chunk of every .zarr written: N (a cube, default 64) or XxYxZ voxels "
+                    "(docs/zarr.md)");
+    sub->add_option("--zarr-codec", zarr_codec,
+                    "compression of every .zarr written: zstd (default), lz4 or none, with an "
+                    "optional Blosc level: zstd:5 (default level 1)");
   };
   add(gigareg::cli::add_info_command, "info", "Print an image's header: geometry and pixel type");
   add(gigareg::cli::add_demo_command, "demo",
@@ -41,6 +48,9 @@ int main(int argc, char** argv) {
       "Inverse of a displacement field by fixed-point iteration");
   add(gigareg::cli::add_phantom_command, "phantom",
       "Make a (large) registration pair with a known transform from a real image");
+  add(gigareg::cli::add_convert_command, "convert",
+      "Copy an image or displacement field between .nii, .nii.gz and .zarr (OME-Zarr), "
+      "optionally with an NGFF pyramid");
 
   try {
     app.parse(argc, argv);
@@ -56,6 +66,18 @@ int main(int argc, char** argv) {
   gigareg::install_temporary_cleanup_handlers();
   try {
     gigareg::set_compression_level(compression);
+    gigareg::ZarrOptions zarr;
+    zarr.chunk = gigareg::parse_zarr_chunk(zarr_chunk);
+    const auto colon = zarr_codec.find(':');
+    zarr.codec = zarr_codec.substr(0, colon);
+    if (colon != std::string::npos) {
+      const std::string level = zarr_codec.substr(colon + 1);
+      if (level.size() != 1 || level[0] < '0' || level[0] > '9')
+        throw gigareg::Error(gigareg::ErrorKind::InvalidArgument, "--zarr-codec",
+                             "the level after ':' must be 0-9, got '" + level + "'");
+      zarr.level = level[0] - '0';
+    }
+    gigareg::set_zarr_options(zarr);
     for (auto& [sub, run] : commands)
       if (sub->parsed()) return run();
   } catch (const gigareg::Error& e) {

@@ -89,8 +89,9 @@ int run_phantom(const PhantomOptions& o) {
     throw_error(ErrorKind::InvalidArgument, "--warp-mm/--wavelength-mm", "need warp >= 0 and wavelength > 0");
   if (o.remap != "multimodal" && o.remap != "none")
     throw_error(ErrorKind::InvalidArgument, "--remap", "expected multimodal or none, got '" + o.remap + "'");
-  if (o.extension != ".nii" && o.extension != ".nii.gz")
-    throw_error(ErrorKind::InvalidArgument, "--extension", "expected .nii or .nii.gz, got '" + o.extension + "'");
+  if (o.extension != ".nii" && o.extension != ".nii.gz" && o.extension != ".zarr")
+    throw_error(ErrorKind::InvalidArgument, "--extension",
+                "expected .nii, .nii.gz or .zarr, got '" + o.extension + "'");
   const Image source = read_image(o.input);
   const Geometry& sg = source.voxels.geometry();
   const PixelType out_type = output_pixel_type(o.pixel_type, source.pixel_type);
@@ -204,7 +205,7 @@ Command add_phantom_command(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--pixel-type", o->pixel_type, "source, float32, uint8 or uint16")->capture_default_str();
   app.add_option("--extension", o->extension,
-                 ".nii (default: ranks read their slabs as byte ranges) or .nii.gz")
+                 ".nii (default: ranks read their slabs as byte ranges), .nii.gz or .zarr (ranks read the chunks under their slabs)")
       ->capture_default_str();
   return [o] { return run_phantom(*o); };
 }
