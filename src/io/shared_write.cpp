@@ -71,6 +71,7 @@ std::vector<std::int64_t> agree(const Partition& part, const std::string& path, 
   std::exception_ptr failure;
   try {
     const std::vector<std::int64_t> v = work();
+    if (v.size() != count) throw_error(ErrorKind::Internal, path, "a shared-write step returned the wrong count");
     std::copy(v.begin(), v.end(), mine.begin() + 1);
     mine[0] = 1;
   } catch (...) {

@@ -156,9 +156,6 @@ class PhaseClock {
     return got == 2 ? double(resident) * double(::sysconf(_SC_PAGESIZE)) / double(1 << 20) : 0.0;
   }
 
- public:
-
- private:
   std::chrono::steady_clock::time_point last_;
 };
 
