@@ -377,7 +377,7 @@ void discard_output_set() noexcept {
   for (const auto& [temp, final_name] : left) {
     unregister_pending(slot_of(temp));
     std::error_code ec;
-    fs::remove(temp, ec);
+    fs::remove_all(temp, ec);  // remove_all follows no link
   }
 }
 
@@ -397,17 +397,9 @@ OutputSet::OutputSet() {
 
 OutputSet::~OutputSet() {
   if (!outer_) return;  // the outer set decides
-  std::vector<std::pair<std::string, std::string>> left;
-  {
-    std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
-    left.swap(io_detail::g_set.staged);
-    io_detail::g_set.open = false;
-  }
-  for (const auto& [temp, final_name] : left) {  // not committed: none of the set may appear
-    io_detail::unregister_pending(io_detail::slot_of(temp));
-    std::error_code ec;
-    fs::remove_all(temp, ec);
-  }
+  io_detail::discard_output_set();  // not committed: none of the set may appear
+  std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
+  io_detail::g_set.open = false;
 }
 
 void OutputSet::commit() {
