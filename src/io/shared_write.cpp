@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -59,11 +60,28 @@ void maybe_inject_failure(const Partition& part, const std::string& path) {
                   " (GIGAREG_TEST_FAIL_WRITE_RANK, test only)");
 }
 
+// Rank `from`'s `text` (its first 510 bytes) on every rank: packed 6 bytes per value, which
+// gather_host_values carries exactly.
+std::string share_text(const Partition& part, const std::string& text, int from) {
+  constexpr std::size_t kValues = 85, kBytes = 6;
+  std::vector<std::int64_t> mine(kValues, 0);
+  for (std::size_t i = 0; i < std::min(text.size(), kValues * kBytes); ++i)
+    mine[i / kBytes] |= std::int64_t(static_cast<unsigned char>(text[i])) << (8 * (i % kBytes));
+  const std::vector<std::int64_t> all = part.gather_host_values(mine);
+  std::string out;
+  for (std::size_t i = 0; i < kValues * kBytes; ++i) {
+    const char c = char((all[std::size_t(from) * kValues + i / kBytes] >> (8 * (i % kBytes))) & 0xff);
+    if (c == '\0') break;
+    out += c;
+  }
+  return out;
+}
+
 // Runs `work` on this process, then agrees with every process on the outcome. Returns the values
 // of every process in rank order (`count` each) when all succeeded. Otherwise rank 0 removes the
 // file's temporary (`staged`) and those of the open output set, all wait for that, and every
-// process throws: the failed ones their own error, the others an Error(Io) naming the path and
-// the first failed rank.
+// process throws: the failed ones their own error, the others an Error(Io) naming the path, the
+// first failed rank and its error.
 std::vector<std::int64_t> agree(const Partition& part, const std::string& path, std::size_t count,
                                 std::optional<StagedFile>& staged,
                                 const std::function<std::vector<std::int64_t>()>& work) {
@@ -87,6 +105,19 @@ std::vector<std::int64_t> agree(const Partition& part, const std::string& path, 
       for (std::size_t i = 0; i < count; ++i) values.push_back(all[std::size_t(q) * (count + 1) + 1 + i]);
     return values;
   }
+  // The first failed rank's message goes to every rank: whichever ends the job first (its error
+  // is the one printed before the launcher kills the others) names the cause.
+  std::string why;
+  if (failure) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      why = e.what();
+    } catch (...) {
+      why = "unknown error";
+    }
+  }
+  const std::string cause = share_text(part, why, failed);
   if (part.rank() == 0) {
     staged.reset();
     io_detail::discard_output_set();
@@ -94,7 +125,7 @@ std::vector<std::int64_t> agree(const Partition& part, const std::string& path, 
   part.all(true);  // nobody ends the job before rank 0 has cleaned up
   if (failure) std::rethrow_exception(failure);
   throw_error(ErrorKind::Io, path,
-              "not written: rank " + std::to_string(failed) + " failed to write its part");
+              "not written: rank " + std::to_string(failed) + " failed to write its part (" + cause + ")");
 }
 
 // An open file descriptor, closed on scope exit (errors of an explicit close are reported).
