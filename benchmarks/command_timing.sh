@@ -29,7 +29,7 @@ PY
 }
 
 # large_run CLI COLIN_0.5MM UPSAMPLE OUT_LOG_DIR: the issue-16 gigavoxel set-up. `phantom` upsamples
-# Colin27 0.5 mm (3 gives 1.53 Gvox) into a fixed/moving pair of .nii files, then one greedy CC
+# Colin27 0.5 mm (3 gives 0.95 Gvox, 4 gives 2.25) into a fixed/moving pair of .nii files, then one greedy CC
 # level of 10 iterations, --no-inverse-warp, .nii warp, on the GPU; prints wall, RSS and phases.
 large_run() {
   local cli=$1 colin=$2 up=$3 logs=$4 big=${BIG_DIR:-/tmp/big}
@@ -42,4 +42,26 @@ large_run() {
     --warp-extension .nii --device cuda -v 2 > "$logs/large_register.log"
   echo "large register: $(head -1 "$logs/large_register.log")"
   grep -E "time:|registration done|level" "$logs/large_register.log" | head -30
+}
+
+# alternate_256 RUNS LOGS FIXED MOVING TAG=CLI...: `register --preset greedy --device cuda` on the
+# pair, each CLI in turn, RUNS rounds (outputs in /tmp/cmd/TAG/, logs LOGS/256_TAG_RUN.log); prints
+# wall and RSS per run, then the phases of each CLI's last run.
+alternate_256() {
+  local runs=$1 logs=$2 f=$3 m=$4; shift 4
+  local run pair tag cli o
+  for run in $(seq 1 "$runs"); do
+    for pair in "$@"; do
+      tag=${pair%%=*} cli=${pair#*=} o=/tmp/cmd/$tag/
+      rm -rf "$o" && mkdir -p "$o"
+      GIGAREG_DISTRIBUTED=0 timed "$cli" register --fixed "$f" --moving "$m" -o "$o" --preset greedy \
+        --device cuda -v 2 > "$logs/256_${tag}_$run.log"
+      echo "256^3 $tag run $run: $(head -1 "$logs/256_${tag}_$run.log")"
+    done
+  done
+  for pair in "$@"; do
+    tag=${pair%%=*}
+    echo "--- 256^3 $tag phases (last run)"
+    grep -E "time:|registration done" "$logs/256_${tag}_$runs.log"
+  done
 }

@@ -38,18 +38,9 @@ f=$d/data/cfmi_sub-01_brainmask.nii.gz
 m=$d/data/cfmi_sub-02_brainmask.nii.gz
 tags=(new)
 [[ -x $d/bin/gigareg_base ]] && tags=(base new)
-for run in $(seq 1 "${RUNS:-2}"); do
-  for tag in "${tags[@]}"; do
-    o=/tmp/cmd/$tag/ && rm -rf $o && mkdir -p $o
-    GIGAREG_DISTRIBUTED=0 timed $d/bin/gigareg_$tag register --fixed $f --moving $m -o $o --preset greedy \
-      --device cuda -v 2 > "$out/256_${tag}_$run.log"
-    echo "$tag run $run: $(head -1 "$out/256_${tag}_$run.log")"
-  done
-done
-for tag in "${tags[@]}"; do
-  echo "--- $tag phases (last run)"
-  grep -E "time:|registration done" "$out/256_${tag}_${RUNS:-2}.log"
-done
+pairs=()
+for tag in "${tags[@]}"; do pairs+=("$tag=$d/bin/gigareg_$tag"); done
+alternate_256 "${RUNS:-2}" "$out" "$f" "$m" "${pairs[@]}"
 if [[ ${#tags[@]} == 2 ]]; then
   compare_outputs /tmp/cmd/base /tmp/cmd/new
 fi

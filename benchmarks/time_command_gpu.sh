@@ -5,7 +5,7 @@
 #   256^3: cfmi sub-01 <- sub-02, `--preset greedy --device cuda`, default outputs (.nii.gz warp,
 #          inverse warp, warped image, QC picture); baseline and current alternate, RUNS each;
 #          the decompressed outputs of the two are compared byte for byte.
-#   large (LARGE=N, N = upsampling of Colin27 0.5 mm; 3 gives 1.53 Gvox): one greedy CC level of
+#   large (LARGE=N, N = upsampling of Colin27 0.5 mm; 3 gives 0.95 Gvox, 4 gives 2.25 Gvox): one greedy CC level of
 #          10 iterations, --no-inverse-warp, .nii warp (the issue's set-up), current tree only.
 # Prints wall seconds, peak host RSS and the phase lines of `-v 2` (read inputs, backend
 # start-up, stages, inverse, results to the host, write outputs, QC).
@@ -63,20 +63,10 @@ f=$d/cfmi_sub-01_brainmask.nii.gz
 m=$d/cfmi_sub-02_brainmask.nii.gz
 tags=(cur)
 [[ -n ${BASE:-} ]] && tags=(base cur)
-for run in $(seq 1 "$RUNS"); do
-  for tag in "${tags[@]}"; do
-    o=/tmp/cmd/$tag/
-    rm -rf $o && mkdir -p $o
-    GIGAREG_DISTRIBUTED=0 timed "$(cli_of $tag)" register --fixed $f --moving $m -o $o --preset greedy \
-      --device cuda -v 2 > "$out/256_${tag}_$run.log"
-    echo "256^3 $tag run $run: $(head -1 "$out/256_${tag}_$run.log")"
-  done
-done
-for tag in "${tags[@]}"; do
-  echo "--- 256^3 $tag phases (last run)"
-  grep -E "time:|registration done" "$out/256_${tag}_$RUNS.log"
-  ls -la /tmp/cmd/$tag/ | awk '{print $5, $9}' | tail -n +4
-done
+pairs=()
+for tag in "${tags[@]}"; do pairs+=("$tag=$(cli_of $tag)"); done
+alternate_256 "$RUNS" "$out" "$f" "$m" "${pairs[@]}"
+for tag in "${tags[@]}"; do ls -la /tmp/cmd/$tag/ | awk '{print $5, $9}' | tail -n +4; done
 if [[ -n ${BASE:-} ]]; then
   echo "--- decompressed outputs, baseline vs current"
   compare_outputs /tmp/cmd/base /tmp/cmd/cur

@@ -26,7 +26,10 @@ set(GIGAREG_ITK_LIBRARIES
   ITKTransform
   # libpng itself (ITK's own, ITKPNG): the QC picture is encoded in memory with it
   # (src/registration/qc.cpp), since ITK's PNG writer crashes when the disk is full.
-  ${ITKPNG_LIBRARIES})
+  ${ITKPNG_LIBRARIES}
+  # HDF5 itself (the system's, which ITK uses): .h5 transforms are written with its C API
+  # (src/io/hdf5_transform.cpp) so that they hold no timestamps.
+  ${ITKHDF5_LIBRARIES})
 
 find_package(CLI11 QUIET CONFIG)
 

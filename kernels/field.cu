@@ -1,5 +1,6 @@
 // CUDA kernels of the displacement-field ops: compose / resample, scaling and squaring, fixed-point
-// inversion, Jacobian determinant.
+// inversion, the damped inversion's residual norms and step, boundary pinning, Jacobian
+// determinant.
 //
 // Launch layout (as kernels/warp.cu): a block of 32 x 8 threads owns 8 consecutive rows of one z
 // slice of the owned box; each warp walks one row in x with stride 32, so the component-plane
@@ -303,6 +304,51 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
   });
 }
 
+// Per voxel |P^-1 e| (voxels); the block partial holds [largest, sum] (the damped inversion's
+// residuals). The sum's order differs from the CPU's row-by-row one: equal within rounding.
+__global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
+    residual_norms_kernel(const VolumeView<const float> e, const Mat3f inverse_index_map,
+                          const Box owned, double* __restrict__ block_partials) {
+  reduce_over_row_tiles<2, true>(owned, 1u, block_partials,
+                                 [&](index_t i, index_t j, index_t k, double (&acc)[2]) {
+    const float n = norm_in_voxels(inverse_index_map, load_vec3(e, i, j, k));
+    acc[0] = max_nan(acc[0], double(n));
+    acc[1] += double(n);
+  });
+}
+
+// w <- damped_inverse_voxel(w, e, ...) per voxel; 0 on the grid's outermost layer when pinned.
+__global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
+    damped_inverse_step_kernel(const VolumeView<const float> e, const VolumeView<float> w,
+                               const Mat3f inverse_index_map, const float epsilon,
+                               const float clip, const bool pin_boundary, const Box owned) {
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
+      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
+      return;
+    }
+    const Vec3f ev = load_vec3(e, i, j, k);
+    store3(w, i, j, k,
+           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
+                                epsilon, clip));
+  });
+}
+
+// e <- (I + dw/dx) e per voxel (w read with halo 1; each voxel's e read before it is written).
+__global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
+    newton_direction_kernel(const VolumeView<float> e, const VolumeView<const float> w,
+                            const Mat3f inverse_index_map, const Box owned) {
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+  });
+}
+
+__global__ void zero_boundary_kernel(const VolumeView<float> field, const Box owned) {
+  for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
+    if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});
+  });
+}
+
 void launch_compose(cudaStream_t s, const ComposePlan& plan, VolumeView<const float> v,
                     VolumeView<const float> u, VolumeView<float> out, const Box& owned,
                     Boundary boundary) {
@@ -410,6 +456,46 @@ void jacobian_determinant(void* stream, VolumeView<const float> u, const Mat3f& 
   else
     launch_jacobian<false, true>(s, l, u, inverse_index_map, det, owned, bp);
   if (nonpositive) launch_combine(s, bp, l, owned.size.z, 1, 0u, nonpositive);
+}
+
+void residual_norms(void* stream, VolumeView<const float> e, const Mat3f& inverse_index_map,
+                    const Box& owned, double* partials) {
+  if (owned.empty()) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  const RowTileLaunch l = row_tile_launch(owned);
+  Scratch<double> scratch(Context::cuda(s), std::size_t(owned.size.z * l.row_groups * 2),
+                          "residual_norms partials");
+  residual_norms_kernel<<<l.grid, l.block, 0, s>>>(e, inverse_index_map, owned, scratch.data());
+  GIGAREG_CUDA_CHECK_LAUNCH("residual_norms_kernel");
+  launch_combine(s, scratch.data(), l, owned.size.z, 2, 1u, partials);
+}
+
+void damped_inverse_step(void* stream, VolumeView<const float> e, VolumeView<float> w,
+                         const Mat3f& inverse_index_map, float epsilon, float clip,
+                         bool pin_boundary, const Box& owned) {
+  if (owned.empty()) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  const RowTileLaunch l = row_tile_launch(owned);
+  damped_inverse_step_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, epsilon, clip,
+                                                        pin_boundary, owned);
+  GIGAREG_CUDA_CHECK_LAUNCH("damped_inverse_step_kernel");
+}
+
+void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float> w,
+                      const Mat3f& inverse_index_map, const Box& owned) {
+  if (owned.empty()) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  const RowTileLaunch l = row_tile_launch(owned);
+  newton_direction_kernel<<<l.grid, l.block, 0, s>>>(e, w, inverse_index_map, owned);
+  GIGAREG_CUDA_CHECK_LAUNCH("newton_direction_kernel");
+}
+
+void zero_boundary(void* stream, VolumeView<float> field, const Box& owned) {
+  if (owned.empty()) return;
+  const auto s = static_cast<cudaStream_t>(stream);
+  const RowTileLaunch l = row_tile_launch(owned);
+  zero_boundary_kernel<<<l.grid, l.block, 0, s>>>(field, owned);
+  GIGAREG_CUDA_CHECK_LAUNCH("zero_boundary_kernel");
 }
 
 void copy_to_host(void* stream, void* host, const void* device, std::size_t bytes) {

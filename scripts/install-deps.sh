@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs gigareg's build and test dependencies from Debian's packages.
+# Installs gigareg's build and test dependencies from Debian's packages (scripts/python-env.sh
+# adds the Python build tools that Debian 12 does not package).
 # Idempotent and quick when everything is present: it asks dpkg first and runs apt only for what
 # is missing. CUDA 13 (nvcc, NCCL) is expected from the machine image; without nvcc the build
 # configures CPU-only.
@@ -20,7 +21,11 @@ packages=(
   nlohmann-json3-dev       # OME-Zarr .zarray/.zattrs/.zgroup metadata (src/io/zarr/)
   python3-zarr python3-numcodecs python3-numpy  # tests: an independent reader of gigareg's .zarr
   mricron-data             # Colin27 T1 + AAL labels for the demo
-  python3-venv             # the tests' Python environment (scripts/install-test-python.sh)
+  python3                  # tests/malformed/malformed_inputs.py (standard library only)
+  clang                    # libFuzzer targets (tests/fuzz, GIGAREG_FUZZ); the build itself uses GCC
+  python3-dev python3-venv # the Python package (python/; nanobind comes from PyPI: python-env.sh)
+                           # and the tests' ANTsPy environment (install-test-python.sh)
+  python3-pytest python3-nibabel
 )
 
 missing=()

@@ -151,6 +151,18 @@ DisplacementField read_displacement_field(const std::string& path);
 /// the way ANTs writes prefix1Warp.nii.gz.
 void write_displacement_field(const std::string& path, const DisplacementField& field);
 
+/// What `gigareg convert` does besides copying.
+struct ConvertOptions {
+  int pyramid = 0;      // extra NGFF pyramid levels (each halving the grid) in a .zarr output
+  bool labels = false;  // a label map: pyramid levels take the mode of each 2x2x2 block, not the mean
+};
+/// Copies an image or displacement field between .nii, .nii.gz and .zarr (or any format
+/// read_image / write_image handle), keeping the pixel type, the components and the geometry
+/// exactly. A file with 3 components per voxel is copied as a displacement field. The output
+/// appears complete or not at all. InvalidArgument for a pyramid outside 0-16 or one asked of a
+/// non-.zarr output, or --labels on a float image.
+void convert_image_file(const std::string& input, const std::string& output,
+                        const ConvertOptions& options = {});
 /// A volume held in z-slabs by the processes of `partition`, written as one file by all of them
 /// together: collective (every process calls it with the same path, in the same order as its
 /// other collectives). `local` holds whole x-y planes including the process's owned planes
@@ -167,19 +179,6 @@ void write_sharded_image(const std::string& path, const ScalarVolume& local, con
                          IntegerConversion conversion = IntegerConversion::Exact);
 void write_sharded_displacement_field(const std::string& path, const DisplacementField& local,
                                       const Partition& partition);
-
-/// What `gigareg convert` does besides copying.
-struct ConvertOptions {
-  int pyramid = 0;      // extra NGFF pyramid levels (each halving the grid) in a .zarr output
-  bool labels = false;  // a label map: pyramid levels take the mode of each 2x2x2 block, not the mean
-};
-/// Copies an image or displacement field between .nii, .nii.gz and .zarr (or any format
-/// read_image / write_image handle), keeping the pixel type, the components and the geometry
-/// exactly. A file with 3 components per voxel is copied as a displacement field. The output
-/// appears complete or not at all. InvalidArgument for a pyramid outside 0-16 or one asked of a
-/// non-.zarr output, or --labels on a float image.
-void convert_image_file(const std::string& input, const std::string& output,
-                        const ConvertOptions& options = {});
 
 /// An affine transform with ITK's parameterisation: y = matrix * (x - center) + translation + center,
 /// mapping fixed-space LPS points x to moving-space points y.

@@ -20,6 +20,7 @@
 
 #include "gigareg/device/interpolate.hpp"
 #include "gigareg/device/math.hpp"
+#include "gigareg/error.hpp"
 #include "gigareg/geometry.hpp"
 #include "gigareg/ops/context.hpp"
 #include "gigareg/partition.hpp"
@@ -276,6 +277,20 @@ Interpolation parse_interpolation(const std::string& text);
 
 /// "cpu", "cuda", "auto".
 DeviceChoice parse_device(const std::string& text);
+
+/// Runs `parse()` on the value of a command-line option. The grammar's errors name the value
+/// ("'[abc,1]': the list item 'abc' is not a number"); rethrown from here they name the option
+/// first, so that a user of a long command line sees which option is wrong:
+/// "--winsorize-image-intensities: '[abc,1]': ...".
+template <class Parse>
+auto for_option(const std::string& option, Parse&& parse) -> decltype(parse()) {
+  try {
+    return parse();
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::InvalidArgument || e.where().rfind(option, 0) == 0) throw;
+    throw_error(e.kind(), option, e.where().empty() ? e.problem() : e.where() + ": " + e.problem());
+  }
+}
 
 }  // namespace ants
 }  // namespace gigareg

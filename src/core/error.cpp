@@ -26,3 +26,14 @@ void throw_error(ErrorKind kind, std::string where, std::string what) {
 }
 
 }  // namespace gigareg
+
+#ifdef GIGAREG_LSAN_SUPPRESSIONS
+// Sanitize builds: LeakSanitizer asks every program for its default suppressions through this
+// function. They are tests/sanitizers/lsan.supp (third-party leaks only, each explained there),
+// defined here because every program that links gigareg links this file (it throws its errors).
+extern "C" const char* __lsan_default_suppressions() {
+  return
+#include "gigareg/lsan_suppressions.inc"
+      ;
+}
+#endif

@@ -62,7 +62,7 @@ void prefilter_axis(Volume<double>& c, int axis) {
   const index_t lines = n[a1] * n[a2];
 #pragma omp parallel
   {
-    std::vector<double> line(std::size_t(n[axis]));
+    std::vector<double> line(static_cast<std::size_t>(n[axis]));
 #pragma omp for schedule(static)
     for (index_t l = 0; l < lines; ++l) {
       Index3 p{0, 0, 0};

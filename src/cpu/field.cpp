@@ -21,6 +21,22 @@ void store3(const VolumeView<float>& f, index_t i, index_t j, index_t k, Vec3f w
 /// NaN-propagating maximum (order-independent up to which NaN).
 float max_nan(float a, float b) { return (b > a || std::isnan(b)) && !std::isnan(a) ? b : a; }
 
+// Each slice's partial [largest, sum] from its rows' (row order, as the kernels' row groups):
+// out[2 k] = the NaN-propagating maximum of row_max, out[2 k + 1] = the sum of row_sum.
+void combine_rows(const std::vector<float>& row_max, const std::vector<double>& row_sum, index_t ny,
+                  index_t nz, double* out) {
+  for (index_t kk = 0; kk < nz; ++kk) {
+    float m = 0.f;
+    double sum = 0;
+    for (index_t jj = 0; jj < ny; ++jj) {
+      m = max_nan(m, row_max[std::size_t(kk * ny + jj)]);
+      sum += row_sum[std::size_t(kk * ny + jj)];
+    }
+    out[2 * kk] = double(m);
+    out[2 * kk + 1] = sum;
+  }
+}
+
 }  // namespace
 
 void compose(const ComposePlan& plan, VolumeView<const float> v, VolumeView<const float> u,
@@ -80,17 +96,54 @@ void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const
       row_count[std::size_t(row)] = count;
     }
   });
-  if (residual)
-    for (index_t kk = 0; kk < nz; ++kk) {
-      float m = 0.f;
-      double count = 0;
-      for (index_t jj = 0; jj < ny; ++jj) {
-        m = max_nan(m, row_max[std::size_t(kk * ny + jj)]);
-        count += row_count[std::size_t(kk * ny + jj)];
-      }
-      residual[2 * kk] = double(m);
-      residual[2 * kk + 1] = count;
+  if (residual) combine_rows(row_max, row_count, ny, nz, residual);
+}
+
+void residual_norms(VolumeView<const float> e, const Mat3f& inverse_index_map, const Box& owned,
+                    double* partials) {
+  const index_t ny = owned.size.y, nz = owned.size.z;
+  std::vector<float> row_max(std::size_t(ny * nz));
+  std::vector<double> row_sum(std::size_t(ny * nz));
+  for_each_row(owned, [&](index_t j, index_t k, index_t row) {
+    float m = 0.f;
+    double sum = 0;
+    for (index_t i = owned.lo.x; i < owned.lo.x + owned.size.x; ++i) {
+      const float n = norm_in_voxels(inverse_index_map, load_vec3(e, i, j, k));
+      m = max_nan(m, n);
+      sum += double(n);
     }
+    row_max[std::size_t(row)] = m;
+    row_sum[std::size_t(row)] = sum;
+  });
+  combine_rows(row_max, row_sum, ny, nz, partials);
+}
+
+void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
+                         const Mat3f& inverse_index_map, float epsilon, float clip,
+                         bool pin_boundary, const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
+      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
+      return;
+    }
+    const Vec3f ev = load_vec3(e, i, j, k);
+    store3(w, i, j, k,
+           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
+                                epsilon, clip));
+  });
+}
+
+void newton_direction(VolumeView<float> e, VolumeView<const float> w, const Mat3f& inverse_index_map,
+                      const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    store3(e, i, j, k, newton_direction_voxel(w, inverse_index_map, Index3{i, j, k}, load_vec3(e, i, j, k)));
+  });
+}
+
+void zero_boundary(VolumeView<float> field, const Box& owned) {
+  for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
+    if (on_grid_boundary(Index3{i, j, k}, field.global_size)) store3(field, i, j, k, Vec3f{0.f, 0.f, 0.f});
+  });
 }
 
 void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,

@@ -19,6 +19,23 @@ void invert(const ComposePlan& plan, VolumeView<const float> u, VolumeView<const
             VolumeView<float> out, const Box& owned, int iterations, float tolerance,
             Boundary boundary, double* residual);
 
+/// partials: 2 terms per slice of owned, [largest, sum] of |P^-1 e| (voxels) over the slice.
+void residual_norms(VolumeView<const float> e, const Mat3f& inverse_index_map, const Box& owned,
+                    double* partials);
+
+/// w <- damped_inverse_voxel(w, e, |P^-1 e|, epsilon, clip) on owned; 0 on the grid's outermost
+/// layer when pin_boundary.
+void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
+                         const Mat3f& inverse_index_map, float epsilon, float clip,
+                         bool pin_boundary, const Box& owned);
+
+/// e <- (I + dw/dx) e on owned (jacobian_times_voxel); w: halo 1 (clipped).
+void newton_direction(VolumeView<float> e, VolumeView<const float> w, const Mat3f& inverse_index_map,
+                      const Box& owned);
+
+/// field <- 0 on the voxels of owned on the grid's outermost layer.
+void zero_boundary(VolumeView<float> field, const Box& owned);
+
 /// det (optional) on owned; nonpositive (optional): 1 term per slice of owned.
 void jacobian_determinant(VolumeView<const float> u, const Mat3f& inverse_index_map,
                           VolumeView<float> det, const Box& owned, double* nonpositive);

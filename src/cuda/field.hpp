@@ -23,6 +23,19 @@ void invert(void* stream, const ComposePlan& plan, VolumeView<const float> u,
 void jacobian_determinant(void* stream, VolumeView<const float> u, const Mat3f& inverse_index_map,
                           VolumeView<float> det, const Box& owned, double* nonpositive);
 
+/// partials: 2 terms per slice of owned, [largest, sum] of |P^-1 e| (voxels).
+void residual_norms(void* stream, VolumeView<const float> e, const Mat3f& inverse_index_map,
+                    const Box& owned, double* partials);
+
+void damped_inverse_step(void* stream, VolumeView<const float> e, VolumeView<float> w,
+                         const Mat3f& inverse_index_map, float epsilon, float clip,
+                         bool pin_boundary, const Box& owned);
+
+void newton_direction(void* stream, VolumeView<float> e, VolumeView<const float> w,
+                      const Mat3f& inverse_index_map, const Box& owned);
+
+void zero_boundary(void* stream, VolumeView<float> field, const Box& owned);
+
 /// Copies device memory to the host, ordered on `stream`, and waits for it.
 void copy_to_host(void* stream, void* host, const void* device, std::size_t bytes);
 

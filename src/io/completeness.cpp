@@ -10,14 +10,18 @@
 // which also verifies every member's CRC-32 and length (a corrupt .nii.gz of the right length is
 // otherwise read as good data: ITK stops before the checksum).
 
+#include <png.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -230,19 +234,29 @@ void check_nifti(const std::string& path, bool verify) {
                   verify);
 }
 
-void check_metaimage(const std::string& path, const itk::ImageIOBase& io, bool verify) {
+/// The fields of a MetaImage header up to ElementDataFile (MetaIO requires it to be the last), and
+/// where the data begins in the file (npos if the header has no ElementDataFile or is longer
+/// than the 64 KiB looked at).
+struct MetaHeader {
+  std::map<std::string, std::string> fields;
+  std::size_t data_offset = std::string::npos;
+  bool has(const char* key) const { return fields.count(key) != 0; }
+  std::string get(const char* key) const {
+    const auto it = fields.find(key);
+    return it == fields.end() ? std::string() : it->second;
+  }
+};
+
+MetaHeader read_meta_header(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::string header(1u << 16, '\0');
   in.read(header.data(), std::streamsize(header.size()));
   header.resize(std::size_t(in.gcount()));
-  bool compressed = false;
-  long long compressed_size = -1, header_size = 0;
-  std::string data_file;
-  std::size_t data_offset = std::string::npos;
+  MetaHeader m;
   std::size_t pos = 0;
   while (pos < header.size()) {
     const std::size_t eol = header.find('\n', pos);
-    if (eol == std::string::npos) return;  // header longer than we look at: leave it to ITK
+    if (eol == std::string::npos) return m;  // header longer than we look at: leave it to ITK
     const std::string line = header.substr(pos, eol - pos);
     pos = eol + 1;
     const std::size_t eq = line.find('=');
@@ -252,17 +266,38 @@ void check_metaimage(const std::string& path, const itk::ImageIOBase& io, bool v
       const auto b = s.find_last_not_of(" \t\r");
       return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
     };
-    const std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
-    if (key == "CompressedData") compressed = value == "True" || value == "true";
-    if (key == "CompressedDataSize") compressed_size = std::atoll(value.c_str());
-    if (key == "HeaderSize") header_size = std::atoll(value.c_str());
+    const std::string key = trim(line.substr(0, eq));
+    m.fields[key] = trim(line.substr(eq + 1));
     if (key == "ElementDataFile") {
-      data_file = value;
-      data_offset = pos;
-      break;  // MetaIO requires it to be the last field
+      m.data_offset = pos;
+      break;
     }
   }
-  if (data_offset == std::string::npos) return;
+  return m;
+}
+
+/// The whitespace-separated numbers of a field; false if any word is not a number.
+bool numbers(const std::string& text, std::vector<double>& out) {
+  out.clear();
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    char* end = nullptr;
+    const double v = std::strtod(word.c_str(), &end);
+    if (end != word.c_str() + word.size()) return false;
+    out.push_back(v);
+  }
+  return true;
+}
+
+void check_metaimage(const std::string& path, const itk::ImageIOBase& io, bool verify) {
+  const MetaHeader m = read_meta_header(path);
+  if (m.data_offset == std::string::npos) return;
+  const bool compressed = m.get("CompressedData") == "True" || m.get("CompressedData") == "true";
+  long long compressed_size = m.has("CompressedDataSize") ? std::atoll(m.get("CompressedDataSize").c_str()) : -1;
+  const long long header_size = std::atoll(m.get("HeaderSize").c_str());
+  const std::string data_file = m.get("ElementDataFile");
+  const std::size_t data_offset = m.data_offset;
   u64 bytes = 0;
   if (compressed) {
     if (compressed_size <= 0) {
@@ -295,6 +330,75 @@ void check_metaimage(const std::string& path, const itk::ImageIOBase& io, bool v
 }
 
 }  // namespace
+
+void check_metaimage_header(const std::string& path) {
+  const MetaHeader m = read_meta_header(path);
+  auto bad = [&](const std::string& what) {
+    throw_error(ErrorKind::InvalidInput, path, "invalid MetaImage header: " + what);
+  };
+  std::vector<double> v;
+  auto whole_numbers = [&](const char* key, std::size_t count, double lo, double hi) {
+    if (!m.has(key)) return;
+    if (!numbers(m.get(key), v) || v.size() != count)
+      bad(std::string(key) + " '" + m.get(key) + "' is not " + std::to_string(count) + " number(s)");
+    for (double x : v)
+      if (!(x >= lo && x <= hi && x == std::floor(x)))
+        bad(std::string(key) + " '" + m.get(key) + "' holds a value that is not a whole number in " +
+            std::to_string((long long)lo) + ".." + std::to_string((long long)hi));
+  };
+  auto finite_numbers = [&](const char* key, std::size_t count) {
+    if (!m.has(key)) return;
+    if (!numbers(m.get(key), v) || v.size() != count)
+      bad(std::string(key) + " '" + m.get(key) + "' is not " + std::to_string(count) + " number(s)");
+    for (double x : v)
+      if (!std::isfinite(x)) bad(std::string(key) + " '" + m.get(key) + "' is not finite");
+  };
+  // MetaIO loops and allocates by NDims and DimSize before any check of its own (NDims = -1 or
+  // 1e9 hangs it); a size of 6.5 is read as 6.
+  whole_numbers("NDims", 1, 1, 4);
+  if (!m.has("NDims")) return;  // not a MetaImage header MetaIO can use: it says so itself
+  const std::size_t n = std::size_t(std::atoi(m.get("NDims").c_str()));
+  if (!m.has("DimSize")) bad("no DimSize");
+  whole_numbers("DimSize", n, 1, 2147483647.0);
+  for (const char* key : {"ElementSpacing", "ElementSize", "Offset", "Position", "Origin", "CenterOfRotation"})
+    finite_numbers(key, n);
+  for (const char* key : {"TransformMatrix", "Rotation", "Orientation"}) finite_numbers(key, n * n);
+  whole_numbers("ElementNumberOfChannels", 1, 1, 1024);
+  whole_numbers("HeaderSize", 1, -1, 1e15);
+  whole_numbers("CompressedDataSize", 1, 1, 1e15);  // 0: MetaIO then inflates nothing
+  const std::string data_file = m.get("ElementDataFile");
+  if (m.data_offset != std::string::npos) {
+    if (data_file.empty()) bad("ElementDataFile is empty");
+    // One data file, or the data after the header: lists and numbered slices are not read
+    // (their completeness cannot be checked).
+    if (data_file.rfind("LIST", 0) == 0 || data_file.find('%') != std::string::npos)
+      bad("ElementDataFile '" + data_file + "': gigareg reads LOCAL data or one data file");
+    if (data_file == "LOCAL" && std::atoll(m.get("HeaderSize").c_str()) > 0)
+      bad("HeaderSize " + m.get("HeaderSize") + " with LOCAL data");
+  }
+}
+
+void check_png(const std::string& path) {
+  // ITK's PNGImageIO sets no error handler of its own for some of libpng's errors: a damaged
+  // chunk ends the process in abort(). libpng's simplified API reports every error as a return
+  // value, so the whole file is decoded once with it first.
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&image, path.c_str()))
+    throw_error(ErrorKind::InvalidInput, path, std::string("invalid PNG: ") + image.message);
+  const std::uint64_t bytes = std::uint64_t(PNG_IMAGE_SIZE(image));
+  if (bytes > (std::uint64_t(1) << 31)) {
+    png_image_free(&image);
+    throw_error(ErrorKind::InvalidInput, path, "the PNG announces " + std::to_string(image.width) + " x " +
+                                                   std::to_string(image.height) + " pixels: too large for a 2-D image");
+  }
+  std::vector<unsigned char> pixels(static_cast<std::size_t>(bytes));
+  const bool ok = png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr) != 0;
+  const std::string message = image.message;
+  png_image_free(&image);
+  if (!ok) throw_error(ErrorKind::InvalidInput, path, "invalid PNG: " + message);
+}
 
 void check_data_complete(const std::string& path, const itk::ImageIOBase& io, bool verify) {
   const std::string cls = io.GetNameOfClass();

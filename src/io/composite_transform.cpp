@@ -8,6 +8,7 @@
 #include <itkTransformFileWriter.h>
 
 #include <cmath>
+#include <limits>
 #include <new>
 #include <string>
 #include <vector>
@@ -88,16 +89,7 @@ void write(const std::string& path, Composite* composite) {
                 "composite transforms are written in ITK's HDF5 format: give a name ending in .h5");
   register_itk_io_factories();
   io_detail::StagedFile staged(path);
-  try {
-    auto writer = itk::TransformFileWriterTemplate<double>::New();
-    writer->SetFileName(staged.temp_path());
-    writer->SetInput(composite);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    throw_error(ErrorKind::Io, path, "writing the composite transform failed: " + io_detail::itk_message(e));
-  } catch (const std::exception& e) {
-    throw_error(ErrorKind::Io, path, std::string("writing the composite transform failed: ") + e.what());
-  }
+  io_detail::write_itk_transform(staged, composite);
   staged.commit();
 }
 
@@ -122,7 +114,15 @@ DisplacementField planar_field(const itk::DisplacementFieldTransform<Scalar, 3>&
   const auto* in = image->GetBufferPointer();
   float* planes = field.data();
   for (index_t i = 0; i < n; ++i)
-    for (unsigned c = 0; c < 3; ++c) planes[index_t(c) * n + i] = float(in[i][c]);
+    for (unsigned c = 0; c < 3; ++c) {
+      const double v = double(in[i][c]);
+      // Checked before the conversion: a double beyond float's range converts undefinedly.
+      if (!(std::abs(v) <= double(std::numeric_limits<float>::max())))
+        throw_error(ErrorKind::InvalidInput, path,
+                    "the displacement field holds a displacement that is NaN, infinite or beyond the "
+                    "float32 range (voxel " + std::to_string(i) + ", component " + std::to_string(c) + ")");
+      planes[index_t(c) * n + i] = float(v);
+    }
   return field;
 }
 
@@ -142,7 +142,7 @@ void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path
   ChainTransform step;
   if (const auto* linear = dynamic_cast<const itk::MatrixOffsetTransformBase<double, 3, 3>*>(t)) {
     // Through ITK's parameters (matrix, translation, centre), as read_affine_transform reads them.
-    step.affine = io_detail::itk_affine_parameters(*linear).affine();
+    step.affine = io_detail::itk_affine_parameters(*linear, path).affine();
   } else if (const auto* field = dynamic_cast<const FieldTransform*>(t)) {
     step.is_field = true;
     step.field = planar_field(*field, path);
@@ -162,7 +162,7 @@ void unroll(const itk::TransformBaseTemplate<double>* t, const std::string& path
 
 std::vector<ChainTransform> read_transform_chain(const std::string& path) {
   register_itk_io_factories();
-  io_detail::require_readable_file(path);
+  io_detail::check_transform_file(path);
   auto reader = itk::TransformFileReaderTemplate<double>::New();
   reader->SetFileName(path);
   try {

@@ -181,6 +181,9 @@ std::vector<GzipMember> find_block_members(const unsigned char* data, std::size_
     m.size = total;
     m.output_at = output_at;
     m.output_size = get32(h + total - 4);
+    // gigareg writes at most kGzipBlockBytes per member: a larger ISIZE is not its format (and,
+    // taken at its word, would size a scratch buffer of up to 4 GiB).
+    if (m.output_size > kGzipBlockBytes) return {};
     members.push_back(m);
     output_at += m.output_size;
     p += total;
@@ -246,7 +249,9 @@ void gunzip_stream(const unsigned char* data, std::size_t size, std::uint64_t be
   std::vector<unsigned char> skip(std::size_t(1) << 20);
   std::uint64_t at = 0;
   std::size_t in_at = 0;
+  bool ended = false;  // the last member's trailer has been read and checked
   while (at < end) {
+    ended = false;
     const bool skipping = at < begin;
     const std::uint64_t want = skipping ? std::min<std::uint64_t>(begin - at, skip.size()) : end - at;
     const std::size_t chunk = std::size_t(std::min<std::uint64_t>(want, 1u << 30));
@@ -259,6 +264,7 @@ void gunzip_stream(const unsigned char* data, std::size_t size, std::uint64_t be
     in_at += in_chunk - z.avail_in;
     at += chunk - z.avail_out;
     if (r == Z_STREAM_END) {
+      ended = true;
       // Another member may follow (gzip -c a b > c): start it, or stop at the end of the data.
       if (in_at >= size || data[in_at] != 0x1f) break;
       if (inflateReset(&z) != Z_OK) break;
@@ -274,16 +280,22 @@ void gunzip_stream(const unsigned char* data, std::size_t size, std::uint64_t be
     throw_error(ErrorKind::Io, path,
                 "the decompressed data end at byte " + std::to_string(at) + ", but " +
                     std::to_string(end) + " bytes are needed (truncated file?)");
+  if (ended) return;
   // When the member ends exactly here its trailer has not been read yet: read it, so that a
-  // CRC-32 or length mismatch is reported for whole-file reads too.
+  // CRC-32 or length mismatch is reported for whole-file reads too. A file that ends before the
+  // trailer (all the data decoded, the checksum cut off) is truncated: nothing verifies it.
   unsigned char probe[1];
   z.next_out = probe;
   z.avail_out = 1;
   z.next_in = const_cast<unsigned char*>(data + in_at);
   z.avail_in = uInt(std::min<std::size_t>(size - in_at, 1u << 30));
-  if (inflate(&z, Z_NO_FLUSH) == Z_DATA_ERROR)
+  const int r = inflate(&z, Z_NO_FLUSH);
+  if (r == Z_DATA_ERROR)
     throw_error(ErrorKind::Io, path,
                 std::string("corrupt compressed data: ") + (z.msg ? z.msg : "zlib error"));
+  if (r != Z_STREAM_END && z.avail_out == 1 && z.avail_in == 0)
+    throw_error(ErrorKind::Io, path,
+                "the gzip stream ends before its checksum (CRC-32 and length): truncated file");
 }
 
 }  // namespace

@@ -129,7 +129,10 @@ OpenedImage open_image(const std::string& path) {
                 "not an image file ITK can read (no NIfTI, NRRD, MetaImage or PNG reader "
                 "recognises its name and header)");
   io->SetFileName(path);
-  io_detail::check_nifti_header(path);  // before ITK parses it: some bad fields crash ITK
+  const std::string reader = io->GetNameOfClass();
+  if (reader == "NiftiImageIO") io_detail::check_nifti_header(path);  // before ITK: bad fields crash it
+  if (reader == "MetaImageIO") io_detail::check_metaimage_header(path);  // or hang it
+  if (reader == "PNGImageIO") io_detail::check_png(path);                // or abort it
   try {
     io->ReadImageInformation();
   } catch (const itk::ExceptionObject& e) {
@@ -502,6 +505,20 @@ namespace {
 
 // The planes [z0, z0 + nz) (all when nz < 0) of every component of a .zarr store's level 0,
 // checked and allocated as the other readers do; only the chunks under the planes are read.
+/// The box of planes [z0, z0 + nz) of grid g (all planes when nz < 0); InvalidArgument naming
+/// `path` when they are not a non-empty part of its planes.
+Box plane_box(const std::string& path, const Geometry& g, index_t z0, index_t nz) {
+  if (nz < 0) {
+    z0 = 0;
+    nz = g.size.z;
+  }
+  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
+    throw_error(ErrorKind::InvalidArgument, path,
+                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
+                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
+  return {{0, 0, z0}, {g.size.x, g.size.y, nz}};
+}
+
 Image read_zarr_planes(const std::string& path, int components, index_t z0, index_t nz) {
   const zarr::Store store = zarr::Store::open(path);
   const ImageHeader& h = store.header();
@@ -518,15 +535,8 @@ Image read_zarr_planes(const std::string& path, int components, index_t z0, inde
                 std::string("displacement fields must hold float32 or float64 vectors, not ") +
                     to_string(h.pixel_type));
   const Geometry& g = h.geometry;
-  if (nz < 0) {
-    z0 = 0;
-    nz = g.size.z;
-  }
-  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
-    throw_error(ErrorKind::InvalidArgument, path,
-                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
-                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
-  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  const Box box = plane_box(path, g, z0, nz);
+  z0 = box.lo.z, nz = box.size.z;
   // The floats, and one decoded and one stored chunk per thread.
   const std::size_t chunks = checked_mul(store.array(0).chunk_bytes(),
                                          2 * std::size_t(std::max(1, omp_get_max_threads())), path);
@@ -562,15 +572,8 @@ Image read_scalar_planes(const std::string& path, index_t z0, index_t nz) {
                     "expected");
   const Geometry& g = h.geometry;
   const bool whole = nz < 0 || (z0 == 0 && nz == g.size.z);
-  if (nz < 0) {
-    z0 = 0;
-    nz = g.size.z;
-  }
-  if (nz < 1 || z0 < 0 || z0 + nz > g.size.z)
-    throw_error(ErrorKind::InvalidArgument, path,
-                "planes [" + std::to_string(z0) + ", " + std::to_string(z0 + nz) +
-                    ") are not a non-empty part of the image's " + std::to_string(g.size.z) + " planes");
-  const Box box{{0, 0, z0}, {g.size.x, g.size.y, nz}};
+  const Box box = plane_box(path, g, z0, nz);
+  z0 = box.lo.z, nz = box.size.z;
   const index_t n = box.voxel_count();
   const std::size_t disk = checked_mul(std::size_t(n), size_of(h.pixel_type), path);
   const std::size_t out = checked_mul(std::size_t(n), sizeof(float), path);
@@ -662,6 +665,25 @@ void write_image(const std::string& path, const Image& image, IntegerConversion 
   write_image(path, image.voxels, image.pixel_type, conversion);
 }
 
+namespace {
+
+/// A displacement that is NaN, infinite or beyond float32 has no meaning as a position: it would
+/// turn every voxel it touches into NaN (warps, Jacobians, inverses) without an error.
+[[noreturn]] void bad_displacement(double v, index_t i, int component, const Geometry& g, const std::string& path) {
+  throw_error(ErrorKind::InvalidInput, path,
+              "the displacement at voxel " + format_index(g, i) + " (component " + std::to_string(component) +
+                  ") is " + (std::isnan(v) ? "NaN" : std::isinf(v) ? "infinite" : "beyond the float32 range") +
+                  "; a displacement field must hold finite displacements");
+}
+
+void reject_nonfinite_displacements(const float* planes, index_t n, const Geometry& g, const std::string& path) {
+  for (int c = 0; c < 3; ++c)
+    for (index_t i = 0; i < n; ++i)
+      if (!std::isfinite(planes[c * n + i])) bad_displacement(planes[c * n + i], i, c, g, path);
+}
+
+}  // namespace
+
 DisplacementField read_displacement_field(const std::string& path) {
   if (io_detail::is_zarr_path(path)) return read_zarr_planes(path, 3, 0, -1).voxels;
   OpenedImage opened = open_image(path);
@@ -684,8 +706,10 @@ DisplacementField read_displacement_field(const std::string& path) {
 
   DisplacementField field = allocate_volume(h.geometry, Box{{0, 0, 0}, h.geometry.size}, 3, path);
   // NIfTI-1 single files hold the components as planes, as the field does: read them directly.
-  if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data()))
+  if (io_detail::read_nifti_planes(path, h.geometry, 3, 0, h.geometry.size.z, field.data())) {
+    reject_nonfinite_displacements(field.data(), n, h.geometry, path);
     return field;
+  }
   // The ITK path only: the direct reader checks lengths and CRCs as it decodes, and inflating the
   // file once more here would double the time of every warp read.
   io_detail::check_data_complete(path, *opened.io);
@@ -696,7 +720,12 @@ DisplacementField read_displacement_field(const std::string& path) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(raw.get());
     for (int c = 0; c < 3; ++c)
-      for (index_t i = 0; i < n; ++i) planes[c * n + i] = static_cast<float>(in[3 * i + c]);
+      for (index_t i = 0; i < n; ++i) {
+        const double v = double(in[3 * i + c]);
+        // Checked before the conversion: a double beyond float's range converts undefinedly.
+        if (!(std::abs(v) <= double(std::numeric_limits<float>::max()))) bad_displacement(v, i, c, h.geometry, path);
+        planes[c * n + i] = static_cast<float>(v);
+      }
   };
   if (h.pixel_type == PixelType::Float32)
     deinterleave(float{});

@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,11 +128,43 @@ const std::string& host_tag() {
   return tag;
 }
 
+/// 64 unpredictable bits as 16 hex digits: the temporary's name cannot be guessed in advance, so
+/// no link can be planted under it (O_EXCL would refuse it anyway, but then the write would fail).
+std::uint64_t random_bits() {
+  std::uint64_t bits = 0;
+  auto* p = reinterpret_cast<unsigned char*>(&bits);
+  std::size_t got = 0;
+  while (got < sizeof bits) {
+    const ssize_t n = ::getrandom(p + got, sizeof bits - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw_error(ErrorKind::Io, "getrandom", std::string("no random bytes: ") + std::strerror(errno));
+    got += std::size_t(n);
+  }
+  return bits;
+}
+
+/// The temporary's name up to the process id, `.stem.tmp-<host>-`, the stem shortened so that
+/// the whole name fits the file system's `name_max` (with a pid of up to 10 digits and 16 hex
+/// digits of token).
+std::string temporary_head(const std::string& stem, const std::string& ext, std::size_t name_max,
+                           const std::string& tag) {
+  const std::string tail = ".tmp-" + tag + "-";
+  constexpr std::size_t kPidDigits = 10, kTokenDigits = 16;
+  const std::size_t fixed = 1 + tail.size() + kPidDigits + 1 + kTokenDigits + ext.size();
+  const std::size_t room = name_max > fixed ? name_max - fixed : 0;
+  return "." + stem.substr(0, std::min(stem.size(), room)) + tail;
+}
+
+/// The longest file name that `dir`'s file system accepts.
+std::size_t name_max_of(const fs::path& dir) {
+  const long n = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+  return n > 0 ? std::size_t(n) : 255;
+}
+
 /// Removes temporaries of `stem`/`ext` in `dir` left by processes of this host that no longer
 /// exist (killed while writing: SIGKILL cannot be caught). Only regular files owned by this user
 /// are removed, never what a link points to.
-void remove_stale_temporaries(const fs::path& dir, const std::string& stem, const std::string& ext) {
-  const std::string head = "." + stem + ".tmp-" + host_tag() + "-";
+void remove_stale_temporaries(const fs::path& dir, const std::string& head, const std::string& ext) {
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   if (ec) return;
@@ -141,11 +174,12 @@ void remove_stale_temporaries(const fs::path& dir, const std::string& stem, cons
     if (name.size() <= head.size() + ext.size() || name.compare(0, head.size(), head) != 0 ||
         name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
       continue;
-    // <pid>-<n> between the head and the extension.
+    // <pid>-<token> between the head and the extension.
     const std::string middle = name.substr(head.size(), name.size() - head.size() - ext.size());
     const auto dash = middle.find('-');
     if (dash == std::string::npos || dash == 0 || dash + 1 == middle.size() ||
-        middle.find_first_not_of("0123456789-") != std::string::npos ||
+        middle.find_first_not_of("0123456789abcdef-") != std::string::npos ||
+        middle.substr(0, dash).find_first_not_of("0123456789") != std::string::npos ||
         middle.find('-', dash + 1) != std::string::npos)
       continue;
     const long pid = std::strtol(middle.substr(0, dash).c_str(), nullptr, 10);
@@ -247,10 +281,14 @@ void move_into_place(const std::string& temp, const std::string& final_name, std
 // ---------------------------------------------------------------------------------------------
 // The open output set (at most one per process), shared by all threads: the images of a
 // registration are written concurrently.
+struct SetMember {
+  std::string temp, final_name;
+  std::shared_ptr<const HeldFile> created;  // the temporary as created
+};
 struct OpenSet {
   std::mutex mutex;
   bool open = false;
-  std::vector<std::pair<std::string, std::string>> staged;  // temporary, final
+  std::vector<SetMember> staged;
 };
 OpenSet g_set;
 
@@ -261,11 +299,13 @@ std::string temporary_path(const std::string& final_path, const TemporaryId& id)
   const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
   const std::string name = p.filename().string();
   const std::size_t ext_len = extension_of(final_path).size();
-  char tag[9];
+  const std::string stem = name.substr(0, name.size() - ext_len);
+  const std::string ext = name.substr(name.size() - ext_len);  // original case
+  char tag[9], token[17];
   std::snprintf(tag, sizeof tag, "%08x", unsigned(id[0]));
-  return (dir / ("." + name.substr(0, name.size() - ext_len) + ".tmp-" + tag + "-" +
-                 std::to_string(id[1]) + "-" + std::to_string(id[2]) +
-                 name.substr(name.size() - ext_len)))
+  std::snprintf(token, sizeof token, "%08x%08x", unsigned(id[2]), unsigned(id[3]));
+  return (dir / (temporary_head(stem, ext, name_max_of(dir), tag) + std::to_string(id[1]) + "-" +
+                 token + ext))
       .string();
 }
 
@@ -285,33 +325,64 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
                 directory_ ? "is a directory that holds no Zarr store: not replaced"
                            : "is a directory");
 
-  static std::atomic<unsigned long> counter{0};
   const std::string name = p.filename().string();
+  const std::size_t name_max = name_max_of(dir);
+  if (name.size() > name_max)
+    throw_error(ErrorKind::Io, final_,
+                "the file name is " + std::to_string(name.size()) + " bytes long; the file system of '" +
+                    dir.string() + "' allows at most " + std::to_string(name_max));
   const std::size_t ext_len = extension_of(final_).size();
   const std::string stem = name.substr(0, name.size() - ext_len);
   const std::string ext = name.substr(name.size() - ext_len);  // original case
-  remove_stale_temporaries(dir, stem, ext);
+  const std::string head = temporary_head(stem, ext, name_max, host_tag());
+  remove_stale_temporaries(dir, head, ext);
   // Created here, exclusively and without following links: a file or link planted under the
-  // name makes the next name be tried, never written through.
+  // name makes another name be tried, never written through.
   for (int attempt = 0;; ++attempt) {
+    const std::uint64_t token = random_bits();
     id_ = {std::int64_t(std::stoul(host_tag(), nullptr, 16)), std::int64_t(::getpid()),
-           std::int64_t(counter.fetch_add(1))};
+           std::int64_t(token >> 32), std::int64_t(token & 0xffffffffu)};
     temp_ = temporary_path(final_, id_);
     if (directory_) {
-      if (::mkdir(temp_.c_str(), 0777) == 0) break;  // mkdir never follows a planted link
+      if (::mkdir(temp_.c_str(), 0777) == 0) {  // mkdir never follows a planted link
+        // Held open as the files are, so that commit() can tell it was not swapped meanwhile.
+        const int fd = ::open(temp_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+          const int err = errno;
+          ::rmdir(temp_.c_str());
+          throw_error(ErrorKind::Io, final_, "cannot open the temporary store " + temp_ + ": " + std::strerror(err));
+        }
+        created_ = std::make_shared<const HeldFile>(fd);
+        break;
+      }
     } else {
       const int fd = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
       if (fd >= 0) {
-        ::close(fd);
+        created_ = std::make_shared<const HeldFile>(fd);
         break;
       }
     }
     const int err = errno;
     if (err == EEXIST && attempt < 100) continue;
+    // The system's reason, which is the real problem: EACCES / EROFS for a read-only directory or
+    // mount, ENOSPC, EDQUOT, ...
     throw_error(ErrorKind::Io, final_,
                 "cannot create a file in '" + dir.string() + "': " + std::strerror(err));
   }
   register_pending(temp_);
+}
+
+HeldFile::~HeldFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string HeldFile::mismatch(const std::string& path) const {
+  struct stat held {}, now {};
+  if (::fstat(fd_, &held) != 0) return std::string("cannot inspect it: ") + std::strerror(errno);
+  if (::lstat(path.c_str(), &now) != 0) return std::string("it is gone: ") + std::strerror(errno);
+  if (S_ISLNK(now.st_mode)) return "it was replaced by a symbolic link";
+  if (now.st_dev != held.st_dev || now.st_ino != held.st_ino) return "it was replaced by another file";
+  return {};
 }
 
 StagedFile::~StagedFile() {
@@ -324,9 +395,14 @@ StagedFile::~StagedFile() {
 
 void StagedFile::commit() {
   std::error_code ec;
-  const fs::file_status st = fs::symlink_status(temp_, ec);
-  if (directory_ ? !fs::is_directory(st) : !fs::is_regular_file(st))
+  // The held file's identity (below) also settles its type: a store stays the directory made.
+  if (!fs::exists(fs::symlink_status(temp_, ec)))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
+  // ITK's writers open the temporary by name: if someone with write access to the directory
+  // swapped it for a link meanwhile, the output must not appear (as a link to their target).
+  const std::string swapped = created_->mismatch(temp_);
+  if (!swapped.empty())
+    throw_error(ErrorKind::Io, final_, "the temporary file " + temp_ + " was not moved into place: " + swapped);
   // Flushed here, by the thread that wrote it: the outputs of a registration are written
   // concurrently, and so their flushes overlap (a set renames them later, all on disk already).
   const std::string err = directory_ ? sync_tree(temp_) : sync_path(temp_, false);
@@ -334,7 +410,7 @@ void StagedFile::commit() {
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
     if (g_set.open) {  // the set renames it with the others
-      g_set.staged.emplace_back(temp_, final_);
+      g_set.staged.push_back({temp_, final_, created_});
       committed_ = true;
       return;
     }
@@ -345,22 +421,23 @@ void StagedFile::commit() {
   committed_ = true;
 }
 
-void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
-  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
-  const auto* p = static_cast<const char*>(bytes);
+int write_fully(int fd, const void* data, std::size_t size) {
+  const auto* p = static_cast<const char*>(data);
   std::size_t left = size;
-  int err = 0;
   while (left > 0) {
     const ssize_t n = ::write(fd, p, left);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : ENOSPC;
-      break;
-    }
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
     p += n;
     left -= std::size_t(n);
   }
+  return 0;
+}
+
+void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
+  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
+  int err = write_fully(fd, bytes, size);
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0)
     throw_error(ErrorKind::Io, staged.final_path(),
@@ -369,15 +446,15 @@ void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size)
 }
 
 void discard_output_set() noexcept {
-  std::vector<std::pair<std::string, std::string>> left;
+  std::vector<SetMember> left;
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
     left.swap(g_set.staged);
   }
-  for (const auto& [temp, final_name] : left) {
-    unregister_pending(slot_of(temp));
+  for (const SetMember& member : left) {
+    unregister_pending(slot_of(member.temp));
     std::error_code ec;
-    fs::remove_all(temp, ec);  // remove_all follows no link
+    fs::remove_all(member.temp, ec);  // remove_all follows no link
   }
 }
 
@@ -404,7 +481,7 @@ OutputSet::~OutputSet() {
 
 void OutputSet::commit() {
   if (!outer_) return;
-  std::vector<std::pair<std::string, std::string>> files;
+  std::vector<io_detail::SetMember> files;
   {
     std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
     files = io_detail::g_set.staged;
@@ -412,24 +489,33 @@ void OutputSet::commit() {
   // Everything is on disk before the first rename (StagedFile::commit flushed each file): a
   // crash afterwards leaves complete files only.
   std::vector<std::string> renamed;
-  for (const auto& [temp, final_name] : files) {
-    std::error_code ec;
-    io_detail::move_into_place(temp, final_name, ec);
-    if (ec) {
+  for (const io_detail::SetMember& member : files) {
+    const std::string& temp = member.temp;
+    const std::string& final_name = member.final_name;
+    // Checked again here: the writes of a set may finish long before its commit.
+    std::string problem = member.created->mismatch(temp);
+    if (!problem.empty()) {
+      problem = "the temporary file " + temp + " was not moved into place: " + problem;
+    } else {
+      std::error_code ec;
+      io_detail::move_into_place(temp, final_name, ec);
+      if (ec) problem = "cannot move the written file into place: " + ec.message();
+    }
+    if (!problem.empty()) {
       // The set is broken: the files already renamed stay (a rename cannot be undone safely);
       // the rest are removed by the destructor.
-      throw_error(ErrorKind::Io, final_name, "cannot move the written file into place: " + ec.message() +
-                                                 (renamed.empty() ? "" : " (" + std::to_string(renamed.size()) +
-                                                                            " file(s) of the set were already in place)"));
+      throw_error(ErrorKind::Io, final_name, problem + (renamed.empty() ? "" : " (" + std::to_string(renamed.size()) +
+                                                                              " file(s) of the set were already in place)"));
     }
     io_detail::unregister_pending(io_detail::slot_of(temp));
     renamed.push_back(final_name);
     std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);
     auto& v = io_detail::g_set.staged;
-    v.erase(std::remove(v.begin(), v.end(), std::make_pair(temp, final_name)), v.end());
+    v.erase(std::remove_if(v.begin(), v.end(), [&](const io_detail::SetMember& m) { return m.temp == temp; }), v.end());
   }
-  for (const auto& [temp, final_name] : files) {  // the renames themselves
-    const fs::path d = fs::path(final_name).has_parent_path() ? fs::path(final_name).parent_path() : fs::path(".");
+  for (const io_detail::SetMember& member : files) {  // the renames themselves
+    const fs::path f(member.final_name);
+    const fs::path d = f.has_parent_path() ? f.parent_path() : fs::path(".");
     io_detail::sync_path(d.string(), true);
   }
   std::lock_guard<std::mutex> lock(io_detail::g_set.mutex);

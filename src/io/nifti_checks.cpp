@@ -12,8 +12,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -76,24 +78,33 @@ int datatype_bits(int datatype) {
   throw_error(ErrorKind::InvalidInput, path, "invalid NIfTI header: " + what);
 }
 
+/// Beyond this magnitude (mm, or a quaternion's components) a geometry number is damage, not a
+/// grid: ITK's orientation code computes with such numbers in float, and an overflow to infinity
+/// there made vnl's SVD loop forever (found by fuzz_nifti_header: srow_z[3] = -1.7e38).
+constexpr double kMaxGeometryValue = 1e15;
+
 template <class Real>
 void require_finite(const std::string& path, const std::string& h, std::size_t offset, int count,
                     bool swap, const char* name) {
   for (int i = 0; i < count; ++i) {
     const double v = double(field<Real>(h, offset + std::size_t(i) * sizeof(Real), swap));
-    if (!std::isfinite(v))
-      bad(path, std::string(name) + (count > 1 ? "[" + std::to_string(i) + "]" : "") + " is " +
-                    (std::isnan(v) ? "NaN" : "infinite"));
+    const std::string which = std::string(name) + (count > 1 ? "[" + std::to_string(i) + "]" : "");
+    if (!std::isfinite(v)) bad(path, which + " is " + (std::isnan(v) ? "NaN" : "infinite"));
+    if (std::abs(v) > kMaxGeometryValue) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", v);
+      bad(path, which + " is " + value + ", beyond any grid (|value| <= 1e15)");
+    }
   }
 }
 
 /// Field offsets of the two header versions (the standard's nifti1.h / nifti2.h layouts).
 struct Layout {
-  std::size_t datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
-  bool wide;  // NIfTI-2: 8-byte floats and codes of 4 bytes
+  std::size_t dim, pixdim, datatype, bitpix, vox_offset, qform_code, sform_code, quatern, srow;
+  bool wide;  // NIfTI-2: 8-byte floats, dims and codes of 4 bytes
 };
-constexpr Layout kNifti1{70, 72, 108, 252, 254, 256, 280, false};
-constexpr Layout kNifti2{12, 14, 168, 344, 348, 352, 400, true};
+constexpr Layout kNifti1{40, 76, 70, 72, 108, 252, 254, 256, 280, false};
+constexpr Layout kNifti2{16, 104, 12, 14, 168, 344, 348, 352, 400, true};
 
 }  // namespace
 
@@ -109,23 +120,40 @@ void check_nifti_header(const std::string& path) {
       }
   }
   const std::string h = header_bytes(header_file);
-  if (h.size() < 348) return;  // not a NIfTI header: ITK decides what it is
+  if (h.size() < 348) return;  // too short for a header: ITK says so itself
   const std::int32_t raw = field<std::int32_t>(h, 0, false);
   const std::int32_t swapped = field<std::int32_t>(h, 0, true);
   const bool swap = raw != 348 && raw != 540;
   const std::int32_t sizeof_hdr = swap ? swapped : raw;
+  // ITK's reader claimed the file; the NIfTI library reads a header by its magic whatever
+  // sizeof_hdr says (and takes the byte order from dim[0]): a damaged first field, or a NIfTI-1
+  // magic on a NIfTI-2 size, would pass unnoticed and the fields be read at the wrong offsets.
+  const bool nifti1_magic = std::memcmp(h.data() + 344, "n+1", 4) == 0 || std::memcmp(h.data() + 344, "ni1", 4) == 0;
+  if ((nifti1_magic && sizeof_hdr != 348) || (sizeof_hdr != 348 && sizeof_hdr != 540))
+    bad(path, "sizeof_hdr is " + std::to_string(raw) + ", not 348 (NIfTI-1) or 540 (NIfTI-2)");
   Layout L;
   if (sizeof_hdr == 348) {
     L = kNifti1;
-  } else if (sizeof_hdr == 540 && h.size() >= 540) {
+  } else if (h.size() >= 540) {
     L = kNifti2;
   } else {
-    return;
+    bad(path, "sizeof_hdr is 540 (NIfTI-2) but the file holds only " + std::to_string(h.size()) + " bytes");
   }
   // Analyze 7.5 headers (no NIfTI magic) hold other things at these offsets.
   const std::size_t magic_at = L.wide ? 4 : 344;
   const bool single_file = std::memcmp(h.data() + magic_at, "n+", 2) == 0;
   if (!single_file && std::memcmp(h.data() + magic_at, "ni", 2) != 0) return;
+
+  // dim[0] axes, each of at least one voxel: ITK takes a size of 0 or less as 1 and reads the
+  // data of another grid.
+  auto dim = [&](int i) {
+    return L.wide ? field<std::int64_t>(h, L.dim + 8 * std::size_t(i), swap)
+                  : std::int64_t(field<std::int16_t>(h, L.dim + 2 * std::size_t(i), swap));
+  };
+  const std::int64_t axes = dim(0);
+  if (axes < 1 || axes > 7) bad(path, "dim[0] is " + std::to_string(axes) + ", not 1..7");
+  for (int i = 1; i <= axes; ++i)
+    if (dim(i) < 1) bad(path, "dim[" + std::to_string(i) + "] is " + std::to_string(dim(i)) + ": an axis of no voxels");
 
   const int datatype = field<std::int16_t>(h, L.datatype, swap);
   const int bitpix = field<std::int16_t>(h, L.bitpix, swap);
@@ -145,6 +173,18 @@ void check_nifti_header(const std::string& path) {
 
   const int qform_code = L.wide ? field<std::int32_t>(h, L.qform_code, swap) : field<std::int16_t>(h, L.qform_code, swap);
   const int sform_code = L.wide ? field<std::int32_t>(h, L.sform_code, swap) : field<std::int16_t>(h, L.sform_code, swap);
+  // The voxel sizes of the spatial axes (pixdim[1..3]) make the spacing in every case. The NIfTI
+  // library replaces a zero, negative or NaN one by 1 (as ITK reads it, and so does gigareg);
+  // huge ones it passes on.
+  for (int i = 1; i <= std::min<std::int64_t>(axes, 3); ++i) {
+    const double v = L.wide ? field<double>(h, L.pixdim + 8 * std::size_t(i), swap)
+                            : double(field<float>(h, L.pixdim + 4 * std::size_t(i), swap));
+    if (std::abs(v) > kMaxGeometryValue) {  // false for NaN
+      char value[32];
+      std::snprintf(value, sizeof value, "%g", v);
+      bad(path, "pixdim[" + std::to_string(i) + "] is " + value + ", beyond any grid (|value| <= 1e15)");
+    }
+  }
   // Only the transforms that are used (code > 0) matter; their numbers reach vnl's matrix code.
   if (qform_code > 0) {
     if (L.wide)

@@ -4,7 +4,7 @@
 // The protocol, for every file:
 //  1. rank 0 creates the temporary beside the final name (StagedFile: O_EXCL, never through a
 //     link) and ITK's header; every process learns the temporary's name (its host tag, pid and
-//     counter, gathered) and opens it without following links;
+//     random token, gathered) and opens it without following links;
 //  2. .nii: rank 0 writes the header, every process pwrites its planes at their offsets.
 //     .nii.gz, one component at a time: every process compresses the gzip members that start in
 //     its slab (member grid of plane_member_layout, independent of P; a member that runs past the
@@ -24,7 +24,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -128,6 +131,25 @@ std::vector<std::int64_t> agree(const Partition& part, const std::string& path, 
               "not written: rank " + std::to_string(failed) + " failed to write its part (" + cause + ")");
 }
 
+// A staged temporary's name travels through agree() as the values of its TemporaryId: every
+// element, so that every rank names the directory or file that rank 0 created (an id built from
+// fewer values would silently zero the rest and name a temporary that does not exist).
+constexpr std::size_t kIdValues = std::tuple_size<io_detail::TemporaryId>::value;
+
+std::vector<std::int64_t> id_values(const io_detail::TemporaryId& id) {
+  return std::vector<std::int64_t>(id.begin(), id.end());
+}
+
+// The temporary of `path` named by the kIdValues values of `made` from `at` (rank 0's, as
+// agree() returns them first).
+std::string agreed_temporary(const std::string& path, const std::vector<std::int64_t>& made, std::size_t at) {
+  if (made.size() < at + kIdValues)
+    throw_error(ErrorKind::Internal, path, "the temporary's name was not agreed in full");
+  io_detail::TemporaryId id{};
+  std::copy(made.begin() + std::ptrdiff_t(at), made.begin() + std::ptrdiff_t(at + kIdValues), id.begin());
+  return io_detail::temporary_path(path, id);
+}
+
 // An open file descriptor, closed on scope exit (errors of an explicit close are reported).
 struct OpenFile {
   int fd = -1;
@@ -183,14 +205,15 @@ void write_zarr_shared(const std::string& path, const Volume<float>& local, cons
   const index_t z0 = owned.lo.z, z1 = owned.lo.z + owned.size.z;
   const int components = local.components();
   std::optional<StagedFile> staged;
-  const std::vector<std::int64_t> made = agree(part, path, 3, staged, [&] {
-    if (part.rank() != 0) return std::vector<std::int64_t>(3, 0);
+  // Rank 0 creates the directory and the metadata before the agreement returns anywhere (it is a
+  // gather): no rank opens the store before it exists.
+  const std::vector<std::int64_t> made = agree(part, path, kIdValues, staged, [&] {
+    if (part.rank() != 0) return std::vector<std::int64_t>(kIdValues, 0);
     staged.emplace(path);  // a temporary directory beside the final name
     zarr::create_store(staged->temp_path(), zarr::StoreSpec::for_grid(g, components, pixel_type), path);
-    const io_detail::TemporaryId& id = staged->temporary_id();
-    return std::vector<std::int64_t>{id[0], id[1], id[2]};
+    return id_values(staged->temporary_id());
   });
-  const std::string temp = io_detail::temporary_path(path, {made[0], made[1], made[2]});
+  const std::string temp = agreed_temporary(path, made, 0);
   const index_t chunk_z = zarr::StoreSpec::for_grid(g, components, pixel_type).chunk.z;
   const index_t cz = std::max<index_t>(1, std::min(chunk_z, g.size.z));
   const index_t first = zarr::chunk_boundary(z0, cz, g.size.z);
@@ -240,18 +263,20 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
   // 1. The temporary and the header, on rank 0; its name to everyone.
   std::optional<StagedFile> staged;
   unsigned char prefix[io_detail::kNiftiPrefixBytes];
-  const std::vector<std::int64_t> made = agree(part, path, 4, staged, [&] {
-    if (part.rank() != 0) return std::vector<std::int64_t>(4, 0);
+  const std::vector<std::int64_t> made = agree(part, path, 1 + kIdValues, staged, [&] {
+    if (part.rank() != 0) return std::vector<std::int64_t>(1 + kIdValues, 0);
     staged.emplace(path);
     const bool header = io_detail::itk_header_prefix(path, g, local.components(), pixel_type, prefix);
-    const io_detail::TemporaryId& id = staged->temporary_id();
-    return std::vector<std::int64_t>{header ? 1 : 0, id[0], id[1], id[2]};
+    std::vector<std::int64_t> v{header ? 1 : 0};
+    const std::vector<std::int64_t> id = id_values(staged->temporary_id());
+    v.insert(v.end(), id.begin(), id.end());
+    return v;
   });
   if (made[0] == 0) {  // ITK's header is not the one gigareg completes: ITK writes the file
     staged.reset();
     return write_gathered(path, local, part, pixel_type, conversion);
   }
-  const std::string temp = io_detail::temporary_path(path, {made[1], made[2], made[3]});
+  const std::string temp = agreed_temporary(path, made, 1);
   const bool gz = io_detail::extension_of(path) == ".nii.gz";
 
   // The planes that complete the gzip members starting in this slab (from the next processes).

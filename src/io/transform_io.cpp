@@ -4,11 +4,17 @@
 #include <itkCompositeTransform.h>
 #include <itkMatrixOffsetTransformBase.h>
 #include <itkTransformFileReader.h>
+#include <itkTransformFactoryBase.h>
 #include <itkTransformFileWriter.h>
 #include <itkTransformIOFactory.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
@@ -61,16 +67,7 @@ void write_affine_transform(const std::string& path, const Mat3d& matrix, const 
   transform->SetMatrix(m);
   transform->SetTranslation(t);
 
-  try {
-    auto writer = itk::TransformFileWriterTemplate<double>::New();
-    writer->SetFileName(staged.temp_path());
-    writer->SetInput(transform);
-    writer->Update();
-  } catch (const itk::ExceptionObject& e) {
-    throw_error(ErrorKind::Io, path, "writing the transform failed: " + itk_message(e));
-  } catch (const std::exception& e) {
-    throw_error(ErrorKind::Io, path, std::string("writing the transform failed: ") + e.what());
-  }
+  io_detail::write_itk_transform(staged, transform);
   // ITK's .mat and .txt writers use std::ofstream without checking it: a full disk or a file size
   // limit gives a short or empty file and no error. Read it back and compare (the .txt format
   // keeps 16 significant digits, hence the tolerance).
@@ -95,9 +92,140 @@ void write_affine_transform(const std::string& path, const ItkAffine& transform)
   write_affine_transform(path, transform.matrix, transform.translation, transform.center);
 }
 
+void io_detail::write_itk_transform(const StagedFile& staged, const itk::TransformBaseTemplate<double>* transform) {
+  const std::string& path = staged.final_path();
+  try {
+    if (extension_of(path) == ".h5") {
+      write_transform_h5(staged.temp_path(), path, transform);
+      return;
+    }
+    auto writer = itk::TransformFileWriterTemplate<double>::New();
+    writer->SetFileName(staged.temp_path());
+    writer->SetInput(transform);
+    writer->Update();
+  } catch (const itk::ExceptionObject& e) {
+    throw_error(ErrorKind::Io, path, "writing the transform failed: " + itk_message(e));
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw_error(ErrorKind::Io, path, std::string("writing the transform failed: ") + e.what());
+  }
+}
+
+namespace {
+
+[[noreturn]] void bad_transform_file(const std::string& path, const std::string& what) {
+  throw_error(ErrorKind::InvalidInput, path, "invalid transform file: " + what);
+}
+
+/// ITK's Matlab reader (vnl_matlab_read) reads what a variable's header announces without
+/// checking the file's length: a truncated .mat gives parameters of whatever memory held. The
+/// file must be a sequence of complete MAT v4 variables (a 20-byte header: type, rows, columns,
+/// imaginary flag, name length; the name; rows x columns values).
+void check_matlab_file(const std::string& path, const std::string& bytes) {
+  std::size_t at = 0;
+  int variables = 0;
+  while (at < bytes.size()) {
+    if (bytes.size() - at < 20) bad_transform_file(path, "a MAT variable header is cut short at byte " + std::to_string(at));
+    std::int32_t h[5];
+    std::memcpy(h, bytes.data() + at, sizeof h);
+    if (h[0] < 0 || h[0] > 4999) {  // not little-endian: MAT v4 big-endian (type code 1000 + ...)
+      for (std::int32_t& v : h) v = std::int32_t(__builtin_bswap32(std::uint32_t(v)));
+    }
+    const std::int32_t type = h[0], rows = h[1], cols = h[2], imaginary = h[3], name_length = h[4];
+    const int precision = (type / 10) % 10;  // 0 double, 1 float, 2 int32, 3 int16, 4 uint16, 5 uint8
+    static const int kBytes[6] = {8, 4, 4, 2, 2, 1};
+    if (type < 0 || type > 1999 || precision > 5 || type % 10 != 0 || (type / 100) % 10 != 0)
+      bad_transform_file(path, "a MAT variable of type code " + std::to_string(type));
+    if (rows < 0 || cols < 0 || (imaginary != 0 && imaginary != 1) || name_length < 1 || name_length > 4096)
+      bad_transform_file(path, "a MAT variable header with impossible sizes (" + std::to_string(rows) + " x " +
+                                   std::to_string(cols) + ", name of " + std::to_string(name_length) + " bytes)");
+    const std::uint64_t values = std::uint64_t(rows) * std::uint64_t(cols) * std::uint64_t(imaginary + 1);
+    const std::uint64_t size = 20 + std::uint64_t(name_length) + values * std::uint64_t(kBytes[precision]);
+    if (size > bytes.size() - at)
+      bad_transform_file(path, "the file is truncated: a MAT variable of " + std::to_string(size) + " bytes at byte " +
+                                   std::to_string(at) + ", but the file holds " + std::to_string(bytes.size()) + " bytes");
+    at += std::size_t(size);
+    ++variables;
+  }
+  if (variables < 2) bad_transform_file(path, "a transform in MAT format needs its parameters and fixed parameters (2 variables)");
+}
+
+/// ITK's text reader passes "Parameters:" to the transform whatever their number: too few are
+/// read beyond the array, too many are ignored; and it sets them on whatever transform came
+/// before, none included. This reads the lines as itk::TxtTransformIO does (trimmed of " \t\r\n",
+/// "#" comments, "Name: value", values read as doubles until the first that is not one) and asks
+/// that each parameter line follow a Transform line and hold the number the named transform takes
+/// (for transforms whose number is fixed by their type).
+void check_text_file(const std::string& path, const std::string& bytes) {
+  itk::TransformFactoryBase::RegisterDefaultTransforms();  // what ITK's reader creates them from
+  auto trim = [](const std::string& text) {
+    const char* blanks = " \t\r\n";
+    const std::size_t first = text.find_first_not_of(blanks);
+    if (first == std::string::npos) return std::string();
+    return text.substr(first, text.find_last_not_of(blanks) - first + 1);
+  };
+  auto count_numbers = [](const std::string& values) {  // as vnl_vector's operator>> reads them
+    std::istringstream parse(values);
+    std::size_t n = 0;
+    for (double v; parse >> v;) ++n;
+    return n;
+  };
+  std::istringstream in(bytes);
+  std::string line;
+  bool seen_transform = false;
+  itk::TransformBaseTemplate<double>::Pointer current;
+  while (std::getline(in, line)) {
+    line = trim(line);
+    const std::size_t colon = line.find(':');
+    if (line.empty() || line[0] == '#' || colon == std::string::npos) continue;  // ITK refuses the last itself
+    const std::string key = trim(line.substr(0, colon)), value = trim(line.substr(colon + 1));
+    if (key == "Transform") {
+      std::string name = value;
+      for (const char* from : {"_float_"}) {  // ITK reads float transforms as double ones
+        const std::size_t at = name.find(from);
+        if (at != std::string::npos) name.replace(at, std::strlen(from), "_double_");
+      }
+      seen_transform = true;
+      itk::LightObject::Pointer made = itk::ObjectFactoryBase::CreateInstance(name.c_str());
+      // CreateInstance hands the object over with one reference too many (ITK's own transform
+      // readers drop it the same way).
+      if (made) made->UnRegister();
+      current = dynamic_cast<itk::TransformBaseTemplate<double>*>(made.GetPointer());
+      // Only transforms whose parameter counts their type fixes (not fields, not composites).
+      if (current && !dynamic_cast<itk::MatrixOffsetTransformBase<double, 3, 3>*>(current.GetPointer()))
+        current = nullptr;
+    } else if (key == "Parameters" || key == "FixedParameters") {
+      if (!seen_transform) bad_transform_file(path, key + " come before any Transform line");
+      if (!current) continue;
+      const std::size_t expected = key == "Parameters" ? std::size_t(current->GetNumberOfParameters())
+                                                       : std::size_t(current->GetFixedParameters().Size());
+      const std::size_t given = count_numbers(value);
+      if (given != expected)
+        bad_transform_file(path, key + " holds " + std::to_string(given) + " numbers before anything else; " +
+                                     current->GetNameOfClass() + " takes " + std::to_string(expected));
+    }
+  }
+}
+
+}  // namespace
+
+void io_detail::check_transform_file(const std::string& path) {
+  require_readable_file(path);
+  const std::string ext = extension_of(path);
+  if (ext != ".mat" && ext != ".txt" && ext != ".tfm") return;  // .h5: HDF5 checks its own structure
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() > (64u << 20)) return;  // not an affine: ITK says what it is
+  if (ext == ".mat")
+    check_matlab_file(path, bytes);
+  else
+    check_text_file(path, bytes);
+}
+
 ItkAffine read_affine_transform(const std::string& path) {
   register_itk_io_factories();
-  io_detail::require_readable_file(path);
+  io_detail::check_transform_file(path);
   using Reader = itk::TransformFileReaderTemplate<double>;
   auto reader = Reader::New();
   reader->SetFileName(path);
@@ -129,10 +257,11 @@ ItkAffine read_affine_transform(const std::string& path) {
                         "; a 3-D affine transform (MatrixOffsetTransformBase or a linear subclass) "
                         "is expected"
                   : std::string("holds an empty transform"));
-  return io_detail::itk_affine_parameters(*linear);
+  return io_detail::itk_affine_parameters(*linear, path);
 }
 
-ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear) {
+ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<double, 3, 3>& linear,
+                                           const std::string& path) {
   ItkAffine out;
   const auto& m = linear.GetMatrix();
   const auto& tr = linear.GetTranslation();
@@ -142,6 +271,11 @@ ItkAffine io_detail::itk_affine_parameters(const itk::MatrixOffsetTransformBase<
     out.center[r] = c[unsigned(r)];
     for (int k = 0; k < 3; ++k) out.matrix(r, k) = m(unsigned(r), unsigned(k));
   }
+  for (double v : out.matrix.m)
+    if (!std::isfinite(v)) throw_error(ErrorKind::InvalidInput, path, "the transform's matrix is not finite");
+  for (int a = 0; a < 3; ++a)
+    if (!std::isfinite(out.translation[a]) || !std::isfinite(out.center[a]))
+      throw_error(ErrorKind::InvalidInput, path, "the transform's translation or centre is not finite");
   return out;
 }
 

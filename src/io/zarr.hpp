@@ -16,8 +16,9 @@
 // used by them and by code that writes one store from several places (the ranks of a distributed
 // run):
 //
-//   // once (one rank): the store's metadata, in a directory that does not exist yet
-//   zarr::create_store(dir, zarr::StoreSpec::for_grid(grid, components, pixel_type));
+//   // once (one rank): the store's metadata, in a new directory (or the empty one that
+//   // io_detail::StagedFile made for the final name)
+//   zarr::create_store(dir, zarr::StoreSpec::for_grid(grid, components, pixel_type), final_name);
 //   // every writer: its own whole chunks of planes (chunk-aligned z-ranges, disjoint)
 //   zarr::Store store = zarr::Store::open(dir, final_name);
 //   store.write_planes(0, z0, nz, slab_values);
@@ -92,9 +93,9 @@ struct StoreSpec {
 /// (docs/zarr.md, "Pyramid").
 Geometry level_geometry(const Geometry& level0, int level);
 
-/// Creates `dir` (which must not exist; its parent must) with the group and array metadata of
-/// `spec` and no chunks. Call it once per store. Errors name `name` (the final path the user gave;
-/// `dir` when empty).
+/// Creates `dir` (new, or an existing empty directory such as a StagedFile's temporary; its
+/// parent must exist) with the group and array metadata of `spec` and no chunks. Call it once per
+/// store. Errors name `name` (the final path the user gave; `dir` when empty).
 void create_store(const std::string& dir, const StoreSpec& spec, const std::string& name = "");
 
 /// A store opened for reading and writing chunks.

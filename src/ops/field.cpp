@@ -13,6 +13,7 @@
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
 #include "ops/common.hpp"
+#include "ops/scratch.hpp"
 
 #if GIGAREG_WITH_CUDA
 #include "cuda/field.hpp"
@@ -169,6 +170,100 @@ void invert_field(const Context& ctx, VolumeView<const float> u, const Geometry&
 #if GIGAREG_WITH_CUDA
   cuda::invert(ctx.stream, plan, u, initial, out, owned, options.iterations, tol, options.boundary,
                residual.data);
+#else
+  no_cuda(op);
+#endif
+}
+
+DampedInverseReport invert_field_damped(const Context& ctx, VolumeView<const float> u,
+                                        const Geometry& grid, VolumeView<float> w,
+                                        const DampedInverseOptions& options,
+                                        VolumeView<float> scratch) {
+  constexpr const char* op = "invert_field_damped";
+  grid.validate(std::string(op) + ": grid");
+  const Box whole{{0, 0, 0}, grid.size};
+  check_view(ctx, op, "u", u, 3, grid.size, &whole);
+  check_view(ctx, op, "w", w, 3, grid.size, &whole);
+  if (scratch.data) check_view(ctx, op, "scratch", scratch, 3, grid.size, &whole);
+  const void* pu = u.data;
+  if (pu == static_cast<const void*>(w.data) || pu == static_cast<const void*>(scratch.data) ||
+      (scratch.data && scratch.data == w.data))
+    fail(op, "u, w and scratch must be three different fields");
+  if (options.iterations < 0) fail(op, "iterations must not be negative");
+  if (!(options.mean_tolerance >= 0) || !std::isfinite(options.mean_tolerance) ||
+      !(options.max_tolerance >= 0) || !std::isfinite(options.max_tolerance))
+    fail(op, "tolerances must be finite non-negative numbers");
+  DampedInverseReport report;
+  const index_t n = whole.voxel_count();
+  if (n == 0 || options.iterations == 0) return report;
+  Scratch<float> own(ctx, scratch.data ? 0 : std::size_t(3 * n), "invert_field_damped residual");
+  VolumeView<float> e = scratch;
+  if (!e.data) {
+    const Index3 g = grid.size;
+    e = VolumeView<float>{own.data(), g, {1, g.x, g.x * g.y}, n, 3, {0, 0, 0}, g};
+  }
+  Scratch<double> partial_memory(ctx, std::size_t(2 * grid.size.z), "invert_field_damped partials");
+  const SlicePartials partials{partial_memory.data(), grid.size.z, 2};
+  const Mat3f to_voxels = to_float(grid.physical_to_index_map().matrix);
+  double max_error = std::numeric_limits<double>::infinity(), mean_error = max_error;
+  while (report.iterations < options.iterations && max_error > options.max_tolerance &&
+         mean_error > options.mean_tolerance) {
+    run_compose(ctx, op, w, grid, Affined::identity(), u, grid, e, whole, options.boundary);
+    if (ctx.backend == Backend::Cpu) {
+      cpu::residual_norms(e, to_voxels, whole, partials.data);
+    } else {
+#if GIGAREG_WITH_CUDA
+      cuda::residual_norms(ctx.stream, e, to_voxels, whole, partials.data);
+#else
+      no_cuda(op);
+#endif
+    }
+    max_error = max_over_slices(ctx, partials, 0);
+    mean_error = reduce_slices(ctx, partials)[1] / double(n);
+    if (options.newton) {
+      if (ctx.backend == Backend::Cpu) {
+        cpu::newton_direction(e, w, to_voxels, whole);
+      } else {
+#if GIGAREG_WITH_CUDA
+        cuda::newton_direction(ctx.stream, e, w, to_voxels, whole);
+#else
+        no_cuda(op);
+#endif
+      }
+    }
+    // ITK: a first, larger step from what is often a rough estimate, then half steps.
+    const float epsilon = report.iterations == 0 ? 0.75f : 0.5f;
+    ++report.iterations;
+    const float clip = float(double(epsilon) * max_error);
+    if (ctx.backend == Backend::Cpu) {
+      cpu::damped_inverse_step(e, w, to_voxels, epsilon, clip, options.pin_boundary, whole);
+    } else {
+#if GIGAREG_WITH_CUDA
+      cuda::damped_inverse_step(ctx.stream, e, w, to_voxels, epsilon, clip, options.pin_boundary,
+                                whole);
+#else
+      no_cuda(op);
+#endif
+    }
+  }
+  report.max_error = max_error;
+  report.mean_error = mean_error;
+  return report;
+}
+
+void zero_field_boundary(const Context& ctx, VolumeView<float> field, const Geometry& grid,
+                         const Box& owned) {
+  constexpr const char* op = "zero_field_boundary";
+  grid.validate(std::string(op) + ": grid");
+  check_owned(op, owned, grid.size);
+  check_view(ctx, op, "field", field, 3, grid.size, &owned);
+  if (owned.empty()) return;
+  if (ctx.backend == Backend::Cpu) {
+    cpu::zero_boundary(field, owned);
+    return;
+  }
+#if GIGAREG_WITH_CUDA
+  cuda::zero_boundary(ctx.stream, field, owned);
 #else
   no_cuda(op);
 #endif

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gigareg/error.hpp"
+#include "gigareg/device/lncc.hpp"
 #include "gigareg/registration.hpp"
 
 namespace gigareg::ants {
@@ -41,7 +42,14 @@ bool parse_double(const std::string& s, double& out) {
 
 double number(const std::string& text, const std::string& item, const char* what) {
   double v = 0;
-  if (!parse_double(item, v)) bad(text, std::string(what) + " '" + item + "' is not a number");
+  if (!parse_double(item, v)) {
+    // Told apart for the user: a typo, or a number that double cannot hold (1e999, inf, nan).
+    const std::string t = trim(item);
+    char* end = nullptr;
+    (void)std::strtod(t.c_str(), &end);
+    const bool numeric = !t.empty() && end == t.c_str() + t.size();
+    bad(text, std::string(what) + " '" + item + "' is " + (numeric ? "not a finite number" : "not a number"));
+  }
   return v;
 }
 
@@ -160,7 +168,8 @@ MetricSpec parse_metric(const std::string& text) {
     m.params.type = MetricType::CC;
     m.params.radius = 4;  // ANTs' usual radius when none is given
     if (c.args.size() > 3) m.params.radius = integer(text, c.args[3], "the CC radius");
-    if (m.params.radius < 1) bad(text, "the CC radius must be >= 1");
+    if (m.params.radius < 1 || m.params.radius > kLnccMaxRadius)
+      bad(text, "the CC radius must be 1.." + std::to_string(kLnccMaxRadius));
     if (c.args.size() > 6) bad(text, "too many CC arguments");
   } else if (name == "mi" || name == "mattes") {
     m.params.type = MetricType::MI;

@@ -92,16 +92,21 @@ VolumeView<float> FieldStepper::metric_gradient() {
 }
 
 void FieldStepper::apply(Volume<float>& field) {
+  step(1.0, false);
+  compose_and_smooth(field);
+}
+
+VolumeView<float> FieldStepper::step(double sign, bool pin_boundary) {
   if (stage_.gradient_sigma > 0) {
     const double s = stage_.gradient_sigma;
     part_->exchange_halos({&work_}, grad_halo_);
     gaussian_smooth(ctx_, work_.view(), work_.view(), Vec3d{s, s, s}, owned_);
   }
+  if (pin_boundary) zero_field_boundary(ctx_, work_.view(), g_, owned_);
   if (!uses_adam(stage_)) {
     // s = -(step h) g / max|g|
-    scale_to(work_, -target_);
-    compose_and_smooth(field);
-    return;
+    scale_to(work_, -sign * target_);
+    return work_.view();
   }
   // Adam on g / max|g|, then s = (step h) a / max|a|; the step replaces the gradient.
   scale_to(work_, 1.0);
@@ -117,8 +122,8 @@ void FieldStepper::apply(Volume<float>& field) {
   else
     adam_update(ctx_, work_.view(), moments_f32_->m.view(), moments_f32_->v.view(), work_.view(),
                 ap, owned_, StepOutput::Write);
-  scale_to(work_, target_);
-  compose_and_smooth(field);
+  scale_to(work_, sign * target_);
+  return work_.view();
 }
 
 /// f <- f * target / max|f| (global max; the scale stays on the device).

@@ -58,8 +58,16 @@ class FieldStepper {
   /// dL/du goes here (warp_backward writes it on the owned box).
   VolumeView<float> gradient() { return work_.view(); }
 
-  /// Takes one step on `field` (box field_box()) from the gradient in gradient().
+  /// Takes one step on `field` (box field_box()) from the gradient in gradient():
+  /// field <- G_sigmaWarp * (s + field o (x + s)), s = step(1, false).
   void apply(Volume<float>& field);
+
+  /// The update of one iteration, from the gradient in gradient(), left in the work field (owned
+  /// box) and returned: the gradient smoothed with the stage's gradient sigma, with
+  /// `pin_boundary` set to 0 on the grid's outermost voxel layer (ANTs' SyN), then either
+  /// normalised (ANTs) or Adam's step, scaled to the largest norm update_norm(); times `sign`.
+  /// With sign 1 it descends the loss as a field sampled at x + s (u <- s + u o (x + s)).
+  VolumeView<float> step(double sign, bool pin_boundary);
 
  private:
   template <class T>

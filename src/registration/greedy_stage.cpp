@@ -21,8 +21,10 @@
 // instead of being amplified to full ones. The step itself is FieldStepper's.
 
 #include <memory>
+#include <string>
 #include <utility>
 
+#include "gigareg/log.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "registration/field_stepper.hpp"
 #include "registration/reductions.hpp"
@@ -33,7 +35,19 @@ namespace {
 
 class GreedyLevels final : public StageLevels {
  public:
-  GreedyLevels(const StageRun& run, PipelineState& state) : run_(run), state_(state) {}
+  GreedyLevels(const StageRun& run, PipelineState& state) : run_(run), state_(state) {
+    state_.inverse_field = Volume<float>();  // no longer the inverse once the field moves
+    // Without smoothing of the total field nothing keeps the sum of the updates from folding
+    // (GaussianDisplacementField[0.25,3,0] folded 0.09% of the prostate MR pair, with a total
+    // variance of 0.5 none): say so before the run, and what does not fold.
+    if (run.stage.field_sigma <= 0)
+      log(LogLevel::Warning,
+          "stage " + std::to_string(run.index + 1) +
+              ": a greedy field (Greedy / GaussianDisplacementField) without smoothing of the total "
+              "field can fold: use SyN[step,updateVariance,totalVariance] (its half-way fields are "
+              "re-inverted every iteration and do not fold), or smooth the total field "
+              "(GaussianDisplacementField[step,3,0.5] or Greedy[step,sigmaGrad,0.5] and more)");
+  }
 
   void initialize_level(LevelRun& run) override {
     const Context& ctx = run_.in.ctx;

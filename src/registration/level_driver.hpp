@@ -25,6 +25,9 @@ struct PipelineState {
   Affined affine = Affined::identity();  // physical fixed -> moving
   Volume<float> field;                   // backend memory, on `field_geometry`, box contains the
                                          // owned box of that grid (empty: none)
+  Volume<float> inverse_field;           // the inverse of `field` on the same grid and box, where
+                                         // the stage that left `field` knows it (SyN: from its
+                                         // half-way fields); empty: the pipeline inverts `field`
   Geometry field_geometry;
 };
 

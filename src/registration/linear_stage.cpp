@@ -233,6 +233,16 @@ class LinearLevels final : public StageLevels {
     const std::vector<double> dq = adam_->step(g, lr_);
     std::vector<double>& p = model_->parameters();
     for (std::size_t i = 0; i < p.size(); ++i) p[i] += dq[i] / scale_[i];
+    // Parameters that overflow (a step like Rigid[1e308], or a gradient that overflows with
+    // intensities near float's limit) would surface later as a non-finite matrix in the warp op,
+    // far from their cause: say it here, naming the stage's option.
+    for (double v : p)
+      if (!std::isfinite(v))
+        throw_error(ErrorKind::InvalidArgument, "-t/--transform",
+                    "stage " + std::to_string(run_.index + 1) + " (" + to_string(run_.stage.transform) +
+                        "): the transform's parameters overflowed: the gradient step " +
+                        std::to_string(run_.stage.step) +
+                        " is far too large, or the images' intensities are (the metric's gradient)");
   }
 
   void finish_level(LevelRun&) override {

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <future>
@@ -19,11 +20,13 @@
 #include "gigareg/log.hpp"
 #include "gigareg/ops/field.hpp"
 #include "gigareg/ops/pyramid.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
 #include "registration/buffers.hpp"
 #include "registration/halos.hpp"
 #include "registration/input_agreement.hpp"
+#include "registration/inverse_consistency.hpp"
 #include "registration/level_image.hpp"
 #include "registration/level_report.hpp"
 #include "registration/moving_window.hpp"
@@ -161,8 +164,55 @@ class PhaseClock {
 
 }  // namespace
 
+namespace {
+
+/// The levels' parameters that only the fixed image's grid can judge, named by their options.
+/// A shrink factor beyond the fixed image's largest size makes a level of one voxel on every axis:
+/// nothing is registered there, and a typo (-f 1e308 for 1x1x1) would pass unnoticed. A smoothing
+/// sigma whose kernel exceeds the smoothing ops' limit would fail deep in the pipeline.
+void check_levels_against(const RegistrationParams& params, const Geometry& fixed) {
+  const index_t largest = std::max({fixed.size.x, fixed.size.y, fixed.size.z});
+  for (std::size_t s = 0; s < params.stages.size(); ++s) {
+    const StageParams& st = params.stages[s];
+    for (double sigma : st.smoothing_sigmas) {
+      try {
+        gaussian_radii(reg::sigma_voxels(fixed, sigma, st.sigmas_in_mm));
+      } catch (const Error& e) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", sigma);
+        throw_error(ErrorKind::InvalidArgument, "-s/--smoothing-sigmas",
+                    "stage " + std::to_string(s + 1) + ": the smoothing sigma " + value +
+                        " is too large for the fixed image's voxels (" + e.problem() + ")");
+      }
+    }
+    for (double f : st.shrink_factors)
+      if (f > double(largest)) {
+        char value[32];
+        std::snprintf(value, sizeof value, "%g", f);
+        throw_error(ErrorKind::InvalidArgument, "-f/--shrink-factors",
+                    "stage " + std::to_string(s + 1) + ": the shrink factor " + value +
+                        " exceeds the fixed image's largest size (" + std::to_string(largest) +
+                        " voxels): that level would be a single voxel");
+      }
+  }
+}
+
+/// The inverse of an affine read from `path` (given as [file,1]): a singular matrix is that
+/// file's problem, and the message names it.
+Affined inverse_of_file_affine(const Affined& a, const std::string& path) {
+  try {
+    return invert_affine(a);
+  } catch (const Error&) {
+    throw_error(ErrorKind::InvalidInput, path,
+                "the affine transform is singular: it cannot be inverted (useInverse = 1)");
+  }
+}
+
+}  // namespace
+
 InputPlanes registration_input_planes(const RegistrationParams& params, const Geometry& fixed,
                                       const Geometry& moving, const Partition& part) {
+  check_levels_against(params, fixed);
   InputPlanes p;
   const Box all_moving{{0, 0, 0}, moving.size};
   p.moving = part.size() == 1 ? all_moving : part.owned(moving.size);
@@ -198,6 +248,36 @@ enum class ResultMemory {
             // that files are written from the GPU by slabs without a whole host copy, and each
             // process of a partition writes its own planes (register_files)
 };
+
+// The inverse warp of `field` (fixed grid, this process's owned box) by the per-voxel fixed point,
+// its largest residual (mm) in `residual_mm`. Each voxel's iteration samples u within the largest
+// |u| of it: one halo of that size, then no communication until the residual.
+Volume<float> fixed_point_inverse(const Context& ctx, const Partition& part, const RegistrationParams& params,
+                                  Volume<float>& field, double field_norm, double& residual_mm) {
+  const Geometry& fg = field.geometry();
+  const Box owned = part.owned(fg.size);
+  const Index3 halo = reg::displacement_halo(fg, field_norm);
+  const Box need = part.halo_box(fg.size, halo);
+  if (field.box().contains(need)) part.exchange_halos({&field}, halo);
+  else field = part.fetch(field, need);
+  Volume<float> inverse(fg, owned, 3, ctx.memory_space());
+  InverseOptions opts;
+  opts.iterations = params.inverse_iterations;
+  opts.tolerance = params.inverse_tolerance_mm;
+  reg::GatheredPartials residual(ctx, part, fg, owned, 2);
+  invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
+  const SlicePartials all = residual.gather();
+  residual_mm = max_over_slices(ctx, all, 0);
+  const double unconverged = reduce_slices(ctx, all)[1];
+  log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(residual_mm, 3) + " mm, " +
+                          reg::fmt(unconverged) + " voxels above the tolerance");
+  // Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point diverges.
+  // ITK's damped global iteration (invert_field_damped, what `gigareg invert` falls back to)
+  // converges there, but it is a whole-grid op of one process: running it here only when alone
+  // would make mpirun's inverse warp differ from one process's, so it is left to `gigareg
+  // invert` until it is sharded (issue 20).
+  return inverse;
+}
 
 RegistrationResult register_images_to(ResultMemory memory, const RegistrationParams& params,
                                       const Volume<float>& fixed, const Volume<float>& moving,
@@ -275,17 +355,15 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   // Outputs at full resolution on the fixed grid, on the owned box.
   const Geometry& fg = fixed.geometry();
   const Box owned = part.owned(fg.size);
-  Volume<float> field;
-  if (!state.field.empty()) {
-    if (state.field_geometry.equals(fg)) {
-      field = std::move(state.field);
-    } else {
-      const Volume<float> source =
-          part.fetch(state.field, resample_source_box(state.field_geometry, fg, owned));
-      field = Volume<float>(fg, owned, 3, ctx.memory_space());
-      resample_field(ctx, source.view(), state.field_geometry, fg, field.view(), owned);
-    }
-  }
+  // A field of the last deformable stage on the full-resolution fixed grid.
+  auto on_fixed_grid = [&](Volume<float>&& f) {
+    if (f.empty() || state.field_geometry.equals(fg)) return std::move(f);
+    const Volume<float> source = part.fetch(f, resample_source_box(state.field_geometry, fg, owned));
+    Volume<float> out(fg, owned, 3, ctx.memory_space());
+    resample_field(ctx, source.view(), state.field_geometry, fg, out.view(), owned);
+    return out;
+  };
+  Volume<float> field = on_fixed_grid(std::move(state.field));
   const double field_norm = field.empty() ? 0.0 : reg::global_max_norm(ctx, part, field, owned);
   reg::MovingWindow window(in, fg, owned, moving.geometry(), Vec3d{0, 0, 0});
   window.cover(state.affine, field_norm);
@@ -303,24 +381,15 @@ RegistrationResult register_images_to(ResultMemory memory, const RegistrationPar
   clock.mark("full-resolution field and warped image");
   const bool in_backend = memory == ResultMemory::Backend;
   auto gather = [&](Volume<float>&& v) { return in_backend ? std::move(v) : collect(part, std::move(v)); };
-  if (!field.empty() && params.compute_inverse) {
-    // Each voxel's fixed-point iteration samples u within the largest |u| of it: one halo of that
-    // size, then no communication until the residual.
-    const Index3 halo = reg::displacement_halo(fg, field_norm);
-    const Box need = part.halo_box(fg.size, halo);
-    if (field.box().contains(need)) part.exchange_halos({&field}, halo);
-    else field = part.fetch(field, need);
-    Volume<float> inverse(fg, owned, 3, ctx.memory_space());
-    InverseOptions opts;
-    opts.iterations = params.inverse_iterations;
-    opts.tolerance = params.inverse_tolerance_mm;
-    reg::GatheredPartials residual(ctx, part, fg, owned, 2);
-    invert_field(ctx, field.view(), fg, fg, inverse.view(), owned, opts, {}, residual.local());
-    const SlicePartials all = residual.gather();
-    result.inverse_residual_mm = max_over_slices(ctx, all, 0);
-    const double unconverged = reduce_slices(ctx, all)[1];
-    log(LogLevel::Info, "inverse warp: largest residual " + reg::fmt(result.inverse_residual_mm, 3) +
-                            " mm, " + reg::fmt(unconverged) + " voxels above the tolerance");
+  if (!field.empty() && params.compute_inverse && !state.inverse_field.empty()) {
+    // The last stage knows the inverse (SyN: from its half-way fields; one process).
+    Volume<float> inverse = on_fixed_grid(std::move(state.inverse_field));
+    reg::make_inverse_pair(ctx, field, inverse, params);
+    result.inverse_residual_mm = reg::log_inverse_consistency(ctx, field, inverse, fixed);
+    result.inverse_warp = gather(std::move(inverse));
+  } else if (!field.empty() && params.compute_inverse) {
+    Volume<float> inverse = fixed_point_inverse(ctx, part, params, field, field_norm, result.inverse_residual_mm);
+    if (part.size() == 1) reg::log_inverse_consistency(ctx, field, inverse, fixed);
     result.inverse_warp = gather(std::move(inverse));
   }
   result.affine = state.affine;
@@ -480,7 +549,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   if (!files.moving_mask.empty()) moving_mask = read(files.moving_mask, planes.moving);
   if (!files.initial_transform.empty()) {
     Affined a = read_affine_transform(files.initial_transform).affine();
-    if (files.invert_initial_transform) a = invert_affine(a);
+    if (files.invert_initial_transform) a = inverse_of_file_affine(a, files.initial_transform);
     params.initial.type = InitialTransformType::Given;
     params.initial.affine = a;
   }
@@ -662,7 +731,7 @@ void apply_transform_files(const ApplyFiles& files) {
         e.is_field = true;
         e.field = &fields.back();
       } else {
-        e.affine = invert ? invert_affine(s.affine) : s.affine;
+        e.affine = invert ? inverse_of_file_affine(s.affine, path) : s.affine;
       }
       chain.push_back(e);
     }

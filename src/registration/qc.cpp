@@ -33,7 +33,12 @@ struct Window {
   double lo = 0, hi = 1;
   std::uint8_t grey(float v) const {
     if (!std::isfinite(v)) return 0;
-    const double t = std::clamp((double(v) - lo) / (hi - lo), 0.0, 1.0);
+    // A window of huge values can be empty (lo + 1 == lo beyond 2^53): 0 / 0 would be NaN, and
+    // NaN must not reach the integer conversion below.
+    const double span = hi - lo;
+    const double t = span > 0 ? (double(v) - lo) / span : 0.0;
+    if (!(t > 0)) return 0;
+    if (t >= 1) return 255;
     return std::uint8_t(std::lround(255.0 * t));
   }
 };

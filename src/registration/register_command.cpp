@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -157,13 +158,21 @@ void check_ants_compatibility(const Given& g) {
   if (histogram_matching == 1)
     usage_error("--use-histogram-matching", "histogram matching is not supported (use 0)");
   if (g.has("--winsorize-image-intensities")) {
-    const ants::Call c = ants::parse_call(g.one("--winsorize-image-intensities"));
-    if (!(c.args.size() == 2 && ants::parse_x_list(c.args[0]) == std::vector<double>{0.0} &&
-          ants::parse_x_list(c.args[1]) == std::vector<double>{1.0}))
-      usage_error("--winsorize-image-intensities", "winsorizing is not supported (only [0,1])");
+    const std::string text = g.one("--winsorize-image-intensities");
+    const bool identity = ants::for_option("--winsorize-image-intensities", [&] {
+      const ants::Call c = ants::parse_call(text);
+      return c.name.empty() && c.args.size() == 2 &&
+             ants::parse_x_list(c.args[0]) == std::vector<double>{0.0} &&
+             ants::parse_x_list(c.args[1]) == std::vector<double>{1.0};
+    });
+    if (!identity)
+      usage_error("--winsorize-image-intensities",
+                  "'" + text + "': winsorizing is not supported (only [0,1])");
   }
   g.integer("--float", 0);  // any integer: the computation is float32 either way
-  if (ants::parse_interpolation(g.one("--interpolation", "Linear")) != Interpolation::Linear)
+  if (ants::for_option("-n/--interpolation",
+                       [&] { return ants::parse_interpolation(g.one("--interpolation", "Linear")); }) !=
+      Interpolation::Linear)
     usage_error("-n/--interpolation", "the warped output is resampled linearly (use gigareg apply for "
                                     "other interpolators)");
 }
@@ -186,8 +195,8 @@ void build_stages(const Given& g, RegisterCommand& c) {
   const auto& sigmas = per_stage("--smoothing-sigmas", "-s/--smoothing-sigmas");
   for (std::size_t s = 0; s < n; ++s) {
     StageParams st;
-    ants::parse_transform(transforms[s], st);
-    const ants::MetricSpec m = ants::parse_metric(metrics[s]);
+    ants::for_option("-t/--transform", [&] { ants::parse_transform(transforms[s], st); });
+    const ants::MetricSpec m = ants::for_option("-m/--metric", [&] { return ants::parse_metric(metrics[s]); });
     st.metric = m.params;
     if (s == 0) {
       c.files.fixed = m.fixed;
@@ -196,9 +205,10 @@ void build_stages(const Given& g, RegisterCommand& c) {
       usage_error("-m " + metrics[s], "every stage must register the same pair (" + c.files.fixed +
                                           ", " + c.files.moving + ")");
     }
-    st.convergence = ants::parse_convergence(convergence[s]);
-    st.shrink_factors = ants::parse_x_list(shrink[s]);
-    const ants::Sigmas sg = ants::parse_smoothing_sigmas(sigmas[s]);
+    st.convergence = ants::for_option("-c/--convergence", [&] { return ants::parse_convergence(convergence[s]); });
+    st.shrink_factors = ants::for_option("-f/--shrink-factors", [&] { return ants::parse_x_list(shrink[s]); });
+    const ants::Sigmas sg =
+        ants::for_option("-s/--smoothing-sigmas", [&] { return ants::parse_smoothing_sigmas(sigmas[s]); });
     st.smoothing_sigmas = sg.values;
     st.sigmas_in_mm = sg.in_mm;
     const std::size_t levels = st.convergence.iterations.size();
@@ -218,7 +228,7 @@ void build_stages(const Given& g, RegisterCommand& c) {
 void build_preset(const Given& g, RegisterCommand& c) {
   if (g.has("--transform") || g.has("--convergence") || g.has("--smoothing-sigmas"))
     usage_error("--preset", "a preset replaces -t/-c/-s: give either a preset or the stages");
-  c.params = registration_preset(g.one("--preset"));
+  c.params = ants::for_option("--preset", [&] { return registration_preset(g.one("--preset")); });
   const std::vector<std::string>& f = g.all("--shrink-factors");
   const std::vector<std::string>& m = g.all("--metric");
   if (f.size() > 1 || m.size() > 1 || (g.has("--fixed") && !f.empty()) || (g.has("--moving") && !m.empty()))
@@ -235,17 +245,29 @@ void set_initial_transform(const Given& g, RegisterCommand& c) {
     if (!g.has("--preset")) c.params.initial.type = InitialTransformType::Identity;
     return;
   }
-  const ants::InitialSpec init = ants::parse_initial_transform(g.one("--initial-moving-transform"));
+  const std::string text = g.one("--initial-moving-transform");
+  const ants::InitialSpec init =
+      ants::for_option("-r/--initial-moving-transform", [&] { return ants::parse_initial_transform(text); });
   if (init.type == InitialTransformType::Given) {
     c.files.initial_transform = init.file;
     c.files.invert_initial_transform = init.invert;
   } else {
+    // antsRegistration initialises from the images named here; gigareg from the registered pair.
+    // Other names would be ignored silently, so they must be that pair (as written, up to "./").
+    auto same = [](const std::string& a, const std::string& b) {
+      return std::filesystem::path(a).lexically_normal() == std::filesystem::path(b).lexically_normal();
+    };
+    if (!same(init.fixed, c.files.fixed) || !same(init.moving, c.files.moving))
+      usage_error("-r/--initial-moving-transform",
+                  "'" + text + "' names the images " + init.fixed + ", " + init.moving +
+                      " but the registered pair is " + c.files.fixed + ", " + c.files.moving +
+                      " (the initialisation is computed from the registered pair)");
     c.params.initial.type = init.type;
   }
 }
 
 void set_outputs(const Given& g, RegisterCommand& c) {
-  const ants::OutputSpec out = ants::parse_output(g.one("--output"));
+  const ants::OutputSpec out = ants::for_option("-o/--output", [&] { return ants::parse_output(g.one("--output")); });
   c.files.output_prefix = out.prefix;
   c.files.warped = out.warped;
   c.files.inverse_warped = out.inverse_warped;
@@ -262,9 +284,12 @@ void set_outputs(const Given& g, RegisterCommand& c) {
   if (masks.empty()) return;
   if (masks.size() != 1 && masks.size() != c.params.stages.size())
     usage_error("-x/--masks", "give it once, or once per stage");
-  const ants::MaskSpec m0 = ants::parse_masks(masks[0]);
+  auto parse_masks = [](const std::string& x) {
+    return ants::for_option("-x/--masks", [&] { return ants::parse_masks(x); });
+  };
+  const ants::MaskSpec m0 = parse_masks(masks[0]);
   for (const std::string& x : masks) {
-    const ants::MaskSpec m = ants::parse_masks(x);
+    const ants::MaskSpec m = parse_masks(x);
     if (m.fixed != m0.fixed || m.moving != m0.moving)
       usage_error("-x " + x, "gigareg uses one mask pair for all stages");
   }
@@ -375,7 +400,7 @@ RegisterCommand parse_register_command(const std::vector<std::string>& args) {
     if (g.has("--field-optimizer")) st.optimizer = field_optimizer(g.one("--field-optimizer"));
     if (g.has("--adam-moments")) st.adam_bfloat16_moments = bfloat16_moments(g.one("--adam-moments"));
   }
-  c.params.device = ants::parse_device(g.one("--device", "auto"));
+  c.params.device = ants::for_option("--device", [&] { return ants::parse_device(g.one("--device", "auto")); });
   c.params.inverse_iterations = g.integer("--inverse-iterations", 50);
   if (c.params.inverse_iterations < 0 || c.params.inverse_iterations > 1000)
     usage_error("--inverse-iterations", "expected 0..1000, got " + g.one("--inverse-iterations"));

@@ -141,6 +141,62 @@ TEST(FieldCuda, InvertMatchesCpu) {
   EXPECT_LT(max_abs_diff(gpu_d.to(kHost), cpu, owned), 2e-3);
 }
 
+// ITK's damped inversion (SyN's per-iteration inversions) on the device against the CPU: the same
+// number of updates and residuals (the mean's sum runs in another order: equal within rounding),
+// the inverse within float rounding of a few updates; the boundary layer pinned exactly.
+TEST(FieldCuda, DampedInverseMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  const Fields f;
+  const Box whole = whole_box(f.grid);
+  for (bool warm : {false, true}) {
+    DampedInverseOptions opt;
+    opt.iterations = 12;
+    opt.mean_tolerance = 0;
+    opt.max_tolerance = 0;  // run every update on both backends
+    opt.pin_boundary = !warm;
+    Volume<float> cpu = warm ? f.v.clone() : Volume<float>(f.grid, 3);
+    if (!warm) std::memset(cpu.data(), 0, cpu.bytes());
+    Volume<float> gpu_d = cpu.to(kDev);
+    const DampedInverseReport rc = invert_field_damped(kCpu, f.u_same.view(), f.grid, cpu.view(), opt);
+    Volume<float> scratch_d(f.grid, 3, kDev);
+    const DampedInverseReport rg =
+        invert_field_damped(kGpu, f.u_same_d.view(), f.grid, gpu_d.view(), opt, scratch_d.view());
+    EXPECT_EQ(rg.iterations, rc.iterations);
+    EXPECT_NEAR(rg.max_error, rc.max_error, 1e-5 * (1 + rc.max_error));
+    EXPECT_NEAR(rg.mean_error, rc.mean_error, 1e-5 * (1 + rc.mean_error));
+    const Volume<float> gpu = gpu_d.to(kHost);
+    EXPECT_LT(max_abs_diff(gpu, cpu, whole), 1e-4) << "warm " << warm;
+    if (!warm) {
+      const Volume<float> zero(f.grid, 3);
+      for (index_t k = 0; k < f.grid.size.z; ++k)
+        for (index_t j = 0; j < f.grid.size.y; ++j)
+          for (index_t i : {index_t(0), f.grid.size.x - 1})
+            for (int c = 0; c < 3; ++c) ASSERT_EQ(gpu(i, j, k, c), 0.f);
+    }
+  }
+  // With the default tolerances both stop after the same number of updates.
+  Volume<float> cpu(f.grid, 3);
+  std::memset(cpu.data(), 0, cpu.bytes());
+  Volume<float> gpu_d = cpu.to(kDev);
+  const DampedInverseReport rc = invert_field_damped(kCpu, f.u_same.view(), f.grid, cpu.view());
+  const DampedInverseReport rg = invert_field_damped(kGpu, f.u_same_d.view(), f.grid, gpu_d.view());
+  EXPECT_EQ(rg.iterations, rc.iterations);
+  EXPECT_LT(max_abs_diff(gpu_d.to(kHost), cpu, whole), 1e-4);
+}
+
+TEST(FieldCuda, ZeroFieldBoundaryMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  const Fields f;
+  const Box owned = interior(f.grid);
+  for (const Box& box : {whole_box(f.grid), owned}) {
+    Volume<float> cpu = f.v.clone();
+    Volume<float> gpu_d = f.v_d.clone();
+    zero_field_boundary(kCpu, cpu.view(), f.grid, box);
+    zero_field_boundary(kGpu, gpu_d.view(), f.grid, box);
+    EXPECT_TRUE(bitwise_equal(gpu_d.to(kHost), cpu, whole_box(f.grid)));
+  }
+}
+
 TEST(FieldCuda, JacobianMatchesCpu) {
   SKIP_WITHOUT_CUDA();
   const Fields f;

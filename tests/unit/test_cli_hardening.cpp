@@ -121,3 +121,96 @@ TEST_F(CliHardening, NaNInTheSformIsAnErrorNotAnAbort) {
   EXPECT_NE(r.err.find("srow"), std::string::npos) << r.all();
   EXPECT_TRUE(out_entries().empty());
 }
+
+TEST_F(CliHardening, OptionErrorsNameTheOptionAndIgnoredInputsAreRefused) {
+  REQUIRE_CLI();
+  const std::string p = (dir / "out" / "r_").string();
+  const std::string pair = fixed + "," + moving;
+  const std::string stage = " -t Affine[0.1] -m MeanSquares[" + pair + ",1] -c [2,1e-6,10] -s 0vox ";
+  struct Case {
+    std::string extra, needle;
+  };
+  const Case cases[] = {
+      // Item 9: a number that is not one ("internal error: stod" once), named with its option.
+      {"-f 1 --winsorize-image-intensities '[abc,1]'", "--winsorize-image-intensities: 'abc'"},
+      {"-f 1 --winsorize-image-intensities '[1e999,1]'", "--winsorize-image-intensities: '1e999'"},
+      {"-f 1 --winsorize-image-intensities '[0.01,0.99]'", "winsorizing is not supported"},
+      {"-f 1 -c x", "-c/--convergence"},
+      // Item 12: -r's images must be the registered pair; -f beyond the image is no level at all.
+      {"-f 1 -r '[" + moving + "," + fixed + ",1]'", "-r/--initial-moving-transform"},
+      {"-f 1e308", "-f/--shrink-factors"},
+      {"-f 30", "exceeds the fixed image's largest size (22 voxels)"},
+  };
+  for (const Case& c : cases) {
+    const ToolRun r = run_cli("register -d 3 --device cpu -v 0 -o " + p + stage + c.extra);
+    EXPECT_EQ(r.rc, 1) << c.extra << "\n" << r.all();
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << c.extra << "\n" << r.all();
+    EXPECT_EQ(r.err.find("internal error"), std::string::npos) << r.all();
+    EXPECT_TRUE(out_entries().empty()) << c.extra;
+  }
+  // The same pair, written differently, is accepted.
+  const std::string same = (dir / "." / "fixed.nii.gz").string() + "," + moving;
+  const ToolRun ok = run_cli("register -d 3 --device cpu -v 0 --no-qc -o " + p + stage + "-f 1 -r '[" + same + ",1]'");
+  EXPECT_EQ(ok.rc, 0) << ok.all();
+}
+
+TEST_F(CliHardening, TransformFileErrorsNameTheFile) {
+  REQUIRE_CLI();
+  // Item 12: a NaN in a .mat was reported as "invert_affine: the affine matrix is singular".
+  const std::string good = (dir / "good.mat").string();
+  write_affine_transform(good, Mat3d::identity(), {1, 2, 3});
+  std::string bytes = gigareg::test::slurp(good);
+  const std::string name = "AffineTransform_double_3_3";
+  const std::size_t values = bytes.find(name) + name.size() + 1;  // the first parameter, a double
+  ASSERT_LT(values + 8, bytes.size());
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  std::memcpy(&bytes[values], &nan, sizeof nan);
+  const std::string bad = (dir / "nan.mat").string();
+  { std::ofstream(bad, std::ios::binary) << bytes; }
+  const std::string singular = (dir / "singular.txt").string();
+  write_affine_transform(singular, Mat3d{{1, 0, 0, 0, 0, 0, 0, 0, 1}}, {0, 0, 0});
+  const std::string out = (dir / "out" / "a.nii.gz").string();
+  struct Case {
+    std::string transform, file, needle;
+  };
+  const Case cases[] = {
+      {bad, bad, "not finite"},
+      {"'[" + bad + ",1]'", bad, "not finite"},
+      {"'[" + singular + ",1]'", singular, "singular"},
+  };
+  for (const Case& c : cases) {
+    const ToolRun r = run_cli("apply -i " + moving + " -r " + fixed + " -o " + out + " -t " + c.transform);
+    EXPECT_EQ(r.rc, 1) << r.all();
+    EXPECT_NE(r.err.find(c.file + ": "), std::string::npos) << r.all();
+    EXPECT_NE(r.err.find(c.needle), std::string::npos) << r.all();
+    EXPECT_TRUE(out_entries().empty());
+  }
+  const ToolRun r = register_with((dir / "out" / "r_").string(), "-r '[" + singular + ",1]'");
+  EXPECT_EQ(r.rc, 1) << r.all();
+  EXPECT_NE(r.err.find(singular + ": the affine transform is singular"), std::string::npos) << r.all();
+  EXPECT_TRUE(out_entries().empty());
+}
+
+TEST_F(CliHardening, CompositeTransformsAreByteIdenticalBetweenRuns) {
+  REQUIRE_CLI();
+  // Item 14: ITK's HDF5 writer stores object creation times; two runs a second apart differed.
+  std::vector<std::string> runs;
+  for (const char* sub : {"a/r_", "b/r_"}) {
+    const ToolRun r = register_with((dir / "out" / sub).string(), "--no-qc --write-composite-transform 1");
+    ASSERT_EQ(r.rc, 0) << r.all();
+    ::sleep(1);  // HDF5's times are in seconds
+  }
+  for (const char* f : {"r_Composite.h5", "r_InverseComposite.h5", "r_0GenericAffine.mat", "r_1Warp.nii.gz"}) {
+    const std::string a = gigareg::test::slurp(dir / "out" / "a" / f), b = gigareg::test::slurp(dir / "out" / "b" / f);
+    EXPECT_FALSE(a.empty()) << f;
+    EXPECT_TRUE(a == b) << f << " differs between two identical runs";
+  }
+  // An affine written as .h5 (the same writer) is read back by ITK's reader.
+  const std::string h5 = (dir / "affine.h5").string();
+  write_affine_transform(h5, Mat3d{{1.5, 0, 0, 0, 1, 0, 0, 0.25, 1}}, {1, 2, 3}, {4, 5, 6});
+  const ItkAffine back = read_affine_transform(h5);
+  EXPECT_EQ(back.matrix(0, 0), 1.5);
+  EXPECT_EQ(back.matrix(2, 1), 0.25);
+  EXPECT_EQ(back.translation[2], 3.0);
+  EXPECT_EQ(back.center[1], 5.0);
+}

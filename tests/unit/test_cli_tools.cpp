@@ -236,7 +236,9 @@ TEST_F(CliTools, InverseOfALinearField) {
 TEST_F(CliTools, InvertReportsResidualPercentilesAndWarnsWhereItDoesNotConverge) {
   REQUIRE_CLI();
   // u(x) = a sin(k x_1) e_1 with a k = 1.57: x -> x + u(x) folds (d/dx_1 = 1 + a k cos < 0 where
-  // cos < -0.64), so it has no inverse there, and the fixed-point iteration cannot converge.
+  // cos < -0.64), so it has no inverse there, and neither the fixed-point iteration nor ITK's
+  // damped inversion that redoes it converges there (the damped one does elsewhere: 4% of the
+  // voxels stay above the tolerance, against more than 10% after the fixed point alone).
   const Geometry g = field_grid();
   DisplacementField u(g, 3);
   for (index_t k = 0; k < g.size.z; ++k)
@@ -251,7 +253,8 @@ TEST_F(CliTools, InvertReportsResidualPercentilesAndWarnsWhereItDoesNotConverge)
   ASSERT_EQ(r.rc, 0) << r.all();  // the inverse is still written: a warning, not an error
   EXPECT_TRUE(fs::exists(path("w.nii.gz")));
   const double above = number_after(r.out, "voxels above the tolerance: ");
-  EXPECT_GT(above, 0.1 * double(g.voxel_count())) << r.out;
+  EXPECT_GT(above, 0.02 * double(g.voxel_count())) << r.out;
+  EXPECT_NE(r.out.find("damped updates"), std::string::npos) << r.out;
   const double largest = number_after(r.out, "largest ");
   EXPECT_GT(largest, 0.5) << r.out;
   EXPECT_GE(largest, number_after(r.out, "99.9% ")) << r.out;

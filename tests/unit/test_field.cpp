@@ -281,6 +281,170 @@ TEST(Field, InverseResidualIsSmall) {
   EXPECT_GT(max_abs(w, whole_box(grid)), 1.0);
 }
 
+namespace {
+
+template <class F>
+void for_each_voxel(const Geometry& g, F f) {
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < g.size.y; ++j)
+      for (index_t i = 0; i < g.size.x; ++i) f(i, j, k);
+}
+
+/// A smooth field that vanishes on and near the grid's boundary (a taper of `margin` voxels),
+/// as SyN's half-way fields do.
+Volume<float> tapered_field(const Geometry& grid, std::uint64_t seed, double max_mm, double margin) {
+  Volume<float> u = random_smooth_field(grid, seed, max_mm, 0.6);
+  for (index_t k = 0; k < grid.size.z; ++k)
+    for (index_t j = 0; j < grid.size.y; ++j)
+      for (index_t i = 0; i < grid.size.x; ++i) {
+        double t = 1;
+        const index_t idx[3] = {i, j, k};
+        for (int a = 0; a < 3; ++a) {
+          const double d = double(std::min(idx[a], grid.size[a] - 1 - idx[a]));
+          t *= std::min(1.0, d / margin);
+        }
+        for (int c = 0; c < 3; ++c) u(i, j, k, c) = float(t * u(i, j, k, c));
+      }
+  return u;
+}
+
+/// max over `box` of |u(x) + w(x + u(x))| in double (w: zero displacement outside its grid).
+double consistency(const Volume<float>& u, const Volume<float>& w, const Geometry& grid, const Box& box) {
+  double worst = 0;
+  for (index_t k = box.lo.z; k < box.hi().z; ++k)
+    for (index_t j = box.lo.y; j < box.hi().y; ++j)
+      for (index_t i = box.lo.x; i < box.hi().x; ++i) {
+        const Vec3d x = grid.index_to_physical(index3d(i, j, k));
+        const Vec3d ui = vec_at(u, i, j, k);
+        worst = std::max(worst, norm(ui + ref_trilinear3(w, grid.physical_to_index(x + ui), false)));
+      }
+  return worst;
+}
+
+}  // namespace
+
+// ITK's damped inversion: the first update from w = 0 is w = -0.75 clip(u), clip at 0.75 of the
+// largest |u| in voxels (e = w + u(x + w) = u(x)), the boundary layer 0; checked in double.
+TEST(Field, DampedInverseFirstUpdateMatchesFormula) {
+  const Geometry grid = make_geometry({14, 12, 10}, {1.0, 1.5, 2.0}, {3, -4, 5}, rotation(0.2, 0.1, -0.3));
+  const Volume<float> u = random_smooth_field(grid, 21, 2.0);
+  Volume<float> w(grid, 3);
+  std::memset(w.data(), 0, w.bytes());
+  DampedInverseOptions opt;
+  opt.iterations = 1;
+  const DampedInverseReport r = invert_field_damped(kCpu, u.view(), grid, w.view(), opt);
+  EXPECT_EQ(r.iterations, 1);
+  const Mat3d to_index = grid.physical_to_index_map().matrix;
+  double largest = 0, sum = 0;
+  for_each_voxel(grid, [&](index_t i, index_t j, index_t k) {
+    const double n = norm(to_index * vec_at(u, i, j, k));
+    largest = std::max(largest, n);
+    sum += n;
+  });
+  EXPECT_NEAR(r.max_error, largest, 1e-5 * largest);
+  EXPECT_NEAR(r.mean_error, sum / double(grid.voxel_count()), 1e-5 * largest);
+  double worst = 0;
+  for_each_voxel(grid, [&](index_t i, index_t j, index_t k) {
+    const Vec3d ui = vec_at(u, i, j, k);
+    const double n = norm(to_index * ui), clip = 0.75 * largest;
+    Vec3d expect = (-0.75 * (n > clip ? clip / n : 1.0)) * ui;
+    const bool edge = i == 0 || j == 0 || k == 0 || i == grid.size.x - 1 || j == grid.size.y - 1 ||
+                      k == grid.size.z - 1;
+    if (edge) expect = Vec3d{0, 0, 0};
+    worst = std::max(worst, norm(vec_at(w, i, j, k) - expect));
+  });
+  EXPECT_LT(worst, 1e-5);
+}
+
+// Where the map compresses by more than 2 (|du/dx| > 1) the per-voxel fixed point of invert_field
+// diverges; the damped inversion converges there (the map is invertible: exp of a velocity).
+// The residual it reports and w(x) + u(x + w(x)), recomputed in double, are checked.
+TEST(Field, DampedInverseConvergesWhereFixedPointFails) {
+  const Geometry grid = make_geometry({24, 22, 20}, {1.0, 1.0, 1.0}, {0, 0, 0}, rotation(0, 0, 0));
+  const Volume<float> v = tapered_field(grid, 22, 6.0, 4.0);
+  const Volume<float> u = run_exp(v, 8);  // a diffeomorphism with strong compression
+  Volume<float> jac(grid, 1);
+  jacobian_determinant(kCpu, u.view(), grid, jac.view(), whole_box(grid));
+  float jmin = 1e9f;
+  for (index_t e = 0; e < jac.element_count(); ++e) jmin = std::min(jmin, jac.data()[e]);
+  EXPECT_GT(jmin, 0.f);
+  EXPECT_LT(jmin, 0.35f) << "the test field must compress strongly";
+  const Box interior{{2, 2, 2}, {grid.size.x - 4, grid.size.y - 4, grid.size.z - 4}};
+
+  Volume<float> w_fp(grid, 3);
+  InverseOptions fp;
+  fp.iterations = 50;
+  invert_field(kCpu, u.view(), grid, grid, w_fp.view(), whole_box(grid), fp);
+  const double fixed_point = consistency(w_fp, u, grid, interior);  // |w + u(x + w)|
+
+  Volume<float> w(grid, 3);
+  std::memset(w.data(), 0, w.bytes());
+  DampedInverseOptions opt;
+  opt.iterations = 200;
+  opt.mean_tolerance = 0;
+  opt.max_tolerance = 1e-3;
+  const DampedInverseReport r = invert_field_damped(kCpu, u.view(), grid, w.view(), opt);
+  EXPECT_LE(r.max_error, 1e-3) << r.iterations << " updates";
+  const double damped = consistency(w, u, grid, interior);
+  EXPECT_LT(damped, 2e-3) << "fixed point: " << fixed_point;
+  EXPECT_GT(fixed_point, 4 * damped);
+}
+
+// Warm start: an inverse given as the initial estimate stays (a few updates at most), and the
+// result does not depend on the thread count (bitwise).
+TEST(Field, DampedInverseWarmStartAndDeterminism) {
+  const Geometry grid = oblique_geometry({18, 16, 14});
+  const Volume<float> u = tapered_field(grid, 23, 2.0, 3.0);
+  Volume<float> w(grid, 3);
+  std::memset(w.data(), 0, w.bytes());
+  DampedInverseOptions tight;
+  tight.iterations = 100;
+  tight.mean_tolerance = 0;
+  tight.max_tolerance = 1e-4;
+  invert_field_damped(kCpu, u.view(), grid, w.view(), tight);
+  Volume<float> again = w.clone();
+  const DampedInverseReport r = invert_field_damped(kCpu, u.view(), grid, again.view());
+  EXPECT_EQ(r.iterations, 1);  // the default tolerances hold at once
+  EXPECT_LT(r.max_error, 1e-3);
+
+  auto run = [&](int threads) {
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Volume<float> out(grid, 3);
+    std::memset(out.data(), 0, out.bytes());
+    invert_field_damped(kCpu, u.view(), grid, out.view());
+    omp_set_num_threads(before);
+    return out;
+  };
+  const Volume<float> a = run(1), b = run(3);
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.bytes()), 0);
+}
+
+TEST(Field, ZeroFieldBoundaryAndDampedInverseArguments) {
+  const Geometry grid = oblique_geometry({9, 8, 7});
+  const Volume<float> u = random_smooth_field(grid, 24, 1.0);
+  Volume<float> z = u.clone();
+  const Box part{{0, 2, 1}, {9, 4, 6}};
+  zero_field_boundary(kCpu, z.view(), grid, part);
+  for_each_voxel(grid, [&](index_t i, index_t j, index_t k) {
+    const bool edge = i == 0 || j == 0 || k == 0 || i == 8 || j == 7 || k == 6;
+    for (int c = 0; c < 3; ++c) {
+      const float expect = part.contains(i, j, k) && edge ? 0.f : u(i, j, k, c);
+      ASSERT_EQ(z(i, j, k, c), expect) << i << " " << j << " " << k;
+    }
+  });
+  Volume<float> w(grid, 3);
+  EXPECT_THROW(invert_field_damped(kCpu, u.view(), grid, VolumeView<float>{}), Error);
+  Volume<float> same = u.clone();
+  EXPECT_THROW(invert_field_damped(kCpu, same.view(), grid, same.view()), Error);
+  DampedInverseOptions bad;
+  bad.iterations = -1;
+  EXPECT_THROW(invert_field_damped(kCpu, u.view(), grid, w.view(), bad), Error);
+  bad = DampedInverseOptions{};
+  bad.max_tolerance = -1;
+  EXPECT_THROW(invert_field_damped(kCpu, u.view(), grid, w.view(), bad), Error);
+}
+
 // Zero iterations return the initial guess with its residual; a converged inverse as the initial
 // guess is returned unchanged; inversion from a coarse u onto a fine grid converges too.
 TEST(Field, InverseOptionsAndGrids) {

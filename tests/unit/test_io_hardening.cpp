@@ -386,21 +386,152 @@ TEST(IoHardeningDeathTest, SignalsRemoveTemporariesInProgress) {
   EXPECT_TRUE(dir.entries().empty());
 }
 
-TEST(IoHardening, NoWriteThroughAPlantedLink) {
+TEST(IoHardening, TemporaryNamesAreUnpredictable) {
+  // Item 10: `.name.tmp-<host>-<pid>-<token>.ext` with 64 random bits as the token: no link can be
+  // planted under the next name in advance (a counter made it predictable).
   ScratchDir dir;
-  // Whatever name the temporary gets, it is created exclusively: a link planted at a predictable
-  // name is skipped, its target untouched.
+  auto token_of = [](const std::string& temp) {
+    const std::string name = fs::path(temp).filename().string();
+    const std::size_t end = name.size() - std::string(".nii").size();
+    return name.substr(name.rfind('-', end) + 1, end - name.rfind('-', end) - 1);
+  };
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 4; ++i) {
+    io_detail::StagedFile staged(dir.file("x.nii"));
+    tokens.push_back(token_of(staged.temp_path()));
+  }
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    EXPECT_TRUE(std::regex_match(tokens[i], std::regex("[0-9a-f]{16}"))) << tokens[i];
+    for (std::size_t j = 0; j < i; ++j) EXPECT_NE(tokens[i], tokens[j]);
+  }
+}
+
+TEST(IoHardening, ATemporaryReplacedWhileWrittenIsNotMovedIntoPlace) {
+  // Item 10: ITK's writers open the temporary by name. Whoever can write into the directory could
+  // swap it for a link or a file of theirs meanwhile; the output must not become that.
+  ScratchDir dir;
   const std::string target = dir.file("target.txt");
   write_bytes(target, "keep");
-  io_detail::StagedFile first(dir.file("x.nii"));
-  const std::string next = first.temp_path().substr(0, first.temp_path().rfind('-') + 1);
-  for (int n = 0; n < 50; ++n) {
-    const std::string name = next + std::to_string(std::stoi(first.temp_path().substr(next.size())) + 1 + n) + ".nii";
-    fs::create_symlink(target, name);
+  const std::string out = dir.file("x.nii");
+  for (const bool link : {true, false}) {
+    io_detail::StagedFile staged(out);
+    write_bytes(staged.temp_path(), "written by gigareg");
+    fs::remove(staged.temp_path());
+    if (link)
+      fs::create_symlink(target, staged.temp_path());
+    else
+      write_bytes(staged.temp_path(), "planted");
+    EXPECT_TRUE(throws_error([&] { staged.commit(); }, ErrorKind::Io, out,
+                             link ? "replaced by a symbolic link" : "replaced by another file"));
+    EXPECT_FALSE(fs::exists(fs::symlink_status(out)));
   }
+  EXPECT_EQ(read_bytes(target), "keep");
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"target.txt"});  // the swapped temporaries removed
+}
+
+TEST(IoHardening, LongNamesAndUnwritableDirectoriesSayWhatIsWrong) {
+  // Item 11: a valid name of 255 bytes (the temporary's name is cut to fit the file system's
+  // limit), a name beyond the limit, and a directory where no file can be created (the system's
+  // reason, not "cannot be read back (disk full?)").
+  ScratchDir dir;
   Geometry g;
   g.size = {4, 4, 4};
-  write_image(dir.file("x.nii"), random_volume(g, 1, 0, 10, true));
-  EXPECT_EQ(read_bytes(target), "keep");
-  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(dir.file("x.nii"))));
+  const Volume<float> v = random_volume(g, 1, 0, 10, true);
+  const std::string longest = dir.file(std::string(248, 'a') + ".nii.gz");  // 255 bytes
+  write_image(longest, v);
+  EXPECT_TRUE(same_voxels(read_image(longest).voxels, v));
+  EXPECT_EQ(dir.entries().size(), 1u);
+  const std::string too_long = dir.file(std::string(250, 'b') + ".nii.gz");
+  EXPECT_TRUE(throws_error([&] { write_image(too_long, v); }, ErrorKind::Io, too_long, "allows at most 255"));
+  EXPECT_EQ(dir.entries().size(), 1u);
+  // Read-only to this user; root ignores permissions, but not in /sys.
+  std::string unwritable = "/sys/gigareg_test.nii.gz";
+  if (::geteuid() != 0) {
+    fs::create_directory(dir.file("ro"));
+    fs::permissions(dir.file("ro"), fs::perms::owner_read | fs::perms::owner_exec);
+    unwritable = dir.file("ro/w.nii.gz");
+  } else if (!fs::is_directory("/sys")) {
+    GTEST_SKIP() << "running as root without /sys: no unwritable directory to try";
+  }
+  EXPECT_TRUE(throws_error([&] { write_image(unwritable, v); }, ErrorKind::Io, unwritable, std::strerror(EACCES)));
+  if (::geteuid() != 0) fs::permissions(dir.file("ro"), fs::perms::owner_all);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Found by tests/malformed/malformed_inputs.py (each also one of its cases).
+
+TEST(IoHardening, MalformedHeadersFoundByTheGenerator) {
+  ScratchDir dir;
+  const std::string good = int16_volume_bytes(int16_header());
+  struct Case {
+    std::string name, bytes, needle;
+  };
+  nifti_1_header zero_axis = int16_header();
+  zero_axis.dim[2] = 0;  // ITK read it as 1 and took another grid's data
+  nifti_1_header bad_size = int16_header();
+  bad_size.sizeof_hdr = 347;  // read as NIfTI-1 all the same
+  const std::string meta_data(6 * 5 * 8 * 4, '\0');
+  auto meta = [&](const std::string& fields) {
+    return "ObjectType = Image\n" + fields + "ElementType = MET_FLOAT\nElementDataFile = LOCAL\n" + meta_data;
+  };
+  std::string cut_trailer = gzip(good);
+  cut_trailer.resize(cut_trailer.size() - 4);  // all the data, no CRC-32 and length
+  const Case cases[] = {
+      {"zero_axis.nii", nifti_file(zero_axis, good.substr(352)), "dim[2] is 0"},
+      {"sizeof_hdr.nii", nifti_file(bad_size, good.substr(352)), "sizeof_hdr is 347"},
+      {"ndims.mha", meta("NDims = -1\nDimSize = 6 5 8\n"), "NDims"},  // MetaIO hung
+      {"dimsize.mha", meta("NDims = 3\nDimSize = 6 5 7.5\n"), "DimSize"},
+      {"cut_trailer.nii.gz", cut_trailer, "truncated"},
+  };
+  for (const Case& c : cases) {
+    write_bytes(dir.file(c.name), c.bytes);
+    EXPECT_TRUE(throws_error([&] { read_image(dir.file(c.name)); }, c.name.find(".gz") != std::string::npos
+                                                                       ? ErrorKind::Io
+                                                                       : ErrorKind::InvalidInput,
+                             dir.file(c.name), c.needle))
+        << c.name;
+  }
+}
+
+using namespace std::string_literals;  // "..."s keeps the NUL bytes of a fuzzer's input
+
+TEST(IoHardening, TransformsAndWarpsFoundByTheGenerator) {
+  ScratchDir dir;
+  // A .mat cut inside its second variable: ITK read the missing fixed parameters from nowhere.
+  const std::string mat = dir.file("a.mat");
+  write_affine_transform(mat, Mat3d::identity(), {1, 2, 3});
+  std::string bytes = read_bytes(mat);
+  write_bytes(dir.file("cut.mat"), bytes.substr(0, bytes.size() - 5));
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("cut.mat")); }, ErrorKind::InvalidInput,
+                           dir.file("cut.mat"), "truncated"));
+  // A text transform with too few parameters: ITK read beyond its array.
+  write_bytes(dir.file("few.txt"),
+              "#Insight Transform File V1.0\n#Transform 0\nTransform: Euler3DTransform_double_3_3\n"
+              "Parameters: 0.1\nFixedParameters: 0 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("few.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("few.txt"), "Parameters holds 1 numbers"));
+  // Six words of which the first is not a number (found by fuzz_transform): ITK read no value and
+  // Euler3DTransform::SetParameters read six from an empty array.
+  write_bytes(dir.file("garbled.txt"),
+              "#Insight Transforme V1.0\n#Transform 0\nTransform: Euler3DTransform_double_3_3\n"
+              "Parameters:\x01\0\0d 0.1 0 0\x01\x10 2 3\nFixedParameters:0 0 0 0\n"s);
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("garbled.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("garbled.txt"), "Parameters holds 0 numbers"));
+  // Indented keys are ITK's keys too, and parameters with no transform before them are refused.
+  write_bytes(dir.file("indented.txt"),
+              "#Insight Transform File V1.0\n  Transform: Euler3DTransform_double_3_3\n"
+              "\tParameters : 0.1 0 0\nFixedParameters: 0 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("indented.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("indented.txt"), "Parameters holds 3 numbers"));
+  write_bytes(dir.file("orphan.txt"), "#Insight Transform File V1.0\nFixedParameters: 0 0 0\nParameters: 1 0 0\n");
+  EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("orphan.txt")); }, ErrorKind::InvalidInput,
+                           dir.file("orphan.txt"), "before any Transform line"));
+  // A warp with a NaN displacement: every voxel it touched became NaN without an error.
+  Geometry g;
+  g.size = {4, 4, 4};
+  DisplacementField field = random_volume(g, 3, -1, 1, true);
+  field.data()[70] = kNaN;
+  write_displacement_field(dir.file("w.nii.gz"), field);
+  EXPECT_TRUE(throws_error([&] { read_displacement_field(dir.file("w.nii.gz")); }, ErrorKind::InvalidInput,
+                           dir.file("w.nii.gz"), "NaN"));
 }

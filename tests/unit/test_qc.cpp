@@ -145,6 +145,24 @@ TEST(QcPicture, CheckerboardAlternatesFixedAndWarped) {
   EXPECT_GT(from_warped, 500);
 }
 
+TEST(QcPicture, HugeValuesGiveDefinedGreys) {
+  // Issue 18, item 4: an image of huge values (scl_slope 1e30) made an empty window (lo + 1 == lo)
+  // and 0 / 0 = NaN reached the integer conversion (the sanitize build, with float-cast-overflow,
+  // stops there). A constant image is shown at the low end; a huge ramp still spans the greys.
+  const Geometry g = centred_grid({16, 16, 16}, {2, 2, 2});
+  const Volume<float> constant = sample_physical(g, [](const Vec3d&) { return 1e30; });
+  const Volume<float> ramp = sample_physical(g, [](const Vec3d& p) { return 1e36 * (p.x + 20.0); });
+  const QcPicture pic = make_qc_picture(constant, ramp);
+  int dark = 0, bright = 0;
+  for (int y = 0; y < pic.height; ++y)
+    for (int x = 0; x < pic.width; ++x) {
+      dark += pic.at(x, y) == 0;
+      bright += pic.at(x, y) == 255;
+    }
+  EXPECT_GT(dark, pic.width * pic.height / 3);  // the whole fixed row and the gaps
+  EXPECT_GT(bright, 0);                         // the top of the ramp
+}
+
 TEST(QcPicture, WritesAPngThatItkReads) {
   const fs::path dir = fs::temp_directory_path() / ("gigareg_qc_" + std::to_string(::getpid()));
   fs::create_directories(dir);

@@ -70,6 +70,17 @@ struct Scene {
     moving = smooth_image(moving_grid, 3);
     affine = make_affine({6, -4, 9}, {1.05, 0.95, 1.02}, {1.5, -2.0, 0.7}, {0.5, -1.0, 2.0});
   }
+  // The warp op's inputs for the scene's affine.
+  WarpInputs warp_inputs(Interpolation interpolation, Boundary boundary) const {
+    WarpInputs in;
+    in.moving = moving.view();
+    in.moving_geometry = moving_grid;
+    in.fixed_geometry = fixed_grid;
+    in.affine = affine;
+    in.interpolation = interpolation;
+    in.boundary = boundary;
+    return in;
+  }
   // Where the sample of fixed voxel (i, j, k) lands, in moving index units.
   Vec3d moving_index(index_t i, index_t j, index_t k) const {
     return moving_grid.physical_to_index(affine(fixed_grid.index_to_physical({double(i), double(j), double(k)})));
@@ -152,13 +163,7 @@ Agreement compare_everywhere(const Scene& s, const Volume<float>& ours, const Im
 
 TEST(WarpAgainstItk, AffineBetweenObliqueGridsMatchesResampleImageFilter) {
   const Scene s;
-  WarpInputs in;
-  in.moving = s.moving.view();
-  in.moving_geometry = s.moving_grid;
-  in.fixed_geometry = s.fixed_grid;
-  in.affine = s.affine;
-  in.interpolation = Interpolation::Linear;
-  in.boundary = Boundary::Zero;
+  WarpInputs in = s.warp_inputs(Interpolation::Linear, Boundary::Zero);
   Volume<float> ours(s.fixed_grid);
   warp(Context::cpu(), in, ours.view(), Box{{0, 0, 0}, s.fixed_grid.size});
   const auto itk_out = itk_resample(s, itk::LinearInterpolateImageFunction<ImageType, double>::New(), 0.f);
@@ -221,13 +226,7 @@ TEST(ApplyAgainstItk, CubicBSplineMatchesResampleImageFilterEverywhere) {
 
 TEST(ApplyAgainstItk, BSplineIsRefusedOnTheCudaBackendAndWithTheRegistrationBoundary) {
   const Scene s;
-  WarpInputs in;
-  in.moving = s.moving.view();
-  in.moving_geometry = s.moving_grid;
-  in.fixed_geometry = s.fixed_grid;
-  in.affine = s.affine;
-  in.interpolation = Interpolation::BSpline;
-  in.boundary = Boundary::Zero;
+  WarpInputs in = s.warp_inputs(Interpolation::BSpline, Boundary::Zero);
   Volume<float> out(s.fixed_grid);
   EXPECT_THROW(warp(Context::cpu(), in, out.view(), Box{{0, 0, 0}, s.fixed_grid.size}), Error);
   in.boundary = Boundary::FieldTransform;

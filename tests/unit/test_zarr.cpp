@@ -302,8 +302,8 @@ TEST_F(Zarr, PyramidLevelsAreMeansOrModesOfTwoCubedBlocks) {
 // Python's zarr package reads what gigareg writes
 
 TEST_F(Zarr, PythonZarrReadsTheStores) {
-  if (std::system((std::string(GIGAREG_PYTHON) + " -c 'import zarr, numpy' > /dev/null 2>&1").c_str()) != 0)
-    GTEST_SKIP() << GIGAREG_PYTHON << " cannot import zarr (Debian: python3-zarr): not checked";
+  if (std::system((std::string(GIGAREG_ZARR_CHECK_PYTHON) + " -c 'import zarr, numpy' > /dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << GIGAREG_ZARR_CHECK_PYTHON << " cannot import zarr (Debian: python3-zarr): not checked";
   ScratchDir dir;
   const Geometry g = oblique_geometry(kSize);
   struct Case {
@@ -342,7 +342,7 @@ TEST_F(Zarr, PythonZarrReadsTheStores) {
     save_json(dir.file(c.name + ".json"), exp);
     write_bytes(dir.file(c.name + ".raw"),
                 std::string(reinterpret_cast<const char*>(c.v.data()), std::size_t(c.v.bytes())));
-    const std::string cmd = std::string(GIGAREG_PYTHON) + " '" + GIGAREG_SOURCE_DIR "/tests/zarr/check_zarr.py' '" +
+    const std::string cmd = std::string(GIGAREG_ZARR_CHECK_PYTHON) + " '" + GIGAREG_SOURCE_DIR "/tests/zarr/check_zarr.py' '" +
                             store + "' '" + dir.file(c.name + ".json") + "' '" + dir.file(c.name + ".raw") + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   }

@@ -33,11 +33,11 @@ int run_apply(const ApplyOptions& o) {
   files.input = o.input;
   files.reference = o.reference;
   files.output = o.output;
-  files.interpolation = ants::parse_interpolation(o.interpolation);
-  files.device = ants::parse_device(o.device);
+  files.interpolation = ants::for_option("-n/--interpolation", [&] { return ants::parse_interpolation(o.interpolation); });
+  files.device = ants::for_option("--device", [&] { return ants::parse_device(o.device); });
   files.default_value = o.default_value;
   for (const std::string& t : o.transforms) {
-    const ants::TransformFileSpec s = ants::parse_transform_file(t);
+    const ants::TransformFileSpec s = ants::for_option("-t/--transform", [&] { return ants::parse_transform_file(t); });
     if (s.file == "identity" || s.file == "Identity") continue;
     files.transforms.push_back(s.file);
     files.inverse.push_back(s.invert);

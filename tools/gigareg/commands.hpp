@@ -4,7 +4,10 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
 
+#include "gigareg/log.hpp"
+#include "gigareg/registration_params.hpp"
 #include "gigareg/partition.hpp"
 #include "gigareg/volume.hpp"
 
@@ -14,7 +17,17 @@ using Command = std::function<int()>;
 
 Command add_info_command(CLI::App& app);
 Command add_demo_command(CLI::App& app);
-Command add_register_command(CLI::App& app);
+/// Where `gigareg register` reports, for a program that runs the tool's commands inside itself (the
+/// Python package): each hook that is set replaces what the tool does on its terminal.
+struct RegisterHooks {
+  /// Every iteration's report, instead of the progress display on stderr (-v 2's lines too).
+  std::function<void(const IterationReport&)> progress;
+  /// The library's messages at the level -v selects, instead of stderr.
+  LogSink log;
+  /// The summary of the run (stages, levels, outputs), instead of stdout.
+  std::function<void(const std::string&)> summary;
+};
+Command add_register_command(CLI::App& app, RegisterHooks hooks = {});
 Command add_apply_command(CLI::App& app);
 Command add_jacobian_command(CLI::App& app);
 Command add_invert_command(CLI::App& app);

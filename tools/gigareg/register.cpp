@@ -3,8 +3,8 @@
 // which writes what antsRegistration writes); this file adds what only the tool does: the
 // progress display and verbosity, the QC picture (prefixQC.png), the composite transforms
 // (prefixComposite.h5) on request, the launch as one process or MPI ranks, and the summary.
+#include <cstdarg>
 #include <sys/resource.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -34,6 +34,7 @@ struct RegisterOptions {
   std::string progress = "auto";
   std::string qc;
   bool no_qc = false;
+  RegisterHooks hooks;
 };
 
 // -v not given: the progress display and warnings; -v 0: nothing on stderr but errors;
@@ -119,27 +120,40 @@ FoldCount check_folds(RegistrationResult& r, const RegistrationOutputs& out, con
   return f;
 }
 
-void print_summary(const RegistrationParams& p, const RegistrationResult& r, const FoldCount& folds,
-                   const RegistrationOutputs& out, const std::vector<std::string>& extra) {
-  std::printf("gigareg register: %zu stage(s) on the %s backend, %.2f s\n", p.stages.size(),
-              to_string(r.backend), r.seconds);
+/// Appends printf-formatted text to `out`.
+void append(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void append(std::string& out, const char* format, ...) {
+  char line[1024];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(line, sizeof line, format, args);
+  va_end(args);
+  out += line;
+}
+
+std::string summary(const RegistrationParams& p, const RegistrationResult& r, const FoldCount& folds,
+                    const RegistrationOutputs& out, const std::vector<std::string>& extra) {
+  std::string s;
+  append(s, "gigareg register: %zu stage(s) on the %s backend, %.2f s\n", p.stages.size(),
+         to_string(r.backend), r.seconds);
   for (const LevelReport& l : r.levels) {
     const StageParams& st = p.stages[std::size_t(l.stage)];
-    std::printf("  stage %d %-11s %-11s level %d/%zu %4lldx%4lldx%4lld %5d it%s loss %.6g -> %.6g  %.2f s\n",
-                l.stage + 1, to_string(st.transform), to_string(st.metric.type), l.level + 1,
-                st.convergence.iterations.size(), (long long)l.size.x, (long long)l.size.y,
-                (long long)l.size.z, l.iterations, l.converged ? " (converged)" : "            ",
-                l.initial_loss, l.final_loss, l.seconds);
+    append(s, "  stage %d %-11s %-11s level %d/%zu %4lldx%4lldx%4lld %5d it%s loss %.6g -> %.6g  %.2f s\n",
+           l.stage + 1, to_string(st.transform), to_string(st.metric.type), l.level + 1,
+           st.convergence.iterations.size(), (long long)l.size.x, (long long)l.size.y,
+           (long long)l.size.z, l.iterations, l.converged ? " (converged)" : "            ",
+           l.initial_loss, l.final_loss, l.seconds);
   }
   if (!r.warp.empty())
-    std::printf("  warp: non-positive Jacobian determinant at %.0f voxels (fraction %.3g)\n", folds.nonpositive,
-                folds.nonpositive / folds.voxels);
+    append(s, "  warp: non-positive Jacobian determinant at %.0f voxels (fraction %.3g)\n", folds.nonpositive,
+           folds.nonpositive / folds.voxels);
   if (!r.inverse_warp.empty())
-    std::printf("  inverse warp: largest residual %.3g mm\n", r.inverse_residual_mm);
-  std::printf("outputs:\n");
-  for (const std::string* s : {&out.affine, &out.warp, &out.inverse_warp, &out.warped, &out.inverse_warped})
-    if (!s->empty()) std::printf("  %s\n", s->c_str());
-  for (const std::string& s : extra) std::printf("  %s\n", s.c_str());
+    append(s, "  inverse warp: largest residual %.3g mm\n", r.inverse_residual_mm);
+  s += "outputs:\n";
+  for (const std::string* path : {&out.affine, &out.warp, &out.inverse_warp, &out.warped, &out.inverse_warped})
+    if (!path->empty()) s += "  " + *path + "\n";
+  for (const std::string& path : extra) s += "  " + path + "\n";
+  return s;
 }
 
 /// With GIGAREG_REPORT_PEAK_MEMORY=1 (for tests and benchmarks), each process prints its peak
@@ -152,6 +166,22 @@ void report_peak_memory(const Partition& part) {
   if (::getrusage(RUSAGE_SELF, &usage) != 0) return;
   std::fprintf(stderr, "gigareg: peak resident memory of rank %d of %d: %ld kB\n", part.rank(),
                part.size(), long(usage.ru_maxrss));
+}
+
+// -v 2: one line per iteration on stderr.
+void print_iteration(const IterationReport& r) {
+  char conv[32] = "-";  // until the window is full
+  if (r.convergence < 1e300) std::snprintf(conv, sizeof conv, "%.4g", r.convergence);
+  std::fprintf(stderr, "  stage %d %s level %d/%d iteration %4d: loss %.8g  convergence %s\n",
+               r.stage + 1, to_string(r.transform), r.level + 1, r.levels, r.iteration + 1, r.loss, conv);
+}
+
+// The library's messages shown at verbosity -v: 0 errors, 1 info, 2 debug, default warnings.
+LogLevel log_level_of(int verbose) {
+  return verbose == 0   ? LogLevel::Error
+         : verbose == 2 ? LogLevel::Debug
+         : verbose == 1 ? LogLevel::Info
+                        : LogLevel::Warning;
 }
 
 int run_register(const RegisterOptions& o) {
@@ -170,23 +200,16 @@ int run_register(const RegisterOptions& o) {
   // stderr: the progress display, and the library's messages printed through it so that they do
   // not break the bar. Declared before the sink guard: the sink refers to it.
   std::optional<ProgressDisplay> display;
-  if (verbose == kDefaultVerbosity || verbose == 1) {
+  if (o.hooks.progress) {
+    p.progress = o.hooks.progress;
+  } else if (verbose == kDefaultVerbosity || verbose == 1) {
     display.emplace(p, style, stderr);
     p.progress = [&display](const IterationReport& r) { display->update(r); };
   } else if (verbose == 2) {
-    p.progress = [](const IterationReport& r) {
-      char conv[32] = "-";  // until the window is full
-      if (r.convergence < 1e300) std::snprintf(conv, sizeof conv, "%.4g", r.convergence);
-      std::fprintf(stderr, "  stage %d %s level %d/%d iteration %4d: loss %.8g  convergence %s\n",
-                   r.stage + 1, to_string(r.transform), r.level + 1, r.levels, r.iteration + 1,
-                   r.loss, conv);
-    };
+    p.progress = print_iteration;
   }
-  set_log_level(verbose == 0   ? LogLevel::Error
-                : verbose == 2 ? LogLevel::Debug
-                : verbose == 1 ? LogLevel::Info
-                               : LogLevel::Warning);
-  LogSinkGuard sink([&display](LogLevel level, std::string_view msg) {
+  set_log_level(log_level_of(verbose));
+  LogSinkGuard sink(o.hooks.log ? o.hooks.log : [&display](LogLevel level, std::string_view msg) {
     const std::string text = (level >= LogLevel::Warning ? "gigareg: warning: " : "") + std::string(msg);
     if (display)
       display->message(text);
@@ -271,7 +294,11 @@ int run_register(const RegisterOptions& o) {
       extra.push_back(qc_path);
     }
     set->commit();
-    print_summary(p, r, folds, written, extra);
+    const std::string text = summary(p, r, folds, written, extra);
+    if (o.hooks.summary)
+      o.hooks.summary(text);
+    else
+      std::fputs(text.c_str(), stdout);
     report_peak_memory(part);
     return 0;
   });
@@ -279,8 +306,9 @@ int run_register(const RegisterOptions& o) {
 
 }  // namespace
 
-Command add_register_command(CLI::App& app) {
+Command add_register_command(CLI::App& app, RegisterHooks hooks) {
   auto o = std::make_shared<RegisterOptions>();
+  o->hooks = std::move(hooks);
   app.footer(
       "ANTs form (stages repeat in order; each -t takes the -m, -c, -f, -s at the same position):\n"
       "  gigareg register -d 3 -o [out/reg_,out/warped.nii.gz] -r [fixed.nii.gz,moving.nii.gz,1] \\\n"

@@ -52,6 +52,29 @@ GIGAREG_HDI Vec3f invert_voxel(const ComposePlan& plan, const VolumeView<T>& u, 
   return w;
 }
 
+/// Whether global index g lies on the outermost voxel layer of a grid of `size` (where ITK's SyN
+/// and its inverter hold the displacement at 0).
+GIGAREG_HDI bool on_grid_boundary(Index3 g, Index3 size) {
+  return g.x == 0 || g.y == 0 || g.z == 0 || g.x == size.x - 1 || g.y == size.y - 1 ||
+         g.z == size.z - 1;
+}
+
+/// |P^-1 e|: a physical displacement e (mm) in voxels of the grid (P^-1 = `inverse_index_map`,
+/// physical -> index; ITK's norm of e scaled by the spacing, on any direction matrix).
+GIGAREG_HDI float norm_in_voxels(const Mat3f& inverse_index_map, Vec3f e) {
+  return norm3(inverse_index_map * e);
+}
+
+/// One update of the damped inversion at a voxel (ITK's InvertDisplacementFieldImageFilter):
+/// e = w + u(x + w) is the voxel's residual, `norm` its norm in voxels; the correction -e is
+/// shortened to at most `clip` voxels (epsilon times the largest residual of the grid) and added
+/// with weight `epsilon`. The clip keeps the voxels where the map folds (their residual does not
+/// shrink) from dragging their neighbours' inverse along.
+GIGAREG_HDI Vec3f damped_inverse_voxel(Vec3f w, Vec3f e, float norm, float epsilon, float clip) {
+  const float scale = norm > clip ? epsilon * (clip / norm) : epsilon;
+  return {w.x - scale * e.x, w.y - scale * e.y, w.z - scale * e.z};
+}
+
 /// Finite difference of a field along `axis` at global index g: central inside the grid,
 /// one-sided at the global grid edges, 0 for a grid of one voxel along the axis. The view must
 /// contain the neighbours (halo 1, clipped to the grid).
@@ -72,6 +95,37 @@ GIGAREG_HDI Vec3f field_difference(const VolumeView<T>& u, Index3 g, int axis) {
   }
   const Vec3f a = load_vec3(u, hi.x, hi.y, hi.z), b = load_vec3(u, lo.x, lo.y, lo.z);
   return {scale * (a.x - b.x), scale * (a.y - b.y), scale * (a.z - b.z)};
+}
+
+/// (I + dW/dx) e at voxel g: the Jacobian of x -> x + w(x) (central differences as
+/// jacobian_determinant_voxel, dW/dx = (dW/di) P^-1) times e. Where w inverts u, I + dW/dx at x is
+/// (I + dU/dx)^-1 at x + w(x), so -(I + dW/dx) e is Newton's correction of the residual e.
+template <class T>
+GIGAREG_HDI Vec3f jacobian_times_voxel(const VolumeView<T>& w, const Mat3f& inverse_index_map,
+                                       Index3 g, Vec3f e) {
+  Mat3f dw{};  // dw(c, a) = d w_c / d index_a
+  for (int a = 0; a < 3; ++a) {
+    const Vec3f d = field_difference(w, g, a);
+    dw(0, a) = d.x;
+    dw(1, a) = d.y;
+    dw(2, a) = d.z;
+  }
+  const Vec3f je = (dw * inverse_index_map) * e;
+  return {e.x + je.x, e.y + je.y, e.z + je.z};
+}
+
+/// Newton's direction for the damped inversion at voxel g: jacobian_times_voxel, no longer than
+/// kNewtonMaxGain times e (voxel norms). Where w is still far from an inverse its finite-difference
+/// Jacobian is not (I + du/dx)^-1 and the unbounded product can feed on itself.
+constexpr float kNewtonMaxGain = 4.f;
+template <class T>
+GIGAREG_HDI Vec3f newton_direction_voxel(const VolumeView<T>& w, const Mat3f& inverse_index_map,
+                                         Index3 g, Vec3f e) {
+  const Vec3f d = jacobian_times_voxel(w, inverse_index_map, g, e);
+  const float ne = norm3(inverse_index_map * e), nd = norm3(inverse_index_map * d);
+  if (!(nd > kNewtonMaxGain * ne)) return d;
+  const float s = kNewtonMaxGain * ne / nd;
+  return {s * d.x, s * d.y, s * d.z};
 }
 
 /// det(I + dU/dx) at voxel g, with dU/dx = (dU/di) Pf^-1 (`inverse_index_map` = Pf^-1).

@@ -75,6 +75,55 @@ void invert_field(const Context& ctx, VolumeView<const float> u, const Geometry&
                   const InverseOptions& options = {}, VolumeView<const float> initial = {},
                   SlicePartials residual = {});
 
+/// ITK's InvertDisplacementFieldImageFilter, which ANTs' SyN runs on each half-way field every
+/// iteration. Tolerances are in voxels of `grid` (|P^-1 e|, P the grid's index -> physical map).
+struct DampedInverseOptions {
+  int iterations = 20;          // at most this many updates
+  double mean_tolerance = 1e-3; // stop once the mean residual over the grid is at most this ...
+  double max_tolerance = 0.1;   // ... or the largest residual is at most this
+  bool pin_boundary = true;     // the outermost voxel layer of the inverse is held at 0
+  // gigareg's extension: each correction -e becomes -(I + dw/dx) e, Newton's step (I + dw/dx at x
+  // is (I + du/dx)^-1 at x + w). ITK's plain correction contracts the error by 1 - epsilon lambda
+  // per update, lambda the eigenvalues of I + du/dx: slowly where u compresses (lambda near 0) and
+  // not at all where it stretches by more than 2 / epsilon, which an inverse of a compressing map
+  // does. The SyN iterations run ITK's scheme; the final inverses run this one.
+  bool newton = false;
+  // How u is read outside its grid: ITK's composer reads 0 (FieldTransform), right for SyN's
+  // half-way fields, which are 0 on the boundary; a greedy field that moves the boundary is read
+  // with Border, the rule of the registration's own fields (invert_field's default).
+  Boundary boundary = Boundary::FieldTransform;
+};
+
+/// The residuals measured before the last update (voxels), and the number of updates made.
+struct DampedInverseReport {
+  int iterations = 0;
+  double mean_error = 0, max_error = 0;
+};
+
+/// The inverse w of x -> x + u(x) by ITK's damped global iteration, starting from w (in/out; a
+/// previous inverse, or zeros). Each update: e = w + u(x + w) (compose_fields with
+/// options.boundary: by default Boundary::FieldTransform, u is 0 outside its grid, as ITK's
+/// composer), the largest and mean
+/// |e| in voxels over the grid; stop when `iterations` updates were made or either is within its
+/// tolerance; else w <- w - epsilon clip(e) (with `newton`, e replaced by (I + dw/dx) e) with
+/// epsilon 0.75 for the first update and 0.5 after,
+/// and clip(e) shortened to at most epsilon times the largest |e| (device/field.hpp,
+/// damped_inverse_voxel); with pin_boundary the outermost layer of w is then set to 0. Unlike
+/// invert_field's per-voxel fixed point, which diverges where |du/dx| > 1, the damped update
+/// converges wherever the map is invertible, and where it folds it stays bounded.
+/// Whole-grid op (every update reads w everywhere): u and w cover the whole of `grid`, u != w.
+/// `scratch` (optional, 3 components, whole grid, neither u nor w) holds e; allocated when null.
+/// One host synchronisation per update (the residuals decide whether to go on).
+DampedInverseReport invert_field_damped(const Context& ctx, VolumeView<const float> u,
+                                        const Geometry& grid, VolumeView<float> w,
+                                        const DampedInverseOptions& options = {},
+                                        VolumeView<float> scratch = {});
+
+/// Sets the displacement of the voxels of `owned` that lie on the outermost voxel layer of the
+/// global grid to 0 (ITK's SyN smoothing and inverter hold the image boundary in place).
+void zero_field_boundary(const Context& ctx, VolumeView<float> field, const Geometry& grid,
+                         const Box& owned);
+
 /// det(J), J = I + dU/dx: the Jacobian of x -> x + u(x) in physical space. dU/di by central
 /// differences in index space (one-sided at the global grid edges, 0 along an axis of size 1),
 /// converted with dU/dx = dU/di (D diag(spacing))^-1. u: halo 1 around owned (clipped).

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -58,18 +59,21 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-// A whole small file (metadata); nullopt-like empty flag when missing.
+// A whole metadata file into `out`; false when it does not exist.
 bool read_text(const std::string& path, std::string& out, const std::string& where) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (errno == ENOENT || !exists(path)) return false;
-    throw_error(ErrorKind::Io, where, std::string("cannot open: ") + std::strerror(errno));
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;
+    throw_error(ErrorKind::Io, where, std::string("cannot access: ") + std::strerror(errno));
   }
+  if (!S_ISREG(st.st_mode)) bad(where, "is not a regular file");
+  if (st.st_size > (off_t(64) << 20)) bad(where, "is larger than 64 MiB: not metadata");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_error(ErrorKind::Io, where, std::string("cannot open: ") + std::strerror(errno));
   std::ostringstream s;
   s << in.rdbuf();
   if (in.bad()) throw_error(ErrorKind::Io, where, "reading failed");
   out = s.str();
-  if (out.size() > (std::size_t(64) << 20)) bad(where, "metadata file larger than 64 MiB");
   return true;
 }
 
@@ -98,19 +102,7 @@ void write_new_file(const std::string& path, const void* data, std::size_t size,
                                 "(two writers of the same chunk?)"
                               : std::string("cannot create: ") + std::strerror(err));
   }
-  const auto* p = static_cast<const char*>(data);
-  std::size_t left = size;
-  int err = 0;
-  while (left > 0) {
-    const ssize_t n = ::write(fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      err = n < 0 ? errno : ENOSPC;
-      break;
-    }
-    p += n;
-    left -= std::size_t(n);
-  }
+  int err = io_detail::write_fully(fd, data, size);
   if (err == 0 && sync && ::fsync(fd) != 0) err = errno;
   if (::close(fd) != 0 && err == 0) err = errno;
   if (err != 0)
@@ -225,15 +217,31 @@ void set_fill(ArrayInfo& a, const Json& fill, const std::string& where) {
   }
 }
 
+// A pyramid level's array metadata file (`file` in the level's folder): a JSON object holding
+// every one of `keys`; `where` names it in errors, `array.path` is the level's folder.
+struct LevelMetadata {
+  std::string where;
+  ArrayInfo array;
+  Json json;
+};
+
+LevelMetadata read_level_metadata(const std::string& dir, const std::string& name, const std::string& level_path,
+                                  const char* file, std::initializer_list<const char*> keys) {
+  LevelMetadata m;
+  m.where = where_in(name, level_path + "/" + file);
+  m.array.path = join(dir, level_path);
+  m.json = read_json(join(m.array.path, file), m.where, "the array metadata of a pyramid level");
+  if (!m.json.is_object()) bad(m.where, "must hold a JSON object");
+  for (const char* key : keys)
+    if (!m.json.contains(key)) bad(m.where, std::string("has no '") + key + "'");
+  return m;
+}
+
 // Reads and checks one level's .zarray (Zarr v2).
 ArrayInfo read_array(const std::string& dir, const std::string& name, const std::string& level_path) {
-  const std::string where = where_in(name, level_path + "/.zarray");
-  ArrayInfo a;
-  a.path = join(dir, level_path);
-  const Json j = read_json(join(a.path, ".zarray"), where, "the array metadata of a pyramid level");
-  if (!j.is_object()) bad(where, "must hold a JSON object");
-  for (const char* key : {"zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order"})
-    if (!j.contains(key)) bad(where, std::string("has no '") + key + "'");
+  LevelMetadata m = read_level_metadata(dir, name, level_path, ".zarray",
+                                        {"zarr_format", "shape", "chunks", "dtype", "compressor", "fill_value", "order"});
+  auto& [where, a, j] = m;
   if (j.at("zarr_format") != 2) bad(where, "zarr_format must be 2, got " + j.at("zarr_format").dump());
   if (j.at("order") != "C")
     bad(where, "order " + j.at("order").dump() + " is not read (gigareg reads C-ordered arrays)");
@@ -257,13 +265,9 @@ ArrayInfo read_array(const std::string& dir, const std::string& name, const std:
 // Reads and checks one level's zarr.json (Zarr v3, NGFF 0.5): regular chunk grid, default or v2
 // chunk key encoding, codecs "bytes" + at most one of blosc / gzip / zstd (no sharding).
 ArrayInfo read_array_v3(const std::string& dir, const std::string& name, const std::string& level_path) {
-  const std::string where = where_in(name, level_path + "/zarr.json");
-  ArrayInfo a;
-  a.path = join(dir, level_path);
-  const Json j = read_json(join(a.path, "zarr.json"), where, "the array metadata of a pyramid level");
-  if (!j.is_object()) bad(where, "must hold a JSON object");
-  for (const char* key : {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "fill_value", "codecs"})
-    if (!j.contains(key)) bad(where, std::string("has no '") + key + "'");
+  LevelMetadata m = read_level_metadata(dir, name, level_path, "zarr.json",
+                                        {"zarr_format", "node_type", "shape", "data_type", "chunk_grid", "fill_value", "codecs"});
+  auto& [where, a, j] = m;
   if (j.at("zarr_format") != 3 || j.at("node_type") != "array")
     bad(where, "must describe a Zarr v3 array (zarr_format 3, node_type \"array\")");
   if (j.contains("storage_transformers") && !j.at("storage_transformers").empty())
@@ -508,6 +512,142 @@ void create_store(const std::string& dir, const StoreSpec& spec, const std::stri
 // -----------------------------------------------------------------------------------------------
 // Opening a store
 
+namespace {
+
+// The group's attributes as {"multiscales", "gigareg"}: from .zgroup / .zattrs (Zarr v2, NGFF
+// 0.4) or from zarr.json's "attributes" with "ome" {"version": "0.5", "multiscales"} (Zarr v3).
+// `where` receives the file they came from, for messages.
+Json group_attributes(const std::string& dir, const std::string& name, bool v3, std::string& where) {
+  if (v3) {
+    where = where_in(name, "zarr.json");
+    const Json group = read_json(join(dir, "zarr.json"), where, "");
+    if (!group.is_object() || group.value("zarr_format", 0) != 3)
+      bad(where, "must hold a Zarr v3 node (zarr_format 3)");
+    if (group.value("node_type", "") == "array")
+      bad(name, "is a bare Zarr array without OME-NGFF metadata: its voxel spacing and position "
+                "are unknown");
+    const Json no_attributes = Json::object();
+    const Json& at = group.contains("attributes") ? group.at("attributes") : no_attributes;
+    if (!at.is_object() || !at.contains("ome") || !at.at("ome").is_object())
+      bad(where, "has no OME-NGFF 'ome' attributes");
+    const Json& ome = at.at("ome");
+    if (ome.value("version", "") != "0.5")
+      bad(where, "a Zarr v3 store must hold NGFF 0.5 ('ome' version \"0.5\"), got " +
+                     (ome.contains("version") ? ome.at("version").dump() : std::string("none")));
+    Json attrs = Json::object();
+    if (ome.contains("multiscales")) attrs["multiscales"] = ome.at("multiscales");
+    if (at.contains(kAttributesKey)) attrs[kAttributesKey] = at.at(kAttributesKey);
+    return attrs;
+  }
+  if (!exists(join(dir, ".zgroup"))) {
+    if (exists(join(dir, ".zarray")))
+      bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
+                "spacing and position are unknown");
+    bad(where_in(name, ".zgroup"), "missing: not a Zarr group (no .zgroup, no zarr.json)");
+  }
+  const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
+  if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
+    bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
+  where = where_in(name, ".zattrs");
+  return read_json(join(dir, ".zattrs"), where, "the OME-NGFF multiscales metadata that gives the geometry");
+}
+
+// Checks the multiscales axes: (z, y, x) of type space, or (c, z, y, x) with c a channel axis.
+// Returns whether there is a component axis; `unit` receives each space axis' unit in mm (x, y, z).
+bool check_axes(const Json& axes, Vec3d& unit, const std::string& where) {
+  if (!axes.is_array() || (axes.size() != 3 && axes.size() != 4))
+    bad(where, "expected axes (z, y, x) or (c, z, y, x), got " + axes.dump());
+  const bool field_axes = axes.size() == 4;
+  unit = {1, 1, 1};
+  for (std::size_t i = 0; i < axes.size(); ++i) {
+    const Json& a = axes[i];
+    if (!a.is_object() || !a.contains("name") || !a.at("name").is_string())
+      bad(where, "axis " + std::to_string(i) + " is not an object with a 'name'");
+    if (field_axes && i == 0) {
+      if (a.contains("type") && a.at("type") != "channel")
+        bad(where, "the first of 4 axes must be the channel (component) axis, got " + a.dump());
+      continue;
+    }
+    const std::size_t k = i - (field_axes ? 1 : 0);  // 0 z, 1 y, 2 x
+    const char* expected = k == 0 ? "z" : (k == 1 ? "y" : "x");
+    if (a.at("name") != expected || (a.contains("type") && a.at("type") != "space"))
+      bad(where, "expected space axes z, y, x in that order, got " + axes.dump());
+    unit[int(2 - k)] = unit_to_mm(a, where);
+  }
+  return field_axes;
+}
+
+// gigareg's key: the exact origin and the direction, which NGFF 0.4 cannot express.
+struct OurAttributes {
+  bool present = false;
+  bool complete = false;
+  Vec3d origin{0, 0, 0};
+  Mat3d direction = Mat3d::identity();
+};
+
+OurAttributes our_attributes(const Json& attrs, const std::string& attrs_where) {
+  OurAttributes o;
+  if (!attrs.contains(kAttributesKey)) return o;
+  const Json& g = attrs.at(kAttributesKey);
+  const std::string w = attrs_where + " '" + kAttributesKey + "'";
+  auto numbers = [&](const Json& v, std::size_t n) {
+    if (!v.is_array() || v.size() != n) return false;
+    for (const Json& x : v)
+      if (!x.is_number() || !std::isfinite(x.get<double>())) return false;
+    return true;
+  };
+  if (!g.is_object() || !g.contains("origin") || !numbers(g.at("origin"), 3))
+    bad(w, "must hold 'origin': three finite numbers (LPS mm)");
+  if (!g.contains("direction") || !g.at("direction").is_array() || g.at("direction").size() != 3 ||
+      !numbers(g.at("direction")[0], 3) || !numbers(g.at("direction")[1], 3) ||
+      !numbers(g.at("direction")[2], 3))
+    bad(w, "must hold 'direction': three rows of three finite numbers");
+  if (g.contains("space") && g.at("space") != "LPS") bad(w, "'space' must be \"LPS\"");
+  for (int r = 0; r < 3; ++r) {
+    o.origin[r] = g.at("origin")[std::size_t(r)].get<double>();
+    for (int c = 0; c < 3; ++c)
+      o.direction(r, c) = g.at("direction")[std::size_t(r)][std::size_t(c)].get<double>();
+  }
+  if (!(std::fabs(determinant(o.direction)) > 1e-12)) bad(w, "'direction' is singular");
+  o.complete = g.contains("complete") && g.at("complete") == true;
+  o.present = true;
+  return o;
+}
+
+// One level's grid from its dataset's scale and translation (in the axes' units, (c,) z, y, x
+// order): p = D (diag(scale) i + translation).
+Geometry dataset_geometry(const Json& d, std::size_t axes, const Vec3d& unit, const Mat3d& direction,
+                          Index3 size, const std::string& w) {
+  if (!d.contains("coordinateTransformations") || !d.at("coordinateTransformations").is_array())
+    bad(w, "has no 'coordinateTransformations'");
+  Vec3d spacing{1, 1, 1}, translation{0, 0, 0};
+  bool have_scale = false;
+  for (const Json& t : d.at("coordinateTransformations")) {
+    if (!t.is_object() || !t.contains("type")) bad(w, "a coordinate transformation has no 'type'");
+    const bool is_scale = t.at("type") == "scale", is_translation = t.at("type") == "translation";
+    if (!is_scale && !is_translation)
+      bad(w, "coordinate transformation " + t.at("type").dump() + " is not supported");
+    const char* key = is_scale ? "scale" : "translation";
+    if (!t.contains(key) || !t.at(key).is_array() || t.at(key).size() != axes)
+      bad(w, std::string("'") + key + "' must list one number per axis (" + std::to_string(axes) + ")");
+    for (int ax = 0; ax < 3; ++ax) {
+      const Json& v = t.at(key)[axes - 1 - std::size_t(ax)];
+      if (!v.is_number() || !std::isfinite(v.get<double>())) bad(w, std::string("non-finite ") + key);
+      (is_scale ? spacing : translation)[ax] = v.get<double>() * unit[ax];
+    }
+    have_scale = have_scale || is_scale;
+  }
+  if (!have_scale) bad(w, "has no scale transformation");
+  Geometry g;
+  g.size = size;
+  g.spacing = spacing;
+  g.direction = direction;
+  g.origin = direction * translation;
+  return g;
+}
+
+}  // namespace
+
 Store Store::open(const std::string& dir, const std::string& name_arg) {
   Store s;
   s.dir_ = dir;
@@ -519,45 +659,10 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
                                                      : std::string("cannot access: ") + std::strerror(errno));
   if (!S_ISDIR(st.st_mode))
     throw_error(ErrorKind::InvalidInput, name, "is not a directory (a .zarr store is a directory)");
-  // Zarr v2 (NGFF 0.4): .zgroup and .zattrs; Zarr v3 (NGFF 0.5): zarr.json, its "attributes"
-  // holding "ome" {"version", "multiscales"}. Both become `attrs` {"multiscales", "gigareg"}.
   const bool v3 = !exists(join(dir, ".zgroup")) && exists(join(dir, "zarr.json"));
   s.v3_ = v3;
   std::string attrs_where;
-  Json attrs;
-  if (v3) {
-    attrs_where = where_in(name, "zarr.json");
-    const Json group = read_json(join(dir, "zarr.json"), attrs_where, "");
-    if (!group.is_object() || group.value("zarr_format", 0) != 3)
-      bad(attrs_where, "must hold a Zarr v3 node (zarr_format 3)");
-    if (group.value("node_type", "") == "array")
-      bad(name, "is a bare Zarr array without OME-NGFF metadata: its voxel spacing and position "
-                "are unknown");
-    const Json no_attributes = Json::object();
-    const Json& at = group.contains("attributes") ? group.at("attributes") : no_attributes;
-    if (!at.is_object() || !at.contains("ome") || !at.at("ome").is_object())
-      bad(attrs_where, "has no OME-NGFF 'ome' attributes");
-    const Json& ome = at.at("ome");
-    if (ome.value("version", "") != "0.5")
-      bad(attrs_where, "a Zarr v3 store must hold NGFF 0.5 ('ome' version \"0.5\"), got " +
-                           (ome.contains("version") ? ome.at("version").dump() : std::string("none")));
-    attrs = Json::object();
-    if (ome.contains("multiscales")) attrs["multiscales"] = ome.at("multiscales");
-    if (at.contains(kAttributesKey)) attrs[kAttributesKey] = at.at(kAttributesKey);
-  } else {
-    if (!exists(join(dir, ".zgroup"))) {
-      if (exists(join(dir, ".zarray")))
-        bad(name, "is a bare Zarr array without OME-NGFF metadata (.zgroup, .zattrs): its voxel "
-                  "spacing and position are unknown");
-      bad(where_in(name, ".zgroup"), "missing: not a Zarr group (no .zgroup, no zarr.json)");
-    }
-    const Json group = read_json(join(dir, ".zgroup"), where_in(name, ".zgroup"), "");
-    if (!group.is_object() || !group.contains("zarr_format") || group.at("zarr_format") != 2)
-      bad(where_in(name, ".zgroup"), "must be {\"zarr_format\": 2}");
-    attrs_where = where_in(name, ".zattrs");
-    attrs = read_json(join(dir, ".zattrs"), attrs_where,
-                      "the OME-NGFF multiscales metadata that gives the geometry");
-  }
+  const Json attrs = group_attributes(dir, name, v3, attrs_where);
   if (!attrs.is_object() || !attrs.contains("multiscales") || !attrs.at("multiscales").is_array() ||
       attrs.at("multiscales").empty() || !attrs.at("multiscales")[0].is_object())
     bad(attrs_where, "has no OME-NGFF 'multiscales' list");
@@ -565,70 +670,22 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
   if (!v3 && ms.contains("version") && ms.at("version") != "0.4")
     bad(attrs_where, "multiscales version " + ms.at("version").dump() +
                          " is not read in a Zarr v2 store (gigareg reads NGFF 0.4 on v2, 0.5 on v3)");
-  if (!ms.contains("axes") || !ms.at("axes").is_array())
-    bad(attrs_where, "multiscales has no 'axes' list");
-  const Json& axes = ms.at("axes");
-  if (axes.size() != 3 && axes.size() != 4)
-    bad(attrs_where, "expected axes (z, y, x) or (c, z, y, x), got " + axes.dump());
-  const bool field_axes = axes.size() == 4;
-  Vec3d unit{1, 1, 1};
-  for (std::size_t i = 0; i < axes.size(); ++i) {
-    const Json& a = axes[i];
-    if (!a.is_object() || !a.contains("name") || !a.at("name").is_string())
-      bad(attrs_where, "axis " + std::to_string(i) + " is not an object with a 'name'");
-    const std::string an = a.at("name").get<std::string>();
-    if (field_axes && i == 0) {
-      if (a.contains("type") && a.at("type") != "channel")
-        bad(attrs_where, "the first of 4 axes must be the channel (component) axis, got " + a.dump());
-      continue;
-    }
-    const std::size_t k = i - (field_axes ? 1 : 0);  // 0 z, 1 y, 2 x
-    const char* expected = k == 0 ? "z" : (k == 1 ? "y" : "x");
-    if (an != expected || (a.contains("type") && a.at("type") != "space"))
-      bad(attrs_where, "expected space axes z, y, x in that order, got " + axes.dump());
-    unit[int(2 - k)] = unit_to_mm(a, attrs_where);
-  }
+  if (!ms.contains("axes")) bad(attrs_where, "multiscales has no 'axes' list");
+  const std::size_t axes = ms.at("axes").size();
+  Vec3d unit;
+  const bool field_axes = check_axes(ms.at("axes"), unit, attrs_where);
   if (ms.contains("coordinateTransformations"))
     bad(attrs_where, "multiscales-wide coordinateTransformations are not supported");
   if (!ms.contains("datasets") || !ms.at("datasets").is_array() || ms.at("datasets").empty())
     bad(attrs_where, "multiscales has no 'datasets'");
-
-  // gigareg's key: the origin and direction NGFF 0.4 cannot express.
-  Mat3d direction = Mat3d::identity();
-  bool have_ours = false;
-  Vec3d origin{0, 0, 0};
-  if (attrs.contains(kAttributesKey)) {
-    const Json& g = attrs.at(kAttributesKey);
-    const std::string w = attrs_where + " '" + kAttributesKey + "'";
-    auto numbers = [&](const Json& v, std::size_t n) {
-      if (!v.is_array() || v.size() != n) return false;
-      for (const Json& x : v)
-        if (!x.is_number() || !std::isfinite(x.get<double>())) return false;
-      return true;
-    };
-    if (!g.is_object() || !g.contains("origin") || !numbers(g.at("origin"), 3))
-      bad(w, "must hold 'origin': three finite numbers (LPS mm)");
-    if (!g.contains("direction") || !g.at("direction").is_array() || g.at("direction").size() != 3 ||
-        !numbers(g.at("direction")[0], 3) || !numbers(g.at("direction")[1], 3) ||
-        !numbers(g.at("direction")[2], 3))
-      bad(w, "must hold 'direction': three rows of three finite numbers");
-    if (g.contains("space") && g.at("space") != "LPS") bad(w, "'space' must be \"LPS\"");
-    for (int r = 0; r < 3; ++r) {
-      origin[r] = g.at("origin")[std::size_t(r)].get<double>();
-      for (int c = 0; c < 3; ++c)
-        direction(r, c) = g.at("direction")[std::size_t(r)][std::size_t(c)].get<double>();
-    }
-    if (!(std::fabs(determinant(direction)) > 1e-12)) bad(w, "'direction' is singular");
-    s.complete_ = g.contains("complete") && g.at("complete") == true;
-    have_ours = true;
-  }
+  const OurAttributes ours = our_attributes(attrs, attrs_where);
+  s.complete_ = ours.complete;
 
   const Json& datasets = ms.at("datasets");
   for (std::size_t k = 0; k < datasets.size(); ++k) {
     const Json& d = datasets[k];
     const std::string w = attrs_where + " dataset " + std::to_string(k);
-    if (!d.is_object() || !d.contains("path") || !d.at("path").is_string())
-      bad(w, "has no 'path'");
+    if (!d.is_object() || !d.contains("path") || !d.at("path").is_string()) bad(w, "has no 'path'");
     const std::string path = d.at("path").get<std::string>();
     if (path.empty() || path.find("..") != std::string::npos || path[0] == '/')
       bad(w, "path '" + path + "' does not name a directory inside the store");
@@ -636,47 +693,21 @@ Store Store::open(const std::string& dir, const std::string& name_arg) {
     const std::string aw = where_in(name, path + (v3 ? "/zarr.json" : "/.zarray"));
     if (a.has_component_axis != field_axes)
       bad(aw, "has " + std::to_string(a.has_component_axis ? 4 : 3) + " dimensions but the "
-              "multiscales axes are " + std::to_string(axes.size()));
+              "multiscales axes are " + std::to_string(axes));
     if (field_axes && a.components != 3)
       bad(aw, "a displacement field needs 3 components (c = 3), got " + std::to_string(a.components));
     if (!s.arrays_.empty() && (a.pixel_type != s.arrays_[0].pixel_type || a.components != s.arrays_[0].components))
       bad(aw, "its dtype or components differ from level 0's");
-    // scale (and translation) of this level, in (c,) z, y, x order
-    if (!d.contains("coordinateTransformations") || !d.at("coordinateTransformations").is_array())
-      bad(w, "has no 'coordinateTransformations'");
-    Vec3d spacing{1, 1, 1}, translation{0, 0, 0};
-    bool have_scale = false;
-    for (const Json& t : d.at("coordinateTransformations")) {
-      if (!t.is_object() || !t.contains("type")) bad(w, "a coordinate transformation has no 'type'");
-      const bool is_scale = t.at("type") == "scale", is_translation = t.at("type") == "translation";
-      if (!is_scale && !is_translation)
-        bad(w, "coordinate transformation " + t.at("type").dump() + " is not supported");
-      const char* key = is_scale ? "scale" : "translation";
-      if (!t.contains(key) || !t.at(key).is_array() || t.at(key).size() != axes.size())
-        bad(w, std::string("'") + key + "' must list one number per axis (" +
-                   std::to_string(axes.size()) + ")");
-      for (int ax = 0; ax < 3; ++ax) {
-        const Json& v = t.at(key)[axes.size() - 1 - std::size_t(ax)];
-        if (!v.is_number() || !std::isfinite(v.get<double>())) bad(w, std::string("non-finite ") + key);
-        (is_scale ? spacing : translation)[ax] = v.get<double>() * unit[ax];
-      }
-      have_scale = have_scale || is_scale;
-    }
-    if (!have_scale) bad(w, "has no scale transformation");
-    Geometry g;
-    g.size = a.size;
-    g.spacing = spacing;
-    g.direction = direction;
-    g.origin = direction * translation;
-    if (k == 0 && have_ours) {
+    Geometry g = dataset_geometry(d, axes, unit, ours.direction, a.size, w);
+    if (k == 0 && ours.present) {
       // The exact origin is gigareg's; the translation must agree with it, or another tool
       // changed one of them (then the geometry is ambiguous).
-      const Vec3d d_origin = g.origin - origin;
-      const double tol = 1e-6 * (1.0 + std::sqrt(dot(origin, origin)));
+      const Vec3d d_origin = g.origin - ours.origin;
+      const double tol = 1e-6 * (1.0 + std::sqrt(dot(ours.origin, ours.origin)));
       if (!(std::sqrt(dot(d_origin, d_origin)) <= tol))
         bad(w, "the NGFF translation disagrees with the origin in the '" + std::string(kAttributesKey) +
                    "' attributes (one of them was changed by another tool?)");
-      g.origin = origin;
+      g.origin = ours.origin;
     }
     try {
       g.validate(w);
@@ -741,6 +772,21 @@ std::vector<ChunkTask> chunk_tasks(const ArrayInfo& a, index_t z0, index_t z1, c
   return tasks;
 }
 
+// f(T{}, task, file, where) for every chunk task, in parallel on all cores, T the level's pixel
+// type; `file` is the chunk's path and `where` names it in errors.
+template <class F>
+void for_each_chunk(const ArrayInfo& a, int level, const std::vector<ChunkTask>& tasks,
+                    const std::string& store_name, F&& f) {
+  const std::string level_name = std::to_string(level) + "/";
+  dispatch(a.pixel_type, [&](auto tag) {
+    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
+      const ChunkTask& t = tasks[i];
+      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
+      f(tag, t, file, where_in(store_name, "chunk " + level_name + file.substr(a.path.size() + 1)));
+    });
+  });
+}
+
 void byteswap(unsigned char* p, std::size_t n, std::size_t width) {
   for (std::size_t i = 0; i + width <= n; i += width) std::reverse(p + i, p + i + width);
 }
@@ -796,49 +842,44 @@ void Store::read_planes(int level, index_t z0, index_t nz, float* dst) const {
   const std::size_t limit = chunk_bytes + chunk_bytes / 8 + 65536;  // any codec's worst expansion
   const index_t plane = a.size.x * a.size.y;
   const index_t block = plane * nz;  // one component's planes in dst
-  const std::string level_name = std::to_string(level) + "/";
-  dispatch(a.pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
-      const ChunkTask& t = tasks[i];
-      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
-      const std::string where = where_in(name_, "chunk " + level_name + file.substr(a.path.size() + 1));
-      thread_local std::vector<unsigned char> stored, raw;
-      const index_t zlo = std::max(t.lo.z, z0), zhi = std::min(t.hi.z, z1);
-      if (!read_chunk_file(file, limit, stored, where)) {
-        if (complete_)
-          bad(where, "missing: gigareg writes every chunk of its stores (an incomplete copy?)");
-        if (!a.has_fill)
-          bad(where, "missing, and the array has no fill_value (null) to stand for it");
-        const float v = float(a.fill);
-        for (index_t c = t.c0; c < t.c1; ++c)
-          for (index_t z = zlo; z < zhi; ++z)
-            for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-              float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
-              std::fill(out + t.lo.x, out + t.hi.x, v);
-            }
-        return;
-      }
-      raw.resize(chunk_bytes);
-      decode_chunk(a.codec, stored.data(), stored.size(), raw.data(), chunk_bytes, where);
-      if (a.big_endian) byteswap(raw.data(), raw.size(), sizeof(T));
-      const T* values = reinterpret_cast<const T*>(raw.data());
+  for_each_chunk(a, level, tasks, name_, [&](auto tag, const ChunkTask& t, const std::string& file,
+                                              const std::string& where) {
+  using T = decltype(tag);
+    thread_local std::vector<unsigned char> stored, raw;
+    const index_t zlo = std::max(t.lo.z, z0), zhi = std::min(t.hi.z, z1);
+    if (!read_chunk_file(file, limit, stored, where)) {
+      if (complete_)
+        bad(where, "missing: gigareg writes every chunk of its stores (an incomplete copy?)");
+      if (!a.has_fill)
+        bad(where, "missing, and the array has no fill_value (null) to stand for it");
+      const float v = float(a.fill);
       for (index_t c = t.c0; c < t.c1; ++c)
         for (index_t z = zlo; z < zhi; ++z)
           for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-            const T* in = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
             float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
-            for (index_t x = t.lo.x; x < t.hi.x; ++x) {
-              T v;
-              std::memcpy(&v, in + (x - t.lo.x), sizeof(T));
-              if constexpr (std::is_integral_v<T>) {
-                if (!io_detail::fits_float_exactly(v))
-                  io_detail::throw_inexact_integer(name_, g, z * plane + y * a.size.x + x, v);
-              }
-              out[x] = static_cast<float>(v);
-            }
+            std::fill(out + t.lo.x, out + t.hi.x, v);
           }
-    });
+      return;
+    }
+    raw.resize(chunk_bytes);
+    decode_chunk(a.codec, stored.data(), stored.size(), raw.data(), chunk_bytes, where);
+    if (a.big_endian) byteswap(raw.data(), raw.size(), sizeof(T));
+    const T* values = reinterpret_cast<const T*>(raw.data());
+    for (index_t c = t.c0; c < t.c1; ++c)
+      for (index_t z = zlo; z < zhi; ++z)
+        for (index_t y = t.lo.y; y < t.hi.y; ++y) {
+          const T* in = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
+          float* out = dst + c * block + (z - z0) * plane + y * a.size.x;
+          for (index_t x = t.lo.x; x < t.hi.x; ++x) {
+            T v;
+            std::memcpy(&v, in + (x - t.lo.x), sizeof(T));
+            if constexpr (std::is_integral_v<T>) {
+              if (!io_detail::fits_float_exactly(v))
+                io_detail::throw_inexact_integer(name_, g, z * plane + y * a.size.x + x, v);
+            }
+            out[x] = static_cast<float>(v);
+          }
+        }
   });
 }
 
@@ -872,33 +913,28 @@ void Store::write_planes(int level, index_t z0, index_t nz, const float* src,
   const index_t plane = a.size.x * a.size.y;
   const index_t block = plane * nz;
   const std::size_t chunk_bytes = a.chunk_bytes();
-  const std::string level_name = std::to_string(level) + "/";
-  dispatch(a.pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    io_detail::parallel_for(tasks.size(), [&](std::size_t i) {
-      const ChunkTask& t = tasks[i];
-      const std::string file = a.chunk_path(t.kc, t.kz, t.ky, t.kx);
-      const std::string where = where_in(name_, "chunk " + level_name + file.substr(a.path.size() + 1));
-      thread_local std::vector<unsigned char> raw, encoded;
-      raw.assign(chunk_bytes, 0);  // the parts past the array's edge: zeros, the fill_value
-      T* values = reinterpret_cast<T*>(raw.data());
-      for (index_t c = t.c0; c < t.c1; ++c)
-        for (index_t z = t.lo.z; z < t.hi.z; ++z)
-          for (index_t y = t.lo.y; y < t.hi.y; ++y) {
-            T* out = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
-            const float* in = src + c * block + (z - z0) * plane + y * a.size.x;
-            for (index_t x = t.lo.x; x < t.hi.x; ++x) {
-              if constexpr (std::is_floating_point_v<T>) {
-                out[x - t.lo.x] = static_cast<T>(in[x]);
-              } else {
-                out[x - t.lo.x] = io_detail::to_integer<T>(in[x], conversion, g,
-                                                            z * plane + y * a.size.x + x, name_);
-              }
+  for_each_chunk(a, level, tasks, name_, [&](auto tag, const ChunkTask& t, const std::string& file,
+                                              const std::string& where) {
+  using T = decltype(tag);
+    thread_local std::vector<unsigned char> raw, encoded;
+    raw.assign(chunk_bytes, 0);  // the parts past the array's edge: zeros, the fill_value
+    T* values = reinterpret_cast<T*>(raw.data());
+    for (index_t c = t.c0; c < t.c1; ++c)
+      for (index_t z = t.lo.z; z < t.hi.z; ++z)
+        for (index_t y = t.lo.y; y < t.hi.y; ++y) {
+          T* out = values + (((c - t.c0) * a.chunk.z + (z - t.lo.z)) * a.chunk.y + (y - t.lo.y)) * a.chunk.x;
+          const float* in = src + c * block + (z - z0) * plane + y * a.size.x;
+          for (index_t x = t.lo.x; x < t.hi.x; ++x) {
+            if constexpr (std::is_floating_point_v<T>) {
+              out[x - t.lo.x] = static_cast<T>(in[x]);
+            } else {
+              out[x - t.lo.x] = io_detail::to_integer<T>(in[x], conversion, g,
+                                                          z * plane + y * a.size.x + x, name_);
             }
           }
-      encode_chunk(a.codec, raw.data(), raw.size(), sizeof(T), encoded, where);
-      write_new_file(file, encoded.data(), encoded.size(), true, where);
-    });
+        }
+    encode_chunk(a.codec, raw.data(), raw.size(), sizeof(T), encoded, where);
+    write_new_file(file, encoded.data(), encoded.size(), true, where);
   });
 }
 
