@@ -28,7 +28,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=${GIGAREG_SHARED_DATA:-$root/../shared/data}
 cli=$build/tools/gigareg
 export OMP_NUM_THREADS=2 GIGAREG_DISTRIBUTED=0
-rm -rf "$out/in" "$out/runs" "$out/digests.txt"
+rm -rf "$out/in" "$out/runs" "$out/digests.txt" "$out/test_results.txt"  # the tests append to it
 mkdir -p "$out/in" "$out/runs"
 in=$out/in
 digests=$out/digests.txt
