@@ -12,6 +12,7 @@
 //     sizes are gathered and prefix-summed in rank order, and every process pwrites its members
 //     at its offset; rank 0 writes its members straight into the file while compressing (its
 //     offset is known: the end of the previous component), the others hold theirs until the sum;
+//     .zarr: every chunk is written by the process whose slab holds its first plane (write_zarr_shared);
 //  3. every process fsyncs its writes, and the outcome is agreed by all (a gather of a status
 //     flag); rank 0 then hands the temporary to the open OutputSet (or renames it).
 // A failure on any process in any step is agreed in the same gather: rank 0 removes the
@@ -23,7 +24,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -38,6 +42,7 @@
 #include "io/gzip_blocks.hpp"
 #include "io/io_internal.hpp"
 #include "io/nifti_data.hpp"
+#include "io/zarr.hpp"
 
 namespace gigareg {
 namespace {
@@ -126,6 +131,25 @@ std::vector<std::int64_t> agree(const Partition& part, const std::string& path, 
               "not written: rank " + std::to_string(failed) + " failed to write its part (" + cause + ")");
 }
 
+// A staged temporary's name travels through agree() as the values of its TemporaryId: every
+// element, so that every rank names the directory or file that rank 0 created (an id built from
+// fewer values would silently zero the rest and name a temporary that does not exist).
+constexpr std::size_t kIdValues = std::tuple_size<io_detail::TemporaryId>::value;
+
+std::vector<std::int64_t> id_values(const io_detail::TemporaryId& id) {
+  return std::vector<std::int64_t>(id.begin(), id.end());
+}
+
+// The temporary of `path` named by the kIdValues values of `made` from `at` (rank 0's, as
+// agree() returns them first).
+std::string agreed_temporary(const std::string& path, const std::vector<std::int64_t>& made, std::size_t at) {
+  if (made.size() < at + kIdValues)
+    throw_error(ErrorKind::Internal, path, "the temporary's name was not agreed in full");
+  io_detail::TemporaryId id{};
+  std::copy(made.begin() + std::ptrdiff_t(at), made.begin() + std::ptrdiff_t(at + kIdValues), id.begin());
+  return io_detail::temporary_path(path, id);
+}
+
 // An open file descriptor, closed on scope exit (errors of an explicit close are reported).
 struct OpenFile {
   int fd = -1;
@@ -169,6 +193,60 @@ void write_gathered(const std::string& path, const Volume<float>& local, const P
   });
 }
 
+// .zarr: the store's metadata made by rank 0 in the temporary directory; every chunk written by
+// exactly one process, the one whose slab holds the chunk's first plane (the chunk rows from
+// chunk_boundary(z0) to chunk_boundary(z1)); the planes that complete its last chunk row, when its
+// slab ends inside one, come from the next processes (at most one chunk row less a plane). Each
+// process stages one chunk row of planes at a time: no buffer of a whole slab, none of the volume.
+void write_zarr_shared(const std::string& path, const Volume<float>& local, const Partition& part,
+                       PixelType pixel_type, IntegerConversion conversion) {
+  const Geometry& g = local.geometry();
+  const Box owned = part.owned(g.size);
+  const index_t z0 = owned.lo.z, z1 = owned.lo.z + owned.size.z;
+  const int components = local.components();
+  std::optional<StagedFile> staged;
+  // Rank 0 creates the directory and the metadata before the agreement returns anywhere (it is a
+  // gather): no rank opens the store before it exists.
+  const std::vector<std::int64_t> made = agree(part, path, kIdValues, staged, [&] {
+    if (part.rank() != 0) return std::vector<std::int64_t>(kIdValues, 0);
+    staged.emplace(path);  // a temporary directory beside the final name
+    zarr::create_store(staged->temp_path(), zarr::StoreSpec::for_grid(g, components, pixel_type), path);
+    return id_values(staged->temporary_id());
+  });
+  const std::string temp = agreed_temporary(path, made, 0);
+  const index_t chunk_z = zarr::StoreSpec::for_grid(g, components, pixel_type).chunk.z;
+  const index_t cz = std::max<index_t>(1, std::min(chunk_z, g.size.z));
+  const index_t first = zarr::chunk_boundary(z0, cz, g.size.z);
+  const index_t end = zarr::chunk_boundary(z1, cz, g.size.z);
+  const bool needs_next = first < end && end > z1;  // a chunk row of mine runs past my slab
+  const Volume<float> following =
+      part.fetch(local, needs_next ? Box{{0, 0, z1}, {g.size.x, g.size.y, end - z1}} : Box{});
+  agree(part, path, 0, staged, [&] {
+    const zarr::Store store = zarr::Store::open(temp, path);
+    if (store.array(0).chunk.z != cz)
+      throw_error(ErrorKind::Internal, path, "the store's chunks are not the planned ones");
+    const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+    std::vector<float> row;
+    for (index_t a = first; a < end; a += cz) {
+      const index_t n = std::min(cz, g.size.z - a);
+      row.resize(std::size_t(components) * plane * std::size_t(n));
+      for (int c = 0; c < components; ++c)
+        for (index_t z = a; z < a + n; ++z) {  // planes from this slab or the next ones
+          const Volume<float>& from = z < z1 ? local : following;
+          copy_bytes(row.data() + (std::size_t(c) * std::size_t(n) + std::size_t(z - a)) * plane,
+                     MemorySpace::Host,
+                     from.data() + std::size_t(c) * std::size_t(from.voxel_count()) +
+                         std::size_t(z - from.box().lo.z) * plane,
+                     from.space(), plane * sizeof(float));
+        }
+      store.write_planes(0, a, n, row.data(), conversion);  // chunk files created and fsynced
+      maybe_inject_failure(part, path);
+    }
+    return std::vector<std::int64_t>{};
+  });
+  if (part.rank() == 0) staged->commit();  // flushes the directories, then into the output set
+}
+
 void write_shared(const std::string& path, const Volume<float>& local, const Partition& part,
                   PixelType pixel_type, IntegerConversion conversion) {
   const Geometry& g = local.geometry();
@@ -178,24 +256,27 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
       local.box().size.x != g.size.x || local.box().size.y != g.size.y)
     throw_error(ErrorKind::InvalidArgument, path,
                 "each process must pass whole x-y planes including the planes it owns");
+  if (io_detail::is_zarr_path(path)) return write_zarr_shared(path, local, part, pixel_type, conversion);
   if (!io_detail::direct_nifti_writable(path, g))
     return write_gathered(path, local, part, pixel_type, conversion);
 
   // 1. The temporary and the header, on rank 0; its name to everyone.
   std::optional<StagedFile> staged;
   unsigned char prefix[io_detail::kNiftiPrefixBytes];
-  const std::vector<std::int64_t> made = agree(part, path, 5, staged, [&] {
-    if (part.rank() != 0) return std::vector<std::int64_t>(5, 0);
+  const std::vector<std::int64_t> made = agree(part, path, 1 + kIdValues, staged, [&] {
+    if (part.rank() != 0) return std::vector<std::int64_t>(1 + kIdValues, 0);
     staged.emplace(path);
     const bool header = io_detail::itk_header_prefix(path, g, local.components(), pixel_type, prefix);
-    const io_detail::TemporaryId& id = staged->temporary_id();
-    return std::vector<std::int64_t>{header ? 1 : 0, id[0], id[1], id[2], id[3]};
+    std::vector<std::int64_t> v{header ? 1 : 0};
+    const std::vector<std::int64_t> id = id_values(staged->temporary_id());
+    v.insert(v.end(), id.begin(), id.end());
+    return v;
   });
   if (made[0] == 0) {  // ITK's header is not the one gigareg completes: ITK writes the file
     staged.reset();
     return write_gathered(path, local, part, pixel_type, conversion);
   }
-  const std::string temp = io_detail::temporary_path(path, {made[1], made[2], made[3], made[4]});
+  const std::string temp = agreed_temporary(path, made, 1);
   const bool gz = io_detail::extension_of(path) == ".nii.gz";
 
   // The planes that complete the gzip members starting in this slab (from the next processes).

@@ -20,9 +20,10 @@ set(args register -d 3 -t Greedy[0.25,2,1] -m CC[${fixed},${moving},1,2] -c [2,1
   -s 1vox --device cpu -v 0)
 
 # case: failing rank, path fragment of the write that fails, warp extension
-# (the first file written; the last one, after two others joined the output set; a .nii field)
+# (the first file written; the last one, after two others joined the output set; a .nii field;
+# a .zarr field after a .zarr store joined the set)
 set(n 0)
-foreach(case "1;1Warp;.nii.gz" "2;warped;.nii.gz" "1;InverseWarp;.nii")
+foreach(case "1;1Warp;.nii.gz" "2;warped;.nii.gz" "1;InverseWarp;.nii" "2;InverseWarp;.zarr")
   list(GET case 0 rank)
   list(GET case 1 name)
   list(GET case 2 ext)

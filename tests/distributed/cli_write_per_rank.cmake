@@ -69,6 +69,7 @@ function(compare_case dir reference files)
   message(STATUS "${dir}: ${files} identical to ${reference}")
 endfunction()
 
+# (3. at the end: .zarr outputs.)
 # 1. A 256^3 pair (16.7 Mvox; .nii.gz fields of 16 planes per gzip member, so that slab
 #    boundaries at P = 3 fall inside members; at P = 2 and 4 they fall on member boundaries),
 #    one cheap greedy stage: the full-resolution outputs dominate the memory. P = 1 (one
@@ -100,4 +101,32 @@ run_case(0 small1 "${small};-o;[${WORK}/small1/,${WORK}/small1/warped.nii.gz]")
 foreach(np 2 3)
   run_case(${np} small${np} "${small};-o;[${WORK}/small${np}/,${WORK}/small${np}/warped.nii.gz]")
   compare_case(small${np} small1 "${small_files}")
+endforeach()
+
+# 3. OME-Zarr outputs: every chunk written by one rank (slab boundaries inside chunk rows at
+#    P = 3 and 4); the stores' files (metadata and compressed chunks) identical to one process's.
+function(compare_tree dir reference)
+  file(GLOB_RECURSE ref_files RELATIVE "${WORK}/${reference}" "${WORK}/${reference}/*")
+  file(GLOB_RECURSE got_files RELATIVE "${WORK}/${dir}" "${WORK}/${dir}/*")
+  list(SORT ref_files)
+  list(SORT got_files)
+  if(NOT ref_files STREQUAL got_files)
+    message(FATAL_ERROR "${dir}: the files differ from ${reference}'s")
+  endif()
+  foreach(f ${ref_files})
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files "${WORK}/${reference}/${f}" "${WORK}/${dir}/${f}"
+                    RESULT_VARIABLE same)
+    if(NOT same EQUAL 0)
+      message(FATAL_ERROR "${dir}: ${f} differs from ${reference}")
+    endif()
+  endforeach()
+  list(LENGTH ref_files n)
+  message(STATUS "${dir}: all ${n} files identical to ${reference}")
+endfunction()
+set(zarr_args register -d 3 -t Greedy[0.25,2,1] -m CC[${small_fixed},${small_moving},1,2]
+  -c [4x2,1e-6,10] -f 2x1 -s 1x0vox --warp-extension .zarr --device cpu -v 0 --no-qc)
+run_case(0 zarr1 "${zarr_args};-o;[${WORK}/zarr1/,${WORK}/zarr1/warped.zarr]")
+foreach(np 2 3 4)
+  run_case(${np} zarr${np} "${zarr_args};-o;[${WORK}/zarr${np}/,${WORK}/zarr${np}/warped.zarr]")
+  compare_tree(zarr${np} zarr1)
 endforeach()
