@@ -14,6 +14,10 @@ packages=(
   libbenchmark-dev         # Google Benchmark
   libcli11-dev             # command-line parsing
   libopenmpi-dev openmpi-bin  # distributed layer (MPI bootstrap, host communicator)
+  slurmctld slurmd slurm-client  # tests/distributed/slurm_one_node.sh: srun on a one-node
+                                 # Slurm that the test starts itself (munge comes as a dependency)
+  libpmix-dev              # srun --mpi=pmix: Slurm's mpi/pmix plugin dlopens pmix2/lib/libpmix.so,
+                           # which only the -dev package has (libopenmpi-dev depends on it too)
   zlib1g-dev
   libdeflate-dev           # parallel block gzip for .nii.gz (src/io/gzip_blocks.cpp)
   libblosc-dev             # OME-Zarr chunk compression (src/io/zarr/codec.cpp)
