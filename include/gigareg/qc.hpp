@@ -26,6 +26,10 @@
 #include "gigareg/volume.hpp"
 
 namespace gigareg {
+class Partition;  // gigareg/partition.hpp
+}
+
+namespace gigareg {
 
 struct QcOptions {
   double low_percentile = 1.0;   // intensity shown black (percent of the non-zero voxels)
@@ -46,6 +50,13 @@ struct QcPicture {
 /// moving image is resampled onto the fixed grid). Throws Error(InvalidArgument) otherwise.
 QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped,
                           const QcOptions& options = {});
+
+/// The same picture from the planes each process holds, under a partition of the fixed grid:
+/// `fixed` and `warped` hold (at least) the process's owned planes and the plane above them;
+/// every process calls it and gets the single process's picture bit for bit (the windows and
+/// the samples combined over processes; no process holds a whole image).
+QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options,
+                          const Partition& part);
 
 /// Writes `picture` as an 8-bit grey PNG through ITK's PNGImageIO. The path must end in .png.
 /// Like every gigareg writer, the file appears under its name only once complete (a temporary

@@ -12,6 +12,7 @@
 #include "gigareg/device/interpolate.hpp"
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
+#include "gigareg/partition.hpp"
 #include "gigareg/qc.hpp"
 #include "io/io_internal.hpp"
 
@@ -48,16 +49,43 @@ struct Window {
 /// images: percentiles barely change and big volumes stay fast. Zeros are left out because the
 /// background of skull-stripped, padded or resampled images is exactly 0 and often most of the
 /// grid: counted, it would push the window's top into the brightest tissue and saturate it.
-Window robust_window(const Volume<float>& image, double low_percent, double high_percent) {
-  const index_t n = image.voxel_count();
-  const index_t stride = std::max<index_t>(1, n / 2'000'000);
-  std::vector<float> values;
-  values.reserve(std::size_t(n / stride + 1));
+/// The subsample is every stride-th voxel of the whole grid in raster order; each process takes
+/// those in its owned planes (a contiguous range of that order) and every process gets them all:
+/// the same values as one process, so the same order statistics.
+Window robust_window(const Volume<float>& image, const Box& owned, double low_percent, double high_percent,
+                     const Partition& part) {
+  const Geometry& g = image.geometry();
+  const index_t plane = g.size.x * g.size.y;
+  const index_t stride = std::max<index_t>(1, g.voxel_count() / 2'000'000);
+  const index_t begin = owned.lo.z * plane, end = owned.hi().z * plane;
+  const float* data = image.data() - image.box().lo.z * plane;  // indexed by the global raster index
+  std::vector<std::int64_t> mine;  // float bits of the kept values
   bool any_finite = false;
-  for (index_t i = 0; i < n; i += stride) {
-    const float v = image.data()[i];
+  for (index_t i = (begin + stride - 1) / stride * stride; i < end; i += stride) {
+    const float v = data[i];
     any_finite = any_finite || std::isfinite(v);
-    if (std::isfinite(v) && v != 0.0f) values.push_back(v);
+    if (std::isfinite(v) && v != 0.0f) {
+      std::uint32_t bits = 0;
+      std::memcpy(&bits, &v, sizeof v);
+      mine.push_back(std::int64_t(bits));
+    }
+  }
+  // Every process's values, padded to the largest count with -1 (no float's bits).
+  const std::vector<std::int64_t> counts = part.gather_host_values({std::int64_t(mine.size()), any_finite ? 1 : 0});
+  std::int64_t longest = 0;
+  any_finite = false;
+  for (std::size_t r = 0; r < counts.size(); r += 2) {
+    longest = std::max(longest, counts[r]);
+    any_finite = any_finite || counts[r + 1] != 0;
+  }
+  mine.resize(std::size_t(longest), -1);
+  std::vector<float> values;
+  for (std::int64_t bits : part.size() == 1 ? mine : part.gather_host_values(mine)) {
+    if (bits < 0) continue;
+    const std::uint32_t b = std::uint32_t(bits);
+    float v = 0;
+    std::memcpy(&v, &b, sizeof v);
+    values.push_back(v);
   }
   if (values.empty() && any_finite) values.push_back(0.0f);
   Window w;
@@ -102,13 +130,17 @@ class Slicer {
   double right_mm(int c) const { return (c + 0.5) * pixel_; }
   double down_mm(int r) const { return (r + 0.5) * pixel_; }
 
-  float sample(const Volume<float>& image, int c, int r) const {
+  /// The continuous grid index that tile pixel (c, r) samples.
+  Vec3f index_of(int c, int r) const {
     Vec3d p{0, 0, 0};
     p[view_.right_axis] = start_right_ + view_.right_sign * right_mm(c);
     p[view_.down_axis] = start_down_ + view_.down_sign * down_mm(r);
     p[view_.normal_axis] = normal_;
     const Vec3d i = to_index_.matrix * p + to_index_.offset;
-    return sample_linear(image.view(), Vec3f{float(i.x), float(i.y), float(i.z)}, Boundary::Zero);
+    return Vec3f{float(i.x), float(i.y), float(i.z)};
+  }
+  static float sample(const Volume<float>& image, Vec3f index) {
+    return sample_linear(image.view(), index, Boundary::Zero);
   }
 
  private:
@@ -119,31 +151,64 @@ class Slicer {
   Tile tile_;
 };
 
-void check_volume(const Volume<float>& v, const char* what) {
-  if (v.empty()) throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " is empty");
+/// The planes a process's part of the picture samples: its owned planes and the one above them
+/// (the upper tap of the trilinear samples whose lower tap is its last plane).
+Box qc_planes(const Box& owned, const Index3& grid) {
+  Box b = owned;
+  if (owned.voxel_count() > 0 && owned.hi().z < grid.z) ++b.size.z;
+  return b;
+}
+
+void check_volume(const Volume<float>& v, const char* what, const Box& needed) {
+  if (v.empty() && needed.voxel_count() > 0)
+    throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " is empty");
+  if (v.empty()) return;
   if (v.space() != MemorySpace::Host)
     throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must be a host volume");
   if (v.components() != 1)
     throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must be a scalar image");
-  if (!(v.box() == Box{{0, 0, 0}, v.geometry().size}))
-    throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " must cover its whole grid");
+  if (!v.box().contains(needed))
+    throw_error(ErrorKind::InvalidArgument, "QC picture",
+                std::string(what) + " must hold planes " + std::to_string(needed.lo.z) + " to " +
+                    std::to_string(needed.hi().z - 1) + " of its grid (the whole grid in one process)");
   v.geometry().validate(std::string("QC picture: ") + what);
+}
+
+/// Byte-wise maximum over processes of `greys` (the same length everywhere; each pixel's owner
+/// holds its grey, the others 0): six bytes to a gathered integer.
+void combine_greys(std::vector<std::uint8_t>& greys, const Partition& part) {
+  constexpr std::size_t kPerValue = 6;  // 48 bits: gather_host_values carries up to 2^53 exactly
+  const std::size_t n = (greys.size() + kPerValue - 1) / kPerValue;
+  std::vector<std::int64_t> packed(n, 0);
+  for (std::size_t i = 0; i < greys.size(); ++i)
+    packed[i / kPerValue] |= std::int64_t(greys[i]) << (8 * (i % kPerValue));
+  const std::vector<std::int64_t> all = part.gather_host_values(packed);
+  for (std::size_t r = 0; r < all.size(); r += n)
+    for (std::size_t i = 0; i < greys.size(); ++i)
+      greys[i] = std::max(greys[i], std::uint8_t(all[r + i / kPerValue] >> (8 * (i % kPerValue)) & 0xff));
 }
 
 }  // namespace
 
 QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options) {
-  check_volume(fixed, "the fixed image");
-  check_volume(warped, "the warped image");
-  if (!fixed.geometry().equals(warped.geometry(), 1e-4))
+  return make_qc_picture(fixed, warped, options, single_process());
+}
+
+QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options,
+                          const Partition& part) {
+  const Geometry& g = fixed.geometry();
+  const Box owned = part.owned(g.size);
+  const Box needed = qc_planes(owned, g.size);
+  check_volume(fixed, "the fixed image", needed);
+  check_volume(warped, "the warped image", needed);
+  if (!fixed.empty() && !warped.empty() && !g.equals(warped.geometry(), 1e-4))
     throw_error(ErrorKind::InvalidArgument, "QC picture",
                 "the warped image is not on the fixed grid (" + warped.geometry().describe() + " vs " +
-                    fixed.geometry().describe() + ")");
+                    g.describe() + ")");
   if (options.max_tile_pixels < 8 || options.checker_squares < 1 || options.gap < 0 ||
       !(options.low_percentile < options.high_percentile))
     throw_error(ErrorKind::InvalidArgument, "QC picture", "bad options (tile size, checker squares, gap or percentiles)");
 
-  const Geometry& g = fixed.geometry();
   // Square pixels of the finest spacing, coarser when a tile would exceed max_tile_pixels.
   const BoundingBox bb = g.physical_bounds();
   const double longest = std::max({bb.max.x - bb.min.x, bb.max.y - bb.min.y, bb.max.z - bb.min.z});
@@ -163,8 +228,25 @@ QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warpe
   pic.height = 3 * row_height + 2 * options.gap;
   pic.pixels.assign(std::size_t(pic.width) * std::size_t(pic.height), 0);
 
-  const Window fixed_window = robust_window(fixed, options.low_percentile, options.high_percentile);
-  const Window warped_window = robust_window(warped, options.low_percentile, options.high_percentile);
+  const Window fixed_window = robust_window(fixed, owned, options.low_percentile, options.high_percentile, part);
+  const Window warped_window = robust_window(warped, owned, options.low_percentile, options.high_percentile, part);
+  // The fixed and warped greys of every tile pixel, taken by the process that owns the plane of
+  // the sample's lower z tap (clamped to the grid): it holds both taps, so its sample is the one
+  // process's, bit for bit; the other processes leave 0 and the maximum over processes keeps it.
+  std::vector<std::uint8_t> greys;
+  for (const Slicer& s : slicers)
+    for (int r = 0; r < s.tile().height; ++r)
+      for (int c = 0; c < s.tile().width; ++c) {
+        const Vec3f at = s.index_of(c, r);
+        const float z = std::floor(at.z);
+        const index_t lower = !(z > 0.f) ? 0 : z >= float(g.size.z - 1) ? g.size.z - 1 : index_t(z);
+        const bool mine = lower >= owned.lo.z && lower < owned.hi().z;
+        greys.push_back(mine ? fixed_window.grey(Slicer::sample(fixed, at)) : 0);
+        greys.push_back(mine ? warped_window.grey(Slicer::sample(warped, at)) : 0);
+      }
+  if (part.size() > 1) combine_greys(greys, part);
+
+  std::size_t next = 0;
   for (int v = 0; v < 3; ++v) {
     const Slicer& s = slicers[v];
     const Tile& t = s.tile();
@@ -172,8 +254,8 @@ QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warpe
     const int top_pad = (row_height - t.height) / 2;  // centre shorter tiles in their row
     for (int r = 0; r < t.height; ++r)
       for (int c = 0; c < t.width; ++c) {
-        const std::uint8_t f = fixed_window.grey(s.sample(fixed, c, r));
-        const std::uint8_t w = warped_window.grey(s.sample(warped, c, r));
+        const std::uint8_t f = greys[next++];
+        const std::uint8_t w = greys[next++];
         const long checker = long(std::floor(s.right_mm(c) / square_mm)) + long(std::floor(s.down_mm(r) / square_mm));
         const std::uint8_t values[3] = {f, w, (checker % 2 == 0) ? f : w};
         for (int row = 0; row < 3; ++row) {

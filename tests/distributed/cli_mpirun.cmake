@@ -1,5 +1,6 @@
 # `mpirun -np NP gigareg register ...` against the same command in one process: every output file
-# (the affine .mat, the warp and inverse warp, the warped image) byte for byte identical.
+# (the affine .mat, the warp and inverse warp, the warped image, the QC picture: made from every
+# rank's planes) byte for byte identical.
 #   cmake -DMPIEXEC=... -DNP_FLAG=-n "-DNPS=2;3" "-DMPI_FLAGS=..." -DCLI=.../gigareg
 #         -DDATA=.../shared/data -DWORK=dir -P cli_mpirun.cmake
 foreach(v MPIEXEC NP_FLAG NPS CLI DATA WORK)
@@ -20,7 +21,7 @@ set(args register -d 3 -r [${fixed},${moving},3]
   -t Affine[0.1] -m MI[${fixed},${moving},1,32] -c [15x8,1e-6,10] -f 2x1 -s 1x0vox
   -t Greedy[0.25,2,1] -m CC[${fixed},${moving},1,2] -c [8x4,1e-6,10] -f 2x1 -s 1x0vox
   --device cpu -v 0)
-set(files 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz warped.nii.gz)
+set(files 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz warped.nii.gz QC.png)
 
 execute_process(COMMAND ${CMAKE_COMMAND} -E env GIGAREG_DISTRIBUTED=0 OMP_NUM_THREADS=2
                   ${CLI} ${args} -o [${WORK}/one/,${WORK}/one/warped.nii.gz]

@@ -1,6 +1,6 @@
 # Per-rank writing: `mpirun -np P gigareg register ...` for P = 1..4 on the CPU, every process
-# writing its own planes of the warp, inverse warp and warped image, against the same command in
-# one process: byte-identical .nii and .nii.gz files, gzip -t passes, and the peak resident
+# writing its own planes of the warp, inverse warp and warped image (and sampling its planes for
+# the QC picture), against the same command in one process: byte-identical .nii, .nii.gz and .png files, gzip -t passes, and the peak resident
 # memory of rank 0 at P = 4 is at most a third of the single process's (the processes report it
 # with GIGAREG_REPORT_PEAK_MEMORY=1).
 #   cmake -DMPIEXEC=... -DNP_FLAG=-n "-DMPI_FLAGS=..." -DCLI=.../gigareg -DDATA=.../shared/data
@@ -75,8 +75,9 @@ endfunction()
 #    one cheap greedy stage: the full-resolution outputs dominate the memory. P = 1 (one
 #    process), 3 and 4 (P = 2 on the small pair below).
 set(big register -d 3 -t Greedy[0.25,2,1] -m MeanSquares[${big_fixed},${big_moving},1,0]
-  -c [2,1e-6,10] -f 4 -s 1vox --inverse-iterations 2 --device cpu -v 0 --no-qc)
-set(big_files 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz warped.nii)
+  -c [2,1e-6,10] -f 4 -s 1vox --inverse-iterations 2 --device cpu -v 0)
+# QC.png too: the picture is made from every rank's planes (no whole image on rank 0).
+set(big_files 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz warped.nii QC.png)
 run_case(0 big1 "${big};-o;[${WORK}/big1/,${WORK}/big1/warped.nii]")
 set(peak1 ${peak_kb})
 foreach(np 3 4)

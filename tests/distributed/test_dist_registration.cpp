@@ -16,6 +16,7 @@
 
 #include "gigareg/distributed/partition.hpp"
 #include "gigareg/io.hpp"
+#include "gigareg/qc.hpp"
 #include "gigareg/registration.hpp"
 #include "result_digest.hpp"
 #include "mpi_test.hpp"
@@ -152,6 +153,24 @@ TEST(ShardedRegistration, WinsorizedAndHistogramMatchedIsTheSingleProcessBitwise
   plain.intensities = IntensityPreprocessing{};
   const RegistrationResult unprocessed = register_images(plain, fixed, moving);
   EXPECT_ALL_RANKS(!same_bits(unprocessed.levels.front().initial_loss, single.levels.front().initial_loss));
+}
+
+TEST(ShardedRegistration, QcPictureFromEachRanksPlanesIsTheSingleProcessBitwise) {
+  // An oblique grid (the physical planes cut every z) with a zero background (left out of the
+  // windows) and more voxels than the window's subsample (a stride of 2 over the raster order).
+  const Geometry g = oblique_geometry({160, 130, 200});
+  Volume<float> fixed = textured(g, 31, 2.0), warped = textured(g, 32, -1.0);
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < 10; ++j)
+      for (index_t i = 0; i < g.size.x; ++i) fixed(i, j, k) = warped(i, j, k) = 0.0f;
+  const QcPicture single = make_qc_picture(fixed, warped);
+  ShardPartition part(world());
+  Box planes = part.owned(g.size);
+  if (planes.hi().z < g.size.z) ++planes.size.z;  // the plane above: the upper trilinear tap
+  const QcPicture sharded = make_qc_picture(gigareg::test::copy_box(fixed, planes),
+                                            gigareg::test::copy_box(warped, planes), QcOptions{}, part);
+  EXPECT_ALL_RANKS(sharded.width == single.width && sharded.height == single.height &&
+                   sharded.pixels == single.pixels);
 }
 
 TEST(ShardedRegistration, RealPairMomentsAffineGreedyIsTheSingleProcessBitwise) {

@@ -27,6 +27,28 @@
 namespace gigareg::cli {
 namespace {
 
+/// The QC picture from this process's planes: its owned planes of the fixed grid and the one
+/// above them, of the fixed image (read from its file again: register_files keeps no copy) and of
+/// the warped image (this process's planes, the next one fetched from its owner).
+QcPicture qc_from_planes(const std::string& fixed_path, const Volume<float>& warped, const Partition& part) {
+  const Geometry grid = read_image_header(fixed_path).geometry;
+  const Box owned = part.owned(grid.size);
+  Box planes = owned;
+  if (owned.voxel_count() > 0 && owned.hi().z < grid.size.z) ++planes.size.z;
+  Volume<float> fixed_planes, fetched;
+  if (planes.voxel_count() > 0) fixed_planes = std::move(read_image_slab(fixed_path, planes.lo.z, planes.size.z).voxels);
+  const Volume<float>* warped_planes = &warped;  // one process: the whole warped image
+  if (part.size() > 1) {
+    fetched = part.fetch(warped, planes.voxel_count() > 0 ? planes : Box{});
+    warped_planes = &fetched;
+  }
+  if (!warped_planes->empty() && warped_planes->space() != MemorySpace::Host) {
+    fetched = warped_planes->to(MemorySpace::Host);
+    warped_planes = &fetched;
+  }
+  return make_qc_picture(fixed_planes, *warped_planes, QcOptions{}, part);
+}
+
 struct RegisterOptions {
   CLI::App* app = nullptr;  // its remaining arguments are the registration's (parse_register_command)
   int composite = 0;
@@ -242,9 +264,8 @@ int run_register(const RegisterOptions& o) {
     RegistrationResult r = register_files(p, files, &written, partition);
     if (display) display->finish();
     // Under a partition every process holds its planes of the warp, inverse warp and warped
-    // image (and wrote them); what needs them whole on rank 0 gathers them there, only when it
-    // is asked for: the composite transforms (one HDF5 file) and the QC picture (percentiles of
-    // the whole warped image, planes through the centre of an oblique grid).
+    // image (and wrote them); the composite transforms (one HDF5 file), only when asked for,
+    // gather the fields on rank 0. The QC picture is made from every process's planes.
     const Partition& part = partition != nullptr ? *partition : single_process();
     const FoldCount folds = check_folds(r, written, part);
     auto gathered = [&](const Volume<float>& v) {
@@ -252,12 +273,15 @@ int run_register(const RegisterOptions& o) {
       Volume<float> all = part.fetch(v, part.rank() == 0 ? Box{{0, 0, 0}, v.geometry().size} : Box{});
       return all.empty() || all.space() == MemorySpace::Host ? std::move(all) : all.to(MemorySpace::Host);
     };
-    Volume<float> whole_warp, whole_inverse, whole_warped;
+    Volume<float> whole_warp, whole_inverse;
     if (o.composite == 1) {
       whole_warp = gathered(r.warp);
       whole_inverse = gathered(r.inverse_warp);
     }
-    if (!qc_path.empty()) whole_warped = gathered(r.warped);
+    // The QC picture (collective: every process samples its planes; a process whose slab is
+    // empty takes part with nothing).
+    std::optional<QcPicture> qc;
+    if (!qc_path.empty() && part.max(r.warped.empty() ? 0.0 : 1.0) > 0) qc = qc_from_planes(files.fixed, r.warped, part);
     if (!reporting) {
       report_peak_memory(part);
       return 0;
@@ -272,7 +296,7 @@ int run_register(const RegisterOptions& o) {
       copy = v.to(MemorySpace::Host);
       return copy;
     };
-    Volume<float> warp_copy, inverse_copy, warped_copy;
+    Volume<float> warp_copy, inverse_copy;
     if (o.composite == 1) {
       const ItkAffine a = itk_affine(r);
       const std::string forward = files.output_prefix + "Composite.h5";
@@ -284,13 +308,11 @@ int run_register(const RegisterOptions& o) {
         extra.push_back(inverse);
       }
     }
-    if (!qc_path.empty() && r.warped.empty()) {
+    if (!qc_path.empty() && !qc) {
       log(LogLevel::Warning, "no warped image: the QC picture is not written");
-    } else if (!qc_path.empty()) {
-      // The fixed image again (register_files keeps no copy); the warped image is on its grid.
-      const Image fixed = read_image(files.fixed);
+    } else if (qc) {
       make_parent_directory(qc_path);
-      write_qc_picture(qc_path, fixed.voxels, on_host(r.warped, whole_warped, warped_copy));
+      write_png(qc_path, *qc);
       extra.push_back(qc_path);
     }
     set->commit();
