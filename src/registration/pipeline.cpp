@@ -524,6 +524,84 @@ void check_registration_outputs(const RegistrationParams& params, const Registra
 
 }  // namespace
 
+namespace {
+
+Volume<float> apply_transforms_on(const Volume<float>& moving, const Geometry& reference, const Box& owned,
+                                  const std::vector<TransformEntry>& transforms, Interpolation interpolation,
+                                  DeviceChoice device, float default_value);
+
+/// This process's planes (part.owned of the moving grid) of the inverse-warped image: the fixed
+/// image sampled at y + w(y), y = A^-1(x), for the points x of those planes. Under a partition it
+/// fetches the planes of the inverse warp w that the points y reach and reads the planes of the
+/// fixed image that y + w(y) reach (|w| at most its global maximum norm), so that every sample is
+/// the one process's, bit for bit; one process uses `whole_fixed` and the whole warp.
+Volume<float> inverse_warped_planes(const RegistrationResult& result, const std::string& fixed_path,
+                                    const Volume<float>& whole_fixed, const Geometry& moving_grid,
+                                    DeviceChoice device, const Partition& part) {
+  const Geometry& fixed_grid = whole_fixed.geometry();
+  const Box owned = part.owned(moving_grid.size);
+  const Affined to_fixed = invert_affine(result.affine);
+  std::vector<TransformEntry> chain;
+  TransformEntry a;
+  a.affine = to_fixed;
+  chain.push_back(a);
+  TransformEntry f;
+  f.is_field = true;
+  Volume<float> field_store;
+  if (part.size() == 1) {
+    if (!result.inverse_warp.empty()) {
+      f.field = &result.inverse_warp;
+      if (result.inverse_warp.space() != MemorySpace::Host) {
+        field_store = result.inverse_warp.to(MemorySpace::Host);
+        f.field = &field_store;
+      }
+      chain.push_back(f);
+    }
+    return apply_transforms_on(whole_fixed, moving_grid, owned, chain, Interpolation::Linear, device, 0.0f);
+  }
+  // The fixed-index z range of A^-1 over the corners of the owned planes (z is affine in the point).
+  double z_lo = 1e300, z_hi = -1e300;
+  const Affined corner_map =
+      compose(fixed_grid.physical_to_index_map(), compose(to_fixed, moving_grid.index_to_physical_map()));
+  for (int c = 0; c < 8; ++c) {
+    const Vec3d corner{(c & 1) ? double(moving_grid.size.x - 1) : 0.0, (c & 2) ? double(moving_grid.size.y - 1) : 0.0,
+                       double((c & 4) ? owned.hi().z - 1 : owned.lo.z)};
+    const double z = (corner_map.matrix * corner + corner_map.offset).z;
+    z_lo = std::min(z_lo, z);
+    z_hi = std::max(z_hi, z);
+  }
+  const bool has_field = part.max(result.inverse_warp.empty() ? 0.0 : 1.0) > 0;
+  const Context ctx = choose_backend(device, "inverse-warped image");
+  const double reach_mm =
+      has_field ? reg::global_max_norm(ctx, part, result.inverse_warp, part.owned(fixed_grid.size)) : 0.0;
+  const double reach = reach_mm / std::min({fixed_grid.spacing.x, fixed_grid.spacing.y, fixed_grid.spacing.z});
+  // Planes [floor(lo) - 2, floor(hi) + 2] clipped to the grid (the linear taps and a margin for
+  // float rounding); none when the range misses the grid or this process owns no planes.
+  auto planes = [&](double lo, double hi) {
+    const index_t first = std::max<index_t>(0, index_t(std::floor(std::max(lo, -4.0))) - 2);
+    const index_t end = std::min<index_t>(fixed_grid.size.z, index_t(std::floor(std::min(hi, 1e15))) + 3);
+    return owned.voxel_count() > 0 && first < end
+               ? Box{{0, 0, first}, {fixed_grid.size.x, fixed_grid.size.y, end - first}}
+               : Box{};
+  };
+  if (has_field) {
+    field_store = to_host(part.fetch(result.inverse_warp, planes(z_lo, z_hi)));
+    f.field = &field_store;
+    chain.push_back(f);
+  }
+  const Box image_planes = planes(z_lo - reach, z_hi + reach);
+  if (owned.voxel_count() == 0 || image_planes.voxel_count() == 0 || (has_field && field_store.empty())) {
+    // Nothing of the fixed grid is reached: the samples are all 0 (ITK's default outside).
+    Volume<float> zeros(moving_grid, owned, 1, MemorySpace::Host);
+    if (zeros.voxel_count() > 0) zeros.fill(0.0f);
+    return zeros;
+  }
+  const Image fixed = read_image_slab(fixed_path, image_planes.lo.z, image_planes.size.z);
+  return apply_transforms_on(fixed.voxels, moving_grid, owned, chain, Interpolation::Linear, device, 0.0f);
+}
+
+}  // namespace
+
 RegistrationResult register_files(const RegistrationParams& params_in, const RegistrationFiles& files,
                                   RegistrationOutputs* written, const Partition* partition) {
   RegistrationParams params = params_in;
@@ -583,48 +661,22 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped,
                                                        files.warp_extension, partition);
   clock.mark("write outputs");
-  // The inverse-warped image is resampled on the moving grid by rank 0 from the whole inverse
-  // warp: gathered there (12 bytes per fixed voxel) only when it is asked for.
-  Volume<float> gathered_inverse;
-  if (!files.inverse_warped.empty() && part.size() > 1 && !result.inverse_warp.empty())
-    gathered_inverse = to_host(part.fetch(
-        result.inverse_warp, part.rank() == 0 ? whole(result.inverse_warp.geometry()) : Box{}));
+  if (!files.inverse_warped.empty()) {
+    // The fixed image on the moving grid (antsApplyTransforms -t [affine,1] -t InverseWarp),
+    // each process on its planes of the moving grid.
+    ensure_parent(files.inverse_warped);
+    const Volume<float> inv =
+        inverse_warped_planes(result, files.fixed, fixed.voxels, moving_grid, params.device, part);
+    if (part.size() > 1)
+      write_sharded_image(files.inverse_warped, inv, part);
+    else
+      write_image(files.inverse_warped, inv);
+    out.inverse_warped = files.inverse_warped;
+    clock.mark("inverse-warped image");
+  }
   if (part.rank() != 0) {
     if (written) *written = out;
     return result;
-  }
-  if (!files.inverse_warped.empty()) {
-    // The fixed image in the moving grid: antsApplyTransforms -t [affine,1] -t InverseWarp.
-    std::vector<TransformEntry> chain;
-    TransformEntry a;
-    a.affine = invert_affine(result.affine);
-    chain.push_back(a);
-    Volume<float> inverse_on_host;  // apply_transforms takes host fields
-    if (!gathered_inverse.empty()) {
-      TransformEntry f;
-      f.is_field = true;
-      f.field = &gathered_inverse;
-      chain.push_back(f);
-    } else if (!result.inverse_warp.empty()) {
-      TransformEntry f;
-      f.is_field = true;
-      f.field = &result.inverse_warp;
-      if (result.inverse_warp.space() != MemorySpace::Host) {
-        inverse_on_host = result.inverse_warp.to(MemorySpace::Host);
-        f.field = &inverse_on_host;
-      }
-      chain.push_back(f);
-    }
-    // Rank 0 of a distributed run holds only planes of the fixed image: read it whole here.
-    Image whole_fixed;
-    if (part.size() > 1) whole_fixed = read_image(files.fixed);
-    const Volume<float>& source = part.size() > 1 ? whole_fixed.voxels : fixed.voxels;
-    const Volume<float> inv =
-        apply_transforms(source, moving.voxels.geometry(), chain, Interpolation::Linear, params.device);
-    ensure_parent(files.inverse_warped);
-    write_image(files.inverse_warped, inv);
-    out.inverse_warped = files.inverse_warped;
-    clock.mark("inverse-warped image");
   }
   set.commit();
   clock.mark("outputs flushed and renamed");
@@ -633,13 +685,15 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
 }
 
 // ---------------------------------------------------------------------------------------------
-Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
-                               const std::vector<TransformEntry>& transforms,
-                               Interpolation interpolation, DeviceChoice device, float default_value) {
-  check_image(moving, "apply_transforms input");
-  reference.validate("apply_transforms reference");
+namespace {
+
+/// apply_transforms on `owned` of the reference grid, from volumes that may hold only planes of
+/// their grids (the moving image and the fields must hold every plane the samples reach: taps
+/// outside a volume's planes read 0). The result has box `owned`, in host memory.
+Volume<float> apply_transforms_on(const Volume<float>& moving, const Geometry& reference, const Box& owned,
+                                  const std::vector<TransformEntry>& transforms, Interpolation interpolation,
+                                  DeviceChoice device, float default_value) {
   const Context ctx = choose_backend(device, "apply_transforms");
-  const Box owned = whole(reference);
   // The map so far is x -> P(x + d(x)) (d empty: 0). An affine B makes it B o P; a field u makes
   // it x -> y + u(y), y = P(x + d(x)): one composed field on the reference grid, P = identity.
   Affined pending = Affined::identity();
@@ -661,7 +715,7 @@ Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& refe
     }
     Volume<float> u_store;
     const Volume<float>* u = in_backend(ctx, t.field, u_store);
-    Volume<float> next(reference, 3, ctx.memory_space());
+    Volume<float> next(reference, owned, 3, ctx.memory_space());
     // A written field is a transform of points: ITK's rule outside its grid (zero displacement
     // beyond the last half voxel), so that this matches antsApplyTransforms there too.
     compose_fields(ctx, d.empty() ? VolumeView<const float>{} : d.view(), reference, pending, u->view(),
@@ -680,9 +734,19 @@ Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& refe
   w.interpolation = interpolation;
   w.boundary = Boundary::FieldTransform;  // ITK's resampler: IsInsideBuffer, else the default
   w.outside_value = default_value;
-  Volume<float> out(reference, 1, ctx.memory_space());
+  Volume<float> out(reference, owned, 1, ctx.memory_space());
   warp(ctx, w, out.view(), owned);
   return to_host(std::move(out));
+}
+
+}  // namespace
+
+Volume<float> apply_transforms(const Volume<float>& moving, const Geometry& reference,
+                               const std::vector<TransformEntry>& transforms,
+                               Interpolation interpolation, DeviceChoice device, float default_value) {
+  check_image(moving, "apply_transforms input");
+  reference.validate("apply_transforms reference");
+  return apply_transforms_on(moving, reference, whole(reference), transforms, interpolation, device, default_value);
 }
 
 namespace {
