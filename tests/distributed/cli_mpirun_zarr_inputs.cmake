@@ -46,11 +46,7 @@ execute_process(COMMAND ${MPIEXEC} ${NP_FLAG} ${NP} ${MPI_FLAGS} -x OMP_NUM_THRE
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "mpirun -np ${NP} on the .zarr inputs failed (${rc}):\n${out}\n${err}")
 endif()
-foreach(f 0GenericAffine.mat 1Warp.nii.gz 1InverseWarp.nii.gz warped.nii.gz)
-  execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files "${WORK}/one/${f}" "${WORK}/np${NP}/${f}"
-                  RESULT_VARIABLE same)
-  if(NOT same EQUAL 0)
-    message(FATAL_ERROR "mpirun -np ${NP} on .zarr inputs: ${f} differs from one process on .nii.gz")
-  endif()
-endforeach()
+include(${CMAKE_CURRENT_LIST_DIR}/compare_outputs.cmake)
+expect_same_files("${WORK}/one" "${WORK}/np${NP}" "mpirun -np ${NP} on .zarr inputs"
+                  "0GenericAffine.mat;1Warp.nii.gz;1InverseWarp.nii.gz;warped.nii.gz")
 message(STATUS "mpirun -np ${NP} on .zarr inputs: every output identical to one process on .nii.gz")
