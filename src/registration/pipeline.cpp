@@ -530,6 +530,22 @@ Volume<float> apply_transforms_on(const Volume<float>& moving, const Geometry& r
                                   const std::vector<TransformEntry>& transforms, Interpolation interpolation,
                                   DeviceChoice device, float default_value);
 
+/// The registration's images must not hold NaN: one NaN voxel turns the metrics' sums into NaN,
+/// and the optimiser then reports an overflow that names neither file nor voxel. (Infinite
+/// voxels are refused by every read.) Each process checks the planes it read.
+void require_no_nan(const Volume<float>& v, const std::string& path) {
+  const index_t n = v.voxel_count();
+  for (index_t e = 0; e < n; ++e) {
+    if (!std::isnan(v.data()[e])) continue;
+    const Index3 size = v.box().size;
+    const index_t i = e % size.x, j = e / size.x % size.y, k = v.box().lo.z + e / (size.x * size.y);
+    throw_error(ErrorKind::InvalidInput, path,
+                "voxel (" + std::to_string(i) + ", " + std::to_string(j) + ", " + std::to_string(k) +
+                    ") is NaN: registration needs finite intensities (give the region to use with a mask, "
+                    "and replace NaN by a value, e.g. 0)");
+  }
+}
+
 /// This process's planes (part.owned of the moving grid) of the inverse-warped image: the fixed
 /// image sampled at y + w(y), y = A^-1(x), for the points x of those planes. Under a partition it
 /// fetches the planes of the inverse warp w that the points y reach and reads the planes of the
@@ -648,6 +664,8 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
   };
   mask_check(fixed_mask, fixed, files.fixed_mask);
   mask_check(moving_mask, moving, files.moving_mask);
+  require_no_nan(fixed.voxels, files.fixed);
+  require_no_nan(moving.voxels, files.moving);
   if (context.valid()) context.get();
   clock.mark("read inputs");
 

@@ -154,6 +154,22 @@ TEST_F(CliHardening, OptionErrorsNameTheOptionAndIgnoredInputsAreRefused) {
   EXPECT_EQ(ok.rc, 0) << ok.all();
 }
 
+// A NaN voxel in an input image was reported as "the transform's parameters overflowed", naming
+// neither the file nor the voxel; now the read image is refused, before any output.
+TEST_F(CliHardening, ANaNVoxelInAnInputImageIsNamed) {
+  REQUIRE_CLI();
+  Image m = read_image(moving);
+  m.voxels(3, 4, 5) = std::numeric_limits<float>::quiet_NaN();
+  const std::string with_nan = (dir / "moving_nan.nii.gz").string();
+  write_image(with_nan, m.voxels);
+  const std::string p = (dir / "out" / "r_").string();
+  const ToolRun r = run_cli("register -d 3 --device cpu -v 0 -o " + p + " -t Affine[0.1] -m MI[" + fixed + "," +
+                            with_nan + ",1,32] -c [2,1e-6,10] -f 1 -s 0vox");
+  EXPECT_EQ(r.rc, 1) << r.all();
+  EXPECT_NE(r.err.find(with_nan + ": voxel (3, 4, 5) is NaN"), std::string::npos) << r.all();
+  EXPECT_TRUE(out_entries().empty());
+}
+
 TEST_F(CliHardening, TransformFileErrorsNameTheFile) {
   REQUIRE_CLI();
   // Item 12: a NaN in a .mat was reported as "invert_affine: the affine matrix is singular".
