@@ -1,7 +1,7 @@
 # `mpirun -np NP gigareg register ...` against the same command in one process: every output file
 # (the affine .mat, the warp and inverse warp, the warped and inverse-warped images, the QC
 # picture: each made from every rank's planes) byte for byte identical.
-#   cmake -DMPIEXEC=... -DNP_FLAG=-n "-DNPS=2;3" "-DMPI_FLAGS=..." -DCLI=.../gigareg
+#   cmake -DMPIEXEC=... -DNP_FLAG=-n -DNPS=2,3 "-DMPI_FLAGS=..." -DCLI=.../gigareg
 #         -DDATA=.../shared/data -DWORK=dir -P cli_mpirun.cmake
 foreach(v MPIEXEC NP_FLAG NPS CLI DATA WORK)
   if(NOT DEFINED ${v})
@@ -15,6 +15,7 @@ if(NOT EXISTS "${fixed}" OR NOT EXISTS "${moving}")
   return()
 endif()
 include(${CMAKE_CURRENT_LIST_DIR}/compare_outputs.cmake)
+string(REPLACE "," ";" NPS "${NPS}")  # the process counts, comma separated
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
 # Moments, affine (MI) and greedy (CC), two levels each, as a user would write it.
