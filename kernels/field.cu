@@ -106,13 +106,6 @@ void launch_combine(cudaStream_t stream, const double* block_partials, const Row
   GIGAREG_CUDA_CHECK_LAUNCH("combine_row_groups");
 }
 
-__device__ __forceinline__ void store3(const VolumeView<float>& f, index_t i, index_t j, index_t k,
-                                       Vec3f w) {
-  f.at(i, j, k, 0) = w.x;
-  f.at(i, j, k, 1) = w.y;
-  f.at(i, j, k, 2) = w.z;
-}
-
 // out(i) = R i + r0 + M v(i) + u(Q i + q0 + G v(i)); v is read once per voxel, u gathered.
 template <bool HasV>
 __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
@@ -323,14 +316,8 @@ __global__ void __launch_bounds__(kTx* kTy, kMinBlocks)
                                const Mat3f inverse_index_map, const float epsilon,
                                const float clip, const bool pin_boundary, const Box owned) {
   for_each_row_tile_voxel(owned, [&](index_t i, index_t j, index_t k) {
-    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
-      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
-      return;
-    }
-    const Vec3f ev = load_vec3(e, i, j, k);
     store3(w, i, j, k,
-           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
-                                epsilon, clip));
+           damped_inverse_step_voxel(e, w, inverse_index_map, epsilon, clip, pin_boundary, Index3{i, j, k}));
   });
 }
 

@@ -12,12 +12,6 @@
 namespace gigareg::cpu {
 namespace {
 
-void store3(const VolumeView<float>& f, index_t i, index_t j, index_t k, Vec3f w) {
-  f.at(i, j, k, 0) = w.x;
-  f.at(i, j, k, 1) = w.y;
-  f.at(i, j, k, 2) = w.z;
-}
-
 /// NaN-propagating maximum (order-independent up to which NaN).
 float max_nan(float a, float b) { return (b > a || std::isnan(b)) && !std::isnan(a) ? b : a; }
 
@@ -122,14 +116,8 @@ void damped_inverse_step(VolumeView<const float> e, VolumeView<float> w,
                          const Mat3f& inverse_index_map, float epsilon, float clip,
                          bool pin_boundary, const Box& owned) {
   for_each_element(owned, 1, [&](index_t i, index_t j, index_t k, int) {
-    if (pin_boundary && on_grid_boundary(Index3{i, j, k}, w.global_size)) {
-      store3(w, i, j, k, Vec3f{0.f, 0.f, 0.f});
-      return;
-    }
-    const Vec3f ev = load_vec3(e, i, j, k);
     store3(w, i, j, k,
-           damped_inverse_voxel(load_vec3(w, i, j, k), ev, norm_in_voxels(inverse_index_map, ev),
-                                epsilon, clip));
+           damped_inverse_step_voxel(e, w, inverse_index_map, epsilon, clip, pin_boundary, Index3{i, j, k}));
   });
 }
 

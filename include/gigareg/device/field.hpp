@@ -75,6 +75,18 @@ GIGAREG_HDI Vec3f damped_inverse_voxel(Vec3f w, Vec3f e, float norm, float epsil
   return {w.x - scale * e.x, w.y - scale * e.y, w.z - scale * e.z};
 }
 
+/// w's new value at voxel g in one step of the damped inversion (the body of the CPU and CUDA
+/// damped_inverse_step): 0 on the grid's outermost layer when `pin_boundary`, else
+/// damped_inverse_voxel with the residual e at g.
+GIGAREG_HDI Vec3f damped_inverse_step_voxel(const VolumeView<const float>& e, const VolumeView<float>& w,
+                                            const Mat3f& inverse_index_map, float epsilon, float clip,
+                                            bool pin_boundary, Index3 g) {
+  if (pin_boundary && on_grid_boundary(g, w.global_size)) return {0.f, 0.f, 0.f};
+  const Vec3f ev = load_vec3(e, g.x, g.y, g.z);
+  return damped_inverse_voxel(load_vec3(w, g.x, g.y, g.z), ev, norm_in_voxels(inverse_index_map, ev), epsilon,
+                              clip);
+}
+
 /// Finite difference of a field along `axis` at global index g: central inside the grid,
 /// one-sided at the global grid edges, 0 for a grid of one voxel along the axis. The view must
 /// contain the neighbours (halo 1, clipped to the grid).
@@ -97,20 +109,27 @@ GIGAREG_HDI Vec3f field_difference(const VolumeView<T>& u, Index3 g, int axis) {
   return {scale * (a.x - b.x), scale * (a.y - b.y), scale * (a.z - b.z)};
 }
 
+/// The field's derivatives with respect to the grid index at voxel g (field_difference along
+/// each axis): d(c, a) = d u_c / d index_a.
+template <class T>
+GIGAREG_HDI Mat3f index_jacobian(const VolumeView<T>& u, Index3 g) {
+  Mat3f d{};
+  for (int a = 0; a < 3; ++a) {
+    const Vec3f column = field_difference(u, g, a);
+    d(0, a) = column.x;
+    d(1, a) = column.y;
+    d(2, a) = column.z;
+  }
+  return d;
+}
+
 /// (I + dW/dx) e at voxel g: the Jacobian of x -> x + w(x) (central differences as
 /// jacobian_determinant_voxel, dW/dx = (dW/di) P^-1) times e. Where w inverts u, I + dW/dx at x is
 /// (I + dU/dx)^-1 at x + w(x), so -(I + dW/dx) e is Newton's correction of the residual e.
 template <class T>
 GIGAREG_HDI Vec3f jacobian_times_voxel(const VolumeView<T>& w, const Mat3f& inverse_index_map,
                                        Index3 g, Vec3f e) {
-  Mat3f dw{};  // dw(c, a) = d w_c / d index_a
-  for (int a = 0; a < 3; ++a) {
-    const Vec3f d = field_difference(w, g, a);
-    dw(0, a) = d.x;
-    dw(1, a) = d.y;
-    dw(2, a) = d.z;
-  }
-  const Vec3f je = (dw * inverse_index_map) * e;
+  const Vec3f je = (index_jacobian(w, g) * inverse_index_map) * e;
   return {e.x + je.x, e.y + je.y, e.z + je.z};
 }
 
@@ -132,14 +151,7 @@ GIGAREG_HDI Vec3f newton_direction_voxel(const VolumeView<T>& w, const Mat3f& in
 template <class T>
 GIGAREG_HDI float jacobian_determinant_voxel(const VolumeView<T>& u, const Mat3f& inverse_index_map,
                                              Index3 g) {
-  Mat3f du{};  // du(c, a) = d u_c / d index_a
-  for (int a = 0; a < 3; ++a) {
-    const Vec3f d = field_difference(u, g, a);
-    du(0, a) = d.x;
-    du(1, a) = d.y;
-    du(2, a) = d.z;
-  }
-  Mat3f jac = du * inverse_index_map;
+  Mat3f jac = index_jacobian(u, g) * inverse_index_map;
   jac(0, 0) += 1.f;
   jac(1, 1) += 1.f;
   jac(2, 2) += 1.f;

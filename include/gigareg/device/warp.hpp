@@ -40,6 +40,13 @@ GIGAREG_HDI Vec3f load_vec3(const VolumeView<T>& f, index_t i, index_t j, index_
           float(load_ro(p + 2 * f.component_stride))};
 }
 
+/// Writes the three component planes of a field at global index (i, j, k).
+GIGAREG_HDI void store3(const VolumeView<float>& f, index_t i, index_t j, index_t k, Vec3f w) {
+  f.at(i, j, k, 0) = w.x;
+  f.at(i, j, k, 1) = w.y;
+  f.at(i, j, k, 2) = w.z;
+}
+
 /// Moving continuous index sampled by fixed voxel (i, j, k) with displacement u (mm).
 GIGAREG_HDI Vec3f warp_position(const WarpPlan& plan, index_t i, index_t j, index_t k, Vec3f u) {
   return plan.index_matrix * index_vec(i, j, k) + plan.index_offset +
