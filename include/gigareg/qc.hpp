@@ -58,6 +58,10 @@ QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warpe
 QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options,
                           const Partition& part);
 
+/// The planes of the fixed grid that make_qc_picture needs from this process under `part`: its
+/// owned planes and the one above them (the whole grid in one process).
+Box qc_picture_planes(const Geometry& fixed_grid, const Partition& part);
+
 /// Writes `picture` as an 8-bit grey PNG through ITK's PNGImageIO. The path must end in .png.
 /// Like every gigareg writer, the file appears under its name only once complete (a temporary
 /// in the same directory is renamed). Errors: Error naming the path.

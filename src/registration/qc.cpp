@@ -151,14 +151,6 @@ class Slicer {
   Tile tile_;
 };
 
-/// The planes a process's part of the picture samples: its owned planes and the one above them
-/// (the upper tap of the trilinear samples whose lower tap is its last plane).
-Box qc_planes(const Box& owned, const Index3& grid) {
-  Box b = owned;
-  if (owned.voxel_count() > 0 && owned.hi().z < grid.z) ++b.size.z;
-  return b;
-}
-
 void check_volume(const Volume<float>& v, const char* what, const Box& needed) {
   if (v.empty() && needed.voxel_count() > 0)
     throw_error(ErrorKind::InvalidArgument, "QC picture", std::string(what) + " is empty");
@@ -194,11 +186,19 @@ QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warpe
   return make_qc_picture(fixed, warped, options, single_process());
 }
 
+Box qc_picture_planes(const Geometry& fixed_grid, const Partition& part) {
+  // The upper tap of the trilinear samples whose lower tap is the last owned plane.
+  const Box owned = part.owned(fixed_grid.size);
+  Box b = owned;
+  if (owned.voxel_count() > 0 && owned.hi().z < fixed_grid.size.z) ++b.size.z;
+  return b;
+}
+
 QcPicture make_qc_picture(const Volume<float>& fixed, const Volume<float>& warped, const QcOptions& options,
                           const Partition& part) {
   const Geometry& g = fixed.geometry();
   const Box owned = part.owned(g.size);
-  const Box needed = qc_planes(owned, g.size);
+  const Box needed = qc_picture_planes(g, part);
   check_volume(fixed, "the fixed image", needed);
   check_volume(warped, "the warped image", needed);
   if (!fixed.empty() && !warped.empty() && !g.equals(warped.geometry(), 1e-4))

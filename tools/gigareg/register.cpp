@@ -31,10 +31,7 @@ namespace {
 /// above them, of the fixed image (read from its file again: register_files keeps no copy) and of
 /// the warped image (this process's planes, the next one fetched from its owner).
 QcPicture qc_from_planes(const std::string& fixed_path, const Volume<float>& warped, const Partition& part) {
-  const Geometry grid = read_image_header(fixed_path).geometry;
-  const Box owned = part.owned(grid.size);
-  Box planes = owned;
-  if (owned.voxel_count() > 0 && owned.hi().z < grid.size.z) ++planes.size.z;
+  const Box planes = qc_picture_planes(read_image_header(fixed_path).geometry, part);
   Volume<float> fixed_planes, fetched;
   if (planes.voxel_count() > 0) fixed_planes = std::move(read_image_slab(fixed_path, planes.lo.z, planes.size.z).voxels);
   const Volume<float>* warped_planes = &warped;  // one process: the whole warped image
