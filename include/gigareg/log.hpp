@@ -2,6 +2,7 @@
 // A single log hook. The library never prints on its own: it hands messages to the sink, which
 // the CLI sends to stderr, tests silence or capture, and embedding programs route to their logger.
 
+#include <chrono>
 #include <functional>
 #include <string_view>
 
@@ -20,5 +21,17 @@ void set_log_level(LogLevel level);
 LogLevel log_level();
 
 void log(LogLevel level, std::string_view message);
+
+/// Logs at Debug level the seconds since the previous mark (or construction) under a phase's
+/// name, with the process's resident memory: "time: <phase> <s> s, resident <MiB> MiB". Where
+/// a command's time goes besides its stages (`-v 2`).
+class PhaseClock {
+ public:
+  PhaseClock();
+  void mark(std::string_view phase);
+
+ private:
+  std::chrono::steady_clock::time_point last_;
+};
 
 }  // namespace gigareg

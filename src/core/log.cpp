@@ -1,5 +1,7 @@
 #include "gigareg/log.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
 #include <mutex>
@@ -49,6 +51,33 @@ void log(LogLevel level, std::string_view message) {
   if (int(level) < g_level.load()) return;
   std::lock_guard<std::mutex> lock(sink_mutex());
   current_sink()(level, message);
+}
+
+namespace {
+
+// The process's resident memory now (Linux /proc/self/statm; 0 elsewhere).
+double resident_mib() {
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  long pages = 0, resident = 0;
+  const int got = std::fscanf(f, "%ld %ld", &pages, &resident);
+  std::fclose(f);
+  return got == 2 ? double(resident) * double(::sysconf(_SC_PAGESIZE)) / double(1 << 20) : 0.0;
+}
+
+}  // namespace
+
+PhaseClock::PhaseClock() : last_(std::chrono::steady_clock::now()) {}
+
+void PhaseClock::mark(std::string_view phase) {
+  const auto now = std::chrono::steady_clock::now();
+  if (log_level() <= LogLevel::Debug) {
+    char numbers[96];
+    std::snprintf(numbers, sizeof numbers, " %.3g s, resident %.4g MiB",
+                  std::chrono::duration<double>(now - last_).count(), resident_mib());
+    log(LogLevel::Debug, "time: " + std::string(phase) + numbers);
+  }
+  last_ = now;
 }
 
 }  // namespace gigareg

@@ -118,49 +118,32 @@ PlaneMemberLayout plane_member_layout(std::size_t plane_bytes) {
   return l;
 }
 
-GzipMemberWriter::GzipMemberWriter(std::size_t max_member_bytes, int level, Sink sink, std::string path)
-    : slot_bytes_(max_member_bytes),
-      level_(level),
-      sink_(std::move(sink)),
-      path_(std::move(path)),
-      threads_(std::size_t(std::max(1, omp_get_max_threads()))),
-      batch_(new unsigned char[threads_ * max_member_bytes]),
-      filled_(threads_, 0),
-      members_(threads_) {
+std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path) {
   if (level < 0 || level > 12)
-    throw_error(ErrorKind::InvalidArgument, path_,
-                "compression level " + std::to_string(level) + " is outside 0-12");
-}
-
-unsigned char* GzipMemberWriter::reserve(std::size_t bytes) {
-  if (slot_bytes_ - filled_[current_] < bytes)
-    throw_error(ErrorKind::Internal, path_, "a gzip member outgrew its planned size");
-  return batch_.get() + current_ * slot_bytes_ + filled_[current_];
-}
-
-void GzipMemberWriter::commit(std::size_t bytes) { filled_[current_] += bytes; }
-
-void GzipMemberWriter::end_member() {
-  if (filled_[current_] == 0) return;  // members are never empty
-  if (++current_ == threads_) flush_batch();
-}
-
-void GzipMemberWriter::flush_batch() {
-  const std::size_t members = current_;
-  parallel_for(members, [&](std::size_t m) {
-    compress_member(batch_.get() + m * slot_bytes_, filled_[m], level_, members_[m]);
-  });
-  for (std::size_t m = 0; m < members; ++m) {
-    sink_(members_[m].data(), members_[m].size());
-    filled_[m] = 0;
+    throw_error(ErrorKind::InvalidArgument, path, "compression level " + std::to_string(level) + " is outside 0-12");
+  const std::size_t batch = std::min(count, std::size_t(std::max(1, omp_get_max_threads())));
+  // Not zeroed: untouched pages of a short last member cost no memory.
+  std::unique_ptr<unsigned char[]> raw(new unsigned char[std::max<std::size_t>(1, batch) * max_member_bytes]);
+  std::vector<std::vector<unsigned char>> members(batch);
+  std::vector<std::uint64_t> offsets(batch);
+  std::uint64_t written = 0;
+  for (std::size_t first = 0; first < count; first += batch) {
+    const std::size_t n = std::min(batch, count - first);
+    parallel_for(n, [&](std::size_t i) {
+      unsigned char* in = raw.get() + i * max_member_bytes;
+      const std::size_t bytes = fill(first + i, in);
+      if (bytes == 0 || bytes > max_member_bytes)
+        throw_error(ErrorKind::Internal, path, "a gzip member of " + std::to_string(bytes) + " bytes");
+      compress_member(in, bytes, level, members[i]);
+    });
+    for (std::size_t i = 0; i < n; ++i) {  // the members' places follow from their sizes
+      offsets[i] = written;
+      written += members[i].size();
+    }
+    parallel_for(n, [&](std::size_t i) { put(first + i, members[i].data(), members[i].size(), offsets[i]); });
   }
-  current_ = 0;
-}
-
-void GzipMemberWriter::finish() {
-  if (filled_[current_] != 0)
-    throw_error(ErrorKind::Internal, path_, "finish() with a member not ended");
-  flush_batch();
+  return written;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,9 +164,9 @@ std::vector<GzipMember> find_block_members(const unsigned char* data, std::size_
     m.size = total;
     m.output_at = output_at;
     m.output_size = get32(h + total - 4);
-    // gigareg writes at most kGzipBlockBytes per member: a larger ISIZE is not its format (and,
+    // gigareg writes at most kGzipMaxMemberBytes per member: a larger ISIZE is not its format (and,
     // taken at its word, would size a scratch buffer of up to 4 GiB).
-    if (m.output_size > kGzipBlockBytes) return {};
+    if (m.output_size > kGzipMaxMemberBytes) return {};
     members.push_back(m);
     output_at += m.output_size;
     p += total;

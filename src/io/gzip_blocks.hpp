@@ -27,6 +27,9 @@ namespace gigareg::io_detail {
 /// Uncompressed bytes per gzip member: 4 MiB keeps 16 threads busy on a 256^3 field (192 MiB)
 /// and costs < 0.1% of compression against one stream (deflate's window is 32 KiB).
 inline constexpr std::size_t kGzipBlockBytes = std::size_t(4) << 20;
+/// The most a member of gigareg's holds: a block and, in front of a file's first member, the
+/// file's own header (NIfTI's 352 bytes; the room for it is kept generous).
+inline constexpr std::size_t kGzipMaxMemberBytes = kGzipBlockBytes + 4096;
 
 /// The level used by writers when none is given (libdeflate's scale, 0-12). Process-wide;
 /// set_compression_level in gigareg/io.hpp changes it.
@@ -46,39 +49,19 @@ struct PlaneMemberLayout {
 };
 PlaneMemberLayout plane_member_layout(std::size_t plane_bytes);
 
-/// Compresses members in order: the caller fills the current member (reserve/commit, in any
-/// number of pieces) and ends it with end_member(); when one member per thread is complete they
-/// are compressed in parallel and handed to `sink` in order. Memory: one batch of
-/// `max_member_bytes` per thread and its compressed members. Errors throw Error naming `path`.
-class GzipMemberWriter {
- public:
-  using Sink = std::function<void(const unsigned char* member, std::size_t bytes)>;
-  GzipMemberWriter(std::size_t max_member_bytes, int level, Sink sink, std::string path);
-  GzipMemberWriter(const GzipMemberWriter&) = delete;
-  GzipMemberWriter& operator=(const GzipMemberWriter&) = delete;
-
-  /// Room for `bytes` more of the current member, to be filled by the caller and committed with
-  /// commit(bytes) (the producer converts straight into the batch: no copy).
-  unsigned char* reserve(std::size_t bytes);
-  void commit(std::size_t bytes);
-  void end_member();
-  /// Compresses and hands out the members still held (the current one must be ended).
-  void finish();
-
- private:
-  void flush_batch();
-
-  std::size_t slot_bytes_;
-  int level_;
-  Sink sink_;
-  std::string path_;
-  std::size_t threads_;
-  std::unique_ptr<unsigned char[]> batch_;  // threads_ slots of slot_bytes_ (not zeroed: untouched
-                                            // pages cost no memory)
-  std::vector<std::size_t> filled_;         // input bytes in each slot
-  std::size_t current_ = 0;                 // the slot being filled
-  std::vector<std::vector<unsigned char>> members_;  // compressed output, one per slot
-};
+/// Writes `count` gzip members in file order, all steps on all cores, a batch of members (one
+/// per thread) at a time: `fill(j, raw)` puts member j's uncompressed data into `raw` (room for
+/// `max_member_bytes`) and returns their size; the member is compressed; then `put(j, member,
+/// bytes, offset)` receives it with its offset from the first member's first byte. Fills and puts
+/// of one batch run concurrently (positional writes; a put that keeps members must index them by
+/// j), and a batch's puts finish before the next batch's fills start. Returns the compressed size
+/// of all members. Memory: one batch of raw and compressed members. The bytes depend on the fills
+/// and the level only, never on the thread count. Errors throw (the lowest j's) naming `path`.
+using MemberFill = std::function<std::size_t(std::size_t j, unsigned char* raw)>;
+using MemberPut =
+    std::function<void(std::size_t j, const unsigned char* member, std::size_t bytes, std::uint64_t offset)>;
+std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path);
 
 /// Where the members of a gzip file start and how much each decodes to, found from the 'GR'
 /// extra fields alone. Empty when the file is not entirely made of such members (then it must be

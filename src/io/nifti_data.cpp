@@ -206,48 +206,52 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// The planes [z0, z0 + nz) of component c of `v` (which holds them: its box is whole x-y planes)
-// as host floats: a pointer into a host volume, or a copy from the device into `staging`.
-const float* host_planes(const Volume<float>& v, int c, index_t z0, index_t nz,
-                         std::vector<float>& staging) {
-  const std::size_t plane = std::size_t(v.geometry().size.x) * std::size_t(v.geometry().size.y);
-  const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) +
-                     std::size_t(z0 - v.box().lo.z) * plane;
-  if (v.space() == MemorySpace::Host) return src;
-  staging.resize(plane * std::size_t(nz));
-  copy_bytes(staging.data(), MemorySpace::Host, src, v.space(), staging.size() * sizeof(float));
-  return staging.data();
-}
-
-// The planes [z0, z0 + nz) of component c in the file's pixel type, converted into `out`
-// (nz planes of the type). The planes come from the part's own volume below z1 and from the
-// following planes above.
-void convert_planes(const NiftiPart& part, const std::string& path, int c, index_t z0, index_t nz,
-                    unsigned char* out, std::vector<float>& staging) {
+// The values [first, first + n) of component c (linear voxel indices of the whole grid, x
+// fastest) in the file's pixel type, converted into `out`. They come from the part's own volume
+// below plane z1 and from the following planes above; device volumes are copied through `staging`.
+void convert_range(const NiftiPart& part, const std::string& path, int c, std::uint64_t first,
+                   std::uint64_t n, unsigned char* out, std::vector<float>& staging) {
   const Geometry& g = part.planes->geometry();
-  const std::size_t plane = std::size_t(g.size.x) * std::size_t(g.size.y);
+  const std::uint64_t plane = std::uint64_t(g.size.x) * std::uint64_t(g.size.y);
   const std::size_t value = size_of(part.pixel_type);
-  while (nz > 0) {
-    const bool own = z0 < part.z1;
+  while (n > 0) {
+    const index_t z = index_t(first / plane);
+    const bool own = z < part.z1;
     const Volume<float>* source = own ? part.planes : part.following;
-    const index_t n = own ? std::min(nz, part.z1 - z0) : nz;
-    if (source == nullptr || source->box().lo.z > z0 || source->box().lo.z + source->box().size.z < z0 + n)
+    if (source == nullptr || source->box().lo.z > z)
       throw_error(ErrorKind::Internal, path, "the planes of a gzip member are not at hand");
-    const float* src = host_planes(*source, c, z0, n, staging);
-    const std::size_t count = plane * std::size_t(n);
+    const index_t source_end = own ? part.z1 : source->box().lo.z + source->box().size.z;
+    const std::uint64_t m = std::min(n, std::uint64_t(source_end) * plane - first);
+    if (source_end <= z || source->box().lo.z + source->box().size.z < source_end)
+      throw_error(ErrorKind::Internal, path, "the planes of a gzip member are not at hand");
+    const float* src = source->data() + std::size_t(c) * std::size_t(source->voxel_count()) +
+                       std::size_t(first - std::uint64_t(source->box().lo.z) * plane);
+    if (source->space() != MemorySpace::Host) {
+      staging.resize(std::size_t(m));
+      copy_bytes(staging.data(), MemorySpace::Host, src, source->space(), std::size_t(m) * sizeof(float));
+      src = staging.data();
+    }
     dispatch(part.pixel_type, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (std::is_same_v<T, float>) {
-        std::memcpy(out, src, count * sizeof(float));
+        std::memcpy(out, src, std::size_t(m) * sizeof(float));
       } else {
-        convert_from_float<T>(src, reinterpret_cast<T*>(out), count, part.conversion, g,
-                              z0 * index_t(plane), path);
+        convert_from_float<T>(src, reinterpret_cast<T*>(out), std::size_t(m), part.conversion, g,
+                              index_t(first), path);
       }
     });
-    out += count * value;
-    z0 += n;
-    nz -= n;
+    out += std::size_t(m) * value;
+    first += m;
+    n -= m;
   }
+}
+
+// The planes [z0, z0 + nz) of component c, converted as convert_range does.
+void convert_planes(const NiftiPart& part, const std::string& path, int c, index_t z0, index_t nz,
+                    unsigned char* out, std::vector<float>& staging) {
+  const std::uint64_t plane = std::uint64_t(part.planes->geometry().size.x) *
+                              std::uint64_t(part.planes->geometry().size.y);
+  convert_range(part, path, c, std::uint64_t(z0) * plane, std::uint64_t(nz) * plane, out, staging);
 }
 
 [[noreturn]] void write_failed(const std::string& path, int error) {
@@ -314,42 +318,43 @@ void write_plain_part(int fd, const std::string& path, const NiftiPart& part) {
 }
 
 // .nii.gz: the members of component c that start in [z0, z1), on the grid of
-// plane_member_layout, produced in order into the member writer, which compresses batches of them
-// on all cores. The host holds one member of floats (device volumes) and the writer's batch.
-void compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
-                        int c, int level, const GzipMemberWriter::Sink& sink) {
+// plane_member_layout: each fill converts its own member's values (straight from the device for
+// device volumes), so that conversion, compression and writing all run on all cores.
+std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
+                                 int c, int level, const MemberPut& put) {
   const Geometry& g = part.planes->geometry();
   const std::size_t value = size_of(part.pixel_type);
   const std::size_t plane_bytes = std::size_t(g.size.x) * std::size_t(g.size.y) * value;
   const PlaneMemberLayout layout = plane_member_layout(plane_bytes);
   const index_t k = layout.planes_per_member;
-  GzipMemberWriter gz(layout.piece_bytes + kNiftiPrefixBytes, level, sink, path);
-  std::vector<float> staging;
-  std::vector<unsigned char> plane_copy;  // a plane cut into pieces, converted once
-  const bool first_member_here = prefix != nullptr && c == 0;
+  struct Member {
+    index_t z;               // its first plane
+    std::size_t at, bytes;   // its data: bytes from byte `at` of plane z on (whole planes, or a piece)
+  };
+  std::vector<Member> members;
   for (index_t start = ((part.z0 + k - 1) / k) * k; start < part.z1; start += k) {
-    if (first_member_here && start == 0) {
-      std::memcpy(gz.reserve(kNiftiPrefixBytes), prefix, kNiftiPrefixBytes);
-      gz.commit(kNiftiPrefixBytes);
-    }
     if (plane_bytes <= layout.piece_bytes) {
-      const index_t nz = std::min(k, g.size.z - start);
-      const std::size_t bytes = std::size_t(nz) * plane_bytes;
-      convert_planes(part, path, c, start, nz, gz.reserve(bytes), staging);
-      gz.commit(bytes);
-      gz.end_member();
+      members.push_back({start, 0, std::size_t(std::min(k, g.size.z - start)) * plane_bytes});
       continue;
     }
-    plane_copy.resize(plane_bytes);
-    convert_planes(part, path, c, start, 1, plane_copy.data(), staging);
-    for (std::size_t at = 0; at < plane_bytes; at += layout.piece_bytes) {
-      const std::size_t bytes = std::min(layout.piece_bytes, plane_bytes - at);
-      std::memcpy(gz.reserve(bytes), plane_copy.data() + at, bytes);
-      gz.commit(bytes);
-      gz.end_member();
-    }
+    for (std::size_t at = 0; at < plane_bytes; at += layout.piece_bytes)
+      members.push_back({start, at, std::min(layout.piece_bytes, plane_bytes - at)});
   }
-  gz.finish();
+  const bool file_start_here = prefix != nullptr && c == 0;
+  std::vector<std::vector<float>> staging(std::size_t(std::max(1, omp_get_max_threads())));
+  const MemberFill fill = [&](std::size_t j, unsigned char* raw) {
+    const Member& m = members[j];
+    std::size_t head = 0;
+    if (file_start_here && m.z == 0 && m.at == 0) {  // the header goes in front of the first member
+      std::memcpy(raw, prefix, kNiftiPrefixBytes);
+      head = kNiftiPrefixBytes;
+    }
+    const std::uint64_t plane = std::uint64_t(g.size.x) * std::uint64_t(g.size.y);
+    convert_range(part, path, c, std::uint64_t(m.z) * plane + m.at / value, m.bytes / value, raw + head,
+                  staging[std::size_t(omp_get_thread_num())]);
+    return head + m.bytes;
+  };
+  return write_gzip_members(members.size(), layout.piece_bytes + kNiftiPrefixBytes, level, fill, put, path);
 }
 
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
@@ -368,13 +373,12 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   part.pixel_type = pixel_type;
   part.conversion = conversion;
   if (gzip_name(final_path)) {
-    std::uint64_t at = 0;
-    const GzipMemberWriter::Sink sink = [&](const unsigned char* member, std::size_t bytes) {
-      pwrite_all(file.fd, member, bytes, at, final_path);
-      at += bytes;
-    };
+    std::uint64_t at = 0;  // where the component's members start
     for (int c = 0; c < volume.components(); ++c)
-      compress_gzip_part(final_path, prefix, part, c, default_compression_level(), sink);
+      at += compress_gzip_part(final_path, prefix, part, c, default_compression_level(),
+                               [&](std::size_t, const unsigned char* member, std::size_t bytes, std::uint64_t offset) {
+                                 pwrite_all(file.fd, member, bytes, at + offset, final_path);
+                               });
   } else {
     pwrite_all(file.fd, prefix, kNiftiPrefixBytes, 0, final_path);
     write_plain_part(file.fd, final_path, part);

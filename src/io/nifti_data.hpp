@@ -15,6 +15,7 @@
 
 #include "gigareg/io.hpp"
 #include "gigareg/volume.hpp"
+#include "io/gzip_blocks.hpp"
 
 namespace gigareg::io_detail {
 
@@ -54,10 +55,11 @@ index_t gzip_part_end(const Geometry& g, PixelType pixel_type, index_t z0, index
 void write_plain_part(int fd, const std::string& path, const NiftiPart& part);
 
 /// .nii.gz: the gzip members of component `c` that start in the part (with `prefix` in front of
-/// the file's first member when given: the process that owns plane 0), compressed on all cores
-/// and handed to `sink` in file order. Errors name `path`.
-void compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
-                        int c, int level, const std::function<void(const unsigned char*, std::size_t)>& sink);
+/// the file's first member when given: the process that owns plane 0), converted, compressed and
+/// handed to `put` on all cores (write_gzip_members: offsets from the part's first member).
+/// Returns their compressed size. Errors name `path`.
+std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
+                                 int c, int level, const MemberPut& put);
 
 /// True when gigareg writes the voxel data of `path` itself (.nii / .nii.gz of 2 to 32767 planes
 /// and at most 32767 voxels along x and y); else ITK writes the whole file.

@@ -32,6 +32,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -308,17 +310,20 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
   if (gz) {
     std::uint64_t component_at = 0;  // where the current component's members start in the file
     for (int c = 0; c < local.components(); ++c) {
-      std::vector<std::vector<unsigned char>> held;  // other ranks: members until their offset is known
-      std::uint64_t written = 0;
+      // Other ranks: their members, by offset within the part, until the part's place is known.
+      std::map<std::uint64_t, std::vector<unsigned char>> held;
+      std::mutex held_mutex;
       const std::vector<std::int64_t> sizes = agree(part, path, 1, staged, [&] {
-        io_detail::compress_gzip_part(
+        const std::uint64_t written = io_detail::compress_gzip_part(
             path, header, mine, c, io_detail::default_compression_level(),
-            [&](const unsigned char* member, std::size_t bytes) {
-              if (part.rank() == 0)
-                io_detail::pwrite_all(file.fd, member, bytes, component_at + written, path);
-              else
-                held.emplace_back(member, member + bytes);
-              written += bytes;
+            [&](std::size_t, const unsigned char* member, std::size_t bytes, std::uint64_t offset) {
+              if (part.rank() == 0) {
+                io_detail::pwrite_all(file.fd, member, bytes, component_at + offset, path);
+                return;
+              }
+              std::vector<unsigned char> copy(member, member + bytes);
+              std::lock_guard<std::mutex> lock(held_mutex);
+              held.emplace(offset, std::move(copy));
             });
         maybe_inject_failure(part, path);
         return std::vector<std::int64_t>{std::int64_t(written)};
@@ -326,10 +331,7 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
       std::uint64_t at = component_at;  // the exclusive prefix sum of the sizes, in rank order
       for (int q = 0; q < part.rank(); ++q) at += std::uint64_t(sizes[std::size_t(q)]);
       agree(part, path, 0, staged, [&] {
-        for (const std::vector<unsigned char>& m : held) {
-          io_detail::pwrite_all(file.fd, m.data(), m.size(), at, path);
-          at += m.size();
-        }
+        for (const auto& [offset, m] : held) io_detail::pwrite_all(file.fd, m.data(), m.size(), at + offset, path);
         return std::vector<std::int64_t>{};
       });
       for (std::int64_t s : sizes) component_at += std::uint64_t(s);

@@ -2,6 +2,8 @@
 
 #include "registration/inverse_consistency.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -45,15 +47,25 @@ double log_inverse_consistency(const Context& ctx, const Volume<float>& field,
   const Volume<float> host = ctx.backend == Backend::Cpu ? std::move(r) : r.to(MemorySpace::Host);
   const index_t n = host.voxel_count();
   float top = -std::numeric_limits<float>::infinity();
+#pragma omp parallel for schedule(static) reduction(max : top)
   for (index_t i = 0; i < n; ++i) top = std::max(top, fixed.data()[i]);
-  std::vector<float> norms;
+  // The foreground voxels' norms, on all cores: each thread keeps its static chunk's in voxel
+  // order, and the chunks are joined in order (the quantiles below depend on the values only).
   const float* c[3] = {host.data(), host.data() + n, host.data() + 2 * n};
-  for (index_t i = 0; i < n; ++i) {
-    if (!(fixed.data()[i] >= 0.1f * top)) continue;
-    const double a = c[0][i], b = c[1][i], d = c[2][i];
-    const double norm = std::sqrt(a * a + b * b + d * d);
-    norms.push_back(std::isfinite(norm) ? float(norm) : std::numeric_limits<float>::infinity());
+  std::vector<std::vector<float>> chunks(std::size_t(std::max(1, omp_get_max_threads())));
+#pragma omp parallel num_threads(int(chunks.size()))
+  {
+    std::vector<float>& mine = chunks[std::size_t(omp_get_thread_num())];
+#pragma omp for schedule(static)
+    for (index_t i = 0; i < n; ++i) {
+      if (!(fixed.data()[i] >= 0.1f * top)) continue;
+      const double a = c[0][i], b = c[1][i], d = c[2][i];
+      const double norm = std::sqrt(a * a + b * b + d * d);
+      mine.push_back(std::isfinite(norm) ? float(norm) : std::numeric_limits<float>::infinity());
+    }
   }
+  std::vector<float> norms;
+  for (const std::vector<float>& chunk : chunks) norms.insert(norms.end(), chunk.begin(), chunk.end());
   if (norms.empty()) return 0.0;
   const double ranks[4] = {0.5, 0.9, 0.99, 0.999};
   double q[4];

@@ -133,37 +133,6 @@ Volume<float> collect(const Partition& part, Volume<float>&& local) {
 
 }  // namespace
 
-namespace {
-
-/// Logs (debug level) the seconds since the last mark, with a name: where a registration's time
-/// goes besides its stages (start-up, initialisation, uploads, outputs).
-class PhaseClock {
- public:
-  PhaseClock() : last_(std::chrono::steady_clock::now()) {}
-  void mark(const char* phase) {
-    const auto now = std::chrono::steady_clock::now();
-    log(LogLevel::Debug, std::string("time: ") + phase + " " +
-                             reg::fmt(std::chrono::duration<double>(now - last_).count(), 3) +
-                             " s, resident " + reg::fmt(resident_mib(), 4) + " MiB");
-    last_ = now;
-  }
-
- private:
-  // The process's resident memory now (Linux /proc/self/statm; 0 elsewhere): where the memory of
-  // a run goes, phase by phase, next to its time.
-  static double resident_mib() {
-    std::FILE* f = std::fopen("/proc/self/statm", "r");
-    if (f == nullptr) return 0;
-    long pages = 0, resident = 0;
-    const int got = std::fscanf(f, "%ld %ld", &pages, &resident);
-    std::fclose(f);
-    return got == 2 ? double(resident) * double(::sysconf(_SC_PAGESIZE)) / double(1 << 20) : 0.0;
-  }
-
-  std::chrono::steady_clock::time_point last_;
-};
-
-}  // namespace
 
 namespace {
 

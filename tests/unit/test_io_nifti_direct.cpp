@@ -116,7 +116,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"float64", {12, 7, 6}, PixelType::Float64, 1},
                       Case{"field", {14, 11, 9}, PixelType::Float32, 3},
                       // More than one gzip member per component (4 MiB blocks).
-                      Case{"field_multiblock", {128, 96, 40}, PixelType::Float32, 3}),
+                      Case{"field_multiblock", {128, 96, 40}, PixelType::Float32, 3},
+                      // Planes larger than a block: each plane is cut into members at a byte offset
+                      // (not a row boundary: 1051 x 4 bytes does not divide 4 MiB).
+                      Case{"float32_plane_pieces", {1051, 1003, 2}, PixelType::Float32, 1},
+                      Case{"int16_plane_pieces", {2099, 1003, 2}, PixelType::Int16, 1}),
     [](const ::testing::TestParamInfo<Case>& param) { return std::string(param.param.name); });
 
 TEST(DirectNifti, GzipAndItkReadTheBlockFiles) {

@@ -260,11 +260,13 @@ int run_register(const RegisterOptions& o) {
     RegistrationOutputs written;
     RegistrationResult r = register_files(p, files, &written, partition);
     if (display) display->finish();
+    PhaseClock clock;  // -v 2: where the time after register_files goes
     // Under a partition every process holds its planes of the warp, inverse warp and warped
     // image (and wrote them); the composite transforms (one HDF5 file), only when asked for,
     // gather the fields on rank 0. The QC picture is made from every process's planes.
     const Partition& part = partition != nullptr ? *partition : single_process();
     const FoldCount folds = check_folds(r, written, part);
+    clock.mark("fold count (Jacobian determinant)");
     auto gathered = [&](const Volume<float>& v) {
       if (v.empty() || part.size() == 1) return Volume<float>();
       Volume<float> all = part.fetch(v, part.rank() == 0 ? Box{{0, 0, 0}, v.geometry().size} : Box{});
@@ -278,7 +280,10 @@ int run_register(const RegisterOptions& o) {
     // The QC picture (collective: every process samples its planes; a process whose slab is
     // empty takes part with nothing).
     std::optional<QcPicture> qc;
-    if (!qc_path.empty() && part.max(r.warped.empty() ? 0.0 : 1.0) > 0) qc = qc_from_planes(files.fixed, r.warped, part);
+    if (!qc_path.empty() && part.max(r.warped.empty() ? 0.0 : 1.0) > 0) {
+      qc = qc_from_planes(files.fixed, r.warped, part);
+      clock.mark("QC picture sampled");
+    }
     if (!reporting) {
       report_peak_memory(part);
       return 0;
@@ -311,8 +316,10 @@ int run_register(const RegisterOptions& o) {
       make_parent_directory(qc_path);
       write_png(qc_path, *qc);
       extra.push_back(qc_path);
+      clock.mark("QC picture written");
     }
     set->commit();
+    clock.mark("outputs renamed");
     const std::string text = summary(p, r, folds, written, extra);
     if (o.hooks.summary)
       o.hooks.summary(text);
