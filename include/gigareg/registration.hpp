@@ -77,6 +77,9 @@ struct RegistrationFiles {
   std::string output_prefix;
   std::string warped;                    // empty: not written
   std::string inverse_warped;            // the fixed image in the moving grid; empty: not written
+  /// A PNG of the fixed image beside the warped one (gigareg/qc.hpp); empty: not made. Needs the
+  /// warped image (a registration whose result holds one).
+  std::string qc_picture;
   std::string initial_transform;         // an affine transform file (empty: params.initial)
   bool invert_initial_transform = false;
   /// The warps' file extension: ".nii.gz" as ANTs writes them, or ".nii" (uncompressed: written
@@ -85,7 +88,7 @@ struct RegistrationFiles {
 };
 
 struct RegistrationOutputs {
-  std::string affine, warp, inverse_warp, warped, inverse_warped;  // paths written ("" if not)
+  std::string affine, warp, inverse_warp, warped, inverse_warped, qc_picture;  // paths written ("" if not)
 };
 
 /// With a partition, every process reads only the planes it needs and writes its own planes of

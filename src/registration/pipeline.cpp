@@ -22,6 +22,7 @@
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
+#include "gigareg/qc.hpp"
 #include "gigareg/register_command.hpp"
 #include "registration/buffers.hpp"
 #include "registration/halos.hpp"
@@ -489,6 +490,30 @@ void check_registration_outputs(const RegistrationParams& params, const Registra
   if (deformable) check_output_path(prefix + "1Warp" + files.warp_extension, OutputKind::Image);
   for (const std::string* image : {&files.warped, &files.inverse_warped})
     if (!image->empty()) check_output_path(*image, OutputKind::Image);
+  if (!files.qc_picture.empty()) check_output_path(files.qc_picture, OutputKind::Png);
+}
+
+/// The QC picture of the fixed image (read again: this process's planes and the one above) and
+/// the warped image (the backend's planes of the result; fetched from the next process under a
+/// partition), written by rank 0. Collective under a partition.
+void write_qc_picture_of(const std::string& path, const std::string& fixed_path, const Volume<float>& warped,
+                         const Partition& part) {
+  const Box planes = qc_picture_planes(read_image_header(fixed_path).geometry, part);
+  Volume<float> fixed_planes, fetched;
+  if (planes.voxel_count() > 0) fixed_planes = std::move(read_image_slab(fixed_path, planes.lo.z, planes.size.z).voxels);
+  const Volume<float>* warped_planes = &warped;  // one process: the whole warped image
+  if (part.size() > 1) {
+    fetched = part.fetch(warped, planes.voxel_count() > 0 ? planes : Box{});
+    warped_planes = &fetched;
+  }
+  if (!warped_planes->empty() && warped_planes->space() != MemorySpace::Host) {
+    fetched = warped_planes->to(MemorySpace::Host);
+    warped_planes = &fetched;
+  }
+  const QcPicture picture = make_qc_picture(fixed_planes, *warped_planes, QcOptions{}, part);
+  if (part.rank() != 0) return;
+  ensure_parent(path);
+  write_png(path, picture);
 }
 
 }  // namespace
@@ -644,11 +669,10 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
                          moving_mask.voxels.empty() ? nullptr : &moving_mask.voxels, partition);
   clock.mark("registration");
   OutputSet set;  // all of them or none (joins the caller's set, if one is open)
-  // Each process writes its own planes of the images (one process: all of them).
-  RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped,
-                                                       files.warp_extension, partition);
-  clock.mark("write outputs");
-  if (!files.inverse_warped.empty()) {
+  const bool qc = !files.qc_picture.empty() && part.max(result.warped.empty() ? 0.0 : 1.0) > 0;
+  if (!files.qc_picture.empty() && !qc && part.rank() == 0)
+    log(LogLevel::Warning, "no warped image: the QC picture " + files.qc_picture + " is not written");
+  auto inverse_warped = [&] {
     // The fixed image on the moving grid (antsApplyTransforms -t [affine,1] -t InverseWarp),
     // each process on its planes of the moving grid.
     ensure_parent(files.inverse_warped);
@@ -658,8 +682,37 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
       write_sharded_image(files.inverse_warped, inv, part);
     else
       write_image(files.inverse_warped, inv);
+  };
+  auto qc_picture = [&] { write_qc_picture_of(files.qc_picture, files.fixed, result.warped, part); };
+  // One process: the inverse-warped image and the QC picture are made and written while the
+  // warps and the warped image are written (each file through its own temporary; the set renames
+  // them together). Under a partition they are collective and follow the writes, in the same
+  // order on every process. The tasks are declared after `result`, which they read: a failure
+  // of the writes waits for them before the stack unwinds.
+  std::future<void> inverse_task, qc_task;
+  if (part.size() == 1) {
+    if (!files.inverse_warped.empty()) inverse_task = std::async(std::launch::async, inverse_warped);
+    if (qc) qc_task = std::async(std::launch::async, qc_picture);
+  }
+  // Each process writes its own planes of the images (one process: all of them).
+  RegistrationOutputs out = write_registration_outputs(result, files.output_prefix, files.warped,
+                                                       files.warp_extension, partition);
+  clock.mark("write outputs");
+  if (!files.inverse_warped.empty()) {
+    if (inverse_task.valid())
+      inverse_task.get();
+    else
+      inverse_warped();
     out.inverse_warped = files.inverse_warped;
     clock.mark("inverse-warped image");
+  }
+  if (qc) {
+    if (qc_task.valid())
+      qc_task.get();
+    else
+      qc_picture();
+    if (part.rank() == 0) out.qc_picture = files.qc_picture;
+    clock.mark("QC picture");
   }
   if (part.rank() != 0) {
     if (written) *written = out;

@@ -18,7 +18,6 @@
 #include "gigareg/error.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
-#include "gigareg/qc.hpp"
 #include "gigareg/register_command.hpp"
 #include "gigareg/registration.hpp"
 #include "launch.hpp"
@@ -26,25 +25,6 @@
 
 namespace gigareg::cli {
 namespace {
-
-/// The QC picture from this process's planes: its owned planes of the fixed grid and the one
-/// above them, of the fixed image (read from its file again: register_files keeps no copy) and of
-/// the warped image (this process's planes, the next one fetched from its owner).
-QcPicture qc_from_planes(const std::string& fixed_path, const Volume<float>& warped, const Partition& part) {
-  const Box planes = qc_picture_planes(read_image_header(fixed_path).geometry, part);
-  Volume<float> fixed_planes, fetched;
-  if (planes.voxel_count() > 0) fixed_planes = std::move(read_image_slab(fixed_path, planes.lo.z, planes.size.z).voxels);
-  const Volume<float>* warped_planes = &warped;  // one process: the whole warped image
-  if (part.size() > 1) {
-    fetched = part.fetch(warped, planes.voxel_count() > 0 ? planes : Box{});
-    warped_planes = &fetched;
-  }
-  if (!warped_planes->empty() && warped_planes->space() != MemorySpace::Host) {
-    fetched = warped_planes->to(MemorySpace::Host);
-    warped_planes = &fetched;
-  }
-  return make_qc_picture(fixed_planes, *warped_planes, QcOptions{}, part);
-}
 
 struct RegisterOptions {
   CLI::App* app = nullptr;  // its remaining arguments are the registration's (parse_register_command)
@@ -96,13 +76,6 @@ struct LogSinkGuard {
   LogSinkGuard& operator=(const LogSinkGuard&) = delete;
   LogSink previous;
 };
-
-void make_parent_directory(const std::string& path) {
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec) throw_error(ErrorKind::Io, path, "cannot create its directory: " + ec.message());
-}
 
 /// ITK's parameterisation of the result's affine: y = M (x - c) + t + c.
 ItkAffine itk_affine(const RegistrationResult& r) {
@@ -210,11 +183,11 @@ int run_register(const RegisterOptions& o) {
     usage_error("--qc " + o.qc, "the QC picture is a PNG: give a name ending in .png");
   RegisterCommand command = parse_register_command(o.app->remaining());
   RegistrationParams& p = command.params;
-  const RegistrationFiles& files = command.files;
+  RegistrationFiles& files = command.files;
 
   const int verbose = verbosity(o.verbose);
   const ProgressStyle style = progress_style(o.progress);
-  const std::string qc_path = o.no_qc ? "" : (!o.qc.empty() ? o.qc : files.output_prefix + "QC.png");
+  files.qc_picture = o.no_qc ? "" : (!o.qc.empty() ? o.qc : files.output_prefix + "QC.png");
 
   // stderr: the progress display, and the library's messages printed through it so that they do
   // not break the bar. Declared before the sink guard: the sink refers to it.
@@ -250,7 +223,6 @@ int run_register(const RegisterOptions& o) {
     // first, before the work.
     std::optional<OutputSet> set;
     if (reporting) {
-      if (!qc_path.empty()) check_output_path(qc_path, OutputKind::Png);
       if (o.composite == 1) {
         check_output_path(files.output_prefix + "Composite.h5", OutputKind::CompositeTransform);
         check_output_path(files.output_prefix + "InverseComposite.h5", OutputKind::CompositeTransform);
@@ -263,7 +235,8 @@ int run_register(const RegisterOptions& o) {
     PhaseClock clock;  // -v 2: where the time after register_files goes
     // Under a partition every process holds its planes of the warp, inverse warp and warped
     // image (and wrote them); the composite transforms (one HDF5 file), only when asked for,
-    // gather the fields on rank 0. The QC picture is made from every process's planes.
+    // gather the fields on rank 0. register_files made the QC picture (from every process's
+    // planes; in one process while the other outputs were written).
     const Partition& part = partition != nullptr ? *partition : single_process();
     const FoldCount folds = check_folds(r, written, part);
     clock.mark("fold count (Jacobian determinant)");
@@ -276,13 +249,6 @@ int run_register(const RegisterOptions& o) {
     if (o.composite == 1) {
       whole_warp = gathered(r.warp);
       whole_inverse = gathered(r.inverse_warp);
-    }
-    // The QC picture (collective: every process samples its planes; a process whose slab is
-    // empty takes part with nothing).
-    std::optional<QcPicture> qc;
-    if (!qc_path.empty() && part.max(r.warped.empty() ? 0.0 : 1.0) > 0) {
-      qc = qc_from_planes(files.fixed, r.warped, part);
-      clock.mark("QC picture sampled");
     }
     if (!reporting) {
       report_peak_memory(part);
@@ -310,14 +276,7 @@ int run_register(const RegisterOptions& o) {
         extra.push_back(inverse);
       }
     }
-    if (!qc_path.empty() && !qc) {
-      log(LogLevel::Warning, "no warped image: the QC picture is not written");
-    } else if (qc) {
-      make_parent_directory(qc_path);
-      write_png(qc_path, *qc);
-      extra.push_back(qc_path);
-      clock.mark("QC picture written");
-    }
+    if (!written.qc_picture.empty()) extra.push_back(written.qc_picture);
     set->commit();
     clock.mark("outputs renamed");
     const std::string text = summary(p, r, folds, written, extra);
