@@ -153,19 +153,36 @@ void parallel_memcpy(void* dst, const void* src, std::size_t bytes) {
 constexpr std::size_t kStagedCopyBytes = std::size_t(64) << 20;
 constexpr std::size_t kStagedChunk = std::size_t(64) << 20;
 
-void staged_copy(void* dst, MemorySpace dst_space, const void* src, std::size_t bytes) {
-  // Two pinned chunks and a stream for the process, made on first use and kept (pinning costs
-  // milliseconds per call); one staged copy at a time.
-  static std::mutex mutex;
-  static void* pinned[2] = {nullptr, nullptr};
-  static cudaStream_t stream = nullptr;
-  static cudaEvent_t ready[2];
-  std::lock_guard<std::mutex> lock(mutex);
-  if (stream == nullptr) {
+// Two pinned chunks, a stream and two events, made on the first staged copy and kept for the
+// process (pinning costs milliseconds per call), released at exit. Made after the CUDA runtime
+// started, this object is destroyed before the runtime's own teardown; errors there are ignored.
+struct StagingBuffers {
+  void* pinned[2] = {nullptr, nullptr};
+  cudaStream_t stream = nullptr;
+  cudaEvent_t ready[2] = {nullptr, nullptr};
+  StagingBuffers() {
     for (void*& p : pinned) check(cudaMallocHost(&p, kStagedChunk), "copy_bytes: pinned staging buffer");
     check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "copy_bytes: staging stream");
     for (cudaEvent_t& e : ready) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "copy_bytes: event");
   }
+  ~StagingBuffers() {
+    for (cudaEvent_t e : ready)
+      if (e != nullptr) (void)cudaEventDestroy(e);
+    if (stream != nullptr) (void)cudaStreamDestroy(stream);
+    for (void* p : pinned)
+      if (p != nullptr) (void)cudaFreeHost(p);
+  }
+  StagingBuffers(const StagingBuffers&) = delete;
+  StagingBuffers& operator=(const StagingBuffers&) = delete;
+};
+
+void staged_copy(void* dst, MemorySpace dst_space, const void* src, std::size_t bytes) {
+  static std::mutex mutex;  // one staged copy at a time
+  std::lock_guard<std::mutex> lock(mutex);
+  static StagingBuffers staging;
+  void* const* pinned = staging.pinned;
+  const cudaStream_t stream = staging.stream;
+  cudaEvent_t* ready = staging.ready;
   // copy_bytes is synchronous: work queued on any stream before it must be done (the staging
   // stream does not wait for other streams by itself).
   check(cudaDeviceSynchronize(), "copy_bytes");

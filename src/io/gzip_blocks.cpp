@@ -119,7 +119,8 @@ PlaneMemberLayout plane_member_layout(std::size_t plane_bytes) {
 }
 
 std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
-                                 const MemberFill& fill, const MemberPut& put, const std::string& path) {
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path,
+                                 const BatchPrepare& prepare) {
   if (level < 0 || level > 12)
     throw_error(ErrorKind::InvalidArgument, path, "compression level " + std::to_string(level) + " is outside 0-12");
   const std::size_t batch = std::min(count, std::size_t(std::max(1, omp_get_max_threads())));
@@ -130,6 +131,7 @@ std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes
   std::uint64_t written = 0;
   for (std::size_t first = 0; first < count; first += batch) {
     const std::size_t n = std::min(batch, count - first);
+    if (prepare) prepare(first, n);
     parallel_for(n, [&](std::size_t i) {
       unsigned char* in = raw.get() + i * max_member_bytes;
       const std::size_t bytes = fill(first + i, in);

@@ -50,7 +50,8 @@ struct PlaneMemberLayout {
 PlaneMemberLayout plane_member_layout(std::size_t plane_bytes);
 
 /// Writes `count` gzip members in file order, all steps on all cores, a batch of members (one
-/// per thread) at a time: `fill(j, raw)` puts member j's uncompressed data into `raw` (room for
+/// per thread) at a time: `prepare(first, n)` (when given) runs once before the fills of members
+/// [first, first + n) (e.g. one download of their source from the device); `fill(j, raw)` puts member j's uncompressed data into `raw` (room for
 /// `max_member_bytes`) and returns their size; the member is compressed; then `put(j, member,
 /// bytes, offset)` receives it with its offset from the first member's first byte. Fills and puts
 /// of one batch run concurrently (positional writes; a put that keeps members must index them by
@@ -58,10 +59,12 @@ PlaneMemberLayout plane_member_layout(std::size_t plane_bytes);
 /// of all members. Memory: one batch of raw and compressed members. The bytes depend on the fills
 /// and the level only, never on the thread count. Errors throw (the lowest j's) naming `path`.
 using MemberFill = std::function<std::size_t(std::size_t j, unsigned char* raw)>;
+using BatchPrepare = std::function<void(std::size_t first, std::size_t count)>;
 using MemberPut =
     std::function<void(std::size_t j, const unsigned char* member, std::size_t bytes, std::uint64_t offset)>;
 std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
-                                 const MemberFill& fill, const MemberPut& put, const std::string& path);
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path,
+                                 const BatchPrepare& prepare = {});
 
 /// Where the members of a gzip file start and how much each decodes to, found from the 'GR'
 /// extra fields alone. Empty when the file is not entirely made of such members (then it must be

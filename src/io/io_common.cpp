@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "gigareg/error.hpp"
+#include "gigareg/log.hpp"
 #include "io/io_internal.hpp"
 
 namespace gigareg::io_detail {
@@ -405,8 +406,10 @@ void StagedFile::commit() {
     throw_error(ErrorKind::Io, final_, "the temporary file " + temp_ + " was not moved into place: " + swapped);
   // Flushed here, by the thread that wrote it: the outputs of a registration are written
   // concurrently, and so their flushes overlap (a set renames them later, all on disk already).
+  PhaseClock flush;
   const std::string err = directory_ ? sync_tree(temp_) : sync_path(temp_, false);
   if (!err.empty()) throw_error(ErrorKind::Io, final_, "flushing the written file to disk failed: " + err);
+  flush.mark("flush of " + final_ + " (fsync)");
   {
     std::lock_guard<std::mutex> lock(g_set.mutex);
     if (g_set.open) {  // the set renames it with the others

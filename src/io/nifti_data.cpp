@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "gigareg/error.hpp"
+#include "gigareg/log.hpp"
 #include "gigareg/memory.hpp"
 #include "io/gzip_blocks.hpp"
 #include "io/io_internal.hpp"
@@ -206,6 +207,21 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 // ---------------------------------------------------------------------------------------------
 namespace {
 
+// Host floats `src`, the values [first, first + n) of a component, in the file's pixel type into
+// `out` (integers checked or rounded as part.conversion says; errors name the voxel).
+void convert_host_values(const NiftiPart& part, const std::string& path, const float* src,
+                         std::uint64_t first, std::uint64_t n, unsigned char* out) {
+  dispatch(part.pixel_type, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float>) {
+      std::memcpy(out, src, std::size_t(n) * sizeof(float));
+    } else {
+      convert_from_float<T>(src, reinterpret_cast<T*>(out), std::size_t(n), part.conversion,
+                            part.planes->geometry(), index_t(first), path);
+    }
+  });
+}
+
 // The values [first, first + n) of component c (linear voxel indices of the whole grid, x
 // fastest) in the file's pixel type, converted into `out`. They come from the part's own volume
 // below plane z1 and from the following planes above; device volumes are copied through `staging`.
@@ -231,15 +247,7 @@ void convert_range(const NiftiPart& part, const std::string& path, int c, std::u
       copy_bytes(staging.data(), MemorySpace::Host, src, source->space(), std::size_t(m) * sizeof(float));
       src = staging.data();
     }
-    dispatch(part.pixel_type, [&](auto tag) {
-      using T = decltype(tag);
-      if constexpr (std::is_same_v<T, float>) {
-        std::memcpy(out, src, std::size_t(m) * sizeof(float));
-      } else {
-        convert_from_float<T>(src, reinterpret_cast<T*>(out), std::size_t(m), part.conversion, g,
-                              index_t(first), path);
-      }
-    });
+    convert_host_values(part, path, src, first, m, out);
     out += std::size_t(m) * value;
     first += m;
     n -= m;
@@ -341,6 +349,26 @@ std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* p
       members.push_back({start, at, std::min(layout.piece_bytes, plane_bytes - at)});
   }
   const bool file_start_here = prefix != nullptr && c == 0;
+  const std::uint64_t plane = std::uint64_t(g.size.x) * std::uint64_t(g.size.y);
+  auto first_value = [&](const Member& m) { return std::uint64_t(m.z) * plane + m.at / value; };
+  // A device part: each batch's values below z1 come to the host in one copy (copy_bytes pipelines
+  // large copies through pinned memory on all cores; many small copies from pageable memory
+  // would queue on the driver's one staging buffer). `mirror` holds [mirror_first, + size()).
+  std::vector<float> mirror;
+  std::uint64_t mirror_first = 0;
+  const BatchPrepare prepare = [&](std::size_t first, std::size_t n) {
+    const std::uint64_t lo = first_value(members[first]);
+    const Member& last = members[first + n - 1];
+    const std::uint64_t hi = std::min(first_value(last) + last.bytes / value, std::uint64_t(part.z1) * plane);
+    mirror.clear();
+    if (hi <= lo) return;
+    const Volume<float>& v = *part.planes;
+    const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) +
+                       std::size_t(lo - std::uint64_t(v.box().lo.z) * plane);
+    mirror.resize(std::size_t(hi - lo));
+    copy_bytes(mirror.data(), MemorySpace::Host, src, v.space(), mirror.size() * sizeof(float));
+    mirror_first = lo;
+  };
   std::vector<std::vector<float>> staging(std::size_t(std::max(1, omp_get_max_threads())));
   const MemberFill fill = [&](std::size_t j, unsigned char* raw) {
     const Member& m = members[j];
@@ -349,12 +377,15 @@ std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* p
       std::memcpy(raw, prefix, kNiftiPrefixBytes);
       head = kNiftiPrefixBytes;
     }
-    const std::uint64_t plane = std::uint64_t(g.size.x) * std::uint64_t(g.size.y);
-    convert_range(part, path, c, std::uint64_t(m.z) * plane + m.at / value, m.bytes / value, raw + head,
-                  staging[std::size_t(omp_get_thread_num())]);
+    const std::uint64_t first = first_value(m), n = m.bytes / value;
+    if (!mirror.empty() && first >= mirror_first && first + n <= mirror_first + mirror.size())
+      convert_host_values(part, path, mirror.data() + (first - mirror_first), first, n, raw + head);
+    else
+      convert_range(part, path, c, first, n, raw + head, staging[std::size_t(omp_get_thread_num())]);
     return head + m.bytes;
   };
-  return write_gzip_members(members.size(), layout.piece_bytes + kNiftiPrefixBytes, level, fill, put, path);
+  return write_gzip_members(members.size(), layout.piece_bytes + kNiftiPrefixBytes, level, fill, put, path,
+                            part.planes->space() == MemorySpace::Host ? BatchPrepare() : prepare);
 }
 
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
@@ -365,6 +396,7 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   file.fd = ::open(temp_path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
   if (file.fd < 0)
     throw_error(ErrorKind::Io, final_path, std::string("cannot create the file: ") + std::strerror(errno));
+  PhaseClock clock;
   // One process owns every plane: the part of rank 0 of 1 (the bytes P processes write together).
   NiftiPart part;
   part.planes = &volume;
@@ -386,6 +418,7 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   const int fd = file.fd;
   file.fd = -1;
   if (::close(fd) != 0) write_failed(final_path, errno);
+  clock.mark("voxel data of " + final_path + " converted, compressed and written");
 }
 
 }  // namespace gigareg::io_detail
