@@ -92,9 +92,10 @@ struct RegistrationOutputs {
 };
 
 /// With a partition, every process reads only the planes it needs and writes its own planes of
-/// the warp, inverse warp and warped image (write_sharded_image: no process holds a whole
-/// output); rank 0 writes the affine transform and the inverse-warped image (for which it gathers
-/// the inverse warp). The returned warp, inverse warp and warped image are in the backend's
+/// the warp, inverse warp, warped image and inverse-warped image (write_sharded_image: no process
+/// holds a whole output); rank 0 writes the affine transform and the QC picture (made from every
+/// process's planes). In one process the inverse-warped image and the QC picture are made while
+/// the other outputs are written. The returned warp, inverse warp and warped image are in the backend's
 /// memory (device volumes after a CUDA registration: the files are written from the GPU by
 /// slabs, and the host never holds them whole), on the process's owned planes under a partition
 /// (volumes of whole x-y planes that contain partition->owned(fixed grid)).
