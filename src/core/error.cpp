@@ -1,6 +1,10 @@
 #include "gigareg/error.hpp"
 
-#include <cstdlib>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstddef>
 
 namespace gigareg {
 
@@ -45,8 +49,46 @@ extern "C" const char* __lsan_default_suppressions() {
 // unknown module and lsan.supp's library names cannot match; the slow unwinder reaches the
 // libmpi / libopen-rte / libevent frames that called them. Not for every program: it makes each
 // allocation several times slower, and one process needs no help.
-extern "C" const char* __asan_default_options() {
-  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMIX_RANK") != nullptr;
-  return launched ? "fast_unwind_on_malloc=0" : "";
+// ASan asks before libc's environment is set up (getenv returns nothing then) and before its own
+// interceptors work (open, read and strcmp would crash), so the variables are looked for in
+// /proc/self/environ with raw system calls, no allocation and no intercepted function.
+// Not instrumented: this runs before the sanitizers' shadow memory exists.
+#define GIGAREG_BEFORE_SANITIZERS __attribute__((no_sanitize("address", "undefined")))
+namespace {
+GIGAREG_BEFORE_SANITIZERS bool starts_with(const char* text, std::size_t length, const char* prefix) {
+  for (std::size_t i = 0; prefix[i] != '\0'; ++i)
+    if (i >= length || text[i] != prefix[i]) return false;
+  return true;
+}
+
+GIGAREG_BEFORE_SANITIZERS bool launched_by_mpi() {
+  const long fd = ::syscall(SYS_openat, AT_FDCWD, "/proc/self/environ", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const char* const names[] = {"OMPI_COMM_WORLD_SIZE=", "PMIX_RANK="};
+  char buffer[4096];
+  char start[32];        // the current variable's first bytes
+  std::size_t seen = 0;  // how many of them
+  bool found = false;
+  long n;
+  while (!found && (n = ::syscall(SYS_read, fd, buffer, sizeof buffer)) > 0) {
+    for (long i = 0; i < n && !found; ++i) {
+      if (buffer[i] == '\0') {
+        seen = 0;
+        continue;
+      }
+      if (seen < sizeof start) start[seen] = buffer[i];
+      ++seen;
+      for (const char* name : names)
+        if (seen <= sizeof start && starts_with(start, seen, name) && name[seen] == '\0')
+          found = true;
+    }
+  }
+  ::syscall(SYS_close, fd);
+  return found;
+}
+}  // namespace
+
+extern "C" GIGAREG_BEFORE_SANITIZERS const char* __asan_default_options() {
+  return launched_by_mpi() ? "fast_unwind_on_malloc=0" : "";
 }
 #endif
