@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <memory>
 
 #include "gigareg/error.hpp"
@@ -119,32 +120,39 @@ PlaneMemberLayout plane_member_layout(std::size_t plane_bytes) {
 }
 
 std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
-                                 const MemberFill& fill, const MemberPut& put, const std::string& path,
-                                 const BatchPrepare& prepare) {
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path) {
   if (level < 0 || level > 12)
     throw_error(ErrorKind::InvalidArgument, path, "compression level " + std::to_string(level) + " is outside 0-12");
   const std::size_t batch = std::min(count, std::size_t(std::max(1, omp_get_max_threads())));
   // Not zeroed: untouched pages of a short last member cost no memory.
   std::unique_ptr<unsigned char[]> raw(new unsigned char[std::max<std::size_t>(1, batch) * max_member_bytes]);
-  std::vector<std::vector<unsigned char>> members(batch);
-  std::vector<std::uint64_t> offsets(batch);
+  std::vector<std::vector<unsigned char>> members[2] = {std::vector<std::vector<unsigned char>>(batch),
+                                                        std::vector<std::vector<unsigned char>>(batch)};
   std::uint64_t written = 0;
-  for (std::size_t first = 0; first < count; first += batch) {
+  // The puts of the previous batch (declared after the buffers it reads: on an error, its
+  // destructor waits for it before they go).
+  std::future<void> writing;
+  for (std::size_t first = 0, b = 0; first < count; first += batch, ++b) {
     const std::size_t n = std::min(batch, count - first);
-    if (prepare) prepare(first, n);
+    std::vector<std::vector<unsigned char>>& out = members[b % 2];
     parallel_for(n, [&](std::size_t i) {
       unsigned char* in = raw.get() + i * max_member_bytes;
       const std::size_t bytes = fill(first + i, in);
       if (bytes == 0 || bytes > max_member_bytes)
         throw_error(ErrorKind::Internal, path, "a gzip member of " + std::to_string(bytes) + " bytes");
-      compress_member(in, bytes, level, members[i]);
+      compress_member(in, bytes, level, out[i]);
     });
-    for (std::size_t i = 0; i < n; ++i) {  // the members' places follow from their sizes
+    std::vector<std::uint64_t> offsets(n);  // the members' places follow from their sizes
+    for (std::size_t i = 0; i < n; ++i) {
       offsets[i] = written;
-      written += members[i].size();
+      written += out[i].size();
     }
-    parallel_for(n, [&](std::size_t i) { put(first + i, members[i].data(), members[i].size(), offsets[i]); });
+    if (writing.valid()) writing.get();  // the other buffers are free again (or its error thrown)
+    writing = std::async(std::launch::async, [&put, &out, first, n, offsets = std::move(offsets)] {
+      for (std::size_t i = 0; i < n; ++i) put(first + i, out[i].data(), out[i].size(), offsets[i]);
+    });
   }
+  if (writing.valid()) writing.get();
   return written;
 }
 

@@ -49,22 +49,20 @@ struct PlaneMemberLayout {
 };
 PlaneMemberLayout plane_member_layout(std::size_t plane_bytes);
 
-/// Writes `count` gzip members in file order, all steps on all cores, a batch of members (one
-/// per thread) at a time: `prepare(first, n)` (when given) runs once before the fills of members
-/// [first, first + n) (e.g. one download of their source from the device); `fill(j, raw)` puts member j's uncompressed data into `raw` (room for
-/// `max_member_bytes`) and returns their size; the member is compressed; then `put(j, member,
-/// bytes, offset)` receives it with its offset from the first member's first byte. Fills and puts
-/// of one batch run concurrently (positional writes; a put that keeps members must index them by
-/// j), and a batch's puts finish before the next batch's fills start. Returns the compressed size
-/// of all members. Memory: one batch of raw and compressed members. The bytes depend on the fills
-/// and the level only, never on the thread count. Errors throw (the lowest j's) naming `path`.
+/// Writes `count` gzip members in file order, a batch of members (one per thread) at a time:
+/// `fill(j, raw)` puts member j's uncompressed data into `raw` (room for `max_member_bytes`) and
+/// returns their size, and the member is compressed, both on all cores; then `put(j, member,
+/// bytes, offset)` receives the batch's members in order, with their offsets from the first
+/// member's first byte, on a thread of its own while the next batch is filled and compressed
+/// (the writes of one file queue on the file anyway; this hides them behind the compression).
+/// Puts are never concurrent with each other. Returns the compressed size of all members.
+/// Memory: one batch of raw members and two of compressed ones. The bytes depend on the fills and
+/// the level only, never on the thread count. Errors throw (the lowest j's) naming `path`.
 using MemberFill = std::function<std::size_t(std::size_t j, unsigned char* raw)>;
-using BatchPrepare = std::function<void(std::size_t first, std::size_t count)>;
 using MemberPut =
     std::function<void(std::size_t j, const unsigned char* member, std::size_t bytes, std::uint64_t offset)>;
 std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
-                                 const MemberFill& fill, const MemberPut& put, const std::string& path,
-                                 const BatchPrepare& prepare = {});
+                                 const MemberFill& fill, const MemberPut& put, const std::string& path);
 
 /// Where the members of a gzip file start and how much each decodes to, found from the 'GR'
 /// extra fields alone. Empty when the file is not entirely made of such members (then it must be

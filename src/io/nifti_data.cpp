@@ -342,63 +342,42 @@ void write_plain_part(int fd, const std::string& path, const NiftiPart& part) {
 // plane_member_layout: each fill converts its own member's values (straight from the device for
 // device volumes), so that conversion, compression and writing all run on all cores.
 std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
-                                 int c, int level, const MemberPut& put) {
+                                 int c0, int c1, int level, const MemberPut& put) {
   const Geometry& g = part.planes->geometry();
   const std::size_t value = size_of(part.pixel_type);
   const std::size_t plane_bytes = std::size_t(g.size.x) * std::size_t(g.size.y) * value;
   const PlaneMemberLayout layout = plane_member_layout(plane_bytes);
   const index_t k = layout.planes_per_member;
   struct Member {
+    int c;                   // its component
     index_t z;               // its first plane
     std::size_t at, bytes;   // its data: bytes from byte `at` of plane z on (whole planes, or a piece)
   };
-  std::vector<Member> members;
-  for (index_t start = ((part.z0 + k - 1) / k) * k; start < part.z1; start += k) {
-    if (plane_bytes <= layout.piece_bytes) {
-      members.push_back({start, 0, std::size_t(std::min(k, g.size.z - start)) * plane_bytes});
-      continue;
+  std::vector<Member> members;  // file order: the components one after the other
+  for (int c = c0; c < c1; ++c)
+    for (index_t start = ((part.z0 + k - 1) / k) * k; start < part.z1; start += k) {
+      if (plane_bytes <= layout.piece_bytes) {
+        members.push_back({c, start, 0, std::size_t(std::min(k, g.size.z - start)) * plane_bytes});
+        continue;
+      }
+      for (std::size_t at = 0; at < plane_bytes; at += layout.piece_bytes)
+        members.push_back({c, start, at, std::min(layout.piece_bytes, plane_bytes - at)});
     }
-    for (std::size_t at = 0; at < plane_bytes; at += layout.piece_bytes)
-      members.push_back({start, at, std::min(layout.piece_bytes, plane_bytes - at)});
-  }
-  const bool file_start_here = prefix != nullptr && c == 0;
   const std::uint64_t plane = std::uint64_t(g.size.x) * std::uint64_t(g.size.y);
   auto first_value = [&](const Member& m) { return std::uint64_t(m.z) * plane + m.at / value; };
-  // A device part: each batch's values below z1 come to the host in one copy (copy_bytes pipelines
-  // large copies through pinned memory on all cores; many small copies from pageable memory
-  // would queue on the driver's one staging buffer). `mirror` holds [mirror_first, + size()).
-  std::vector<float> mirror;
-  std::uint64_t mirror_first = 0;
-  const BatchPrepare prepare = [&](std::size_t first, std::size_t n) {
-    const std::uint64_t lo = first_value(members[first]);
-    const Member& last = members[first + n - 1];
-    const std::uint64_t hi = std::min(first_value(last) + last.bytes / value, std::uint64_t(part.z1) * plane);
-    mirror.clear();
-    if (hi <= lo) return;
-    const Volume<float>& v = *part.planes;
-    const float* src = v.data() + std::size_t(c) * std::size_t(v.voxel_count()) +
-                       std::size_t(lo - std::uint64_t(v.box().lo.z) * plane);
-    mirror.resize(std::size_t(hi - lo));
-    copy_bytes(mirror.data(), MemorySpace::Host, src, v.space(), mirror.size() * sizeof(float));
-    mirror_first = lo;
-  };
   std::vector<std::vector<float>> staging(std::size_t(std::max(1, omp_get_max_threads())));
   const MemberFill fill = [&](std::size_t j, unsigned char* raw) {
     const Member& m = members[j];
     std::size_t head = 0;
-    if (file_start_here && m.z == 0 && m.at == 0) {  // the header goes in front of the first member
+    if (prefix != nullptr && m.c == 0 && m.z == 0 && m.at == 0) {  // the header goes in front of the first member
       std::memcpy(raw, prefix, kNiftiPrefixBytes);
       head = kNiftiPrefixBytes;
     }
-    const std::uint64_t first = first_value(m), n = m.bytes / value;
-    if (!mirror.empty() && first >= mirror_first && first + n <= mirror_first + mirror.size())
-      convert_host_values(part, path, mirror.data() + (first - mirror_first), first, n, raw + head);
-    else
-      convert_range(part, path, c, first, n, raw + head, staging[std::size_t(omp_get_thread_num())]);
+    convert_range(part, path, m.c, first_value(m), m.bytes / value, raw + head,
+                  staging[std::size_t(omp_get_thread_num())]);
     return head + m.bytes;
   };
-  return write_gzip_members(members.size(), layout.piece_bytes + kNiftiPrefixBytes, level, fill, put, path,
-                            part.planes->space() == MemorySpace::Host ? BatchPrepare() : prepare);
+  return write_gzip_members(members.size(), layout.piece_bytes + kNiftiPrefixBytes, level, fill, put, path);
 }
 
 void write_nifti_data(const std::string& final_path, const std::string& temp_path,
@@ -418,13 +397,13 @@ void write_nifti_data(const std::string& final_path, const std::string& temp_pat
   part.pixel_type = pixel_type;
   part.conversion = conversion;
   if (gzip_name(final_path)) {
-    std::uint64_t at = 0;  // where the component's members start
-    for (int c = 0; c < volume.components(); ++c)
-      at += compress_gzip_part(final_path, prefix, part, c, default_compression_level(),
-                               [&](std::size_t, const unsigned char* member, std::size_t bytes, std::uint64_t offset) {
-                                 pwrite_all(file.fd, member, bytes, at + offset, final_path);
-                                 start_writeback(file.fd, at + offset, bytes);
-                               });
+    // All components in one stream of members: the writes of one batch overlap the compression
+    // of the next across component boundaries too.
+    compress_gzip_part(final_path, prefix, part, 0, volume.components(), default_compression_level(),
+                       [&](std::size_t, const unsigned char* member, std::size_t bytes, std::uint64_t offset) {
+                         pwrite_all(file.fd, member, bytes, offset, final_path);
+                         start_writeback(file.fd, offset, bytes);
+                       });
   } else {
     pwrite_all(file.fd, prefix, kNiftiPrefixBytes, 0, final_path);
     write_plain_part(file.fd, final_path, part);

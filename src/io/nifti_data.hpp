@@ -54,12 +54,12 @@ index_t gzip_part_end(const Geometry& g, PixelType pixel_type, index_t z0, index
 /// (after the prefix), on all cores. Errors name `path`.
 void write_plain_part(int fd, const std::string& path, const NiftiPart& part);
 
-/// .nii.gz: the gzip members of component `c` that start in the part (with `prefix` in front of
-/// the file's first member when given: the process that owns plane 0), converted, compressed and
-/// handed to `put` on all cores (write_gzip_members: offsets from the part's first member).
-/// Returns their compressed size. Errors name `path`.
+/// .nii.gz: the gzip members of components [c0, c1) that start in the part, in file order (with
+/// `prefix` in front of the file's first member when given: the process that owns plane 0),
+/// converted and compressed on all cores and handed to `put` (write_gzip_members: offsets from
+/// the first of them). Returns their compressed size. Errors name `path`.
 std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
-                                 int c, int level, const MemberPut& put);
+                                 int c0, int c1, int level, const MemberPut& put);
 
 /// True when gigareg writes the voxel data of `path` itself (.nii / .nii.gz of 2 to 32767 planes
 /// and at most 32767 voxels along x and y); else ITK writes the whole file.

@@ -315,7 +315,7 @@ void write_shared(const std::string& path, const Volume<float>& local, const Par
       std::mutex held_mutex;
       const std::vector<std::int64_t> sizes = agree(part, path, 1, staged, [&] {
         const std::uint64_t written = io_detail::compress_gzip_part(
-            path, header, mine, c, io_detail::default_compression_level(),
+            path, header, mine, c, c + 1, io_detail::default_compression_level(),
             [&](std::size_t, const unsigned char* member, std::size_t bytes, std::uint64_t offset) {
               if (part.rank() == 0) {
                 io_detail::pwrite_all(file.fd, member, bytes, component_at + offset, path);

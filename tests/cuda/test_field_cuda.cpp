@@ -132,8 +132,9 @@ TEST(FieldCuda, InvertMatchesCpu) {
   opt.tolerance = 1e-3;
   Buffer<double> rg(np, kDev);
   const SlicePartials sp{rg.data(), owned.size.z, 2};
-  Volume<float> gpu_d(f.grid, 3, kDev);
+  Volume<float> gpu_d = poisoned_device(f.grid, 3);  // initialised: the copy below reads it whole
   invert_field(kGpu, f.u_d.view(), f.u_grid, f.grid, gpu_d.view(), owned, opt, {}, sp);
+  expect_written_exactly(gpu_d.to(kHost), owned, "inverse out (other grid)");
   Volume<float> cpu(f.grid, 3);
   invert_field(kCpu, f.u.view(), f.u_grid, f.grid, cpu.view(), owned, opt);
   EXPECT_LE(max_over_slices(kGpu, sp, 0), 1e-3);

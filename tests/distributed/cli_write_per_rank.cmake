@@ -86,7 +86,11 @@ math(EXPR permille "1000 * ${peak4} / ${peak0}")
 message(STATUS "rank 0 peak resident memory: one process ${peak0} kB, P = 1 ${peak1} kB, P = 2 ${peak2} kB, "
                "P = 3 ${peak3} kB, P = 4 ${peak4} kB (P = 4 / one process = 0.${permille})")
 math(EXPR three_times "3 * ${peak4}")
-if(three_times GREATER peak0)
+if(SANITIZE)
+  # AddressSanitizer's shadow memory and its quarantine of freed blocks (256 MB by default) add to
+  # every process's resident memory whatever it holds: the ratio says nothing there.
+  message(STATUS "sanitize build: the rank-0 memory bound is not checked")
+elseif(three_times GREATER peak0)
   message(FATAL_ERROR "rank 0 of 4 peaked at ${peak4} kB, more than a third of one process's ${peak0} kB")
 endif()
 file(REMOVE_RECURSE "${WORK}/big0" "${WORK}/big1" "${WORK}/big2" "${WORK}/big3" "${WORK}/big4")
