@@ -207,21 +207,6 @@ bool read_nifti_planes(const std::string& path, const Geometry& g, int component
 // ---------------------------------------------------------------------------------------------
 namespace {
 
-// Host floats `src`, the values [first, first + n) of a component, in the file's pixel type into
-// `out` (integers checked or rounded as part.conversion says; errors name the voxel).
-void convert_host_values(const NiftiPart& part, const std::string& path, const float* src,
-                         std::uint64_t first, std::uint64_t n, unsigned char* out) {
-  dispatch(part.pixel_type, [&](auto tag) {
-    using T = decltype(tag);
-    if constexpr (std::is_same_v<T, float>) {
-      std::memcpy(out, src, std::size_t(n) * sizeof(float));
-    } else {
-      convert_from_float<T>(src, reinterpret_cast<T*>(out), std::size_t(n), part.conversion,
-                            part.planes->geometry(), index_t(first), path);
-    }
-  });
-}
-
 // The values [first, first + n) of component c (linear voxel indices of the whole grid, x
 // fastest) in the file's pixel type, converted into `out`. They come from the part's own volume
 // below plane z1 and from the following planes above; device volumes are copied through `staging`.
@@ -234,12 +219,13 @@ void convert_range(const NiftiPart& part, const std::string& path, int c, std::u
     const index_t z = index_t(first / plane);
     const bool own = z < part.z1;
     const Volume<float>* source = own ? part.planes : part.following;
-    if (source == nullptr || source->box().lo.z > z)
+    // The source's planes from z on: up to z1 for the part's own volume, to its end for the next.
+    const index_t source_end =
+        source == nullptr ? z : own ? part.z1 : source->box().lo.z + source->box().size.z;
+    if (source == nullptr || source->box().lo.z > z || source_end <= z ||
+        source->box().lo.z + source->box().size.z < source_end)
       throw_error(ErrorKind::Internal, path, "the planes of a gzip member are not at hand");
-    const index_t source_end = own ? part.z1 : source->box().lo.z + source->box().size.z;
     const std::uint64_t m = std::min(n, std::uint64_t(source_end) * plane - first);
-    if (source_end <= z || source->box().lo.z + source->box().size.z < source_end)
-      throw_error(ErrorKind::Internal, path, "the planes of a gzip member are not at hand");
     const float* src = source->data() + std::size_t(c) * std::size_t(source->voxel_count()) +
                        std::size_t(first - std::uint64_t(source->box().lo.z) * plane);
     if (source->space() != MemorySpace::Host) {
@@ -247,7 +233,15 @@ void convert_range(const NiftiPart& part, const std::string& path, int c, std::u
       copy_bytes(staging.data(), MemorySpace::Host, src, source->space(), std::size_t(m) * sizeof(float));
       src = staging.data();
     }
-    convert_host_values(part, path, src, first, m, out);
+    dispatch(part.pixel_type, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (std::is_same_v<T, float>) {
+        std::memcpy(out, src, std::size_t(m) * sizeof(float));
+      } else {
+        convert_from_float<T>(src, reinterpret_cast<T*>(out), std::size_t(m), part.conversion, g,
+                              index_t(first), path);
+      }
+    });
     out += std::size_t(m) * value;
     first += m;
     n -= m;
@@ -338,9 +332,10 @@ void write_plain_part(int fd, const std::string& path, const NiftiPart& part) {
     if (e) std::rethrow_exception(e);
 }
 
-// .nii.gz: the members of component c that start in [z0, z1), on the grid of
+// .nii.gz: the members of components [c0, c1) that start in planes [z0, z1), on the grid of
 // plane_member_layout: each fill converts its own member's values (straight from the device for
-// device volumes), so that conversion, compression and writing all run on all cores.
+// device volumes), so that conversion and compression run on all cores, and write_gzip_members
+// writes each batch while the next is compressed.
 std::uint64_t compress_gzip_part(const std::string& path, const unsigned char* prefix, const NiftiPart& part,
                                  int c0, int c1, int level, const MemberPut& put) {
   const Geometry& g = part.planes->geometry();

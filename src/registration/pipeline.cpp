@@ -496,7 +496,7 @@ void check_registration_outputs(const RegistrationParams& params, const Registra
 /// The QC picture of the fixed image (read again: this process's planes and the one above) and
 /// the warped image (the backend's planes of the result; fetched from the next process under a
 /// partition), written by rank 0. Collective under a partition.
-void write_qc_picture_of(const std::string& path, const std::string& fixed_path, const Volume<float>& warped,
+void write_qc_picture_for_result(const std::string& path, const std::string& fixed_path, const Volume<float>& warped,
                          const Partition& part) {
   const Box planes = qc_picture_planes(read_image_header(fixed_path).geometry, part);
   Volume<float> fixed_planes, fetched;
@@ -683,7 +683,7 @@ RegistrationResult register_files(const RegistrationParams& params_in, const Reg
     else
       write_image(files.inverse_warped, inv);
   };
-  auto qc_picture = [&] { write_qc_picture_of(files.qc_picture, files.fixed, result.warped, part); };
+  auto qc_picture = [&] { write_qc_picture_for_result(files.qc_picture, files.fixed, result.warped, part); };
   // One process: the inverse-warped image and the QC picture are made and written while the
   // warps and the warped image are written (each file through its own temporary; the set renames
   // them together). Under a partition they are collective and follow the writes, in the same
