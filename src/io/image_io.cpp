@@ -294,7 +294,8 @@ itk::ImageIOBase::Pointer writer_io(const StagedFile& staged) {
 // Some ITK writers (NIfTI, MetaImage) return normally when the disk fills up or a write fails:
 // read the temporary's header back and check that all the voxel data is there.
 void verify_written(const StagedFile& staged) {
-  const std::string& tmp = staged.temp_path();
+  const io_detail::WriterName name = staged.writer_name();
+  const std::string& tmp = name.path();
   itk::ImageIOBase::Pointer io;
   try {
     io = itk::ImageIOFactory::CreateImageIO(tmp.c_str(), itk::IOFileModeEnum::ReadMode);
@@ -322,8 +323,11 @@ template <class ImageT>
 void write_itk_temporary(ImageT* image, const StagedFile& staged) {
   const itk::ImageIOBase::Pointer io = writer_io(staged);
   try {
+    // Never through the temporary's name in the destination: someone with write access there
+    // could swap it for a link between its creation and ITK's opening it (WriterName).
+    const io_detail::WriterName name = staged.writer_name();
     auto writer = itk::ImageFileWriter<ImageT>::New();
-    writer->SetFileName(staged.temp_path());
+    writer->SetFileName(name.path());
     writer->SetImageIO(io);
     writer->SetInput(image);
     const std::string ext = extension_of(staged.final_path());
@@ -367,7 +371,7 @@ bool itk_nifti_prefix(const std::string& path, typename ImageT::Pointer probe, i
   const std::string ext = extension_of(path);
   StagedFile probe_file(path.substr(0, path.size() - ext.size()) + ".nii");
   write_itk_temporary(probe.GetPointer(), probe_file);
-  std::FILE* f = std::fopen(probe_file.temp_path().c_str(), "rb");
+  std::FILE* f = std::fopen(probe_file.writer_name().path().c_str(), "rb");
   if (f == nullptr) return false;
   const std::size_t got = std::fread(prefix, 1, io_detail::kNiftiPrefixBytes, f);
   std::fclose(f);

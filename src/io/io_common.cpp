@@ -373,6 +373,85 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
   register_pending(temp_);
 }
 
+namespace {
+
+/// The private directory of WriterName: made on first use, held open, removed at exit. Private
+/// directories of this user's processes that no longer exist (killed) are removed when a new one
+/// is made. -1 when none can be made (no /proc, no writable temporary directory).
+struct PrivateLinkDir {
+  int fd = -1;
+  std::string path;
+  std::atomic<std::uint64_t> next{0};
+};
+
+void remove_dir_of_links(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_uid == ::geteuid()) {
+    std::error_code ec;
+    for (fs::directory_iterator it(path, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+      ::unlinkat(fd, it->path().filename().c_str(), 0);  // links (and files): never followed
+    ::rmdir(path.c_str());
+  }
+  ::close(fd);
+}
+
+PrivateLinkDir& private_link_dir() {
+  static PrivateLinkDir dir;
+  static std::once_flag made;
+  std::call_once(made, [] {
+    if (::access("/proc/self/fd", X_OK) != 0) return;
+    const char* env = std::getenv("TMPDIR");
+    const fs::path base = env != nullptr && env[0] == '/' ? fs::path(env) : fs::path("/tmp");
+    const std::string head = "gigareg-links-";
+    std::error_code ec;
+    for (fs::directory_iterator it(base, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (name.compare(0, head.size(), head) != 0) continue;
+      const long pid = std::strtol(name.c_str() + head.size(), nullptr, 10);
+      if (pid > 0 && pid != long(::getpid()) && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH)
+        remove_dir_of_links(it->path().string());
+    }
+    std::string name = (base / (head + std::to_string(::getpid()) + "-XXXXXX")).string();
+    if (::mkdtemp(name.data()) == nullptr) return;  // mode 0700
+    dir.fd = ::open(name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dir.fd < 0) {
+      ::rmdir(name.c_str());
+      return;
+    }
+    dir.path = name;
+    std::atexit([] { remove_dir_of_links(private_link_dir().path); });
+  });
+  return dir;
+}
+
+}  // namespace
+
+WriterName::WriterName(const HeldFile& file, const std::string& ext, const std::string& temp_path) {
+  PrivateLinkDir& dir = private_link_dir();
+  if (dir.fd >= 0) {
+    // The link's name keeps the extension: ITK picks its writer (and compression) by it.
+    std::string link = std::to_string(dir.next.fetch_add(1)) + ext;
+    const std::string target = "/proc/self/fd/" + std::to_string(file.fd());
+    if (::symlinkat(target.c_str(), dir.fd, link.c_str()) == 0) {
+      path_ = "/proc/self/fd/" + std::to_string(dir.fd) + "/" + link;
+      link_ = std::move(link);
+      return;
+    }
+  }
+  path_ = temp_path;
+}
+
+WriterName::~WriterName() {
+  if (!link_.empty()) ::unlinkat(private_link_dir().fd, link_.c_str(), 0);
+}
+
+WriterName StagedFile::writer_name() const {
+  const std::string name = fs::path(final_).filename().string();
+  return WriterName(*created_, name.substr(name.size() - extension_of(final_).size()), temp_);
+}
+
 HeldFile::~HeldFile() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -399,8 +478,9 @@ void StagedFile::commit() {
   // The held file's identity (below) also settles its type: a store stays the directory made.
   if (!fs::exists(fs::symlink_status(temp_, ec)))
     throw_error(ErrorKind::Io, final_, "the writer reported success but wrote no file");
-  // ITK's writers open the temporary by name: if someone with write access to the directory
-  // swapped it for a link meanwhile, the output must not appear (as a link to their target).
+  // The rename moves whatever the name leads to now: if someone with write access to the
+  // directory swapped it for a link or a file of theirs meanwhile (the writers reached the held
+  // file through WriterName or O_NOFOLLOW), that must not appear under the final name.
   const std::string swapped = created_->mismatch(temp_);
   if (!swapped.empty())
     throw_error(ErrorKind::Io, final_, "the temporary file " + temp_ + " was not moved into place: " + swapped);
@@ -437,14 +517,16 @@ int write_fully(int fd, const void* data, std::size_t size) {
   return 0;
 }
 
-void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
-  const int fd = ::open(staged.temp_path().c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) throw_error(ErrorKind::Io, staged.final_path(), std::string("cannot open the file: ") + std::strerror(errno));
-  int err = write_fully(fd, bytes, size);
-  if (::close(fd) != 0 && err == 0) err = errno;
+void StagedFile::write_through_held(const void* bytes, std::size_t size) const {
+  const int fd = created_->fd();
+  int err = ::ftruncate(fd, 0) == 0 && ::lseek(fd, 0, SEEK_SET) == 0 ? write_fully(fd, bytes, size) : errno;
+  if (err == 0 && ::ftruncate(fd, off_t(size)) != 0) err = errno;
   if (err != 0)
-    throw_error(ErrorKind::Io, staged.final_path(),
-                std::string("writing failed (disk full or file size limit?): ") + std::strerror(err));
+    throw_error(ErrorKind::Io, final_, std::string("writing failed (disk full or file size limit?): ") + std::strerror(err));
+}
+
+void write_staged_bytes(StagedFile& staged, const void* bytes, std::size_t size) {
+  staged.write_through_held(bytes, size);
   staged.commit();
 }
 

@@ -116,9 +116,32 @@ class HeldFile {
   HeldFile& operator=(const HeldFile&) = delete;
   /// Empty when `path` is still this regular file (not followed if it is a link); else what it is.
   std::string mismatch(const std::string& path) const;
+  int fd() const { return fd_; }
 
  private:
   int fd_;
+};
+
+/// A name under which a writer that opens its file by name (ITK's image and transform writers,
+/// HDF5) reaches exactly the temporary that StagedFile created, whatever happens meanwhile to the
+/// names in the destination directory: `/proc/self/fd/<D>/<n><ext>`, where D is a private
+/// directory (mode 0700, made once per process under $TMPDIR or /tmp, held open) and the entry a
+/// symbolic link, made here, to `/proc/self/fd/<F>`, F the temporary held open since its
+/// creation. No other user can add or replace an entry of D, and both steps go through open
+/// descriptors: a temporary swapped for a link by someone with write access to the destination is
+/// never written through (commit() then refuses it). Without /proc or a private directory the
+/// temporary's own path is used (commit()'s check remains). The destructor removes the link.
+class WriterName {
+ public:
+  WriterName(const HeldFile& file, const std::string& ext, const std::string& temp_path);
+  ~WriterName();
+  WriterName(const WriterName&) = delete;
+  WriterName& operator=(const WriterName&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::string link_;  // the link's name in the private directory; empty for the fallback
 };
 
 class StagedFile {
@@ -137,6 +160,12 @@ class StagedFile {
   const std::string& temp_path() const { return temp_; }
   const std::string& final_path() const { return final_; }
   const TemporaryId& temporary_id() const { return id_; }
+  /// The name to give writers that open the temporary by name (WriterName); files, not stores.
+  WriterName writer_name() const;
+  /// Makes the temporary hold exactly `bytes`, written through the descriptor held since its
+  /// creation (never through a name). Error(Io) naming the final path on a short write (disk full,
+  /// file size limit).
+  void write_through_held(const void* bytes, std::size_t size) const;
   /// Renames the temporary into place (or hands it to the open OutputSet); throws Error(Io) if
   /// the writer left no file, the temporary is no longer the file created (replaced by a link or
   /// another file while ITK wrote it by name), or flushing / renaming fails (the temporary is

@@ -73,7 +73,7 @@ void write_affine_transform(const std::string& path, const Mat3d& matrix, const 
   // keeps 16 significant digits, hence the tolerance).
   ItkAffine back;
   try {
-    back = read_affine_transform(staged.temp_path());
+    back = read_affine_transform(staged.writer_name().path());
   } catch (const Error& e) {
     throw_error(ErrorKind::Io, path,
                 "the written transform cannot be read back (disk full or file size limit?): " + e.problem());
@@ -96,11 +96,14 @@ void io_detail::write_itk_transform(const StagedFile& staged, const itk::Transfo
   const std::string& path = staged.final_path();
   try {
     if (extension_of(path) == ".h5") {
-      write_transform_h5(staged.temp_path(), path, transform);
+      // HDF5 writes through the descriptor it opens on this name (it resolves the name's links
+      // only to record where the file lives, and fails if they lead elsewhere).
+      write_transform_h5(staged.writer_name().path(), path, transform);
       return;
     }
     auto writer = itk::TransformFileWriterTemplate<double>::New();
-    writer->SetFileName(staged.temp_path());
+    const WriterName name = staged.writer_name();  // never through the destination's names
+    writer->SetFileName(name.path());
     writer->SetInput(transform);
     writer->Update();
   } catch (const itk::ExceptionObject& e) {
@@ -151,12 +154,29 @@ void check_matlab_file(const std::string& path, const std::string& bytes) {
   if (variables < 2) bad_transform_file(path, "a transform in MAT format needs its parameters and fixed parameters (2 variables)");
 }
 
+/// Whether a transform's parameter counts follow from its type alone: linear transforms of every
+/// dimension (Rigid2D, Euler3D, Affine 4-D, Translation, Scale, ...) and the two of unknown
+/// category (AzimuthElevationToCartesian, Rigid3DPerspective). Not fields, splines or velocity
+/// fields (their fixed parameters give the grid and so the count; ITK checks those itself) and
+/// not composites (their count is their parts').
+bool counts_fixed_by_type(const itk::TransformBaseTemplate<double>& transform) {
+  using Base = itk::TransformBaseTemplate<double>;
+  const Base::TransformCategoryEnum category = transform.GetTransformCategory();
+  if (category != Base::TransformCategoryEnum::Linear &&
+      category != Base::TransformCategoryEnum::UnknownTransformCategory)
+    return false;
+  return !dynamic_cast<const itk::CompositeTransform<double, 2>*>(&transform) &&
+         !dynamic_cast<const itk::CompositeTransform<double, 3>*>(&transform) &&
+         !dynamic_cast<const itk::CompositeTransform<double, 4>*>(&transform);
+}
+
 /// ITK's text reader passes "Parameters:" to the transform whatever their number: too few are
 /// read beyond the array, too many are ignored; and it sets them on whatever transform came
 /// before, none included. This reads the lines as itk::TxtTransformIO does (trimmed of " \t\r\n",
 /// "#" comments, "Name: value", values read as doubles until the first that is not one) and asks
 /// that each parameter line follow a Transform line and hold the number the named transform takes
-/// (for transforms whose number is fixed by their type).
+/// (for transforms whose number is fixed by their type, of any dimension: a 2-D Rigid2DTransform
+/// given one parameter crashed ITK's reader before this covered 2-D and 4-D ones).
 void check_text_file(const std::string& path, const std::string& bytes) {
   itk::TransformFactoryBase::RegisterDefaultTransforms();  // what ITK's reader creates them from
   auto trim = [](const std::string& text) {
@@ -192,9 +212,7 @@ void check_text_file(const std::string& path, const std::string& bytes) {
       // readers drop it the same way).
       if (made) made->UnRegister();
       current = dynamic_cast<itk::TransformBaseTemplate<double>*>(made.GetPointer());
-      // Only transforms whose parameter counts their type fixes (not fields, not composites).
-      if (current && !dynamic_cast<itk::MatrixOffsetTransformBase<double, 3, 3>*>(current.GetPointer()))
-        current = nullptr;
+      if (current && !counts_fixed_by_type(*current)) current = nullptr;
     } else if (key == "Parameters" || key == "FixedParameters") {
       if (!seen_transform) bad_transform_file(path, key + " come before any Transform line");
       if (!current) continue;

@@ -2,6 +2,8 @@
 // before anything is used; failed or partial output sets; temporaries left by killed writers.
 // Every malformed file is made here, at run time, from a valid one.
 #include <gtest/gtest.h>
+#include <itkAffineTransform.h>
+#include <itkImage.h>
 #include <itkImageFileWriter.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include <limits>
 #include <regex>
 
+#include "gigareg/composite_transform.hpp"
 #include "gigareg/io.hpp"
 #include "gigareg/itk_adapters.hpp"
 #include "io/io_internal.hpp"  // StagedFile: a writer killed half-way
@@ -429,6 +432,68 @@ TEST(IoHardening, ATemporaryReplacedWhileWrittenIsNotMovedIntoPlace) {
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"target.txt"});  // the swapped temporaries removed
 }
 
+TEST(IoHardening, WritersNeverWriteThroughALinkSwappedInBeforeTheyOpen) {
+  // The window before the test above: the temporary swapped for a link to someone else's file
+  // after StagedFile made it and before ITK's writer opens it by name. ITK's writers open
+  // io_detail::WriterName's path, which leads to the file made (through /proc/self/fd), so the
+  // link's target is never written; commit() then refuses the swapped name.
+  register_itk_io_factories();
+  ScratchDir dir;
+  const std::string target = dir.file("target.txt");
+  write_bytes(target, "keep");
+  auto swap_for_link = [&](const io_detail::StagedFile& staged) {
+    fs::remove(staged.temp_path());
+    fs::create_symlink(target, staged.temp_path());
+  };
+  for (const char* name : {"t.mat", "t.txt", "t.h5"}) {
+    io_detail::StagedFile staged(dir.file(name));
+    swap_for_link(staged);
+    auto affine = itk::AffineTransform<double, 3>::New();
+    if (std::string(name) == "t.h5") {
+      // HDF5 opens the name it is given (the held file) but also resolves its links to record the
+      // file's location, and refuses when they lead elsewhere: the write fails, nothing is written
+      // through the link.
+      EXPECT_TRUE(throws_error([&] { io_detail::write_itk_transform(staged, affine); }, ErrorKind::Io,
+                               dir.file(name), "HDF5 failed to create the file"));
+      EXPECT_EQ(read_bytes(target), "keep");
+      continue;
+    }
+    io_detail::write_itk_transform(staged, affine);
+    {
+      // What the writer wrote reached the held temporary: read back through the writer's name.
+      const io_detail::WriterName written = staged.writer_name();
+      EXPECT_GT(fs::file_size(written.path()), 0u) << name;
+      EXPECT_NE(written.path(), staged.temp_path()) << "no private name on this machine";
+    }
+    EXPECT_TRUE(throws_error([&] { staged.commit(); }, ErrorKind::Io, dir.file(name), "replaced by a symbolic link"))
+        << name;
+    EXPECT_EQ(read_bytes(target), "keep") << name;
+  }
+  // ITK's image writers (src/io/image_io.cpp hands them the same name), by the extension the
+  // private name keeps: MetaImage, and NIfTI compressed through zlib.
+  using Image = itk::Image<float, 3>;
+  auto image = Image::New();
+  image->SetRegions(Image::SizeType{{3, 4, 5}});
+  image->Allocate();
+  image->FillBuffer(1.5f);
+  for (const char* name : {"i.mha", "i.nii.gz"}) {
+    io_detail::StagedFile staged(dir.file(name));
+    swap_for_link(staged);
+    {
+      const io_detail::WriterName written = staged.writer_name();
+      auto writer = itk::ImageFileWriter<Image>::New();
+      writer->SetFileName(written.path());
+      writer->SetInput(image);
+      writer->Update();
+      EXPECT_GT(fs::file_size(written.path()), 60u) << name;
+    }
+    EXPECT_TRUE(throws_error([&] { staged.commit(); }, ErrorKind::Io, dir.file(name), "replaced by a symbolic link"))
+        << name;
+  }
+  EXPECT_EQ(read_bytes(target), "keep");
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"target.txt"});
+}
+
 TEST(IoHardening, LongNamesAndUnwritableDirectoriesSayWhatIsWrong) {
   // Item 11: a valid name of 255 bytes (the temporary's name is cut to fit the file system's
   // limit), a name beyond the limit, and a directory where no file can be created (the system's
@@ -523,6 +588,31 @@ TEST(IoHardening, TransformsAndWarpsFoundByTheGenerator) {
               "\tParameters : 0.1 0 0\nFixedParameters: 0 0 0\n");
   EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("indented.txt")); }, ErrorKind::InvalidInput,
                            dir.file("indented.txt"), "Parameters holds 3 numbers"));
+  // Transforms of other dimensions and of no matrix (the clean-clone CI's fuzz_transform found a
+  // Rigid2DTransform given too few parameters: ITK's SetParameters read from a null array). A
+  // transform read by `apply -t` may be any of them before gigareg refuses its dimension.
+  const struct {
+    const char* name;
+    const char* file;
+    const char* needle;
+  } wrong_counts[] = {
+      {"rigid2d.txt", "Transform: Rigid2DTransform_double_2_2\nParameters: 1\nFixedParameters: 0 0\n",
+       "Parameters holds 1 numbers"},
+      {"affine4d.txt", "Transform: AffineTransform_float_4_4\nParameters: 1 0 0 0\nFixedParameters: 0 0 0 0\n",
+       "Parameters holds 4 numbers"},
+      {"translation.txt", "Transform: TranslationTransform_double_3_3\nParameters: 1 2\nFixedParameters:\n",
+       "Parameters holds 2 numbers"},
+      {"perspective.txt", "Transform: Rigid3DPerspectiveTransform_double_3_2\nParameters:\nFixedParameters:\n",
+       "Parameters holds 0 numbers"},
+      {"euler2d_fixed.txt", "Transform: Euler2DTransform_double_2_2\nParameters: 0 1 2\nFixedParameters: 0\n",
+       "FixedParameters holds 1 numbers"},
+  };
+  for (const auto& c : wrong_counts) {
+    write_bytes(dir.file(c.name), std::string("#Insight Transform File V1.0\n#Transform 0\n") + c.file);
+    EXPECT_TRUE(throws_error([&] { read_transform_chain(dir.file(c.name)); }, ErrorKind::InvalidInput,
+                             dir.file(c.name), c.needle))
+        << c.name;
+  }
   write_bytes(dir.file("orphan.txt"), "#Insight Transform File V1.0\nFixedParameters: 0 0 0\nParameters: 1 0 0\n");
   EXPECT_TRUE(throws_error([&] { read_affine_transform(dir.file("orphan.txt")); }, ErrorKind::InvalidInput,
                            dir.file("orphan.txt"), "before any Transform line"));
