@@ -30,6 +30,7 @@ packages=(
   python3-dev python3-venv # the Python package (python/; nanobind comes from PyPI: python-env.sh)
                            # and the tests' ANTsPy environment (install-test-python.sh)
   python3-pytest python3-nibabel
+  python3-torch            # gigareg.torch's autograd functions and their tests (CPU PyTorch 1.13)
 )
 
 missing=()

@@ -44,6 +44,8 @@
 #include "gigareg/io.hpp"
 #include "gigareg/log.hpp"
 #include "gigareg/memory.hpp"
+#include "gigareg/ops/loss.hpp"
+#include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
 #include "gigareg/registration.hpp"
 #include "tool.hpp"
@@ -482,6 +484,145 @@ nb::object py_run_tool(const std::vector<std::string>& args, nb::object progress
   return nb::make_tuple(code, files);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Differentiable ops (gigareg.torch): the library's CPU ops on arrays of one grid, index-aligned
+// (origin 0, identity direction) with the given spacing; displacements in mm (in voxels when the
+// spacing is 1). Outputs are new arrays; inputs are wrapped, never copied or modified.
+
+Geometry op_grid(const nb::ndarray<>& a, int components, const Vec3& spacing, const std::string& name,
+                 Volume<float>& wrapped) {
+  wrapped = wrap_array(a, components, spacing, {0, 0, 0}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, name);
+  return wrapped.geometry();
+}
+
+void require_same_grid(const Geometry& a, const Geometry& b, const std::string& name) {
+  if (a.size != b.size)
+    throw nb::value_error((name + ": shape (" + std::to_string(b.size.z) + ", " + std::to_string(b.size.y) + ", " +
+                           std::to_string(b.size.x) + ") differs from the first input's (" +
+                           std::to_string(a.size.z) + ", " + std::to_string(a.size.y) + ", " +
+                           std::to_string(a.size.x) + ")")
+                              .c_str());
+}
+
+Boundary parse_padding(const std::string& padding) {
+  if (padding == "zeros") return Boundary::Zero;
+  if (padding == "border") return Boundary::Border;
+  throw nb::value_error(("padding: '" + padding + "' (use 'zeros' or 'border')").c_str());
+}
+
+/// The warp of one volume by a displacement field on its own grid (moving and fixed grids equal).
+struct OpWarp {
+  Volume<float> moving, displacement;
+  WarpInputs in;
+  OpWarp(const nb::ndarray<>& moving_array, const std::optional<nb::ndarray<>>& displacement_array,
+         const Vec3& spacing, Interpolation interpolation, const std::string& padding) {
+    const Geometry g = op_grid(moving_array, 1, spacing, "moving", moving);
+    in.moving = moving.view();
+    in.moving_geometry = g;
+    in.fixed_geometry = g;
+    if (displacement_array) {
+      require_same_grid(g, op_grid(*displacement_array, 3, spacing, "displacement", displacement), "displacement");
+      in.displacement = displacement.view();
+    }
+    in.interpolation = interpolation;
+    in.boundary = parse_padding(padding);
+  }
+  Box whole() const { return {{0, 0, 0}, in.fixed_geometry.size}; }
+};
+
+FloatArray op_warp(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement, const Vec3& spacing,
+                   const std::string& interpolation, const std::string& padding) {
+  const Interpolation interp = parse_interpolation(interpolation);
+  if (interp != Interpolation::Linear && interp != Interpolation::Nearest)
+    throw nb::value_error("interpolation: 'linear' or 'nearest'");
+  OpWarp op(moving, displacement, spacing, interp, padding);
+  Volume<float> out(op.in.fixed_geometry, 1);
+  {
+    nb::gil_scoped_release release;
+    warp(Context::cpu(), op.in, out.view(), op.whole());
+  }
+  return to_numpy(std::move(out));
+}
+
+/// (dL/d displacement or None, dL/d moving or None) for dL/d out = grad_out (linear interpolation).
+nb::tuple op_warp_backward(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement,
+                           const nb::ndarray<>& grad_out, const Vec3& spacing, const std::string& padding,
+                           bool want_displacement, bool want_moving) {
+  OpWarp op(moving, displacement, spacing, Interpolation::Linear, padding);
+  Volume<float> g;
+  require_same_grid(op.in.fixed_geometry, op_grid(grad_out, 1, spacing, "grad_out", g), "grad_out");
+  WarpGradients grads;
+  Volume<float> d_displacement, d_moving;
+  if (want_displacement) {
+    if (!displacement) throw nb::value_error("the displacement's gradient needs a displacement");
+    d_displacement = Volume<float>(op.in.fixed_geometry, 3);
+    grads.displacement = d_displacement.view();
+  }
+  if (want_moving) {
+    d_moving = Volume<float>(op.in.moving_geometry, 1);
+    d_moving.fill(0.f);  // warp_backward accumulates into it
+    grads.moving = d_moving.view();
+  }
+  {
+    nb::gil_scoped_release release;
+    warp_backward(Context::cpu(), op.in, g.view(), op.whole(), grads);
+  }
+  return nb::make_tuple(want_displacement ? nb::cast(to_numpy(std::move(d_displacement))) : nb::none(),
+                        want_moving ? nb::cast(to_numpy(std::move(d_moving))) : nb::none());
+}
+
+/// (S, C, dS/dW or None) of a loss (ops/loss.hpp: loss = S / C, minimised) of fixed F and warped
+/// W on one grid; `mask` (optional) counts voxels where it is > 0.5.
+nb::tuple op_loss(const std::string& kind, const nb::ndarray<>& fixed, const nb::ndarray<>& warped,
+                  std::optional<nb::ndarray<>> mask, const Vec3& spacing, int radius, double eps, int bins,
+                  std::optional<std::array<double, 4>> ranges, bool want_grad) {
+  Volume<float> f, w, m;
+  const Geometry g = op_grid(fixed, 1, spacing, "fixed", f);
+  require_same_grid(g, op_grid(warped, 1, spacing, "warped", w), "warped");
+  VolumeView<const float> mask_view{};
+  if (mask) {
+    require_same_grid(g, op_grid(*mask, 1, spacing, "mask", m), "mask");
+    mask_view = m.view();
+  }
+  const Box owned{{0, 0, 0}, g.size};
+  const Context ctx = Context::cpu();
+  Volume<float> grad;
+  if (want_grad) grad = Volume<float>(g, 1);
+  const VolumeView<float> grad_view = want_grad ? grad.view() : VolumeView<float>{};
+  LossValue value;
+  {
+    nb::gil_scoped_release release;
+    if (kind == "mse") {
+      std::vector<double> partials(std::size_t(g.size.z) * kLossTerms);
+      mse_loss(ctx, f.view(), w.view(), mask_view, owned, {partials.data(), g.size.z, kLossTerms}, grad_view);
+      value = reduce_loss(ctx, {partials.data(), g.size.z, kLossTerms});
+    } else if (kind == "lncc") {
+      LnccParams p;
+      p.radius = radius;
+      p.eps = eps;
+      (void)lncc_window_radius(p);  // validates
+      std::vector<double> partials(std::size_t(g.size.z) * kLossTerms);
+      lncc_loss(ctx, f.view(), w.view(), mask_view, owned, p, {partials.data(), g.size.z, kLossTerms}, grad_view);
+      value = reduce_loss(ctx, {partials.data(), g.size.z, kLossTerms});
+    } else if (kind == "mattes") {
+      if (!ranges) throw Error(ErrorKind::InvalidArgument, "mattes_mi", "the intensity ranges are required");
+      MattesParams p;
+      p.bins = bins;
+      p.fixed_min = float((*ranges)[0]);
+      p.fixed_max = float((*ranges)[1]);
+      p.moving_min = float((*ranges)[2]);
+      p.moving_max = float((*ranges)[3]);
+      (void)mattes_moving_axis(p);  // validates
+      std::vector<double> partials(kLossTerms);
+      mattes_mi(ctx, f.view(), w.view(), mask_view, owned, p, {partials.data(), 1, kLossTerms}, grad_view);
+      value = reduce_loss(ctx, {partials.data(), 1, kLossTerms});
+    } else {
+      throw Error(ErrorKind::InvalidArgument, "loss", "unknown kind '" + kind + "' (mse, lncc, mattes)");
+    }
+  }
+  return nb::make_tuple(value.sum, value.count, want_grad ? nb::cast(to_numpy(std::move(grad))) : nb::none());
+}
+
 }  // namespace
 }  // namespace gigareg::python
 
@@ -528,5 +669,10 @@ NB_MODULE(_gigareg, m) {
         "warp_extension"_a);
   m.def("split_command_line", &split_command_line, "line"_a);
   m.def("register_command_help", &register_command_help);
+  m.def("op_warp", &op_warp, "moving"_a, "displacement"_a.none(), "spacing"_a, "interpolation"_a, "padding"_a);
+  m.def("op_warp_backward", &op_warp_backward, "moving"_a, "displacement"_a.none(), "grad_out"_a, "spacing"_a,
+        "padding"_a, "want_displacement"_a, "want_moving"_a);
+  m.def("op_loss", &op_loss, "kind"_a, "fixed"_a, "warped"_a, "mask"_a.none(), "spacing"_a, "radius"_a, "eps"_a,
+        "bins"_a, "ranges"_a.none(), "want_grad"_a);
   m.def("run_tool", &py_run_tool, "args"_a, "progress"_a.none(), "log"_a.none(), "summary"_a.none());
 }

@@ -1,0 +1,173 @@
+"""gigareg's ops as PyTorch autograd functions (CPU tensors).
+
+    import torch, gigareg.torch as gt
+    warped = gt.warp(moving, flow)                  # moving (N, 1, D, H, W), flow (N, 3, D, H, W)
+    loss = gt.lncc_loss(fixed, warped) + 0.1 * smoothness(flow)
+    loss.backward()                                 # gradients w.r.t. flow (and moving)
+
+Conventions (docs/python.md, "PyTorch"):
+- Volumes are float32 tensors (D, H, W) = (z, y, x), or batched (N, C, D, H, W); the last axis
+  is x. Displacements are (3, D, H, W) or (N, 3, D, H, W) whose channels are the x, y, z
+  displacements IN THAT ORDER (channel 0 moves along W, the last axis), in voxels, or in mm when
+  `spacing` (sx, sy, sz) is given. This is the library's layout; VoxelMorph-style flows whose
+  channels follow (D, H, W) must be flipped with flow.flip(1).
+- warp(m, u)(z, y, x) = m at (x + u_x, y + u_y, z + u_z), trilinear, with zero padding (taps
+  outside the grid read 0: grid_sample's padding_mode="zeros", align_corners=True) or border
+  padding (coordinates clamped to the grid).
+- Losses are minimised and averaged as the registration does (ops/loss.hpp): mean squares,
+  -mean LNCC over the window centres (box window of radius r, eps added to varF varW), -MI
+  (Mattes: cubic B-spline Parzen window on the warped image, box on the fixed, `bins` bins over
+  the given intensity ranges, which are constants for the gradient). Batched inputs give the mean
+  over the batch. Gradients flow to the warped (moving) argument; the fixed image is data.
+- CPU tensors only in this version: a CUDA tensor raises TypeError. Inputs of another dtype raise
+  TypeError (no silent conversion); non-contiguous tensors are made contiguous (a copy).
+"""
+
+import torch
+
+from . import _gigareg
+
+__all__ = ["warp", "compose", "mse_loss", "lncc_loss", "mattes_mi_loss"]
+
+
+def _spacing(spacing):
+    s = tuple(float(v) for v in spacing)
+    if len(s) != 3:
+        raise ValueError(f"spacing: three values (sx, sy, sz), got {len(s)}")
+    return s
+
+
+def _array(t, name):
+    """A CPU float32 C-contiguous tensor as a NumPy array over its memory."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise TypeError(f"{name}: gigareg.torch runs on CPU tensors in this version; got a tensor on {t.device}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name}: expected torch.float32, got {t.dtype} (convert with .float())")
+    return t.detach().contiguous().numpy()
+
+
+def _batched(t, channels, name):
+    """(N, C, D, H, W) view of a (D, H, W) volume or (3, D, H, W) field, or of a batched one."""
+    unbatched = 3 if channels is None else 4
+    if t.dim() == unbatched:
+        return t.unsqueeze(0) if channels is not None else t.unsqueeze(0).unsqueeze(0), True
+    if t.dim() == 5:
+        if channels is not None and t.shape[1] != channels:
+            raise ValueError(f"{name}: expected {channels} channels (x, y, z displacements), got {t.shape[1]}")
+        return t, False
+    expected = "(D, H, W) or (N, C, D, H, W)" if channels is None else "(3, D, H, W) or (N, 3, D, H, W)"
+    raise ValueError(f"{name}: expected shape {expected}, got {tuple(t.shape)}")
+
+
+class _Warp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, moving, displacement, spacing, interpolation, padding):
+        m = _array(moving, "moving")
+        u = _array(displacement, "displacement")
+        out = _gigareg.op_warp(m, u, spacing, interpolation, padding)
+        ctx.save_for_backward(moving, displacement)
+        ctx.options = (spacing, interpolation, padding)
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        moving, displacement = ctx.saved_tensors
+        spacing, interpolation, padding = ctx.options
+        want_u, want_m = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
+        if interpolation == "nearest":
+            if want_m:
+                raise RuntimeError("warp: the moving image's gradient needs interpolation='linear'")
+            # Piecewise constant in the displacement: its derivative is 0 almost everywhere.
+            return None, torch.zeros_like(displacement) if want_u else None, None, None, None
+        d_u, d_m = _gigareg.op_warp_backward(_array(moving, "moving"), _array(displacement, "displacement"),
+                                             _array(grad_out, "grad_out"), spacing, padding, want_u, want_m)
+        return (torch.from_numpy(d_m) if want_m else None, torch.from_numpy(d_u) if want_u else None,
+                None, None, None)
+
+
+def warp(moving, displacement, spacing=(1.0, 1.0, 1.0), interpolation="linear", padding="zeros"):
+    """The moving volume(s) sampled at x + u(x): (D, H, W) with (3, D, H, W), or (N, C, D, H, W)
+    with (N, 3, D, H, W) (each channel of a batch item warped by its displacement)."""
+    spacing = _spacing(spacing)
+    if interpolation not in ("linear", "nearest"):
+        raise ValueError(f"interpolation: 'linear' or 'nearest', got {interpolation!r}")
+    if padding not in ("zeros", "border"):
+        raise ValueError(f"padding: 'zeros' or 'border', got {padding!r}")
+    m, single = _batched(moving, None, "moving")
+    u, _ = _batched(displacement, 3, "displacement")
+    if m.shape[0] != u.shape[0] or m.shape[2:] != u.shape[2:]:
+        raise ValueError(f"moving {tuple(moving.shape)} and displacement {tuple(displacement.shape)}: "
+                         "the batch size and the grid (D, H, W) must agree")
+    out = torch.stack([torch.stack([_Warp.apply(m[n, c], u[n], spacing, interpolation, padding)
+                                    for c in range(m.shape[1])]) for n in range(m.shape[0])])
+    return out[0, 0] if single else out
+
+
+def compose(u, v, spacing=(1.0, 1.0, 1.0), padding="zeros"):
+    """The displacement of x -> (x + v(x)) + u(x + v(x)): v first, then u (ITK's composer with
+    padding="zeros": no displacement outside u's grid). Shapes as warp's displacement."""
+    ub, single = _batched(u, 3, "u")
+    vb, _ = _batched(v, 3, "v")
+    w = vb + warp(ub, vb, spacing, "linear", padding)
+    return w[0] if single else w
+
+
+class _Loss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fixed, warped, mask, kind, spacing, radius, eps, bins, ranges):
+        if fixed.requires_grad:
+            raise ValueError(f"{kind}: the fixed image is data (no gradient is computed for it); "
+                             "pass fixed.detach()")
+        s, c, grad = _gigareg.op_loss(kind, _array(fixed, "fixed"), _array(warped, "warped"),
+                                      None if mask is None else _array(mask, "mask"), spacing, radius, eps,
+                                      bins, ranges, ctx.needs_input_grad[1])
+        if ctx.needs_input_grad[1]:
+            # dLoss/dW = (dS/dW) / C; zero when nothing counted (the loss is then 0).
+            ctx.save_for_backward(torch.from_numpy(grad).div_(c) if c > 0 else torch.zeros_like(warped))
+        return warped.new_tensor(s / c if c > 0 else 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return None, grad * grad_loss, None, None, None, None, None, None, None
+
+
+def _loss(kind, fixed, warped, mask, spacing=(1.0, 1.0, 1.0), radius=2, eps=1e-5, bins=32, ranges=None):
+    spacing = _spacing(spacing)
+    f, _ = _batched(fixed, None, "fixed")
+    w, _ = _batched(warped, None, "warped")
+    if f.shape != w.shape:
+        raise ValueError(f"fixed {tuple(fixed.shape)} and warped {tuple(warped.shape)} must have the same shape")
+    k = None
+    if mask is not None:
+        k, _ = _batched(mask, None, "mask")
+        if k.shape != f.shape:
+            raise ValueError(f"mask {tuple(mask.shape)} must have the fixed image's shape")
+    terms = []
+    for n in range(f.shape[0]):
+        for c in range(f.shape[1]):
+            r = ranges
+            if kind == "mattes" and r is None:
+                r = (float(f[n, c].min()), float(f[n, c].max()), float(w[n, c].min()), float(w[n, c].max()))
+            terms.append(_Loss.apply(f[n, c], w[n, c], None if k is None else k[n, c], kind, spacing,
+                                     int(radius), float(eps), int(bins), None if r is None else tuple(map(float, r))))
+    return torch.stack(terms).mean()
+
+
+def mse_loss(fixed, warped, mask=None):
+    """Mean of (warped - fixed)^2 over the (masked) voxels."""
+    return _loss("mse", fixed, warped, mask)
+
+
+def lncc_loss(fixed, warped, radius=2, eps=1e-5, mask=None):
+    """-mean local normalised cross-correlation, box window of 2 radius + 1 voxels (clipped at the
+    grid's edge), over the (masked) window centres; eps is added to varF varW (intensity^4)."""
+    return _loss("lncc", fixed, warped, mask, radius=radius, eps=eps)
+
+
+def mattes_mi_loss(fixed, warped, bins=32, mask=None, ranges=None):
+    """-Mattes mutual information. `ranges` = (fixed_min, fixed_max, warped_min, warped_max);
+    by default each item's own minimum and maximum (constants for the gradient)."""
+    return _loss("mattes", fixed, warped, mask, bins=bins, ranges=ranges)
