@@ -27,7 +27,7 @@ import torch
 
 from . import _gigareg
 
-__all__ = ["warp", "compose", "mse_loss", "lncc_loss", "mattes_mi_loss"]
+__all__ = ["warp", "compose", "gaussian_smooth", "mse_loss", "lncc_loss", "mattes_mi_loss"]
 
 
 def _spacing(spacing):
@@ -112,6 +112,35 @@ def compose(u, v, spacing=(1.0, 1.0, 1.0), padding="zeros"):
     vb, _ = _batched(v, 3, "v")
     w = vb + warp(ub, vb, spacing, "linear", padding)
     return w[0] if single else w
+
+
+class _Smooth(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, sigma):
+        ctx.sigma = sigma
+        return torch.from_numpy(_gigareg.op_gaussian_smooth(_array(x, "input"), sigma, False))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # The replicate boundary makes the smoothing unsymmetric: its transpose, not itself.
+        return torch.from_numpy(_gigareg.op_gaussian_smooth(_array(grad_out, "grad_out"), ctx.sigma, True)), None
+
+
+def gaussian_smooth(x, sigma, spacing=None):
+    """Each channel smoothed by a Gaussian (the library's: taps to 3 sigma, normalised; replicate
+    boundary), as the registration smooths its fields. `sigma`: one value or (sx, sy, sz), in
+    voxels, or in mm when `spacing` is given. Shapes: (D, H, W), (3, D, H, W) or (N, C, D, H, W)."""
+    s = (float(sigma),) * 3 if isinstance(sigma, (int, float)) else _spacing(sigma)
+    if spacing is not None:
+        s = tuple(a / b for a, b in zip(s, _spacing(spacing)))
+    if x.dim() == 3:
+        return _Smooth.apply(x, s)
+    if x.dim() == 4:
+        return torch.stack([_Smooth.apply(x[c], s) for c in range(x.shape[0])])
+    if x.dim() == 5:
+        return torch.stack([torch.stack([_Smooth.apply(x[n, c], s) for c in range(x.shape[1])])
+                            for n in range(x.shape[0])])
+    raise ValueError(f"input: expected (D, H, W), (C, D, H, W) or (N, C, D, H, W), got {tuple(x.shape)}")
 
 
 class _Loss(torch.autograd.Function):

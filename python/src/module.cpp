@@ -45,6 +45,7 @@
 #include "gigareg/log.hpp"
 #include "gigareg/memory.hpp"
 #include "gigareg/ops/loss.hpp"
+#include "gigareg/ops/smooth.hpp"
 #include "gigareg/ops/warp.hpp"
 #include "gigareg/register_command.hpp"
 #include "gigareg/registration.hpp"
@@ -623,6 +624,24 @@ nb::tuple op_loss(const std::string& kind, const nb::ndarray<>& fixed, const nb:
   return nb::make_tuple(value.sum, value.count, want_grad ? nb::cast(to_numpy(std::move(grad))) : nb::none());
 }
 
+/// Gaussian smoothing of one volume (sigmas in voxels, x y z order; replicate boundary), or its
+/// transpose (the backward pass).
+FloatArray op_gaussian_smooth(const nb::ndarray<>& input, const Vec3& sigma_voxels, bool adjoint) {
+  Volume<float> in;
+  const Geometry g = op_grid(input, 1, {1, 1, 1}, "input", in);
+  Volume<float> out(g, 1);
+  const Vec3d sigma{sigma_voxels[0], sigma_voxels[1], sigma_voxels[2]};
+  (void)gaussian_radii(sigma);  // validates (negative or huge sigma: ValueError)
+  {
+    nb::gil_scoped_release release;
+    if (adjoint)
+      gaussian_smooth_adjoint(Context::cpu(), in.view(), out.view(), sigma);
+    else
+      gaussian_smooth(Context::cpu(), in.view(), out.view(), sigma, Box{{0, 0, 0}, g.size});
+  }
+  return to_numpy(std::move(out));
+}
+
 }  // namespace
 }  // namespace gigareg::python
 
@@ -674,5 +693,6 @@ NB_MODULE(_gigareg, m) {
         "padding"_a, "want_displacement"_a, "want_moving"_a);
   m.def("op_loss", &op_loss, "kind"_a, "fixed"_a, "warped"_a, "mask"_a.none(), "spacing"_a, "radius"_a, "eps"_a,
         "bins"_a, "ranges"_a.none(), "want_grad"_a);
+  m.def("op_gaussian_smooth", &op_gaussian_smooth, "input"_a, "sigma_voxels"_a, "adjoint"_a);
   m.def("run_tool", &py_run_tool, "args"_a, "progress"_a.none(), "log"_a.none(), "summary"_a.none());
 }

@@ -61,4 +61,12 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
                      Vec3d sigma_voxels, const Box& owned,
                      double truncation = kDefaultGaussianTruncation);
 
+/// out = G_sigma^T * in: the transpose (adjoint) of gaussian_smooth over the whole grid, the
+/// backward pass of smoothing (dL/din = G^T dL/dout). With the replicate boundary G is not
+/// symmetric: an edge voxel also collects the weights of the taps clamped onto it. Whole-grid
+/// views only, not in place, CPU backend only; float accumulation, deterministic (each line in a
+/// fixed order). <G x, y> = <x, G^T y> is the test (test_smooth.cpp).
+void gaussian_smooth_adjoint(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
+                             Vec3d sigma_voxels, double truncation = kDefaultGaussianTruncation);
+
 }  // namespace gigareg
