@@ -381,6 +381,7 @@ namespace {
 struct PrivateLinkDir {
   int fd = -1;
   std::string path;
+  pid_t owner = 0;  // a child forked later must neither use nor remove its parent's directory
   std::atomic<std::uint64_t> next{0};
 };
 
@@ -421,7 +422,11 @@ PrivateLinkDir& private_link_dir() {
       return;
     }
     dir.path = name;
-    std::atexit([] { remove_dir_of_links(private_link_dir().path); });
+    dir.owner = ::getpid();
+    std::atexit([] {
+      const PrivateLinkDir& made = private_link_dir();
+      if (made.owner == ::getpid()) remove_dir_of_links(made.path);
+    });
   });
   return dir;
 }
@@ -430,7 +435,7 @@ PrivateLinkDir& private_link_dir() {
 
 WriterName::WriterName(const HeldFile& file, const std::string& ext, const std::string& temp_path) {
   PrivateLinkDir& dir = private_link_dir();
-  if (dir.fd >= 0) {
+  if (dir.fd >= 0 && dir.owner == ::getpid()) {
     // The link's name keeps the extension: ITK picks its writer (and compression) by it.
     std::string link = std::to_string(dir.next.fetch_add(1)) + ext;
     const std::string target = "/proc/self/fd/" + std::to_string(file.fd());
