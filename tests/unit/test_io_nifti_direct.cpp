@@ -146,8 +146,14 @@ TEST(DirectNifti, GzipAndItkReadTheBlockFiles) {
 // nibabel (the Python reader most pipelines use) decodes the block files as one stream; skipped
 // where python3 or nibabel is not installed (`pip install nibabel` to run it).
 TEST(DirectNifti, NibabelReadsTheBlockFiles) {
-  if (std::system("python3 -c 'import nibabel' > /dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3 with nibabel is not installed: nibabel's reading not checked";
+  // The first python3 on PATH may be another installation than the system's, which has
+  // Debian's nibabel (scripts/install-deps.sh).
+  std::string python;
+  for (const char* candidate : {"python3", "/usr/bin/python3"})
+    if (python.empty() &&
+        std::system((std::string(candidate) + " -c 'import nibabel' > /dev/null 2>&1").c_str()) == 0)
+      python = candidate;
+  if (python.empty()) GTEST_SKIP() << "python3 with nibabel is not installed: nibabel's reading not checked";
   ScratchDir dir;
   const Geometry g = testing::oblique_geometry({128, 96, 100});  // several members per component
   const Volume<float> u = testing::random_volume(g, 3, -5, 5, false);
@@ -166,7 +172,7 @@ TEST(DirectNifti, NibabelReadsTheBlockFiles) {
       "print(repr(float((u * (np.arange(u.size) % 7 + 1)).sum())), "
       "repr(float((l * (np.arange(l.size) % 5 + 1)).sum())))\n";
   testing::write_bytes(dir.file("check.py"), script);
-  const std::string cmd = "python3 '" + dir.file("check.py") + "' '" + dir.file("u.nii.gz") + "' '" +
+  const std::string cmd = python + " '" + dir.file("check.py") + "' '" + dir.file("u.nii.gz") + "' '" +
                           dir.file("l.nii.gz") + "' > '" + dir.file("sums.txt") + "'";
   ASSERT_EQ(std::system(cmd.c_str()), 0);
   const std::string out = read_bytes(dir.file("sums.txt"));
