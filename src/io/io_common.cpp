@@ -375,9 +375,11 @@ StagedFile::StagedFile(std::string final_path) : final_(std::move(final_path)) {
 
 namespace {
 
-/// The private directory of WriterName: made on first use, held open, removed at exit. Private
-/// directories of this user's processes that no longer exist (killed) are removed when a new one
-/// is made. -1 when none can be made (no /proc, no writable temporary directory).
+/// The private directory of WriterName, `gigareg-links-<host>-<pid>-XXXXXX`: made on first use,
+/// held open, removed at exit. Private directories of this user's processes on this host that no
+/// longer exist (killed) are removed when a new one is made; the host tag keeps a process from
+/// judging another node's pids where $TMPDIR is shared between nodes. fd -1 when none can be made
+/// (no /proc, no writable temporary directory).
 struct PrivateLinkDir {
   int fd = -1;
   std::string path;
@@ -405,7 +407,7 @@ PrivateLinkDir& private_link_dir() {
     if (::access("/proc/self/fd", X_OK) != 0) return;
     const char* env = std::getenv("TMPDIR");
     const fs::path base = env != nullptr && env[0] == '/' ? fs::path(env) : fs::path("/tmp");
-    const std::string head = "gigareg-links-";
+    const std::string head = "gigareg-links-" + host_tag() + "-";
     std::error_code ec;
     for (fs::directory_iterator it(base, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
       const std::string name = it->path().filename().string();
@@ -524,8 +526,7 @@ int write_fully(int fd, const void* data, std::size_t size) {
 
 void StagedFile::write_through_held(const void* bytes, std::size_t size) const {
   const int fd = created_->fd();
-  int err = ::ftruncate(fd, 0) == 0 && ::lseek(fd, 0, SEEK_SET) == 0 ? write_fully(fd, bytes, size) : errno;
-  if (err == 0 && ::ftruncate(fd, off_t(size)) != 0) err = errno;
+  const int err = ::ftruncate(fd, 0) == 0 && ::lseek(fd, 0, SEEK_SET) == 0 ? write_fully(fd, bytes, size) : errno;
   if (err != 0)
     throw_error(ErrorKind::Io, final_, std::string("writing failed (disk full or file size limit?): ") + std::strerror(err));
 }

@@ -168,7 +168,7 @@ class StagedFile {
   void write_through_held(const void* bytes, std::size_t size) const;
   /// Renames the temporary into place (or hands it to the open OutputSet); throws Error(Io) if
   /// the writer left no file, the temporary is no longer the file created (replaced by a link or
-  /// another file while ITK wrote it by name), or flushing / renaming fails (the temporary is
+  /// another file in the destination while it was written), or flushing / renaming fails (the temporary is
   /// then removed).
   void commit();
 
