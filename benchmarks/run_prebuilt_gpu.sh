@@ -6,7 +6,8 @@
 # bench_io), itk.tar.gz and deps.tar.gz (scripts/pack-device-deps.sh), data/ (cfmi_sub-01/02
 # brainmasks; colin27_ch2better_0.5mm.nii.gz for LARGE=N). The binaries link Debian's ITK, which
 # itk.tar.gz brings. bin/dist_tests, when present, runs under mpiexec with 1 and 2 ranks;
-# BENCH_OPS=regex runs bin/bench_ops on those kernels, BENCH_IO=1 bin/bench_io.
+# BENCH_OPS=regex runs bin/bench_ops on those kernels, BENCH_IO=1 bin/bench_io. TESTS_ONLY=1 stops
+# after the tests; SKIP_TESTS=1 starts after them (for a call that does other work in between).
 set -uo pipefail
 d=${DEVBIN:-.devbin}
 out=${OUT:-$PWD/gpu-out}
@@ -18,6 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 missing=$(ldd $d/bin/gigareg_new | grep "not found")
 [[ -n $missing ]] && { echo "missing libraries: $missing"; exit 1; }
 
+if [[ -z ${SKIP_TESTS:-} ]]; then
 echo "--- CUDA tests"
 for t in $d/bin/test_*; do
   timeout ${TEST_TIMEOUT:-150} "$t" --gtest_brief=1 > "$out/$(basename "$t").log" 2>&1
@@ -31,6 +33,8 @@ if [[ -x $d/bin/dist_tests ]] && command -v mpiexec > /dev/null; then
     echo "dist_tests np $np: rc $? $(grep -E "PASSED|FAILED|SKIPPED" "$out/dist_tests_np$np.log" | sort | uniq -c | tr '\n' ' ')"
   done
 fi
+fi
+[[ -n ${TESTS_ONLY:-} ]] && exit 0
 
 echo "--- whole command, cfmi 01 <- 02, --preset greedy --device cuda"
 source "$(dirname "${BASH_SOURCE[0]}")/command_timing.sh"  # timed, compare_outputs

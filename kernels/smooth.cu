@@ -454,6 +454,25 @@ void launch_yx_reg(cudaStream_t s, VolumeView<const float> src, VolumeView<float
   GIGAREG_CUDA_CHECK_LAUNCH("gaussian pass_yx_reg_kernel");
 }
 
+// The transpose of a whole-grid pass (gigareg.torch's backward of the smoothing): one thread
+// per output voxel gathers along its line with gaussian_adjoint_sample, the CPU reference's
+// formula. A plain kernel (no tiles): it runs once per backward call, not in the registration's
+// iterations.
+__global__ void adjoint_pass_kernel(VolumeView<const float> src, VolumeView<float> dst, int axis,
+                                    GaussianTaps taps) {
+  const Index3 n = src.global_size;
+  const index_t count = n.x * n.y * n.z;
+  const index_t step = index_t(gridDim.x) * blockDim.x;
+  for (index_t v = index_t(blockIdx.x) * blockDim.x + threadIdx.x; v < count; v += step) {
+    Index3 g{v % n.x, (v / n.x) % n.y, v / (n.x * n.y)};
+    const index_t j = g[axis];
+    g[axis] = 0;
+    const float* line = &src.at(g.x, g.y, g.z);
+    g[axis] = j;
+    dst.at(g.x, g.y, g.z) = gaussian_adjoint_sample(taps.w, taps.radius, line, src.stride[axis], j, n[axis]);
+  }
+}
+
 }  // namespace
 
 void gaussian_pass(void* stream, VolumeView<const float> src, VolumeView<float> dst,
@@ -484,6 +503,16 @@ void gaussian_pass(void* stream, VolumeView<const float> src, VolumeView<float> 
   } else {
     launch_column<2>(s, src, dst, region, taps);
   }
+}
+
+void gaussian_adjoint_pass(void* stream, VolumeView<const float> src, VolumeView<float> dst, int axis,
+                           const GaussianTaps& taps) {
+  const index_t count = src.global_size.x * src.global_size.y * src.global_size.z;
+  if (count == 0) return;
+  constexpr int kThreads = 256;
+  const unsigned blocks = cap((count + kThreads - 1) / kThreads, 1u << 20);  // grid-stride beyond
+  adjoint_pass_kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, dst, axis, taps);
+  GIGAREG_CUDA_CHECK_LAUNCH("gaussian adjoint_pass_kernel");
 }
 
 bool gaussian_yx_fusable(int radius_y, int radius_x) {

@@ -1,4 +1,4 @@
-"""gigareg's ops as PyTorch autograd functions (CPU tensors).
+"""gigareg's ops as PyTorch autograd functions (CPU and CUDA tensors).
 
     import torch, gigareg.torch as gt
     warped = gt.warp(moving, flow)                  # moving (N, 1, D, H, W), flow (N, 3, D, H, W)
@@ -19,9 +19,15 @@ Conventions (docs/python.md, "PyTorch"):
   (Mattes: cubic B-spline Parzen window on the warped image, box on the fixed, `bins` bins over
   the given intensity ranges, which are constants for the gradient). Batched inputs give the mean
   over the batch. Gradients flow to the warped (moving) argument; the fixed image is data.
-- CPU tensors only in this version: a CUDA tensor raises TypeError. Inputs of another dtype raise
+- CPU or CUDA tensors, all of one op on one device; CUDA ops run on the tensors' device and the
+  current stream, reach the kernels through DLPack without a copy, and never wait for the GPU
+  (the loss stays a tensor on the device). On CUDA the moving image's gradient (warp with a moving
+  image that requires grad, and so compose's gradient for u) is not offered: it would need float
+  atomics, whose sums are not deterministic; the CPU computes it. Inputs of another dtype raise
   TypeError (no silent conversion); non-contiguous tensors are made contiguous (a copy).
 """
+
+import contextlib
 
 import torch
 
@@ -37,15 +43,26 @@ def _spacing(spacing):
     return s
 
 
-def _array(t, name):
-    """A CPU float32 C-contiguous tensor as a NumPy array over its memory."""
+def _tensor(t, name):
+    """A float32 C-contiguous tensor over the same memory (a copy only if it was not contiguous),
+    detached: the ops read it through DLPack."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
-        raise TypeError(f"{name}: gigareg.torch runs on CPU tensors in this version; got a tensor on {t.device}")
+    if t.device.type not in ("cpu", "cuda"):
+        raise TypeError(f"{name}: gigareg.torch runs on CPU and CUDA tensors; got a tensor on {t.device}")
     if t.dtype != torch.float32:
         raise TypeError(f"{name}: expected torch.float32, got {t.dtype} (convert with .float())")
-    return t.detach().contiguous().numpy()
+    return t.detach().contiguous()
+
+
+def _on(t):
+    """The context in which an op on t's device runs: its CUDA device made current."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _stream(t):
+    """The stream the op's kernels go on: the current stream of t's device (0 on the CPU)."""
+    return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
 def _batched(t, channels, name):
@@ -64,27 +81,35 @@ def _batched(t, channels, name):
 class _Warp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, moving, displacement, spacing, interpolation, padding):
-        m = _array(moving, "moving")
-        u = _array(displacement, "displacement")
-        out = _gigareg.op_warp(m, u, spacing, interpolation, padding)
-        ctx.save_for_backward(moving, displacement)
+        m = _tensor(moving, "moving")
+        u = _tensor(displacement, "displacement")
+        out = torch.empty_like(m)
+        with _on(m):
+            _gigareg.op_warp(m, u, out, spacing, interpolation, padding, _stream(m))
+        ctx.save_for_backward(m, u)
         ctx.options = (spacing, interpolation, padding)
-        return torch.from_numpy(out)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        moving, displacement = ctx.saved_tensors
+        m, u = ctx.saved_tensors
         spacing, interpolation, padding = ctx.options
         want_u, want_m = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         if interpolation == "nearest":
             if want_m:
                 raise RuntimeError("warp: the moving image's gradient needs interpolation='linear'")
             # Piecewise constant in the displacement: its derivative is 0 almost everywhere.
-            return None, torch.zeros_like(displacement) if want_u else None, None, None, None
-        d_u, d_m = _gigareg.op_warp_backward(_array(moving, "moving"), _array(displacement, "displacement"),
-                                             _array(grad_out, "grad_out"), spacing, padding, want_u, want_m)
-        return (torch.from_numpy(d_m) if want_m else None, torch.from_numpy(d_u) if want_u else None,
-                None, None, None)
+            return None, torch.zeros_like(u) if want_u else None, None, None, None
+        if want_m and m.is_cuda:
+            raise RuntimeError("warp: the moving image's gradient is computed on the CPU only (on CUDA it would "
+                               "need float atomics, which are not deterministic); detach the moving image, or "
+                               "warp on the CPU")
+        g = _tensor(grad_out, "grad_out")
+        d_u = torch.empty_like(u) if want_u else None
+        d_m = torch.zeros_like(m) if want_m else None  # accumulated into
+        with _on(g):
+            _gigareg.op_warp_backward(m, u, g, d_u, d_m, spacing, padding, _stream(g))
+        return d_m, d_u, None, None, None
 
 
 def warp(moving, displacement, spacing=(1.0, 1.0, 1.0), interpolation="linear", padding="zeros"):
@@ -114,16 +139,24 @@ def compose(u, v, spacing=(1.0, 1.0, 1.0), padding="zeros"):
     return w[0] if single else w
 
 
+def _smooth(x, sigma, adjoint, name):
+    x = _tensor(x, name)
+    out = torch.empty_like(x)
+    with _on(x):
+        _gigareg.op_gaussian_smooth(x, out, sigma, adjoint, _stream(x))
+    return out
+
+
 class _Smooth(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, sigma):
         ctx.sigma = sigma
-        return torch.from_numpy(_gigareg.op_gaussian_smooth(_array(x, "input"), sigma, False))
+        return _smooth(x, sigma, False, "input")
 
     @staticmethod
     def backward(ctx, grad_out):
         # The replicate boundary makes the smoothing unsymmetric: its transpose, not itself.
-        return torch.from_numpy(_gigareg.op_gaussian_smooth(_array(grad_out, "grad_out"), ctx.sigma, True)), None
+        return _smooth(grad_out, ctx.sigma, True, "grad_out"), None
 
 
 def gaussian_smooth(x, sigma, spacing=None):
@@ -149,18 +182,27 @@ class _Loss(torch.autograd.Function):
         if fixed.requires_grad:
             raise ValueError(f"{kind}: the fixed image is data (no gradient is computed for it); "
                              "pass fixed.detach()")
-        s, c, grad = _gigareg.op_loss(kind, _array(fixed, "fixed"), _array(warped, "warped"),
-                                      None if mask is None else _array(mask, "mask"), spacing, radius, eps,
-                                      bins, ranges, ctx.needs_input_grad[1])
-        if ctx.needs_input_grad[1]:
-            # dLoss/dW = (dS/dW) / C; zero when nothing counted (the loss is then 0).
-            ctx.save_for_backward(torch.from_numpy(grad).div_(c) if c > 0 else torch.zeros_like(warped))
-        return warped.new_tensor(s / c if c > 0 else 0.0)
+        f = _tensor(fixed, "fixed")
+        w = _tensor(warped, "warped")
+        k = None if mask is None else _tensor(mask, "mask")
+        want_grad = ctx.needs_input_grad[1]
+        # {S, C} per z slice (one row for Mattes), summed here on the tensors' device: the loss is
+        # S / C and the gradient (dS/dW) / C, and nothing waits for the GPU.
+        partials = torch.empty((1 if kind == "mattes" else w.shape[0], 2), dtype=torch.float64, device=w.device)
+        grad = torch.empty_like(w) if want_grad else None
+        with _on(w):
+            _gigareg.op_loss(kind, f, w, k, partials, grad, spacing, radius, eps, bins, ranges, _stream(w))
+        s, c = partials.sum(0)
+        counted = c > 0
+        c = torch.where(counted, c, torch.ones_like(c))  # nothing counted: the loss is 0, dS/dW is 0
+        if want_grad:
+            ctx.save_for_backward(grad, c)
+        return torch.where(counted, s / c, torch.zeros_like(s)).to(warped.dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
-        return None, grad * grad_loss, None, None, None, None, None, None, None
+        grad, c = ctx.saved_tensors
+        return None, grad * (grad_loss / c).to(grad.dtype), None, None, None, None, None, None, None
 
 
 def _loss(kind, fixed, warped, mask, spacing=(1.0, 1.0, 1.0), radius=2, eps=1e-5, bins=32, ranges=None):
@@ -198,5 +240,6 @@ def lncc_loss(fixed, warped, radius=2, eps=1e-5, mask=None):
 
 def mattes_mi_loss(fixed, warped, bins=32, mask=None, ranges=None):
     """-Mattes mutual information. `ranges` = (fixed_min, fixed_max, warped_min, warped_max);
-    by default each item's own minimum and maximum (constants for the gradient)."""
+    by default each item's own minimum and maximum (constants for the gradient; on CUDA reading
+    them waits for the GPU: pass ranges to avoid it)."""
     return _loss("mattes", fixed, warped, mask, bins=bins, ranges=ranges)

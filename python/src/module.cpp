@@ -51,6 +51,10 @@
 #include "gigareg/registration.hpp"
 #include "tool.hpp"
 
+#if GIGAREG_WITH_CUDA
+#include <cuda_runtime_api.h>  // cudaGetDevice: an op's arrays must be on the current device
+#endif
+
 namespace nb = nanobind;
 using namespace nb::literals;
 
@@ -93,16 +97,13 @@ std::string dtype_name(const nb::dlpack::dtype& t) {
   return std::string(kind) + std::to_string(t.bits);
 }
 
-/// A host float32 C-contiguous array of `ndim` axes (the first of 3 for a field), as a volume
-/// over its memory. Anything else is refused with a message that names `name` and the fix.
-Volume<float> wrap_array(const nb::ndarray<>& a, int components, const Vec3& spacing, const Vec3& origin,
-                         const Mat3& direction, const std::string& name) {
+/// The grid size of a float32 C-contiguous array of 3 axes (z, y, x), or of 4 (3, z, y, x) for a
+/// field, in whatever memory. Anything else is refused with a message that names `name` and the fix.
+Index3 array_grid_size(const nb::ndarray<>& a, int components, const std::string& name) {
   const std::size_t ndim = components == 1 ? 3 : 4;
-  if (a.device_type() != nb::device::cpu::value)
-    throw nb::value_error((name + ": the array is not in host memory (pass a NumPy array)").c_str());
   if (a.dtype() != nb::dtype<float>())
     throw nb::type_error((name + ": expected a float32 array, got " + dtype_name(a.dtype()) +
-                          " (convert it with numpy.asarray(a, dtype=numpy.float32))")
+                          " (convert it with numpy.asarray(a, dtype=numpy.float32) or tensor.float())")
                              .c_str());
   if (a.ndim() != ndim) {
     const std::string expected = components == 1 ? "3 axes (z, y, x)" : "4 axes (3, z, y, x)";
@@ -121,13 +122,20 @@ Volume<float> wrap_array(const nb::ndarray<>& a, int components, const Vec3& spa
   for (std::size_t i = ndim; i-- > 0;) {
     if (a.shape(i) > 1 && a.stride(i) != expected_stride)
       throw nb::value_error((name + ": the array is not C-contiguous (x fastest); pass "
-                                    "numpy.ascontiguousarray(a), or the Image class, which converts")
+                                    "numpy.ascontiguousarray(a) (tensor.contiguous()), or the Image class, which converts")
                                 .c_str());
     expected_stride *= int64_t(a.shape(i));
   }
   const std::size_t first = ndim - 3;
-  const Index3 size{index_t(a.shape(first + 2)), index_t(a.shape(first + 1)), index_t(a.shape(first))};
-  const Geometry g = make_geometry(size, spacing, origin, direction, name);
+  return {index_t(a.shape(first + 2)), index_t(a.shape(first + 1)), index_t(a.shape(first))};
+}
+
+/// A host float32 C-contiguous array (see array_grid_size) as a volume over its memory.
+Volume<float> wrap_array(const nb::ndarray<>& a, int components, const Vec3& spacing, const Vec3& origin,
+                         const Mat3& direction, const std::string& name) {
+  if (a.device_type() != nb::device::cpu::value)
+    throw nb::value_error((name + ": the array is not in host memory (pass a NumPy array)").c_str());
+  const Geometry g = make_geometry(array_grid_size(a, components, name), spacing, origin, direction, name);
   return Volume<float>::wrap(static_cast<float*>(a.data()), g, components);
 }
 
@@ -486,23 +494,95 @@ nb::object py_run_tool(const std::vector<std::string>& args, nb::object progress
 }
 
 // ---------------------------------------------------------------------------------------------
-// Differentiable ops (gigareg.torch): the library's CPU ops on arrays of one grid, index-aligned
+// Differentiable ops (gigareg.torch): the library's ops on arrays of one grid, index-aligned
 // (origin 0, identity direction) with the given spacing; displacements in mm (in voxels when the
-// spacing is 1). Outputs are new arrays; inputs are wrapped, never copied or modified.
+// spacing is 1). Every array arrives through DLPack (torch tensors, NumPy or CuPy arrays) and
+// stays where it is: all of one op's arrays in host memory (the cpu backend) or all on the
+// current CUDA device (the cuda backend, every launch on `stream`, the caller's current stream,
+// and no synchronisation with the host). The caller allocates the outputs beside the inputs, so
+// nothing is copied and the caller's allocator (PyTorch's) owns every buffer; inputs are never
+// modified.
 
-Geometry op_grid(const nb::ndarray<>& a, int components, const Vec3& spacing, const std::string& name,
-                 Volume<float>& wrapped) {
-  wrapped = wrap_array(a, components, spacing, {0, 0, 0}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, name);
-  return wrapped.geometry();
+/// Where one op's arrays live; the first array fixes it and every other one must agree.
+struct OpPlace {
+  int32_t device_type = 0;  // nb::device::cpu::value or nb::device::cuda::value; 0 before the first
+  int32_t device_id = 0;
+  void* stream = nullptr;
+  Context context() const {
+    return device_type == nb::device::cuda::value ? Context::cuda(stream) : Context::cpu();
+  }
+};
+
+std::string device_name(int32_t type, int32_t id) {
+  if (type == nb::device::cpu::value) return "the host (cpu)";
+  if (type == nb::device::cuda::value) return "cuda:" + std::to_string(id);
+  return "device type " + std::to_string(type);
 }
 
-void require_same_grid(const Geometry& a, const Geometry& b, const std::string& name) {
-  if (a.size != b.size)
-    throw nb::value_error((name + ": shape (" + std::to_string(b.size.z) + ", " + std::to_string(b.size.y) + ", " +
-                           std::to_string(b.size.x) + ") differs from the first input's (" +
-                           std::to_string(a.size.z) + ", " + std::to_string(a.size.y) + ", " +
-                           std::to_string(a.size.x) + ")")
+/// Checks that `a` lives where the op's other arrays do (the first one decides), on the host or
+/// on the current CUDA device of a CUDA build.
+void require_op_device(const nb::ndarray<>& a, const std::string& name, OpPlace& place) {
+  const int32_t type = a.device_type(), id = a.device_id();
+  if (type != nb::device::cpu::value && type != nb::device::cuda::value)
+    throw nb::value_error((name + ": the array is on " + device_name(type, id) +
+                           "; gigareg's ops take host memory or a CUDA device")
                               .c_str());
+  if (place.device_type == 0) {
+    place.device_type = type;
+    place.device_id = id;
+    if (type == nb::device::cuda::value) {
+#if GIGAREG_WITH_CUDA
+      int current = -1;
+      if (cudaGetDevice(&current) != cudaSuccess || current != id)
+        throw nb::value_error((name + ": the array is on cuda:" + std::to_string(id) +
+                               " but the current CUDA device is cuda:" + std::to_string(current) +
+                               " (run the op under torch.cuda.device(...) of its tensors)")
+                                  .c_str());
+#else
+      throw nb::value_error((name + ": a CUDA array, but this gigareg was built without CUDA").c_str());
+#endif
+    }
+  } else if (type != place.device_type || id != place.device_id) {
+    throw nb::value_error((name + ": the array is on " + device_name(type, id) + ", the op's other arrays on " +
+                           device_name(place.device_type, place.device_id) + " (one device per op)")
+                              .c_str());
+  }
+}
+
+/// A float32 C-contiguous array of one grid (components 1: (z, y, x); 3: (3, z, y, x)) as a
+/// whole-grid view over its memory, wherever the op runs.
+VolumeView<float> op_view(const nb::ndarray<>& a, int components, const Vec3& spacing, const std::string& name,
+                          OpPlace& place, Geometry* geometry = nullptr) {
+  require_op_device(a, name, place);
+  const Index3 size = array_grid_size(a, components, name);
+  const Geometry g = make_geometry(size, spacing, {0, 0, 0}, {1, 0, 0, 0, 1, 0, 0, 0, 1}, name);
+  if (geometry) *geometry = g;
+  const MemorySpace space = place.device_type == nb::device::cuda::value ? MemorySpace::Device : MemorySpace::Host;
+  return Volume<float>::wrap(static_cast<float*>(a.data()), g, components, space).view();
+}
+
+VolumeView<float> op_view_on(const nb::ndarray<>& a, int components, const Geometry& grid, const std::string& name,
+                             OpPlace& place) {
+  Geometry g;
+  const VolumeView<float> v = op_view(a, components, {grid.spacing.x, grid.spacing.y, grid.spacing.z}, name, place, &g);
+  if (g.size != grid.size)
+    throw nb::value_error((name + ": shape (" + std::to_string(g.size.z) + ", " + std::to_string(g.size.y) + ", " +
+                           std::to_string(g.size.x) + ") differs from the first input's (" +
+                           std::to_string(grid.size.z) + ", " + std::to_string(grid.size.y) + ", " +
+                           std::to_string(grid.size.x) + ")")
+                              .c_str());
+  return v;
+}
+
+/// A float64 C-contiguous (slices, kLossTerms) array for a loss's slice partials.
+SlicePartials op_partials(const nb::ndarray<>& a, index_t slices, const std::string& name, OpPlace& place) {
+  require_op_device(a, name, place);
+  if (a.dtype() != nb::dtype<double>() || a.ndim() != 2 || a.shape(0) != std::size_t(slices) ||
+      a.shape(1) != std::size_t(kLossTerms) || (slices > 1 && a.stride(0) != kLossTerms) || a.stride(1) != 1)
+    throw nb::value_error((name + ": expected a C-contiguous float64 array of shape (" + std::to_string(slices) +
+                           ", " + std::to_string(kLossTerms) + ")")
+                              .c_str());
+  return {static_cast<double*>(a.data()), slices, kLossTerms};
 }
 
 Boundary parse_padding(const std::string& padding) {
@@ -513,133 +593,121 @@ Boundary parse_padding(const std::string& padding) {
 
 /// The warp of one volume by a displacement field on its own grid (moving and fixed grids equal).
 struct OpWarp {
-  Volume<float> moving, displacement;
+  OpPlace place;
   WarpInputs in;
-  OpWarp(const nb::ndarray<>& moving_array, const std::optional<nb::ndarray<>>& displacement_array,
-         const Vec3& spacing, Interpolation interpolation, const std::string& padding) {
-    const Geometry g = op_grid(moving_array, 1, spacing, "moving", moving);
-    in.moving = moving.view();
+  OpWarp(const nb::ndarray<>& moving, const std::optional<nb::ndarray<>>& displacement, const Vec3& spacing,
+         Interpolation interpolation, const std::string& padding, std::uintptr_t stream) {
+    place.stream = reinterpret_cast<void*>(stream);
+    Geometry g;
+    in.moving = op_view(moving, 1, spacing, "moving", place, &g).as_const();
     in.moving_geometry = g;
     in.fixed_geometry = g;
-    if (displacement_array) {
-      require_same_grid(g, op_grid(*displacement_array, 3, spacing, "displacement", displacement), "displacement");
-      in.displacement = displacement.view();
-    }
+    if (displacement) in.displacement = op_view_on(*displacement, 3, g, "displacement", place).as_const();
     in.interpolation = interpolation;
     in.boundary = parse_padding(padding);
   }
   Box whole() const { return {{0, 0, 0}, in.fixed_geometry.size}; }
 };
 
-FloatArray op_warp(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement, const Vec3& spacing,
-                   const std::string& interpolation, const std::string& padding) {
+/// out = moving sampled at x + displacement(x).
+void op_warp(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement, const nb::ndarray<>& out,
+             const Vec3& spacing, const std::string& interpolation, const std::string& padding, std::uintptr_t stream) {
   const Interpolation interp = parse_interpolation(interpolation);
   if (interp != Interpolation::Linear && interp != Interpolation::Nearest)
     throw nb::value_error("interpolation: 'linear' or 'nearest'");
-  OpWarp op(moving, displacement, spacing, interp, padding);
-  Volume<float> out(op.in.fixed_geometry, 1);
-  {
-    nb::gil_scoped_release release;
-    warp(Context::cpu(), op.in, out.view(), op.whole());
-  }
-  return to_numpy(std::move(out));
+  OpWarp op(moving, displacement, spacing, interp, padding, stream);
+  const VolumeView<float> out_view = op_view_on(out, 1, op.in.fixed_geometry, "out", op.place);
+  nb::gil_scoped_release release;
+  warp(op.place.context(), op.in, out_view, op.whole());
 }
 
-/// (dL/d displacement or None, dL/d moving or None) for dL/d out = grad_out (linear interpolation).
-nb::tuple op_warp_backward(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement,
-                           const nb::ndarray<>& grad_out, const Vec3& spacing, const std::string& padding,
-                           bool want_displacement, bool want_moving) {
-  OpWarp op(moving, displacement, spacing, Interpolation::Linear, padding);
-  Volume<float> g;
-  require_same_grid(op.in.fixed_geometry, op_grid(grad_out, 1, spacing, "grad_out", g), "grad_out");
+/// dL/d displacement into d_displacement and dL/d moving added into d_moving (each optional; the
+/// caller zeroes d_moving), for dL/d out = grad_out (linear interpolation). d_moving: cpu only.
+void op_warp_backward(const nb::ndarray<>& moving, std::optional<nb::ndarray<>> displacement,
+                      const nb::ndarray<>& grad_out, std::optional<nb::ndarray<>> d_displacement,
+                      std::optional<nb::ndarray<>> d_moving, const Vec3& spacing, const std::string& padding,
+                      std::uintptr_t stream) {
+  OpWarp op(moving, displacement, spacing, Interpolation::Linear, padding, stream);
+  const VolumeView<float> g = op_view_on(grad_out, 1, op.in.fixed_geometry, "grad_out", op.place);
   WarpGradients grads;
-  Volume<float> d_displacement, d_moving;
-  if (want_displacement) {
+  if (d_displacement) {
     if (!displacement) throw nb::value_error("the displacement's gradient needs a displacement");
-    d_displacement = Volume<float>(op.in.fixed_geometry, 3);
-    grads.displacement = d_displacement.view();
+    grads.displacement = op_view_on(*d_displacement, 3, op.in.fixed_geometry, "d_displacement", op.place);
   }
-  if (want_moving) {
-    d_moving = Volume<float>(op.in.moving_geometry, 1);
-    d_moving.fill(0.f);  // warp_backward accumulates into it
-    grads.moving = d_moving.view();
+  if (d_moving) {
+    if (op.place.device_type == nb::device::cuda::value)
+      throw nb::value_error("moving: the moving image's gradient is computed on the CPU only (on CUDA it would "
+                            "need float atomics, which are not deterministic); detach the moving image or warp on the CPU");
+    grads.moving = op_view_on(*d_moving, 1, op.in.moving_geometry, "d_moving", op.place);
   }
-  {
-    nb::gil_scoped_release release;
-    warp_backward(Context::cpu(), op.in, g.view(), op.whole(), grads);
-  }
-  return nb::make_tuple(want_displacement ? nb::cast(to_numpy(std::move(d_displacement))) : nb::none(),
-                        want_moving ? nb::cast(to_numpy(std::move(d_moving))) : nb::none());
+  nb::gil_scoped_release release;
+  warp_backward(op.place.context(), op.in, g.as_const(), op.whole(), grads);
 }
 
-/// (S, C, dS/dW or None) of a loss (ops/loss.hpp: loss = S / C, minimised) of fixed F and warped
-/// W on one grid; `mask` (optional) counts voxels where it is > 0.5.
-nb::tuple op_loss(const std::string& kind, const nb::ndarray<>& fixed, const nb::ndarray<>& warped,
-                  std::optional<nb::ndarray<>> mask, const Vec3& spacing, int radius, double eps, int bins,
-                  std::optional<std::array<double, 4>> ranges, bool want_grad) {
-  Volume<float> f, w, m;
-  const Geometry g = op_grid(fixed, 1, spacing, "fixed", f);
-  require_same_grid(g, op_grid(warped, 1, spacing, "warped", w), "warped");
-  VolumeView<const float> mask_view{};
-  if (mask) {
-    require_same_grid(g, op_grid(*mask, 1, spacing, "mask", m), "mask");
-    mask_view = m.view();
-  }
+/// A loss (ops/loss.hpp: loss = S / C, minimised) of fixed F and warped W on one grid: its slice
+/// partials {S, C} into `partials` ((z, 2) float64; (1, 2) for mattes) and dS/dW into `grad`
+/// (optional); `mask` (optional) counts voxels where it is > 0.5.
+void op_loss(const std::string& kind, const nb::ndarray<>& fixed, const nb::ndarray<>& warped,
+             std::optional<nb::ndarray<>> mask, const nb::ndarray<>& partials, std::optional<nb::ndarray<>> grad,
+             const Vec3& spacing, int radius, double eps, int bins, std::optional<std::array<double, 4>> ranges,
+             std::uintptr_t stream) {
+  OpPlace place;
+  place.stream = reinterpret_cast<void*>(stream);
+  Geometry g;
+  const VolumeView<const float> f = op_view(fixed, 1, spacing, "fixed", place, &g).as_const();
+  const VolumeView<const float> w = op_view_on(warped, 1, g, "warped", place).as_const();
+  const VolumeView<const float> m = mask ? op_view_on(*mask, 1, g, "mask", place).as_const() : VolumeView<const float>{};
+  const VolumeView<float> grad_view = grad ? op_view_on(*grad, 1, g, "grad", place) : VolumeView<float>{};
   const Box owned{{0, 0, 0}, g.size};
-  const Context ctx = Context::cpu();
-  Volume<float> grad;
-  if (want_grad) grad = Volume<float>(g, 1);
-  const VolumeView<float> grad_view = want_grad ? grad.view() : VolumeView<float>{};
-  LossValue value;
-  {
-    nb::gil_scoped_release release;
+  const Context ctx = place.context();
+  if (kind == "mse" || kind == "lncc") {
+    const SlicePartials p = op_partials(partials, g.size.z, "partials", place);
     if (kind == "mse") {
-      std::vector<double> partials(std::size_t(g.size.z) * kLossTerms);
-      mse_loss(ctx, f.view(), w.view(), mask_view, owned, {partials.data(), g.size.z, kLossTerms}, grad_view);
-      value = reduce_loss(ctx, {partials.data(), g.size.z, kLossTerms});
-    } else if (kind == "lncc") {
-      LnccParams p;
-      p.radius = radius;
-      p.eps = eps;
-      (void)lncc_window_radius(p);  // validates
-      std::vector<double> partials(std::size_t(g.size.z) * kLossTerms);
-      lncc_loss(ctx, f.view(), w.view(), mask_view, owned, p, {partials.data(), g.size.z, kLossTerms}, grad_view);
-      value = reduce_loss(ctx, {partials.data(), g.size.z, kLossTerms});
-    } else if (kind == "mattes") {
-      if (!ranges) throw Error(ErrorKind::InvalidArgument, "mattes_mi", "the intensity ranges are required");
-      MattesParams p;
-      p.bins = bins;
-      p.fixed_min = float((*ranges)[0]);
-      p.fixed_max = float((*ranges)[1]);
-      p.moving_min = float((*ranges)[2]);
-      p.moving_max = float((*ranges)[3]);
-      (void)mattes_moving_axis(p);  // validates
-      std::vector<double> partials(kLossTerms);
-      mattes_mi(ctx, f.view(), w.view(), mask_view, owned, p, {partials.data(), 1, kLossTerms}, grad_view);
-      value = reduce_loss(ctx, {partials.data(), 1, kLossTerms});
-    } else {
-      throw Error(ErrorKind::InvalidArgument, "loss", "unknown kind '" + kind + "' (mse, lncc, mattes)");
+      nb::gil_scoped_release release;
+      mse_loss(ctx, f, w, m, owned, p, grad_view);
+      return;
     }
+    LnccParams params;
+    params.radius = radius;
+    params.eps = eps;
+    (void)lncc_window_radius(params);  // validates
+    nb::gil_scoped_release release;
+    lncc_loss(ctx, f, w, m, owned, params, p, grad_view);
+  } else if (kind == "mattes") {
+    const SlicePartials p = op_partials(partials, 1, "partials", place);
+    if (!ranges) throw Error(ErrorKind::InvalidArgument, "mattes_mi", "the intensity ranges are required");
+    MattesParams params;
+    params.bins = bins;
+    params.fixed_min = float((*ranges)[0]);
+    params.fixed_max = float((*ranges)[1]);
+    params.moving_min = float((*ranges)[2]);
+    params.moving_max = float((*ranges)[3]);
+    (void)mattes_moving_axis(params);  // validates
+    nb::gil_scoped_release release;
+    mattes_mi(ctx, f, w, m, owned, params, p, grad_view);
+  } else {
+    throw Error(ErrorKind::InvalidArgument, "loss", "unknown kind '" + kind + "' (mse, lncc, mattes)");
   }
-  return nb::make_tuple(value.sum, value.count, want_grad ? nb::cast(to_numpy(std::move(grad))) : nb::none());
 }
 
-/// Gaussian smoothing of one volume (sigmas in voxels, x y z order; replicate boundary), or its
-/// transpose (the backward pass).
-FloatArray op_gaussian_smooth(const nb::ndarray<>& input, const Vec3& sigma_voxels, bool adjoint) {
-  Volume<float> in;
-  const Geometry g = op_grid(input, 1, {1, 1, 1}, "input", in);
-  Volume<float> out(g, 1);
+/// out = Gaussian smoothing of one volume (sigmas in voxels, x y z order; replicate boundary), or
+/// its transpose (the backward pass).
+void op_gaussian_smooth(const nb::ndarray<>& input, const nb::ndarray<>& out, const Vec3& sigma_voxels, bool adjoint,
+                        std::uintptr_t stream) {
+  OpPlace place;
+  place.stream = reinterpret_cast<void*>(stream);
+  Geometry g;
+  const VolumeView<const float> in = op_view(input, 1, {1, 1, 1}, "input", place, &g).as_const();
+  const VolumeView<float> out_view = op_view_on(out, 1, g, "out", place);
+  if (static_cast<const void*>(in.data) == static_cast<const void*>(out_view.data))
+    throw nb::value_error("out: must not be the input's memory");
   const Vec3d sigma{sigma_voxels[0], sigma_voxels[1], sigma_voxels[2]};
   (void)gaussian_radii(sigma);  // validates (negative or huge sigma: ValueError)
-  {
-    nb::gil_scoped_release release;
-    if (adjoint)
-      gaussian_smooth_adjoint(Context::cpu(), in.view(), out.view(), sigma);
-    else
-      gaussian_smooth(Context::cpu(), in.view(), out.view(), sigma, Box{{0, 0, 0}, g.size});
-  }
-  return to_numpy(std::move(out));
+  nb::gil_scoped_release release;
+  if (adjoint)
+    gaussian_smooth_adjoint(place.context(), in, out_view, sigma);
+  else
+    gaussian_smooth(place.context(), in, out_view, sigma, Box{{0, 0, 0}, g.size});
 }
 
 }  // namespace
@@ -688,11 +756,12 @@ NB_MODULE(_gigareg, m) {
         "warp_extension"_a);
   m.def("split_command_line", &split_command_line, "line"_a);
   m.def("register_command_help", &register_command_help);
-  m.def("op_warp", &op_warp, "moving"_a, "displacement"_a.none(), "spacing"_a, "interpolation"_a, "padding"_a);
-  m.def("op_warp_backward", &op_warp_backward, "moving"_a, "displacement"_a.none(), "grad_out"_a, "spacing"_a,
-        "padding"_a, "want_displacement"_a, "want_moving"_a);
-  m.def("op_loss", &op_loss, "kind"_a, "fixed"_a, "warped"_a, "mask"_a.none(), "spacing"_a, "radius"_a, "eps"_a,
-        "bins"_a, "ranges"_a.none(), "want_grad"_a);
-  m.def("op_gaussian_smooth", &op_gaussian_smooth, "input"_a, "sigma_voxels"_a, "adjoint"_a);
+  m.def("op_warp", &op_warp, "moving"_a, "displacement"_a.none(), "out"_a, "spacing"_a, "interpolation"_a,
+        "padding"_a, "stream"_a = 0);
+  m.def("op_warp_backward", &op_warp_backward, "moving"_a, "displacement"_a.none(), "grad_out"_a,
+        "d_displacement"_a.none(), "d_moving"_a.none(), "spacing"_a, "padding"_a, "stream"_a = 0);
+  m.def("op_loss", &op_loss, "kind"_a, "fixed"_a, "warped"_a, "mask"_a.none(), "partials"_a, "grad"_a.none(),
+        "spacing"_a, "radius"_a, "eps"_a, "bins"_a, "ranges"_a.none(), "stream"_a = 0);
+  m.def("op_gaussian_smooth", &op_gaussian_smooth, "input"_a, "out"_a, "sigma_voxels"_a, "adjoint"_a, "stream"_a = 0);
   m.def("run_tool", &py_run_tool, "args"_a, "progress"_a.none(), "log"_a.none(), "summary"_a.none());
 }

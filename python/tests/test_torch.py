@@ -1,4 +1,4 @@
-"""gigareg.torch: the ops as autograd functions on CPU tensors, against PyTorch's own grid_sample
+"""gigareg.torch: the ops as autograd functions on CPU tensors (test_torch_cuda.py: CUDA), against PyTorch's own grid_sample
 and plain-PyTorch losses, gradients against central finite differences (the ops are float32, so
 torch.autograd.gradcheck's double precision does not apply: directional derivatives in float64
 arithmetic over float32 evaluations, with tolerances to match)."""
@@ -239,9 +239,8 @@ def test_bad_input_raises_clear_errors():
     # Non-contiguous tensors are accepted (made contiguous) and give the contiguous result.
     big = smooth_volume((6, 7, 16), 60)
     assert torch.equal(gt.warp(big[:, :, ::2], u.new_zeros(3, 6, 7, 8)), big[:, :, ::2].contiguous())
-    if torch.cuda.is_available():
-        with pytest.raises(TypeError, match="CPU tensors"):
-            gt.warp(v.cuda(), u.cuda())
+    with pytest.raises(TypeError, match="CPU and CUDA tensors"):
+        gt.warp(v.to("meta"), u.to("meta"))
 
 
 def test_gaussian_smooth_matches_its_definition_and_its_gradient_is_the_transpose():

@@ -73,17 +73,15 @@ void gaussian_pass(VolumeView<const float> src, VolumeView<float> dst, const Box
 
 void gaussian_adjoint_pass(VolumeView<const float> src, VolumeView<float> dst, int axis,
                            const GaussianTaps& taps) {
-  // The transpose of gaussian_pass over the whole grid: each input sample y[i] is spread onto
-  // the samples its output read, x[clamp(i + k)] += w[|k|] y[i] (the edge sample collects the
-  // weights of every tap clamped onto it), in the order of i then k: deterministic per line.
+  // The transpose of gaussian_pass over the whole grid, one line at a time: each output gathers
+  // the inputs whose taps reached it (gaussian_adjoint_sample, the CUDA kernel's formula).
   const Index3 size = src.global_size;
-  const int r = taps.radius;
   const index_t n = size[axis];
   const int a1 = axis == 0 ? 1 : 0, a2 = axis == 2 ? 1 : 2;  // the two other axes
   const index_t lines = size[a1] * size[a2];
 #pragma omp parallel
   {
-    std::vector<float> line(static_cast<std::size_t>(n)), acc(static_cast<std::size_t>(n));
+    std::vector<float> line(static_cast<std::size_t>(n));
 #pragma omp for schedule(static)
     for (index_t l = 0; l < lines; ++l) {
       Index3 g{0, 0, 0};
@@ -93,13 +91,9 @@ void gaussian_adjoint_pass(VolumeView<const float> src, VolumeView<float> dst, i
         g[axis] = t;
         line[std::size_t(t)] = src.at(g.x, g.y, g.z);
       }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (index_t i = 0; i < n; ++i)
-        for (int k = -r; k <= r; ++k)
-          acc[std::size_t(clamp_index(i + k, n))] += taps.w[k < 0 ? -k : k] * line[std::size_t(i)];
       for (index_t t = 0; t < n; ++t) {
         g[axis] = t;
-        dst.at(g.x, g.y, g.z) = acc[std::size_t(t)];
+        dst.at(g.x, g.y, g.z) = gaussian_adjoint_sample(taps.w, taps.radius, line.data(), 1, t, n);
       }
     }
   }

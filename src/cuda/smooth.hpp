@@ -15,6 +15,11 @@ namespace gigareg::cuda {
 void gaussian_pass(void* stream, VolumeView<const float> src, VolumeView<float> dst,
                    const Box& region, int axis, const GaussianTaps& taps);
 
+/// The transpose of a pass along `axis` over the whole grid (gaussian_smooth_adjoint): src and
+/// dst are single-component views of the whole grid, not the same memory.
+void gaussian_adjoint_pass(void* stream, VolumeView<const float> src, VolumeView<float> dst, int axis,
+                           const GaussianTaps& taps);
+
 /// True when gaussian_pass_yx handles these radii (its shared-memory tile fits).
 bool gaussian_yx_fusable(int radius_y, int radius_x);
 

@@ -121,7 +121,6 @@ void gaussian_smooth_adjoint(const Context& ctx, VolumeView<const float> in, Vol
                              Vec3d sigma_voxels, double truncation) {
   const Index3 global = in.global_size;
   const Box grid{{0, 0, 0}, global};
-  GIGAREG_REQUIRE(ctx.backend == Backend::Cpu, "gaussian_smooth_adjoint runs on the cpu backend");
   GIGAREG_REQUIRE(out.global_size == global && in.box() == grid && out.box() == grid,
                   "gaussian_smooth_adjoint works on whole volumes (views of the whole grid)");
   GIGAREG_REQUIRE(in.components == out.components && in.components >= 1,
@@ -132,17 +131,28 @@ void gaussian_smooth_adjoint(const Context& ctx, VolumeView<const float> in, Vol
   require_backend_memory(ctx, "gaussian_smooth_adjoint", out.data);
   const GaussianTaps taps[3] = {gaussian_taps(sigma_voxels.x, truncation), gaussian_taps(sigma_voxels.y, truncation),
                                 gaussian_taps(sigma_voxels.z, truncation)};
+  const auto adjoint_pass = [&](VolumeView<const float> src, VolumeView<float> dst, int axis) {
+    if (ctx.backend == Backend::Cpu) {
+      cpu::gaussian_adjoint_pass(src, dst, axis, taps[axis]);
+    } else {
+#if GIGAREG_WITH_CUDA
+      cuda::gaussian_adjoint_pass(ctx.stream, src, dst, axis, taps[axis]);
+#else
+      throw_error(ErrorKind::Cuda, "gaussian_smooth_adjoint", "gigareg was built without CUDA");
+#endif
+    }
+  };
   // The forward passes run z, y, x; their transposes run x, y, z, ping-ponging between `out` and
   // one scratch volume so that the last pass lands in `out`.
   int axes[3], count = 0;
   for (int a = 0; a < 3; ++a)
     if (taps[a].radius > 0) axes[count++] = a;
-  std::vector<float> scratch(count > 1 ? std::size_t(grid.voxel_count()) : 0);
+  Scratch<float> scratch(ctx, count > 1 ? std::size_t(grid.voxel_count()) : 0, "gaussian_smooth_adjoint scratch");
   for (int c = 0; c < in.components; ++c) {
     const VolumeView<const float> src_c = component(in, c);
     const VolumeView<float> dst_c = component(out, c);
     if (count == 0) {
-      cpu::gaussian_pass(src_c, dst_c, grid, 0, taps[0]);  // radius 0 everywhere: a copy
+      adjoint_pass(src_c, dst_c, 0);  // radius 0 everywhere: a copy
       continue;
     }
     const VolumeView<float> tmp = contiguous_view(scratch.data(), grid, global);
@@ -150,7 +160,7 @@ void gaussian_smooth_adjoint(const Context& ctx, VolumeView<const float> in, Vol
     for (int p = 0; p < count; ++p) {
       // The last pass writes `out`; before it, passes alternate so that none reads what it writes.
       const VolumeView<float> to = (count - 1 - p) % 2 == 0 ? dst_c : tmp;
-      cpu::gaussian_adjoint_pass(from, to, axes[p], taps[axes[p]]);
+      adjoint_pass(from, to, axes[p]);
       from = to;
     }
   }

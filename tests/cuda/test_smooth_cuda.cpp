@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "gigareg/error.hpp"
 #include "gigareg/memory.hpp"
 #include "gigareg/ops/pyramid.hpp"
 #include "gigareg/ops/smooth.hpp"
@@ -204,6 +205,37 @@ TEST(GaussianSmoothCuda, RunsOnAUserStream) {
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_LT(compare_owned(d_out.to(MemorySpace::Host), cpu, whole_box(g)), 1e-5);
   cudaStreamDestroy(stream);
+}
+
+TEST(GaussianSmoothCuda, AdjointIsBitwiseTheCpuAdjoint) {
+  // The backward pass of gigareg.torch's smoothing on CUDA: the same gather formula as the CPU
+  // (device/gaussian.hpp), so the two agree bitwise; on a user stream, every voxel written
+  // (NaN-poisoned output), two components, kernels wider than their axis (r = 9 on 5 voxels:
+  // both ends' tails on every line, and one line of a single voxel).
+  REQUIRE_CUDA_DEVICE();
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  const struct {
+    Index3 size;
+    Vec3d sigma;
+  } cases[] = {{{37, 29, 21}, {1.4, 2.0, 0.8}}, {{5, 23, 1}, {3.0, 0.0, 1.0}}, {{16, 12, 9}, {0.0, 0.0, 0.0}}};
+  for (const auto& c : cases) {
+    const Geometry g = grid(c.size);
+    const Volume<float> in = random_volume(g, 2, 108, -1.0f, 1.0f);
+    Volume<float> cpu(g, 2);
+    gaussian_smooth_adjoint(kCpu, in.view(), cpu.view(), c.sigma);
+    const Volume<float> d_in = in.to(MemorySpace::Device);
+    Volume<float> d_out = poisoned_device(g, whole_box(g), 2);
+    gaussian_smooth_adjoint(Context::cuda(stream), d_in.view(), d_out.view(), c.sigma);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    const Volume<float> out = d_out.to(MemorySpace::Host);
+    EXPECT_EQ(std::memcmp(out.data(), cpu.data(), cpu.bytes()), 0) << c.size.x << "x" << c.size.y << "x" << c.size.z;
+  }
+  cudaStreamDestroy(stream);
+  // Host memory on the cuda backend is refused, as for every op.
+  const Geometry g = grid({8, 8, 8});
+  Volume<float> a(g), b(g);
+  EXPECT_THROW(gaussian_smooth_adjoint(kGpu, a.view(), b.view(), {1.0, 1.0, 1.0}), Error);
 }
 
 TEST(PyramidCuda, DownsampleMatchesCpu) {

@@ -48,6 +48,40 @@ GIGAREG_HDI float gaussian_tap_sum(const float* w, int radius, const float* cent
 
 GIGAREG_HDI index_t clamp_index(index_t i, index_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
+/// One output of the transpose of a whole-line pass (gaussian_tap_sum with the index clamped to
+/// the line of n samples), as a gather, so that each output is computed by one thread on either
+/// backend: out[j] = sum over taps k of w[|k|] y[j - k] for the samples j - k inside the line,
+/// plus, at each end, every tap that the forward pass clamped onto that end: out[0] gets
+/// y[i] * sum_{k = i+1..r} w[k] for i < r, and out[n - 1] the mirror image (both when n is 1).
+/// `line` is sample 0 of the line, `stride` the distance between its samples. Fixed order (the
+/// centre, the pairs k = 1..r, then the low end's tails from i = r - 1 down to 0, then the high
+/// end's), rn_ ops: the CPU reference and the CUDA kernel agree bitwise.
+GIGAREG_HDI float gaussian_adjoint_sample(const float* w, int radius, const float* line, index_t stride, index_t j,
+                                          index_t n) {
+  using detail::rn_add;
+  using detail::rn_mul;
+  float acc = rn_mul(w[0], line[j * stride]);
+  for (int k = 1; k <= radius; ++k) {
+    const index_t lo = j - k, hi = j + k;
+    if (lo >= 0 && hi < n)
+      acc = rn_add(acc, rn_mul(w[k], rn_add(line[lo * stride], line[hi * stride])));
+    else if (lo >= 0)
+      acc = rn_add(acc, rn_mul(w[k], line[lo * stride]));
+    else if (hi < n)
+      acc = rn_add(acc, rn_mul(w[k], line[hi * stride]));
+  }
+  if (j == 0 || j == n - 1) {
+    float tail = 0.f;  // sum_{k = i+1..r} w[k], grown as i goes down
+    for (int i = radius - 1; i >= 0; --i) {
+      tail = rn_add(tail, w[i + 1]);
+      if (i >= n) continue;
+      if (j == 0) acc = rn_add(acc, rn_mul(tail, line[i * stride]));
+      if (j == n - 1) acc = rn_add(acc, rn_mul(tail, line[(n - 1 - i) * stride]));
+    }
+  }
+  return acc;
+}
+
 /// a + t (b - a): exact for a == b, so resampling a constant returns the constant bitwise.
 GIGAREG_HDI float lerp_rn(float a, float b, float t) {
   return detail::rn_add(a, detail::rn_mul(t, detail::rn_sub(b, a)));

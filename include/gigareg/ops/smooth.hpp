@@ -64,8 +64,9 @@ void gaussian_smooth(const Context& ctx, VolumeView<const float> in, VolumeView<
 /// out = G_sigma^T * in: the transpose (adjoint) of gaussian_smooth over the whole grid, the
 /// backward pass of smoothing (dL/din = G^T dL/dout). With the replicate boundary G is not
 /// symmetric: an edge voxel also collects the weights of the taps clamped onto it. Whole-grid
-/// views only, not in place, CPU backend only; float accumulation, deterministic (each line in a
-/// fixed order). <G x, y> = <x, G^T y> is the test (test_smooth.cpp).
+/// views only, not in place, both backends; float accumulation in a fixed order per output
+/// (device/gaussian.hpp, gaussian_adjoint_sample), so the backends agree bitwise.
+/// <G x, y> = <x, G^T y> is the test (test_smooth.cpp; test_smooth_cuda.cpp against the CPU).
 void gaussian_smooth_adjoint(const Context& ctx, VolumeView<const float> in, VolumeView<float> out,
                              Vec3d sigma_voxels, double truncation = kDefaultGaussianTruncation);
 
