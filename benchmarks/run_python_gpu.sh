@@ -41,6 +41,6 @@ if [[ $what == test || $what == all ]]; then
   python3 -m pytest -q -p no:cacheprovider python/tests/test_torch.py python/tests/test_torch_cuda.py \
     > "$out/pytest_torch.log" 2>&1
   echo "pytest test_torch.py test_torch_cuda.py: rc $? $(tail -1 "$out/pytest_torch.log")"
-  python3 benchmarks/train_step_torch.py --pair "$d/data" --json "$out/train_step.json" 2>&1 |
+  python3 benchmarks/train_step_torch.py --pair "$d/data" --json "$out/train_step.json" ${PROFILE:+--profile} 2>&1 |
     tee "$out/train_step.log"
 fi

@@ -19,7 +19,9 @@ Both compute the same function; the script checks that their losses agree and th
 displacement gradients point the same way before it times anything.
 
 Timing: CUDA events around each step after warm-up, median of repeats; peak memory:
-torch.cuda.max_memory_allocated over the timed steps. Prints one table; --json writes the numbers.
+torch.cuda.max_memory_allocated over the timed steps (after warm-up, so cuDNN's autotuning
+workspaces are not counted), above what was allocated before them (the network's parameters and
+Adam's state are allocated by then, so the peak is activations, gradients and temporaries). Prints one table; --json writes the numbers.
 
     python3 benchmarks/train_step_torch.py --pair ../shared/data/brain_labelled   # real brains
     python3 benchmarks/train_step_torch.py --shape 160 192 224      # synthetic images of that size
@@ -147,10 +149,16 @@ def pytorch_loss(shape, device, radius, eps):
 
 # ------------------------------------------------------------------------------------------------
 
-def median_ms(fn, warmup, repeats):
+def measure(fn, warmup, repeats):
+    """(median, min, max) milliseconds of fn over `repeats` after `warmup` calls, and the peak of
+    allocated memory above what was allocated before the timed calls. The peak is taken over the
+    timed calls only: the warm-up's first calls include cuDNN's autotuning (cudnn.benchmark), whose
+    trial workspaces would otherwise land on whichever variant runs first."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -159,7 +167,7 @@ def median_ms(fn, warmup, repeats):
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times), max(times)
+    return (statistics.median(times), min(times), max(times)), torch.cuda.max_memory_allocated() - base
 
 
 def images(shape, device, seed):
@@ -191,6 +199,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the GPU kernels of each variant's registration part (torch.profiler)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("train_step_torch: needs a CUDA device")
@@ -215,7 +225,7 @@ def main():
     for name, loss in variants.items():
         value = loss(fixed, moving, probe)
         (grad,) = torch.autograd.grad(value, probe)
-        checks[name] = (float(value), grad)
+        checks[name] = (float(value.detach()), grad)
     lg, gg = checks["gigareg"]
     lp, gp = checks["pytorch"]
     cosine = float((gg * gp).sum() / (gg.norm() * gp.norm()))
@@ -235,11 +245,19 @@ def main():
             total = loss(fixed, moving, flow) + args.weight * diffusion_penalty(flow)
             total.backward()
 
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-        reg = median_ms(registration_part, args.warmup, args.repeats)
-        reg_mem = torch.cuda.max_memory_allocated() - base_mem
+        reg, reg_mem = measure(registration_part, args.warmup, args.repeats)
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    registration_part()
+                torch.cuda.synchronize()
+            print(f"--- {name}: GPU kernels of 5 registration parts")
+            averages = prof.key_averages()
+            try:
+                print(averages.table(sort_by="device_time_total", row_limit=12, max_name_column_width=60))
+            except (AttributeError, KeyError):  # PyTorch before 2.4 names it cuda_time_total
+                print(averages.table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
         # The whole training step.
         torch.manual_seed(1)
@@ -253,11 +271,7 @@ def main():
             total.backward()
             opt.step()
 
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-        whole = median_ms(step, args.warmup, args.repeats)
-        whole_mem = torch.cuda.max_memory_allocated() - base_mem
+        whole, whole_mem = measure(step, args.warmup, args.repeats)
         results[name] = {"registration_ms": reg, "registration_peak_bytes": reg_mem,
                          "step_ms": whole, "step_peak_bytes": whole_mem}
         del net, opt

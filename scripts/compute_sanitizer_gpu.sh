@@ -41,26 +41,41 @@ if ((${#binaries[@]} == 0)); then
   exit 2
 fi
 
+# One sanitizer run: tool, binary, gtest filter, log. Prints the verdict; returns 0 when clean.
+run_one() {
+  local tool=$1 t=$2 filter=$3 log=$4 extra=() rc summary verdict
+  # --error-exitcode makes a finding visible in the exit status; leak checking belongs to memcheck.
+  [[ $tool == memcheck ]] && extra=(--leak-check full)
+  timeout "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 "${extra[@]}" \
+    "$t" --gtest_filter="$filter" --gtest_brief=1 > "$log" 2>&1
+  rc=$?
+  summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$log" | tail -1)
+  case $rc in
+    0) verdict=clean ;;
+    86) verdict="ERRORS FOUND" ;;
+    124) verdict="timed out after ${limit}s" ;;
+    *) verdict="test failed (rc $rc)" ;;
+  esac
+  echo "$tool $(basename "$t") [$filter]: $verdict ${summary:+($summary)}"
+  [[ $rc == 0 ]]
+}
+export -f run_one
+export sanitizer limit
+
 failed=0
 for tool in $tools; do
   mkdir -p "$out/$tool"
   for t in "${binaries[@]}"; do
     name=$(basename "$t")
-    log="$out/$tool/$name.log"
-    # --error-exitcode makes a finding visible in the exit status; leak checking belongs to memcheck.
-    extra=()
-    [[ $tool == memcheck ]] && extra=(--leak-check full)
-    timeout "$limit" "$sanitizer" --tool "$tool" --error-exitcode 86 "${extra[@]}" \
-      "$t" --gtest_filter="$filter" --gtest_brief=1 > "$log" 2>&1
-    rc=$?
-    summary=$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$log" | tail -1)
-    case $rc in
-      0) verdict=clean ;;
-      86) verdict="ERRORS FOUND"; failed=1 ;;
-      124) verdict="timed out after ${limit}s"; failed=1 ;;
-      *) verdict="test failed (rc $rc)"; failed=1 ;;
-    esac
-    echo "$tool $name: $verdict ${summary:+($summary)}"
+    if [[ -n ${PER_TEST:-} ]]; then
+      # Every test of the binary that the filter selects, PER_TEST at a time.
+      tests=$("$t" --gtest_filter="$filter" --gtest_list_tests | awk '/^[^ ]/ {suite=$1} /^  / {print suite $1}')
+      printf '%s\n' $tests | xargs -P "$PER_TEST" -I{} bash -c \
+        'run_one "$0" "$1" "$2" "$3/$(echo "$2" | tr -c "A-Za-z0-9_.\n" _).log"' "$tool" "$t" {} "$out/$tool" ||
+        failed=1
+    else
+      run_one "$tool" "$t" "$filter" "$out/$tool/$name.log" || failed=1
+    fi
   done
 done
 echo "compute_sanitizer_gpu: logs in $out"

@@ -127,19 +127,29 @@ def test_ops_run_on_the_current_stream():
 
 
 def test_a_training_step_on_cuda_follows_finite_differences():
-    """d/du of LNCC(fixed, warp(moving, u)) on the GPU against a central difference along a
-    random direction (float32 evaluations, float64 arithmetic)."""
-    f, m = smooth_volume(SHAPE, 17).cuda(), smooth_volume(SHAPE, 18).cuda()
+    """d/du of LNCC(fixed, warp(moving, u)) on the GPU against a central difference along a smooth
+    random direction (float32 evaluations, float64 arithmetic). Smooth images and direction: the
+    trilinear warp has kinks at every knot, and a white-noise direction over noisy images makes
+    the difference quotient measure the kinks (0.85-1.4 x the derivative at h = 1e-2), not the
+    gradient; here it agrees within 0.4% on the CPU, whose gradient the CUDA one equals to 1e-4."""
+    def smooth(seed, passes, scale):
+        v = smooth_volume(SHAPE, seed, 1.0).double()
+        k = torch.ones(1, 1, 3, 3, 3, dtype=torch.float64) / 27
+        for _ in range(passes):
+            v = torch.nn.functional.conv3d(v[None, None], k, padding=1)[0, 0]
+        return (scale * (v - v.min()) / (v.max() - v.min())).float()
+
+    f, m = smooth(17, 4, 10.0).cuda(), smooth(18, 4, 10.0).cuda()
     u = random_flow(SHAPE, 1.0, 19).cuda().requires_grad_(True)
     loss = gt.lncc_loss(f, gt.warp(m, u, padding="border"))
     (g,) = torch.autograd.grad(loss, u)
-    d = torch.randn(u.shape, generator=torch.Generator().manual_seed(20)).cuda()
-    h = 1e-2
+    d = torch.stack([smooth(30 + c, 2, 2.0) - 1.0 for c in range(3)]).cuda()
+    h = 3e-3
     with torch.no_grad():
         fd = (float(gt.lncc_loss(f, gt.warp(m, u + h * d, padding="border"))) -
               float(gt.lncc_loss(f, gt.warp(m, u - h * d, padding="border")))) / (2 * h)
     analytic = float((g.double() * d.double()).sum())
-    assert analytic == pytest.approx(fd, rel=5e-3), (analytic, fd)
+    assert analytic == pytest.approx(fd, rel=1e-2), (analytic, fd)
 
 
 def test_cuda_bad_input_raises_clear_errors():

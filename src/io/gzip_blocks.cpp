@@ -26,7 +26,7 @@ constexpr std::size_t kHeaderBytes = 10 + 2 + 4 + 4;
 constexpr std::size_t kTrailerBytes = 8;  // CRC-32, ISIZE
 constexpr unsigned char kSubfield[2] = {'G', 'R'};
 
-std::atomic<int> g_default_level{1};
+std::atomic<int> g_default_level{kCompressionAuto};
 
 void put32(unsigned char* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
@@ -45,15 +45,33 @@ struct DecompressorDeleter {
 };
 
 // One compressor per thread and level, kept for the thread's life (allocating one costs more
-// than compressing a small block at high levels).
+// than compressing a small block at high levels; auto switches between levels 0 and 1).
 libdeflate_compressor* thread_compressor(int level) {
-  thread_local std::unique_ptr<libdeflate_compressor, CompressorDeleter> c;
-  thread_local int c_level = -1;
-  if (!c || c_level != level) {
-    c.reset(libdeflate_alloc_compressor(level));
-    c_level = level;
+  thread_local std::unique_ptr<libdeflate_compressor, CompressorDeleter> c[13];
+  std::unique_ptr<libdeflate_compressor, CompressorDeleter>& slot = c[level];
+  if (!slot) slot.reset(libdeflate_alloc_compressor(level));
+  return slot.get();
+}
+
+// kCompressionAuto's choice for one member: level 1, or 0 (stored) where deflate would save less
+// than kAutoMinSaving of it. The probe deflates four 16 KiB windows spread over the member at
+// level 1 (1.6% of a 4 MiB member's work) and depends on the bytes only, so the choice, and the
+// file, are the same on every run and thread count.
+constexpr double kAutoMinSaving = 0.10;
+constexpr std::size_t kAutoProbeBytes = std::size_t(16) << 10;
+
+int auto_member_level(const unsigned char* in, std::size_t n) {
+  if (n <= 4 * kAutoProbeBytes) return 1;  // small members: compress (it costs little)
+  libdeflate_compressor* c = thread_compressor(1);
+  if (c == nullptr) throw_error(ErrorKind::OutOfMemory, "gzip", "cannot allocate a compressor");
+  unsigned char out[kAutoProbeBytes + 1024];  // libdeflate's bound for 16 KiB at level 1 is below this
+  std::size_t compressed = 0;
+  for (int w = 0; w < 4; ++w) {
+    const std::size_t at = (n - kAutoProbeBytes) / 3 * std::size_t(w);
+    const std::size_t bytes = libdeflate_deflate_compress(c, in + at, kAutoProbeBytes, out, sizeof out);
+    compressed += bytes == 0 ? kAutoProbeBytes : bytes;
   }
-  return c.get();
+  return double(compressed) > (1.0 - kAutoMinSaving) * double(4 * kAutoProbeBytes) ? 0 : 1;
 }
 
 libdeflate_decompressor* thread_decompressor() {
@@ -65,6 +83,7 @@ libdeflate_decompressor* thread_decompressor() {
 // Compresses one block into a complete member.
 void compress_member(const unsigned char* in, std::size_t n, int level,
                      std::vector<unsigned char>& member) {
+  if (level == kCompressionAuto) level = auto_member_level(in, n);
   libdeflate_compressor* c = thread_compressor(level);
   if (c == nullptr) throw_error(ErrorKind::OutOfMemory, "gzip", "cannot allocate a compressor");
   member.resize(kHeaderBytes + libdeflate_deflate_compress_bound(c, n) + kTrailerBytes);
@@ -94,9 +113,9 @@ int default_compression_level() { return g_default_level.load(); }
 namespace gigareg {
 
 void set_compression_level(int level) {
-  if (level < 0 || level > 12)
+  if (level != kCompressionAuto && (level < 0 || level > 12))
     throw_error(ErrorKind::InvalidArgument, "compression level",
-                std::to_string(level) + " is outside 0-12");
+                std::to_string(level) + " is outside 0-12 (or kCompressionAuto)");
   io_detail::g_default_level.store(level);
 }
 
@@ -121,7 +140,7 @@ PlaneMemberLayout plane_member_layout(std::size_t plane_bytes) {
 
 std::uint64_t write_gzip_members(std::size_t count, std::size_t max_member_bytes, int level,
                                  const MemberFill& fill, const MemberPut& put, const std::string& path) {
-  if (level < 0 || level > 12)
+  if (level != kCompressionAuto && (level < 0 || level > 12))
     throw_error(ErrorKind::InvalidArgument, path, "compression level " + std::to_string(level) + " is outside 0-12");
   const std::size_t batch = std::min(count, std::size_t(std::max(1, omp_get_max_threads())));
   // Not zeroed: untouched pages of a short last member cost no memory.

@@ -246,9 +246,46 @@ TEST(DirectNifti, CompressionLevels) {
   set_compression_level(before);
   EXPECT_TRUE(testing::throws_error([] { set_compression_level(13); }, ErrorKind::InvalidArgument,
                                     "compression level", "outside 0-12"));
-  EXPECT_TRUE(testing::throws_error([] { set_compression_level(-1); }, ErrorKind::InvalidArgument,
+  EXPECT_TRUE(testing::throws_error([] { set_compression_level(-2); }, ErrorKind::InvalidArgument,
                                     "compression level", "outside 0-12"));
   EXPECT_EQ(compression_level(), before);
+}
+
+TEST(DirectNifti, AutoCompressionStoresWhatDeflateCannotShrink) {
+  // The default: members that deflate shrinks by less than 10% (random float mantissas, like a
+  // displacement field's) are stored, the others deflated at level 1; either way the file is one
+  // valid gzip stream with the same voxels, and the choice depends on the bytes only.
+  ScratchDir dir;
+  EXPECT_EQ(compression_level(), kCompressionAuto) << "auto is the default";
+  const Geometry g = testing::oblique_geometry({128, 128, 96});  // 6 MiB: two members
+  const Volume<float> noisy = testing::random_volume(g, 1, -3, 3, false);  // like a field (mm)
+  Volume<float> masked = noisy.clone();  // zero outside a ball: compresses well
+  for (index_t k = 0; k < g.size.z; ++k)
+    for (index_t j = 0; j < g.size.y; ++j)
+      for (index_t i = 0; i < g.size.x; ++i)
+        if ((i - 64) * (i - 64) + (j - 64) * (j - 64) + (k - 48) * (k - 48) > 30 * 30) masked(i, j, k) = 0.f;
+  const int before = compression_level();
+  std::size_t sizes[2][2];  // [volume][auto, level 1]
+  for (int level : {kCompressionAuto, 1}) {
+    set_compression_level(level);
+    for (int which = 0; which < 2; ++which) {
+      const Volume<float>& v = which == 0 ? noisy : masked;
+      const std::string path = dir.file("v" + std::to_string(which) + "l" + std::to_string(level) + ".nii.gz");
+      write_image(path, v);
+      EXPECT_TRUE(testing::same_voxels(read_image(path).voxels, v)) << which << " " << level;
+      EXPECT_EQ(std::system(("gzip -t '" + path + "'").c_str()), 0) << path;
+      sizes[which][level == 1] = read_bytes(path).size();
+      if (level == kCompressionAuto) {  // the same bytes again
+        write_image(path + ".again.nii.gz", v);
+        EXPECT_EQ(read_bytes(path + ".again.nii.gz"), read_bytes(path));
+      }
+    }
+  }
+  set_compression_level(before);
+  EXPECT_GT(sizes[0][0], std::size_t(noisy.bytes())) << "the noisy volume is stored";
+  EXPECT_LT(sizes[0][1], std::size_t(noisy.bytes())) << "level 1 shrinks it a little";
+  EXPECT_EQ(sizes[1][0], sizes[1][1]) << "the masked volume is deflated at level 1";
+  EXPECT_LT(sizes[1][0], std::size_t(masked.bytes()) / 2);
 }
 
 TEST(DirectNifti, CorruptBlockFilesAreErrorsNotData) {

@@ -1,6 +1,7 @@
 #include "tool.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include "gigareg/config.hpp"
 #include "gigareg/error.hpp"
@@ -8,9 +9,20 @@
 
 namespace gigareg::cli {
 
+namespace {
+/// "auto" or an integer 0-12 (no sign, no spaces): the level; anything else: none.
+std::optional<int> parse_compression_level(const std::string& text) {
+  if (text == "auto") return kCompressionAuto;
+  if (text.empty() || text.size() > 2 || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  const int level = std::stoi(text);
+  return level <= 12 ? std::optional<int>(level) : std::nullopt;
+}
+}  // namespace
+
 Tool::Tool(RegisterHooks register_hooks)
     : app_("gigareg: registration of 3-D medical images up to gigavoxel size"),
-      compression_(compression_level()) {
+      compression_(compression_level() == kCompressionAuto ? "auto" : std::to_string(compression_level())) {
   app_.set_version_flag("--version", std::string("gigareg ") + GIGAREG_VERSION);
   app_.require_subcommand(1);
   // Options every command takes (given after the command's name, as ANTs users write them).
@@ -18,9 +30,14 @@ Tool::Tool(RegisterHooks register_hooks)
     CLI::App* sub = app_.add_subcommand(name, description);
     commands_[sub] = adder(*sub);
     sub->add_option("--compression-level", compression_,
-                    "deflate level of every .nii.gz written: 0 (stored) to 12 (smallest, slowest); "
-                    "1, the default, is the fastest (docs/io.md); also GIGAREG_COMPRESSION_LEVEL")
-        ->check(CLI::Range(0, 12))
+                    "deflate level of every .nii.gz written: auto (the default: level 1, but members that "
+                    "deflate would shrink by less than 10%, such as float warps, stored), or 0 (stored) to 12 "
+                    "(smallest, slowest) for every member (docs/io.md); also GIGAREG_COMPRESSION_LEVEL")
+        ->check(CLI::Validator(
+            [](std::string& text) {
+              return parse_compression_level(text) ? std::string() : "'" + text + "' is not auto or a level 0-12";
+            },
+            "auto|0-12"))
         ->envname("GIGAREG_COMPRESSION_LEVEL");
     sub->add_option("--zarr-chunk", zarr_chunk_,
                     "chunk of every .zarr written: N (a cube, default 64) or XxYxZ voxels "
@@ -50,7 +67,7 @@ void Tool::parse(const std::vector<std::string>& args) {
 }
 
 int Tool::run() {
-  set_compression_level(compression_);
+  set_compression_level(*parse_compression_level(compression_));
   ZarrOptions zarr;
   zarr.chunk = parse_zarr_chunk(zarr_chunk_);
   const auto colon = zarr_codec_.find(':');

@@ -32,7 +32,7 @@ class Tool {
  private:
   CLI::App app_;
   std::map<CLI::App*, Command> commands_;
-  int compression_;
+  std::string compression_;  // --compression-level as given: "auto" or 0-12
   std::string zarr_chunk_ = "64", zarr_codec_ = "zstd";  // --zarr-chunk, --zarr-codec
 };
 
