@@ -65,6 +65,11 @@ def _stream(t):
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
+def _stack(items):
+    """torch.stack, without its copy for a single item (batch 1, one channel: the common case)."""
+    return items[0].unsqueeze(0) if len(items) == 1 else torch.stack(items)
+
+
 def _batched(t, channels, name):
     """(N, C, D, H, W) view of a (D, H, W) volume or (3, D, H, W) field, or of a batched one."""
     unbatched = 3 if channels is None else 4
@@ -125,7 +130,7 @@ def warp(moving, displacement, spacing=(1.0, 1.0, 1.0), interpolation="linear", 
     if m.shape[0] != u.shape[0] or m.shape[2:] != u.shape[2:]:
         raise ValueError(f"moving {tuple(moving.shape)} and displacement {tuple(displacement.shape)}: "
                          "the batch size and the grid (D, H, W) must agree")
-    out = torch.stack([torch.stack([_Warp.apply(m[n, c], u[n], spacing, interpolation, padding)
+    out = _stack([_stack([_Warp.apply(m[n, c], u[n], spacing, interpolation, padding)
                                     for c in range(m.shape[1])]) for n in range(m.shape[0])])
     return out[0, 0] if single else out
 
@@ -169,9 +174,9 @@ def gaussian_smooth(x, sigma, spacing=None):
     if x.dim() == 3:
         return _Smooth.apply(x, s)
     if x.dim() == 4:
-        return torch.stack([_Smooth.apply(x[c], s) for c in range(x.shape[0])])
+        return _stack([_Smooth.apply(x[c], s) for c in range(x.shape[0])])
     if x.dim() == 5:
-        return torch.stack([torch.stack([_Smooth.apply(x[n, c], s) for c in range(x.shape[1])])
+        return _stack([_stack([_Smooth.apply(x[n, c], s) for c in range(x.shape[1])])
                             for n in range(x.shape[0])])
     raise ValueError(f"input: expected (D, H, W), (C, D, H, W) or (N, C, D, H, W), got {tuple(x.shape)}")
 
@@ -224,7 +229,7 @@ def _loss(kind, fixed, warped, mask, spacing=(1.0, 1.0, 1.0), radius=2, eps=1e-5
                 r = (float(f[n, c].min()), float(f[n, c].max()), float(w[n, c].min()), float(w[n, c].max()))
             terms.append(_Loss.apply(f[n, c], w[n, c], None if k is None else k[n, c], kind, spacing,
                                      int(radius), float(eps), int(bins), None if r is None else tuple(map(float, r))))
-    return torch.stack(terms).mean()
+    return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
 
 
 def mse_loss(fixed, warped, mask=None):

@@ -447,9 +447,9 @@ RegistrationOutputs write_registration_outputs(const RegistrationResult& result,
     }
     return out;
   }
-  // The images are written concurrently: gzip compression of the fields dominates the time of
-  // a GPU registration's command, and the files are independent (each goes through its own
-  // temporary and rename). The first failure is rethrown once all have finished.
+  // The images are written concurrently: their gzip members (deflated or stored, docs/io.md)
+  // dominate the time of a GPU registration's command, and the files are independent (each goes
+  // through its own temporary and rename). The first failure is rethrown once all have finished.
   std::vector<std::future<void>> writes;
   if (!result.warp.empty()) {
     out.warp = prefix + "1Warp" + warp_extension;
