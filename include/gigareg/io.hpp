@@ -64,10 +64,10 @@ bool is_integer(PixelType type);
 /// The deflate level of every .nii.gz gigareg writes from now on, in this process: 0 (stored, no
 /// compression) to 12 (smallest, slowest), libdeflate's scale, or kCompressionAuto, the default:
 /// each 4 MiB member at level 1 (the fastest), except members that a probe of four 16 KiB windows
-/// shows deflate would shrink by less than 10%, which are stored. Float displacement fields
-/// shrink by about 8% at any level (their low mantissa bits are noise), so auto stores them at
-/// the disk's speed instead of spending all cores on deflate; label maps and masked images still
-/// compress. The choice depends on the bytes only (deterministic). docs/io.md has the figures.
+/// shows deflate would shrink by less than 10%, which are stored. A registration's forward warp
+/// shrinks by only 3-8% at any level (float mantissas are noise), so auto stores it at the disk's
+/// speed instead of spending all cores on deflate; inverse warps (equal values in the
+/// background), label maps and masked images still compress. The choice depends on the bytes only (deterministic). docs/io.md has the figures.
 /// InvalidArgument otherwise. Thread-safe; writes already under way keep their level.
 inline constexpr int kCompressionAuto = -1;
 void set_compression_level(int level);
